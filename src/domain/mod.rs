@@ -1,0 +1,10 @@
+//! Pure domain types and rules: money, usage events, tariffs, billing periods, subscriptions.
+//! Nothing here does I/O or knows of tokio, tonic, sled or redis.
+
+pub mod localtime;
+pub mod money;
+pub mod period;
+pub mod subscription;
+pub mod tariff;
+pub mod tariff_file;
+pub mod usage;

@@ -1,0 +1,199 @@
+//! The typed, validated tariff catalogue: plans, effective-dated versions, and per-meter charge
+//! models. Built only by [`super::tariff_file::parse_catalogue`], so every value here has passed
+//! validation (prices >= 0 with at most 9 decimals, tiers increasing, bands covering the week once).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use super::money::{Currency, InvoiceRounding};
+use super::period::BillingPeriod;
+
+/// Minutes in a week: the resolution of time-of-day bands.
+pub const MINUTES_PER_WEEK: u32 = 7 * 24 * 60;
+
+/// All plans of one tariff file.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) index: HashMap<String, usize>,
+    pub(crate) meters: BTreeSet<String>,
+}
+
+impl Catalogue {
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.index.get(id).map(|&i| &self.plans[i])
+    }
+
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    /// True when any version of any plan prices `meter`.
+    pub fn knows_meter(&self, meter: &str) -> bool {
+        self.meters.contains(meter)
+    }
+
+    /// Every meter name the catalogue defines, sorted.
+    pub fn meters(&self) -> impl Iterator<Item = &str> {
+        self.meters.iter().map(String::as_str)
+    }
+}
+
+/// A price plan: currency, invoice rounding, time zone, billing period, versions.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id: String,
+    pub name: Option<String>,
+    pub currency: Currency,
+    pub rounding: InvoiceRounding,
+    pub time_zone: Tz,
+    pub period: BillingPeriod,
+    /// Sorted by `effective_from`, strictly increasing; never empty.
+    pub versions: Vec<Version>,
+}
+
+impl Plan {
+    /// The version in force at `at`: the last one whose `effective_from` is not after it.
+    pub fn version_at(&self, at: DateTime<Utc>) -> Option<&Version> {
+        let after = self.versions.partition_point(|v| v.effective_from <= at);
+        after.checked_sub(1).map(|i| &self.versions[i])
+    }
+
+    /// Versions published in advance: effective after `now`.
+    pub fn upcoming(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Version> {
+        self.versions.iter().filter(move |v| v.effective_from > now)
+    }
+}
+
+/// One effective-dated version of a plan. Never edited once in force; a change is a new version.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// 1-based position in the plan's version list; stable because versions are only appended.
+    pub number: u32,
+    pub effective_from: DateTime<Utc>,
+    /// Percentage off every charge of this version (0 < d <= 100), if any.
+    pub discount_percent: Option<Decimal>,
+    pub meters: HashMap<String, MeterTariff>,
+}
+
+/// How one meter is priced in one version.
+#[derive(Debug, Clone)]
+pub struct MeterTariff {
+    /// Prices are per this many units of quantity (60 for a per-minute price on seconds).
+    pub per: u32,
+    /// Units of each period that are free (an included allowance); 0 when none.
+    pub included: Decimal,
+    pub model: Model,
+}
+
+/// The charge model of a meter.
+// Catalogues are built once and hold a handful of meters; keeping the per-unit model inline saves
+// a pointer chase on the hottest rating path, so the size difference is accepted.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// Price per unit, chosen per event; priced event by event.
+    PerUnit(PerUnit),
+    /// Period-cumulative: each slab of the period quantity at its own price.
+    Graduated(Vec<Tier>),
+    /// Period-cumulative: the whole period quantity at the price of the tier it reached.
+    Volume(Vec<Tier>),
+    /// Period-cumulative: a price per started block of `block_size` units.
+    Package { block_size: Decimal, block_price: Decimal },
+}
+
+impl Model {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Model::PerUnit(_) => "per_unit",
+            Model::Graduated(_) => "graduated",
+            Model::Volume(_) => "volume",
+            Model::Package { .. } => "package",
+        }
+    }
+}
+
+/// One tier of a tiered model: up to `up_to` units of the period (the last tier has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub up_to: Option<Decimal>,
+    pub price: Decimal,
+}
+
+/// The per-unit model with its per-event refinements.
+#[derive(Debug, Clone)]
+pub struct PerUnit {
+    pub rates: RateTable,
+    /// The quantity is a duration in seconds starting at the event's timestamp.
+    pub duration: bool,
+    pub increments: Option<Increments>,
+    pub bands: Option<Bands>,
+    pub connect_fee: Decimal,
+    pub minimum_charge: Decimal,
+}
+
+/// Where the per-unit price of an event comes from, in this order: the first `matches` rule whose
+/// attributes all equal the event's, else the longest prefix of `prefix.attribute`, else `default`.
+#[derive(Debug, Clone)]
+pub struct RateTable {
+    pub matches: Vec<MatchRule>,
+    pub prefix: Option<PrefixTable>,
+    pub default: Option<Decimal>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    pub attributes: Vec<(String, String)>,
+    pub price: Decimal,
+}
+
+/// Longest-prefix price table on one attribute (telecom destinations).
+#[derive(Debug, Clone)]
+pub struct PrefixTable {
+    pub attribute: String,
+    pub prices: HashMap<String, Decimal>,
+    /// Length in bytes of the longest prefix: lookups probe no longer prefixes.
+    pub longest: usize,
+}
+
+/// Telecom increments: the first `first` seconds are charged whole, then each started `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Increments {
+    pub first: Decimal,
+    pub next: Decimal,
+}
+
+/// Time-of-day and weekday bands, covering every minute of the week exactly once.
+#[derive(Debug, Clone)]
+pub struct Bands {
+    pub bands: Vec<Band>,
+    /// Runs of minutes of the week (Monday 00:00 = 0) owned by one band, sorted, contiguous,
+    /// covering `0..MINUTES_PER_WEEK`.
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Band {
+    pub name: String,
+    /// Multiplier applied to the selected per-unit price (0.5 = half price).
+    pub factor: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u32,
+    pub end: u32,
+    pub band: usize,
+}
+
+impl Bands {
+    /// The segment containing `minute_of_week`.
+    pub fn segment_at(&self, minute_of_week: u32) -> Segment {
+        debug_assert!(minute_of_week < MINUTES_PER_WEEK);
+        let i = self.segments.partition_point(|s| s.end <= minute_of_week);
+        self.segments[i]
+    }
+}

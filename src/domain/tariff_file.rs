@@ -1,0 +1,968 @@
+//! Tariff files: TOML -> raw serde structs (unknown keys refused) -> validation that gathers every
+//! error with its path -> the typed [`Catalogue`].
+//!
+//! Parsing is pure (a `&str` in, a catalogue or a list of errors out); reading the file is the
+//! caller's job. Money is never read from a TOML float: prices are strings (`"0.0200"`) or integers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc, Weekday};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE, RoundingMode, parse_exact};
+use super::period::BillingPeriod;
+use super::tariff::{
+    Band, Bands, Catalogue, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model, PerUnit, Plan, PrefixTable,
+    RateTable, Segment, Tier, Version,
+};
+
+/// Longest meter name, attribute name or value accepted in a tariff (SPEC section 2 bounds ids).
+const MAX_NAME_BYTES: usize = 128;
+/// Largest `per` divisor: a week of seconds is the largest unit anyone prices by.
+const MAX_PER: u32 = 604_800;
+
+/// One problem in a tariff file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TariffError {
+    /// Dotted path such as `plans[1].versions[0].meters."voice.seconds".prefixes."+44"`; empty for
+    /// a syntax error (whose message carries the line and column).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for TariffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a tariff file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TariffErrors(pub Vec<TariffError>);
+
+impl fmt::Display for TariffErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a tariff file's text.
+pub fn parse_catalogue(text: &str) -> Result<Catalogue, TariffErrors> {
+    let raw: RawFile = toml::from_str(text).map_err(|error| {
+        let message = error.to_string().trim_end().replace('\n', " | ");
+        TariffErrors(vec![TariffError {
+            path: String::new(),
+            message,
+        }])
+    })?;
+    let mut v = Validator::default();
+    let plans = v.file(raw);
+    if !v.errors.is_empty() {
+        return Err(TariffErrors(v.errors));
+    }
+    let index = plans.iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect();
+    let meters = plans
+        .iter()
+        .flat_map(|p| &p.versions)
+        .flat_map(|v| v.meters.keys().cloned())
+        .collect();
+    Ok(Catalogue { plans, index, meters })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file shape
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    plans: Vec<RawPlan>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    id: String,
+    name: Option<String>,
+    currency: String,
+    time_zone: String,
+    rounding: RawRounding,
+    billing_period: Option<RawPeriod>,
+    #[serde(default)]
+    versions: Vec<RawVersion>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRounding {
+    places: u32,
+    mode: RoundingMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeriod {
+    kind: String,
+    anchor_day: Option<u32>,
+    week_start: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    effective_from: RawInstant,
+    discount_percent: Option<Dec>,
+    #[serde(default)]
+    meters: BTreeMap<String, RawMeter>,
+}
+
+/// A TOML offset date-time, or the same written as an RFC 3339 string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawInstant {
+    Native(toml::value::Datetime),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeter {
+    model: String,
+    per: Option<u32>,
+    included: Option<Dec>,
+    price: Option<Dec>,
+    prefix_attribute: Option<String>,
+    prefixes: Option<BTreeMap<String, Dec>>,
+    #[serde(rename = "match")]
+    matches: Option<Vec<RawMatch>>,
+    duration: Option<bool>,
+    increments: Option<RawIncrements>,
+    connect_fee: Option<Dec>,
+    minimum_charge: Option<Dec>,
+    bands: Option<Vec<RawBand>>,
+    tiers: Option<Vec<RawTier>>,
+    block_size: Option<Dec>,
+    block_price: Option<Dec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    attributes: BTreeMap<String, String>,
+    price: Dec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIncrements {
+    first: Dec,
+    next: Dec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBand {
+    name: String,
+    factor: Dec,
+    windows: Vec<RawWindow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    days: Vec<String>,
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    up_to: Option<Dec>,
+    price: Dec,
+}
+
+/// A decimal read from a TOML string or integer. A TOML float is refused: it is binary, not exact.
+struct Dec(Result<Decimal, String>);
+
+impl<'de> Deserialize<'de> for Dec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a decimal string such as \"0.0200\", or an integer")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Dec, E> {
+                Ok(Dec(parse_exact(text)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dec, E> {
+                Ok(Dec(Ok(Decimal::from(n))))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dec, E> {
+                Ok(Dec(Ok(Decimal::from(n))))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Dec, E> {
+                Err(E::custom(format!(
+                    "{n} is a TOML float, which is not exact; write the amount as a string, e.g. \"{n}\""
+                )))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<TariffError>,
+}
+
+/// Appends `.key` to a path, quoting keys that are not plain identifiers.
+fn key(path: &str, key: &str) -> String {
+    format!("{path}.{key}")
+}
+
+fn quoted(path: &str, key: &str) -> String {
+    format!("{path}.{key:?}")
+}
+
+fn indexed(path: &str, field: &str, i: usize) -> String {
+    if path.is_empty() {
+        format!("{field}[{i}]")
+    } else {
+        format!("{path}.{field}[{i}]")
+    }
+}
+
+impl Validator {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(TariffError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn file(&mut self, raw: RawFile) -> Vec<Plan> {
+        if raw.plans.is_empty() {
+            self.error("plans", "at least one plan is required");
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut plans = Vec::with_capacity(raw.plans.len());
+        for (i, raw_plan) in raw.plans.into_iter().enumerate() {
+            let path = indexed("", "plans", i);
+            if let Some(first) = seen.get(&raw_plan.id) {
+                self.error(
+                    key(&path, "id"),
+                    format!("duplicate plan id {:?} (also plans[{first}])", raw_plan.id),
+                );
+            } else {
+                seen.insert(raw_plan.id.clone(), i);
+            }
+            if let Some(plan) = self.plan(&path, raw_plan) {
+                plans.push(plan);
+            }
+        }
+        plans
+    }
+
+    fn plan(&mut self, path: &str, raw: RawPlan) -> Option<Plan> {
+        self.name(&key(path, "id"), &raw.id);
+        let currency = raw
+            .currency
+            .parse::<Currency>()
+            .map_err(|m| self.error(key(path, "currency"), m))
+            .ok();
+        let time_zone = raw
+            .time_zone
+            .parse::<Tz>()
+            .map_err(|_| {
+                self.error(
+                    key(path, "time_zone"),
+                    format!("unknown IANA time zone {:?}", raw.time_zone),
+                )
+            })
+            .ok();
+        if raw.rounding.places > RECORD_SCALE {
+            self.error(key(path, "rounding.places"), format!("must be at most {RECORD_SCALE}"));
+        }
+        let rounding = InvoiceRounding {
+            places: raw.rounding.places.min(RECORD_SCALE),
+            mode: raw.rounding.mode,
+        };
+        let period = match raw.billing_period {
+            None => Some(BillingPeriod::Month { anchor_day: 1 }),
+            Some(p) => self.period(&key(path, "billing_period"), p),
+        };
+        let versions = self.versions(path, raw.versions);
+        Some(Plan {
+            id: raw.id,
+            name: raw.name,
+            currency: currency?,
+            rounding,
+            time_zone: time_zone?,
+            period: period?,
+            versions: versions?,
+        })
+    }
+
+    fn period(&mut self, path: &str, raw: RawPeriod) -> Option<BillingPeriod> {
+        let misplaced = |v: &mut Self, field: &str, present: bool| {
+            if present {
+                v.error(key(path, field), format!("not valid for kind {:?}", raw.kind));
+            }
+        };
+        match raw.kind.as_str() {
+            "month" => {
+                misplaced(self, "week_start", raw.week_start.is_some());
+                let anchor_day = raw.anchor_day.unwrap_or(1);
+                if !(1..=31).contains(&anchor_day) {
+                    self.error(key(path, "anchor_day"), "must be between 1 and 31");
+                    return None;
+                }
+                Some(BillingPeriod::Month { anchor_day })
+            }
+            "week" => {
+                misplaced(self, "anchor_day", raw.anchor_day.is_some());
+                let start = match raw.week_start.as_deref() {
+                    None => Weekday::Mon,
+                    Some(day) => match parse_weekday(day) {
+                        Some(d) => d,
+                        None => {
+                            self.error(key(path, "week_start"), format!("{day:?} is not a weekday (mon..sun)"));
+                            return None;
+                        }
+                    },
+                };
+                Some(BillingPeriod::Week { start })
+            }
+            "day" => {
+                misplaced(self, "anchor_day", raw.anchor_day.is_some());
+                misplaced(self, "week_start", raw.week_start.is_some());
+                Some(BillingPeriod::Day)
+            }
+            other => {
+                self.error(
+                    key(path, "kind"),
+                    format!("{other:?} is not one of \"month\", \"week\", \"day\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn versions(&mut self, path: &str, raw: Vec<RawVersion>) -> Option<Vec<Version>> {
+        if raw.is_empty() {
+            self.error(key(path, "versions"), "at least one version is required");
+            return None;
+        }
+        let mut versions = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        let mut previous: Option<DateTime<Utc>> = None;
+        for (i, raw_version) in raw.into_iter().enumerate() {
+            let vpath = indexed(path, "versions", i);
+            let from = self.instant(&key(&vpath, "effective_from"), &raw_version.effective_from);
+            if let (Some(prev), Some(from)) = (previous, from) {
+                if from <= prev {
+                    self.error(
+                        key(&vpath, "effective_from"),
+                        format!(
+                            "versions must be sorted by effective_from without overlap: {from} is not after {prev}"
+                        ),
+                    );
+                }
+            }
+            previous = from.or(previous);
+            let discount = raw_version
+                .discount_percent
+                .and_then(|d| self.percent(&key(&vpath, "discount_percent"), d));
+            let meters = self.meters(&vpath, raw_version.meters);
+            match (from, meters) {
+                (Some(effective_from), Some(meters)) => versions.push(Version {
+                    number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    effective_from,
+                    discount_percent: discount,
+                    meters,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(versions)
+    }
+
+    fn instant(&mut self, path: &str, raw: &RawInstant) -> Option<DateTime<Utc>> {
+        let text = match raw {
+            RawInstant::Native(dt) => dt.to_string(),
+            RawInstant::Text(s) => s.clone(),
+        };
+        match DateTime::parse_from_rfc3339(&text) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("{text:?} is not an RFC 3339 date-time with an offset (e.g. 2027-01-01T00:00:00Z)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn percent(&mut self, path: &str, raw: Dec) -> Option<Decimal> {
+        let d = self.amount(path, raw)?;
+        if d <= Decimal::ZERO || d > Decimal::ONE_HUNDRED {
+            self.error(path, "must be greater than 0 and at most 100");
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A non-negative decimal with at most 9 fractional digits.
+    fn amount(&mut self, path: &str, raw: Dec) -> Option<Decimal> {
+        match raw.0 {
+            Err(message) => {
+                self.error(path, message);
+                None
+            }
+            Ok(d) if d.is_sign_negative() && !d.is_zero() => {
+                self.error(path, "must be >= 0");
+                None
+            }
+            Ok(d) if d.scale() > MAX_INPUT_SCALE => {
+                self.error(path, format!("has more than {MAX_INPUT_SCALE} fractional digits"));
+                None
+            }
+            Ok(d) => Some(d),
+        }
+    }
+
+    fn price(&mut self, path: &str, raw: Dec) -> Option<Decimal> {
+        match raw.0 {
+            Ok(d) if d.is_sign_negative() && !d.is_zero() => {
+                self.error(path, "price must be >= 0");
+                None
+            }
+            _ => self.amount(path, raw),
+        }
+    }
+
+    fn positive(&mut self, path: &str, raw: Dec) -> Option<Decimal> {
+        let d = self.amount(path, raw)?;
+        if d.is_zero() {
+            self.error(path, "must be greater than 0");
+            return None;
+        }
+        Some(d)
+    }
+
+    fn name(&mut self, path: &str, name: &str) -> bool {
+        let ok = !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_whitespace);
+        if !ok {
+            self.error(
+                path,
+                format!("must be 1..={MAX_NAME_BYTES} bytes without spaces, got {name:?}"),
+            );
+        }
+        ok
+    }
+
+    fn meters(&mut self, vpath: &str, raw: BTreeMap<String, RawMeter>) -> Option<HashMap<String, MeterTariff>> {
+        if raw.is_empty() {
+            self.error(key(vpath, "meters"), "at least one meter is required");
+            return None;
+        }
+        let mut meters = HashMap::with_capacity(raw.len());
+        let mut ok = true;
+        for (name, raw_meter) in raw {
+            let mpath = quoted(&key(vpath, "meters"), &name);
+            ok &= self.name(&mpath, &name);
+            match self.meter(&mpath, raw_meter) {
+                Some(m) => {
+                    meters.insert(name, m);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(meters)
+    }
+
+    fn meter(&mut self, path: &str, mut raw: RawMeter) -> Option<MeterTariff> {
+        let before = self.errors.len();
+        let per = raw.per.unwrap_or(1);
+        if per == 0 || per > MAX_PER {
+            self.error(key(path, "per"), format!("must be between 1 and {MAX_PER}"));
+        }
+        let included = raw
+            .included
+            .take()
+            .and_then(|d| self.amount(&key(path, "included"), d))
+            .unwrap_or_default();
+        let model = match raw.model.as_str() {
+            "per_unit" => self.per_unit(path, raw).map(Model::PerUnit),
+            "graduated" | "volume" => {
+                let volume = raw.model == "volume";
+                self.only_fields(path, &raw, &["tiers"]);
+                let tiers = self.tiers(path, raw.tiers);
+                tiers.map(|t| if volume { Model::Volume(t) } else { Model::Graduated(t) })
+            }
+            "package" => {
+                self.only_fields(path, &raw, &["block_size", "block_price"]);
+                let size = self
+                    .required(path, "block_size", raw.block_size)
+                    .and_then(|d| self.positive(&key(path, "block_size"), d));
+                let price = self
+                    .required(path, "block_price", raw.block_price)
+                    .and_then(|d| self.price(&key(path, "block_price"), d));
+                Some(Model::Package {
+                    block_size: size?,
+                    block_price: price?,
+                })
+            }
+            other => {
+                self.error(
+                    key(path, "model"),
+                    format!("{other:?} is not one of \"per_unit\", \"graduated\", \"volume\", \"package\""),
+                );
+                None
+            }
+        };
+        (self.errors.len() == before).then_some(MeterTariff {
+            per,
+            included,
+            model: model?,
+        })
+    }
+
+    fn required(&mut self, path: &str, field: &str, value: Option<Dec>) -> Option<Dec> {
+        if value.is_none() {
+            self.error(key(path, field), "is required for this model");
+        }
+        value
+    }
+
+    /// Reports every model-specific field present that `allowed` does not list.
+    fn only_fields(&mut self, path: &str, raw: &RawMeter, allowed: &[&str]) {
+        let present = [
+            ("price", raw.price.is_some()),
+            ("prefix_attribute", raw.prefix_attribute.is_some()),
+            ("prefixes", raw.prefixes.is_some()),
+            ("match", raw.matches.is_some()),
+            ("duration", raw.duration.is_some()),
+            ("increments", raw.increments.is_some()),
+            ("connect_fee", raw.connect_fee.is_some()),
+            ("minimum_charge", raw.minimum_charge.is_some()),
+            ("bands", raw.bands.is_some()),
+            ("tiers", raw.tiers.is_some()),
+            ("block_size", raw.block_size.is_some()),
+            ("block_price", raw.block_price.is_some()),
+        ];
+        for (field, is_present) in present {
+            if is_present && !allowed.contains(&field) {
+                self.error(key(path, field), format!("not valid for model {:?}", raw.model));
+            }
+        }
+    }
+
+    fn per_unit(&mut self, path: &str, mut raw: RawMeter) -> Option<PerUnit> {
+        self.only_fields(
+            path,
+            &raw,
+            &[
+                "price",
+                "prefix_attribute",
+                "prefixes",
+                "match",
+                "duration",
+                "increments",
+                "connect_fee",
+                "minimum_charge",
+                "bands",
+            ],
+        );
+        let has_rate = raw.price.is_some() || raw.prefixes.is_some() || raw.matches.is_some();
+        let default = raw.price.take().and_then(|d| self.price(&key(path, "price"), d));
+        let prefix = self.prefixes(path, raw.prefix_attribute.take(), raw.prefixes.take());
+        let matches = self.matches(path, raw.matches.take().unwrap_or_default());
+        if !has_rate {
+            self.error(path, "a per_unit meter needs a price, prefixes or match rules");
+        }
+        let duration = raw.duration.unwrap_or(false);
+        let increments = raw.increments.take().and_then(|inc| {
+            let ipath = key(path, "increments");
+            if !duration {
+                self.error(&ipath, "increments apply to durations: set duration = true");
+            }
+            let first = self.positive(&key(&ipath, "first"), inc.first);
+            let next = self.positive(&key(&ipath, "next"), inc.next);
+            Some(Increments {
+                first: first?,
+                next: next?,
+            })
+        });
+        let connect_fee = raw
+            .connect_fee
+            .take()
+            .and_then(|d| self.price(&key(path, "connect_fee"), d))
+            .unwrap_or_default();
+        let minimum_charge = raw
+            .minimum_charge
+            .take()
+            .and_then(|d| self.price(&key(path, "minimum_charge"), d))
+            .unwrap_or_default();
+        let bands = raw.bands.take().and_then(|b| self.bands(&key(path, "bands"), b));
+        Some(PerUnit {
+            rates: RateTable {
+                matches,
+                prefix,
+                default,
+            },
+            duration,
+            increments,
+            bands,
+            connect_fee,
+            minimum_charge,
+        })
+    }
+
+    fn prefixes(
+        &mut self,
+        path: &str,
+        attribute: Option<String>,
+        prices: Option<BTreeMap<String, Dec>>,
+    ) -> Option<PrefixTable> {
+        match (attribute, prices) {
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(
+                    key(path, "prefixes"),
+                    "prefix_attribute is set but there are no prefixes",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.error(
+                    key(path, "prefix_attribute"),
+                    "prefixes need the attribute they match on",
+                );
+                None
+            }
+            (Some(attribute), Some(raw)) => {
+                self.name(&key(path, "prefix_attribute"), &attribute);
+                let ppath = key(path, "prefixes");
+                if raw.is_empty() {
+                    self.error(&ppath, "must hold at least one prefix");
+                }
+                let mut prices = HashMap::with_capacity(raw.len());
+                for (prefix, dec) in raw {
+                    let epath = quoted(&ppath, &prefix);
+                    if prefix.is_empty() || prefix.len() > MAX_NAME_BYTES {
+                        self.error(&epath, format!("prefix must be 1..={MAX_NAME_BYTES} bytes"));
+                    }
+                    if let Some(price) = self.price(&epath, dec) {
+                        prices.insert(prefix, price);
+                    }
+                }
+                let longest = prices.keys().map(String::len).max().unwrap_or(0);
+                Some(PrefixTable {
+                    attribute,
+                    prices,
+                    longest,
+                })
+            }
+        }
+    }
+
+    fn matches(&mut self, path: &str, raw: Vec<RawMatch>) -> Vec<MatchRule> {
+        let mut rules = Vec::with_capacity(raw.len());
+        for (i, rule) in raw.into_iter().enumerate() {
+            let rpath = indexed(path, "match", i);
+            if rule.attributes.is_empty() {
+                self.error(key(&rpath, "attributes"), "must name at least one attribute");
+            }
+            for (name, value) in &rule.attributes {
+                self.name(&quoted(&key(&rpath, "attributes"), name), name);
+                if value.len() > MAX_NAME_BYTES {
+                    self.error(
+                        quoted(&key(&rpath, "attributes"), name),
+                        format!("value longer than {MAX_NAME_BYTES} bytes"),
+                    );
+                }
+            }
+            if let Some(price) = self.price(&key(&rpath, "price"), rule.price) {
+                rules.push(MatchRule {
+                    attributes: rule.attributes.into_iter().collect(),
+                    price,
+                });
+            }
+        }
+        rules
+    }
+
+    fn tiers(&mut self, path: &str, raw: Option<Vec<RawTier>>) -> Option<Vec<Tier>> {
+        let tpath = key(path, "tiers");
+        let Some(raw) = raw else {
+            self.error(&tpath, "is required for this model");
+            return None;
+        };
+        if raw.is_empty() {
+            self.error(&tpath, "must hold at least one tier");
+            return None;
+        }
+        let last = raw.len() - 1;
+        let mut tiers = Vec::with_capacity(raw.len());
+        let mut previous = Decimal::ZERO;
+        for (i, tier) in raw.into_iter().enumerate() {
+            let ipath = format!("{tpath}[{i}]");
+            let price = self.price(&key(&ipath, "price"), tier.price);
+            let up_to = match tier.up_to {
+                None if i != last => {
+                    self.error(key(&ipath, "up_to"), "is required on every tier but the last");
+                    None
+                }
+                Some(_) if i == last => {
+                    self.error(key(&ipath, "up_to"), "the last tier is open-ended and takes no up_to");
+                    None
+                }
+                None => None,
+                Some(d) => {
+                    let bound = self.amount(&key(&ipath, "up_to"), d);
+                    if let Some(b) = bound {
+                        if b <= previous {
+                            self.error(
+                                key(&ipath, "up_to"),
+                                format!("tiers must increase: {b} is not above {previous}"),
+                            );
+                        }
+                        previous = b;
+                    }
+                    bound
+                }
+            };
+            if let Some(price) = price {
+                tiers.push(Tier { up_to, price });
+            }
+        }
+        Some(tiers)
+    }
+
+    fn bands(&mut self, path: &str, raw: Vec<RawBand>) -> Option<Bands> {
+        if raw.is_empty() {
+            self.error(path, "must hold at least one band");
+            return None;
+        }
+        let before = self.errors.len();
+        let mut owner: Vec<Option<usize>> = vec![None; MINUTES_PER_WEEK as usize];
+        let mut overlaps: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut overlap_minutes: Vec<u32> = Vec::new();
+        let mut bands = Vec::with_capacity(raw.len());
+        let mut names = HashMap::new();
+        for (b, band) in raw.into_iter().enumerate() {
+            let bpath = format!("{path}[{b}]");
+            if let Some(first) = names.insert(band.name.clone(), b) {
+                self.error(
+                    key(&bpath, "name"),
+                    format!("duplicate band name {:?} (also {path}[{first}])", band.name),
+                );
+            }
+            self.name(&key(&bpath, "name"), &band.name);
+            let factor = self.amount(&key(&bpath, "factor"), band.factor).unwrap_or_default();
+            if band.windows.is_empty() {
+                self.error(key(&bpath, "windows"), "must hold at least one window");
+            }
+            for (w, window) in band.windows.iter().enumerate() {
+                let wpath = indexed(&bpath, "windows", w);
+                for minute in self.window_minutes(&wpath, window) {
+                    match owner[minute as usize] {
+                        Some(other) => {
+                            overlaps.insert((other, b));
+                            overlap_minutes.push(minute);
+                        }
+                        None => owner[minute as usize] = Some(b),
+                    }
+                }
+            }
+            bands.push(Band {
+                name: band.name,
+                factor,
+            });
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        for (a, b) in overlaps {
+            let at = overlap_minutes
+                .iter()
+                .copied()
+                .find(|&m| owner[m as usize] == Some(a))
+                .unwrap_or(0);
+            self.error(
+                path,
+                format!(
+                    "bands {:?} and {:?} overlap (first at {})",
+                    bands[a].name,
+                    bands[b].name,
+                    minute_label(at)
+                ),
+            );
+        }
+        for (start, end) in gaps(&owner) {
+            self.error(
+                path,
+                format!(
+                    "{} to {} is not covered by any band",
+                    minute_label(start),
+                    minute_label(end)
+                ),
+            );
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Bands {
+            segments: segments(&owner),
+            bands,
+        })
+    }
+
+    /// The minutes of the week a window covers; reports malformed days or times.
+    fn window_minutes(&mut self, path: &str, window: &RawWindow) -> Vec<u32> {
+        let from = parse_clock(&window.from);
+        let to = parse_clock(&window.to);
+        if from.is_none() || from == Some(24 * 60) {
+            self.error(
+                key(path, "from"),
+                format!("{:?} is not a time HH:MM between 00:00 and 23:59", window.from),
+            );
+        }
+        if to.is_none() {
+            self.error(
+                key(path, "to"),
+                format!("{:?} is not a time HH:MM between 00:00 and 24:00", window.to),
+            );
+        }
+        let mut days = Vec::new();
+        for (i, spec) in window.days.iter().enumerate() {
+            match parse_days(spec) {
+                Some(mut d) => days.append(&mut d),
+                None => self.error(
+                    format!("{path}.days[{i}]"),
+                    format!("{spec:?} is not a weekday or range like \"mon-fri\""),
+                ),
+            }
+        }
+        if window.days.is_empty() {
+            self.error(key(path, "days"), "must name at least one day");
+        }
+        let (Some(from), Some(to)) = (from, to) else {
+            return Vec::new();
+        };
+        if from >= to {
+            self.error(path, format!("from {} must be before to {}", window.from, window.to));
+            return Vec::new();
+        }
+        days.sort_unstable();
+        days.dedup();
+        days.iter().flat_map(|&d| (d * 1440 + from)..(d * 1440 + to)).collect()
+    }
+}
+
+fn gaps(owner: &[Option<usize>]) -> Vec<(u32, u32)> {
+    let mut gaps = Vec::new();
+    let mut start = None;
+    for (m, o) in owner.iter().enumerate() {
+        let m = m as u32;
+        match (o, start) {
+            (None, None) => start = Some(m),
+            (Some(_), Some(s)) => {
+                gaps.push((s, m));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        gaps.push((s, MINUTES_PER_WEEK));
+    }
+    gaps
+}
+
+fn segments(owner: &[Option<usize>]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for (m, o) in owner.iter().enumerate() {
+        // Invariant: called only once every minute has exactly one owner.
+        let band = o.expect("bands cover the week");
+        let m = m as u32;
+        match segments.last_mut() {
+            Some(last) if last.band == band => last.end = m + 1,
+            _ => segments.push(Segment {
+                start: m,
+                end: m + 1,
+                band,
+            }),
+        }
+    }
+    segments
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn minute_label(minute: u32) -> String {
+    let day = (minute / 1440) as usize;
+    if day >= 7 {
+        return "mon 00:00 (end of week)".to_string();
+    }
+    let in_day = minute % 1440;
+    format!("{} {:02}:{:02}", DAY_NAMES[day], in_day / 60, in_day % 60)
+}
+
+fn parse_weekday(text: &str) -> Option<Weekday> {
+    let i = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(text))?;
+    Weekday::try_from(i as u8).ok()
+}
+
+/// `"mon"` or a range `"mon-fri"` (no wrap-around) -> day numbers, Monday = 0.
+fn parse_days(spec: &str) -> Option<Vec<u32>> {
+    let day = |s: &str| {
+        DAY_NAMES
+            .iter()
+            .position(|d| d.eq_ignore_ascii_case(s.trim()))
+            .map(|i| i as u32)
+    };
+    match spec.split_once('-') {
+        None => Some(vec![day(spec)?]),
+        Some((a, b)) => {
+            let (a, b) = (day(a)?, day(b)?);
+            (a <= b).then(|| (a..=b).collect())
+        }
+    }
+}
+
+/// `"HH:MM"` -> minutes since midnight; `"24:00"` is the end of the day.
+fn parse_clock(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    match (h, m) {
+        (24, 0) => Some(24 * 60),
+        (0..=23, 0..=59) => Some(h * 60 + m),
+        _ => None,
+    }
+}

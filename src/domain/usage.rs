@@ -1,0 +1,61 @@
+//! Usage events as the domain sees them, and the fixed set of reasons an event can be rejected.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// One usage event, already validated by the front end (SPEC section 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    pub event_id: String,
+    pub account_id: String,
+    pub meter: String,
+    /// Exact, >= 0, at most 9 fractional digits.
+    pub quantity: Decimal,
+    /// Event time; for a duration meter, the start of the call.
+    pub timestamp: DateTime<Utc>,
+    /// Small bounded map, kept as pairs: a handful of entries is faster to scan than to hash.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Looks an attribute up by name in an event's attribute pairs.
+pub fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Why an event was not rated (SPEC section 2). Rejected events wait in suspense with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectReason {
+    InvalidField,
+    UnknownMeter,
+    NoTariff,
+    TooOld,
+    TooFarInFuture,
+    PeriodClosed,
+    Conflict,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::InvalidField,
+        RejectReason::UnknownMeter,
+        RejectReason::NoTariff,
+        RejectReason::TooOld,
+        RejectReason::TooFarInFuture,
+        RejectReason::PeriodClosed,
+        RejectReason::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidField => "INVALID_FIELD",
+            RejectReason::UnknownMeter => "UNKNOWN_METER",
+            RejectReason::NoTariff => "NO_TARIFF",
+            RejectReason::TooOld => "TOO_OLD",
+            RejectReason::TooFarInFuture => "TOO_FAR_IN_FUTURE",
+            RejectReason::PeriodClosed => "PERIOD_CLOSED",
+            RejectReason::Conflict => "CONFLICT",
+        }
+    }
+}

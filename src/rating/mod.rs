@@ -1,0 +1,648 @@
+//! The rating engine: pure functions from (plan, event, period-to-date usage) to an exact charge
+//! and its [`Explanation`].
+//!
+//! Order of operations for a per-unit meter (each step exact, one rounding at the end):
+//! 1. telecom increments on the whole duration -> the rated quantity;
+//! 2. the price: first matching attribute rule, else longest prefix, else the default;
+//! 3. the rated quantity laid from the event's start and split at band boundaries (duration meters
+//!    with bands), each part at price x band factor; a period's included allowance frees the
+//!    earliest units;
+//! 4. plus the connect fee; raised to the minimum charge; times each discount factor;
+//! 5. divided by `per` and rounded once to 9 places, half-even.
+//!
+//! A period-cumulative meter (graduated, volume, package) charges `R(after) - R(before)`, where
+//! `R(u)` is the price of `u` period units (after the allowance), discounted and rounded to 9
+//! places. The differences telescope, so a period's record charges sum exactly to `R(total)` in any
+//! order and batching of arrival.
+
+pub mod explain;
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::localtime::{next_instant_at, offset_seconds};
+use crate::domain::money::{Inexact, ceil_div, discount_factor, exact_add, exact_mul, exact_sub, round_quotient};
+use crate::domain::period::Period;
+use crate::domain::tariff::{
+    Bands, Catalogue, Increments, MINUTES_PER_WEEK, Model, PerUnit, Plan, RateTable, Tier, Version,
+};
+use crate::domain::usage::{RejectReason, attribute};
+
+pub use explain::Report;
+
+/// Longest duration split into bands: a month of seconds. Longer "calls" are input errors, and the
+/// bound keeps the split loop short.
+pub const MAX_BANDED_DURATION_SECONDS: i64 = 31 * 24 * 3600;
+
+/// What the engine needs to price one event.
+#[derive(Debug, Clone, Copy)]
+pub struct RatingInput<'a> {
+    pub meter: &'a str,
+    pub quantity: Decimal,
+    pub at: DateTime<Utc>,
+    pub attributes: &'a [(String, String)],
+    /// The account's period-to-date rated quantity of this meter before this event.
+    pub period_usage: Decimal,
+    /// A subscription's own percentage discount, applied after the version's.
+    pub subscription_discount: Option<Decimal>,
+}
+
+/// A priced event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rated {
+    /// Exactly 9 decimal places; negative only for a volume-tier marginal.
+    pub charge: Decimal,
+    /// The quantity after increments: what the period-to-date usage of the meter grows by.
+    pub rated_quantity: Decimal,
+    pub explanation: Explanation,
+}
+
+/// Why an event could not be priced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RatingError {
+    #[error("plan {plan:?} has no version in force at {at}")]
+    NoVersion { plan: String, at: DateTime<Utc> },
+    #[error("meter {meter:?} is not priced by plan {plan:?} version {version}")]
+    MeterNotPriced { plan: String, version: u32, meter: String },
+    #[error("no price for meter {meter:?}: no match rule, prefix or default applies")]
+    NoRate { meter: String },
+    #[error("quantity must be >= 0")]
+    NegativeQuantity,
+    #[error("period usage must be >= 0")]
+    NegativePeriodUsage,
+    #[error("a banded duration may be at most {MAX_BANDED_DURATION_SECONDS} seconds")]
+    DurationTooLong,
+    #[error("the charge exceeds exact decimal precision")]
+    Inexact,
+}
+
+impl From<Inexact> for RatingError {
+    fn from(_: Inexact) -> Self {
+        RatingError::Inexact
+    }
+}
+
+impl RatingError {
+    /// The suspense reason an event rejected for this error carries.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            RatingError::NoVersion { .. } | RatingError::MeterNotPriced { .. } | RatingError::NoRate { .. } => {
+                RejectReason::NoTariff
+            }
+            RatingError::NegativeQuantity
+            | RatingError::NegativePeriodUsage
+            | RatingError::DurationTooLong
+            | RatingError::Inexact => RejectReason::InvalidField,
+        }
+    }
+}
+
+/// Everything needed to explain a charge, compact enough to keep with the rated record. Names
+/// (plan, bands, tiers) are resolved against the plan by [`Report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub version: u32,
+    pub model: ModelKind,
+    pub quantity: Decimal,
+    pub rated_quantity: Decimal,
+    pub per: u32,
+    pub increments: Option<(Decimal, Decimal)>,
+    pub rate: Option<RateChoice>,
+    pub parts: Vec<Part>,
+    pub allowance: Option<Allowance>,
+    pub cumulative: Option<Cumulative>,
+    pub connect_fee: Decimal,
+    /// The minimum charge, when it replaced a smaller charge.
+    pub minimum_applied: Option<Decimal>,
+    pub version_discount: Option<Decimal>,
+    pub subscription_discount: Option<Decimal>,
+    /// The exact charge before rounding is `numerator / per` (per-unit models).
+    pub numerator: Decimal,
+    pub charge: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    PerUnit,
+    Graduated,
+    Volume,
+    Package,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::PerUnit => "per_unit",
+            ModelKind::Graduated => "graduated",
+            ModelKind::Volume => "volume",
+            ModelKind::Package => "package",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateChoice {
+    pub price: Decimal,
+    pub source: RateSource,
+}
+
+/// Why this price was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RateSource {
+    /// The `rule`-th (0-based) match rule had all its attributes equal to the event's.
+    Match {
+        rule: usize,
+    },
+    /// The longest configured prefix of the prefix attribute's value.
+    Prefix {
+        prefix: String,
+    },
+    Default,
+}
+
+/// A piece of a per-unit event priced at one band (or the whole event when there are no bands).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// Index of the band in the meter's band list.
+    pub band: Option<usize>,
+    pub start: DateTime<Utc>,
+    pub quantity: Decimal,
+    /// Units of this part covered by the included allowance.
+    pub free: Decimal,
+    pub factor: Decimal,
+    /// `(quantity - free) x price x factor`, exact, before division by `per`.
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allowance {
+    pub included: Decimal,
+    pub used_before: Decimal,
+    pub free: Decimal,
+}
+
+/// The marginal pricing of a period-cumulative model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cumulative {
+    pub usage_before: Decimal,
+    pub usage_after: Decimal,
+    /// Tiers the event's units fell into (graduated), or the tiers reached before and after
+    /// (volume); empty for package pricing.
+    pub steps: Vec<TierStep>,
+    pub blocks: Option<(Decimal, Decimal)>,
+    /// `R(before)` and `R(after)`: period prices, discounted, rounded to 9 places.
+    pub price_before: Decimal,
+    pub price_after: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierStep {
+    pub tier: usize,
+    pub quantity: Decimal,
+    pub price: Decimal,
+}
+
+/// Prices one event against `plan`.
+pub fn rate(plan: &Plan, input: &RatingInput<'_>) -> Result<Rated, RatingError> {
+    if input.quantity.is_sign_negative() && !input.quantity.is_zero() {
+        return Err(RatingError::NegativeQuantity);
+    }
+    if input.period_usage.is_sign_negative() && !input.period_usage.is_zero() {
+        return Err(RatingError::NegativePeriodUsage);
+    }
+    let version = plan.version_at(input.at).ok_or_else(|| RatingError::NoVersion {
+        plan: plan.id.clone(),
+        at: input.at,
+    })?;
+    let tariff = version
+        .meters
+        .get(input.meter)
+        .ok_or_else(|| RatingError::MeterNotPriced {
+            plan: plan.id.clone(),
+            version: version.number,
+            meter: input.meter.to_string(),
+        })?;
+    let discounts = Discounts::new(version, input.subscription_discount)?;
+    let mut explanation = Explanation {
+        version: version.number,
+        model: ModelKind::PerUnit,
+        quantity: input.quantity,
+        rated_quantity: input.quantity,
+        per: tariff.per,
+        increments: None,
+        rate: None,
+        parts: Vec::new(),
+        allowance: None,
+        cumulative: None,
+        connect_fee: Decimal::ZERO,
+        minimum_applied: None,
+        version_discount: version.discount_percent,
+        subscription_discount: input.subscription_discount,
+        numerator: Decimal::ZERO,
+        charge: Decimal::ZERO,
+    };
+    let charge = match &tariff.model {
+        Model::PerUnit(per_unit) => rate_per_unit(
+            plan.time_zone,
+            per_unit,
+            tariff.per,
+            tariff.included,
+            input,
+            &discounts,
+            &mut explanation,
+        )?,
+        model => rate_cumulative(model, tariff.per, tariff.included, input, &discounts, &mut explanation)?,
+    };
+    debug_assert_eq!(charge.scale(), crate::domain::money::RECORD_SCALE);
+    explanation.charge = charge;
+    Ok(Rated {
+        charge,
+        rated_quantity: explanation.rated_quantity,
+        explanation,
+    })
+}
+
+/// The discount multipliers in force for one event.
+struct Discounts {
+    version: Option<Decimal>,
+    subscription: Option<Decimal>,
+}
+
+impl Discounts {
+    fn new(version: &Version, subscription: Option<Decimal>) -> Result<Self, Inexact> {
+        Ok(Discounts {
+            version: version.discount_percent.map(discount_factor).transpose()?,
+            subscription: subscription.map(discount_factor).transpose()?,
+        })
+    }
+
+    fn apply(&self, value: Decimal) -> Result<Decimal, Inexact> {
+        let mut value = value;
+        for factor in [self.version, self.subscription].into_iter().flatten() {
+            value = exact_mul(value, factor)?;
+        }
+        Ok(value)
+    }
+}
+
+fn rate_per_unit(
+    tz: Tz,
+    model: &PerUnit,
+    per: u32,
+    included: Decimal,
+    input: &RatingInput<'_>,
+    discounts: &Discounts,
+    explanation: &mut Explanation,
+) -> Result<Decimal, RatingError> {
+    let rated = match model.increments {
+        Some(increments) => {
+            explanation.increments = Some((increments.first, increments.next));
+            apply_increments(input.quantity, increments)?
+        }
+        None => input.quantity,
+    };
+    explanation.rated_quantity = rated;
+    let choice = select_rate(&model.rates, input.attributes).ok_or_else(|| RatingError::NoRate {
+        meter: input.meter.to_string(),
+    })?;
+    let price = choice.price;
+    explanation.rate = Some(choice);
+
+    let mut parts = match (&model.bands, model.duration) {
+        (Some(bands), true) => split_by_bands(bands, tz, input.at, rated)?,
+        (Some(bands), false) => {
+            let band = bands.segment_at(minute_of_week(tz, input.at)).band;
+            vec![part(Some(band), input.at, rated, bands.bands[band].factor)]
+        }
+        (None, _) => vec![part(None, input.at, rated, Decimal::ONE)],
+    };
+
+    let mut free_left = Decimal::ZERO;
+    if !included.is_zero() {
+        let remaining = exact_sub(included, input.period_usage)?.max(Decimal::ZERO);
+        free_left = remaining.min(rated);
+        explanation.allowance = Some(Allowance {
+            included,
+            used_before: input.period_usage,
+            free: free_left,
+        });
+    }
+    let mut numerator = Decimal::ZERO;
+    for part in &mut parts {
+        part.free = free_left.min(part.quantity);
+        free_left -= part.free;
+        let chargeable = exact_sub(part.quantity, part.free)?;
+        let mut amount = exact_mul(chargeable, price)?;
+        if part.factor != Decimal::ONE {
+            amount = exact_mul(amount, part.factor)?;
+        }
+        part.amount = amount;
+        numerator = exact_add(numerator, amount)?;
+    }
+    explanation.parts = parts;
+
+    let per_decimal = Decimal::from(per);
+    if !model.connect_fee.is_zero() {
+        explanation.connect_fee = model.connect_fee;
+        numerator = exact_add(numerator, exact_mul(model.connect_fee, per_decimal)?)?;
+    }
+    if !model.minimum_charge.is_zero() {
+        let minimum = exact_mul(model.minimum_charge, per_decimal)?;
+        if numerator < minimum {
+            numerator = minimum;
+            explanation.minimum_applied = Some(model.minimum_charge);
+        }
+    }
+    numerator = discounts.apply(numerator)?;
+    explanation.numerator = numerator;
+    Ok(round_quotient(numerator, per)?)
+}
+
+fn part(band: Option<usize>, start: DateTime<Utc>, quantity: Decimal, factor: Decimal) -> Part {
+    Part {
+        band,
+        start,
+        quantity,
+        free: Decimal::ZERO,
+        factor,
+        amount: Decimal::ZERO,
+    }
+}
+
+/// First increment charged whole, then every started subsequent increment; zero stays zero.
+pub fn apply_increments(quantity: Decimal, increments: Increments) -> Result<Decimal, Inexact> {
+    if quantity.is_zero() {
+        return Ok(Decimal::ZERO);
+    }
+    if quantity <= increments.first {
+        return Ok(increments.first);
+    }
+    let beyond = exact_sub(quantity, increments.first)?;
+    let steps = ceil_div(beyond, increments.next)?;
+    exact_add(increments.first, exact_mul(steps, increments.next)?)
+}
+
+/// The price of an event: first match rule, else longest prefix, else the default.
+pub fn select_rate(rates: &RateTable, attributes: &[(String, String)]) -> Option<RateChoice> {
+    for (rule, candidate) in rates.matches.iter().enumerate() {
+        if candidate
+            .attributes
+            .iter()
+            .all(|(k, v)| attribute(attributes, k) == Some(v.as_str()))
+        {
+            return Some(RateChoice {
+                price: candidate.price,
+                source: RateSource::Match { rule },
+            });
+        }
+    }
+    if let Some(table) = &rates.prefix {
+        if let Some(value) = attribute(attributes, &table.attribute) {
+            for len in (1..=value.len().min(table.longest)).rev() {
+                if !value.is_char_boundary(len) {
+                    continue;
+                }
+                if let Some(&price) = table.prices.get(&value[..len]) {
+                    return Some(RateChoice {
+                        price,
+                        source: RateSource::Prefix {
+                            prefix: value[..len].to_string(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    rates.default.map(|price| RateChoice {
+        price,
+        source: RateSource::Default,
+    })
+}
+
+/// Minute of the week (Monday 00:00 = 0) of `at` in zone `tz`.
+fn minute_of_week(tz: Tz, at: DateTime<Utc>) -> u32 {
+    let local = at.with_timezone(&tz);
+    local.weekday().num_days_from_monday() * 1440 + local.hour() * 60 + local.minute()
+}
+
+/// Lays `seconds` from `start` and cuts it where the band changes in local time, or where a
+/// daylight-saving transition moves local time (the band is looked up again after it).
+fn split_by_bands(bands: &Bands, tz: Tz, start: DateTime<Utc>, seconds: Decimal) -> Result<Vec<Part>, RatingError> {
+    if seconds > Decimal::from(MAX_BANDED_DURATION_SECONDS) {
+        return Err(RatingError::DurationTooLong);
+    }
+    let mut parts: Vec<Part> = Vec::with_capacity(2);
+    let mut cursor = start;
+    let mut remaining = seconds;
+    loop {
+        let local = cursor.with_timezone(&tz);
+        let minute = minute_of_week(tz, cursor);
+        let segment = bands.segment_at(minute);
+        let floor_minute = local.naive_local().with_second(0).and_then(|t| t.with_nanosecond(0));
+        // Invariant: zeroing seconds and nanoseconds of a valid time is valid.
+        let floor_minute = floor_minute.expect("valid local time");
+        let local_end = floor_minute + Duration::minutes(i64::from(segment.end - minute));
+        let mut boundary = next_instant_at(tz, local_end, cursor);
+        if let Some(transition) = transition_between(tz, cursor, boundary) {
+            boundary = transition;
+        }
+        let span =
+            Decimal::from_i128_with_scale(i128::from((boundary - cursor).num_nanoseconds().unwrap_or(i64::MAX)), 9)
+                .normalize();
+        let take = span.min(remaining);
+        let factor = bands.bands[segment.band].factor;
+        match parts.last_mut() {
+            Some(last) if last.band == Some(segment.band) => last.quantity = exact_add(last.quantity, take)?,
+            _ => parts.push(part(Some(segment.band), cursor, take, factor)),
+        }
+        remaining = exact_sub(remaining, take)?;
+        if remaining <= Decimal::ZERO {
+            return Ok(parts);
+        }
+        cursor = boundary;
+        debug_assert!(segment.end <= MINUTES_PER_WEEK);
+    }
+}
+
+/// The first whole second in `(from, to)` whose UTC offset differs from `from`'s, if any.
+fn transition_between(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let before = offset_seconds(tz, from);
+    let last = to - Duration::seconds(1);
+    if last <= from || offset_seconds(tz, last) == before {
+        return None;
+    }
+    let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or(to);
+    let (mut lo, mut hi) = (from.timestamp(), last.timestamp());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if offset_seconds(tz, at(mid)) == before {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    Some(at(hi))
+}
+
+fn rate_cumulative(
+    model: &Model,
+    per: u32,
+    included: Decimal,
+    input: &RatingInput<'_>,
+    discounts: &Discounts,
+    explanation: &mut Explanation,
+) -> Result<Decimal, RatingError> {
+    let before = input.period_usage;
+    let after = exact_add(before, input.quantity)?;
+    let billable = |usage: Decimal| -> Result<Decimal, Inexact> { Ok(exact_sub(usage, included)?.max(Decimal::ZERO)) };
+    let (b0, b1) = (billable(before)?, billable(after)?);
+    if !included.is_zero() {
+        let free = exact_sub(input.quantity, exact_sub(b1, b0)?)?;
+        explanation.allowance = Some(Allowance {
+            included,
+            used_before: before,
+            free,
+        });
+    }
+    let price_of = |units: Decimal| -> Result<Decimal, Inexact> {
+        let exact = period_price(model, units)?;
+        round_quotient(discounts.apply(exact)?, per)
+    };
+    let (price_before, price_after) = (price_of(b0)?, price_of(b1)?);
+    let (kind, steps, blocks) = match model {
+        Model::Graduated(tiers) => (ModelKind::Graduated, graduated_steps(tiers, b0, b1)?, None),
+        Model::Volume(tiers) => {
+            let steps = [b0, b1]
+                .iter()
+                .map(|&u| {
+                    let i = volume_tier(tiers, u);
+                    TierStep {
+                        tier: i,
+                        quantity: u,
+                        price: tiers[i].price,
+                    }
+                })
+                .collect();
+            (ModelKind::Volume, steps, None)
+        }
+        Model::Package { block_size, .. } => (
+            ModelKind::Package,
+            Vec::new(),
+            Some((ceil_div(b0, *block_size)?, ceil_div(b1, *block_size)?)),
+        ),
+        Model::PerUnit(_) => unreachable!("per-unit meters are rated by rate_per_unit"),
+    };
+    explanation.model = kind;
+    explanation.numerator = discounts.apply(period_price(model, b1)?)?;
+    explanation.cumulative = Some(Cumulative {
+        usage_before: before,
+        usage_after: after,
+        steps,
+        blocks,
+        price_before,
+        price_after,
+    });
+    Ok(exact_sub(price_after, price_before)?)
+}
+
+/// The exact (undiscounted, undivided) price of `units` of a period under a cumulative model.
+pub fn period_price(model: &Model, units: Decimal) -> Result<Decimal, Inexact> {
+    match model {
+        Model::Graduated(tiers) => {
+            let mut total = Decimal::ZERO;
+            let mut lower = Decimal::ZERO;
+            for tier in tiers {
+                if units <= lower {
+                    break;
+                }
+                let upper = tier.up_to.map_or(units, |u| u.min(units));
+                total = exact_add(total, exact_mul(exact_sub(upper, lower)?, tier.price)?)?;
+                lower = upper;
+            }
+            Ok(total)
+        }
+        Model::Volume(tiers) => exact_mul(units, tiers[volume_tier(tiers, units)].price),
+        Model::Package {
+            block_size,
+            block_price,
+        } => exact_mul(ceil_div(units, *block_size)?, *block_price),
+        Model::PerUnit(_) => unreachable!("per-unit meters have no period price"),
+    }
+}
+
+/// The tier a period quantity reaches: the first whose `up_to` it does not exceed.
+fn volume_tier(tiers: &[Tier], units: Decimal) -> usize {
+    tiers
+        .iter()
+        .position(|t| t.up_to.is_none_or(|u| units <= u))
+        .unwrap_or(tiers.len() - 1)
+}
+
+/// The units of `(b0, b1]` falling into each graduated tier.
+fn graduated_steps(tiers: &[Tier], b0: Decimal, b1: Decimal) -> Result<Vec<TierStep>, Inexact> {
+    let mut steps = Vec::new();
+    let mut lower = Decimal::ZERO;
+    for (i, tier) in tiers.iter().enumerate() {
+        let upper = tier.up_to;
+        let from = b0.max(lower);
+        let to = upper.map_or(b1, |u| u.min(b1));
+        if to > from {
+            steps.push(TierStep {
+                tier: i,
+                quantity: exact_sub(to, from)?,
+                price: tier.price,
+            });
+        }
+        match upper {
+            Some(u) if u < b1 => lower = u,
+            _ => break,
+        }
+    }
+    Ok(steps)
+}
+
+/// Why a quote could not be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    #[error("unknown plan {0:?}")]
+    UnknownPlan(String),
+    #[error("unknown meter {0:?}: no plan in the catalogue prices it")]
+    UnknownMeter(String),
+    #[error(transparent)]
+    Rating(#[from] RatingError),
+}
+
+impl QuoteError {
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            QuoteError::UnknownPlan(_) => RejectReason::NoTariff,
+            QuoteError::UnknownMeter(_) => RejectReason::UnknownMeter,
+            QuoteError::Rating(e) => e.reason(),
+        }
+    }
+}
+
+/// An event priced against a catalogue plan, with the billing period it falls in.
+#[derive(Debug, Clone)]
+pub struct Quote<'c> {
+    pub plan: &'c Plan,
+    pub period: Period,
+    pub rated: Rated,
+}
+
+/// Prices one event against plan `plan_id` of `catalogue`, without recording anything.
+pub fn quote<'c>(catalogue: &'c Catalogue, plan_id: &str, input: &RatingInput<'_>) -> Result<Quote<'c>, QuoteError> {
+    let plan = catalogue
+        .plan(plan_id)
+        .ok_or_else(|| QuoteError::UnknownPlan(plan_id.to_string()))?;
+    if !catalogue.knows_meter(input.meter) {
+        return Err(QuoteError::UnknownMeter(input.meter.to_string()));
+    }
+    let rated = rate(plan, input)?;
+    let period = plan.period.period_of(plan.time_zone, input.at);
+    Ok(Quote { plan, period, rated })
+}
