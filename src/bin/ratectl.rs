@@ -51,7 +51,7 @@ struct QuoteArgs {
     #[arg(long)]
     meter: String,
     /// Exact decimal, >= 0, at most 9 fractional digits.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     quantity: String,
     /// Event time, RFC 3339 (e.g. 2026-11-25T10:00:00+01:00).
     #[arg(long)]
@@ -60,7 +60,7 @@ struct QuoteArgs {
     #[arg(long = "attr", value_name = "KEY=VALUE")]
     attrs: Vec<String>,
     /// The account's period-to-date quantity of this meter before this event.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0", allow_hyphen_values = true)]
     period_usage: String,
 }
 

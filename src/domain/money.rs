@@ -74,8 +74,11 @@ pub fn round_quotient(numerator: Decimal, denominator: u32) -> Result<Decimal, I
         let drop = 10i128.pow(scale - RECORD_SCALE);
         (mantissa, drop.checked_mul(i128::from(denominator)).ok_or(Inexact)?)
     };
-    let mut quotient = dividend / divisor;
-    let remainder = (dividend % divisor).abs();
+    // Most charges fit 64 bits, where division is several times cheaper than in 128.
+    let (mut quotient, remainder) = match (i64::try_from(dividend), i64::try_from(divisor)) {
+        (Ok(n), Ok(d)) => (i128::from(n / d), i128::from((n % d).abs())),
+        _ => (dividend / divisor, (dividend % divisor).abs()),
+    };
     let twice = remainder * 2;
     let away = twice > divisor || (twice == divisor && quotient % 2 != 0);
     if away {
@@ -93,25 +96,15 @@ pub fn discount_factor(percent: Decimal) -> Result<Decimal, Inexact> {
     exact_sub(Decimal::ONE, exact_mul(percent, Decimal::new(1, 2))?)
 }
 
-/// `ceil(value / step)` for `value >= 0` and `step > 0`, exact (checked against the product).
+/// `ceil(value / step)` for `value >= 0` and `step > 0`, exact: both are brought to a common
+/// scale and divided as integers (a decimal division would round at 28 digits first).
 pub fn ceil_div(value: Decimal, step: Decimal) -> Result<Decimal, Inexact> {
     debug_assert!(step > Decimal::ZERO && value >= Decimal::ZERO);
-    let mut k = value.checked_div(step).ok_or(Inexact)?.ceil();
-    // The division rounds at 28 digits; settle the integer on exact products.
-    while k > Decimal::ZERO && exact_mul(k - Decimal::ONE, step)? >= value {
-        k -= Decimal::ONE;
-    }
-    while exact_mul(k, step)? < value {
-        k += Decimal::ONE;
-    }
-    Ok(k)
-}
-
-/// Rounds an exact value to [`RECORD_SCALE`] places half-even, keeping the scale at exactly 9.
-pub fn round_record(value: Decimal) -> Decimal {
-    let mut rounded = value.round_dp_with_strategy(RECORD_SCALE, RoundingStrategy::MidpointNearestEven);
-    rounded.rescale(RECORD_SCALE);
-    rounded
+    let scale = value.scale().max(step.scale());
+    let lift = |d: Decimal| d.mantissa().checked_mul(10i128.pow(scale - d.scale())).ok_or(Inexact);
+    let (a, b) = (lift(value)?, lift(step)?);
+    let k = a / b + i128::from(a % b != 0);
+    Decimal::try_from_i128_with_scale(k, 0).map_err(|_| Inexact)
 }
 
 /// How an invoice amount is rounded to the currency's places.

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE, RoundingMode, parse_exact};
 use super::period::BillingPeriod;
 use super::tariff::{
-    Band, Bands, Catalogue, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model, PerUnit, Plan, PrefixTable,
-    RateTable, Segment, Tier, Version,
+    Band, Bands, Catalogue, FastMap, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model, PerUnit, Plan,
+    PrefixTable, RateTable, Segment, Tier, Version,
 };
 
 /// Longest meter name, attribute name or value accepted in a tariff (SPEC section 2 bounds ids).
@@ -235,13 +235,19 @@ struct Validator {
     errors: Vec<TariffError>,
 }
 
-/// Appends `.key` to a path, quoting keys that are not plain identifiers.
+/// Appends a field name to a path.
 fn key(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
+/// Appends a map key as TOML writes it: bare when it is a bare key, quoted otherwise.
 fn quoted(path: &str, key: &str) -> String {
-    format!("{path}.{key:?}")
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        format!("{path}.{key}")
+    } else {
+        format!("{path}.{key:?}")
+    }
 }
 
 fn indexed(path: &str, field: &str, i: usize) -> String {
@@ -482,12 +488,12 @@ impl Validator {
         ok
     }
 
-    fn meters(&mut self, vpath: &str, raw: BTreeMap<String, RawMeter>) -> Option<HashMap<String, MeterTariff>> {
+    fn meters(&mut self, vpath: &str, raw: BTreeMap<String, RawMeter>) -> Option<FastMap<String, MeterTariff>> {
         if raw.is_empty() {
             self.error(key(vpath, "meters"), "at least one meter is required");
             return None;
         }
-        let mut meters = HashMap::with_capacity(raw.len());
+        let mut meters = FastMap::with_capacity(raw.len());
         let mut ok = true;
         for (name, raw_meter) in raw {
             let mpath = quoted(&key(vpath, "meters"), &name);
@@ -668,7 +674,7 @@ impl Validator {
                 if raw.is_empty() {
                     self.error(&ppath, "must hold at least one prefix");
                 }
-                let mut prices = HashMap::with_capacity(raw.len());
+                let mut prices = FastMap::with_capacity(raw.len());
                 for (prefix, dec) in raw {
                     let epath = quoted(&ppath, &prefix);
                     if prefix.is_empty() || prefix.len() > MAX_NAME_BYTES {

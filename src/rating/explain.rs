@@ -230,8 +230,8 @@ fn part_view(tariff: Option<&MeterTariff>, part: &super::Part) -> PartView {
         band,
         factor: part.factor,
         start: part.start,
-        quantity: part.quantity,
-        free: part.free,
+        quantity: part.quantity.normalize(),
+        free: part.free.normalize(),
         amount: part.amount.normalize(),
     }
 }

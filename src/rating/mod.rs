@@ -17,12 +17,12 @@
 
 pub mod explain;
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::localtime::{next_instant_at, offset_seconds};
+use crate::domain::localtime::offset_seconds;
 use crate::domain::money::{Inexact, ceil_div, discount_factor, exact_add, exact_mul, exact_sub, round_quotient};
 use crate::domain::period::Period;
 use crate::domain::tariff::{
@@ -112,7 +112,8 @@ pub struct Explanation {
     pub rate: Option<RateChoice>,
     pub parts: Vec<Part>,
     pub allowance: Option<Allowance>,
-    pub cumulative: Option<Cumulative>,
+    /// Boxed: only cumulative meters have it, and per-unit rating should not move its bytes.
+    pub cumulative: Option<Box<Cumulative>>,
     pub connect_fee: Decimal,
     /// The minimum charge, when it replaced a smaller charge.
     pub minimum_applied: Option<Decimal>,
@@ -425,9 +426,17 @@ pub fn select_rate(rates: &RateTable, attributes: &[(String, String)]) -> Option
 
 /// Minute of the week (Monday 00:00 = 0) of `at` in zone `tz`.
 fn minute_of_week(tz: Tz, at: DateTime<Utc>) -> u32 {
-    let local = at.with_timezone(&tz);
+    local_minute_of_week(&at.with_timezone(&tz).naive_local())
+}
+
+fn local_minute_of_week(local: &NaiveDateTime) -> u32 {
     local.weekday().num_days_from_monday() * 1440 + local.hour() * 60 + local.minute()
 }
+
+/// Longest step of the band split between two checks of the UTC offset: no zone changes its offset
+/// twice within a day, so comparing the offsets at both ends of a step finds any transition in it.
+const MAX_SPLIT_STEP_NANOS: i64 = 86_400 * NANOS_PER_SECOND;
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
 /// Lays `seconds` from `start` and cuts it where the band changes in local time, or where a
 /// daylight-saving transition moves local time (the band is looked up again after it).
@@ -435,48 +444,64 @@ fn split_by_bands(bands: &Bands, tz: Tz, start: DateTime<Utc>, seconds: Decimal)
     if seconds > Decimal::from(MAX_BANDED_DURATION_SECONDS) {
         return Err(RatingError::DurationTooLong);
     }
+    let mut remaining = to_nanos(seconds).ok_or(RatingError::Inexact)?;
     let mut parts: Vec<Part> = Vec::with_capacity(2);
     let mut cursor = start;
-    let mut remaining = seconds;
-    loop {
-        let local = cursor.with_timezone(&tz);
-        let minute = minute_of_week(tz, cursor);
+    let mut offset = offset_seconds(tz, cursor);
+    // Most calls are short and far from a transition: one look at the offset where the call ends
+    // then covers every step.
+    let uniform =
+        remaining <= MAX_SPLIT_STEP_NANOS && offset_seconds(tz, cursor + Duration::nanoseconds(remaining)) == offset;
+    while remaining > 0 {
+        // Local wall-clock seconds since the epoch; 1970-01-01 was a Thursday (Monday = 0 -> 3).
+        let local_seconds = cursor.timestamp() + i64::from(offset);
+        let weekday = (local_seconds.div_euclid(86_400) + 3).rem_euclid(7) as u32;
+        let second_of_day = local_seconds.rem_euclid(86_400) as u32;
+        let minute = weekday * 1440 + second_of_day / 60;
         let segment = bands.segment_at(minute);
-        let floor_minute = local.naive_local().with_second(0).and_then(|t| t.with_nanosecond(0));
-        // Invariant: zeroing seconds and nanoseconds of a valid time is valid.
-        let floor_minute = floor_minute.expect("valid local time");
-        let local_end = floor_minute + Duration::minutes(i64::from(segment.end - minute));
-        let mut boundary = next_instant_at(tz, local_end, cursor);
-        if let Some(transition) = transition_between(tz, cursor, boundary) {
-            boundary = transition;
+        debug_assert!(segment.start <= minute && minute < segment.end && segment.end <= MINUTES_PER_WEEK);
+        let into_minute = i64::from(second_of_day % 60) * NANOS_PER_SECOND + i64::from(cursor.timestamp_subsec_nanos());
+        let to_segment_end = i64::from(segment.end - minute) * 60 * NANOS_PER_SECOND - into_minute;
+        let mut step = to_segment_end.min(MAX_SPLIT_STEP_NANOS).min(remaining);
+        let end = cursor + Duration::nanoseconds(step);
+        if !uniform && offset_seconds(tz, end) != offset {
+            let transition = transition_at(tz, offset, cursor, end);
+            step = (transition - cursor).num_nanoseconds().unwrap_or(step);
+            offset = offset_seconds(tz, transition);
         }
-        let span =
-            Decimal::from_i128_with_scale(i128::from((boundary - cursor).num_nanoseconds().unwrap_or(i64::MAX)), 9)
-                .normalize();
-        let take = span.min(remaining);
-        let factor = bands.bands[segment.band].factor;
+        let quantity = Decimal::from_i128_with_scale(i128::from(step), 9);
         match parts.last_mut() {
-            Some(last) if last.band == Some(segment.band) => last.quantity = exact_add(last.quantity, take)?,
-            _ => parts.push(part(Some(segment.band), cursor, take, factor)),
+            Some(last) if last.band == Some(segment.band) => last.quantity = exact_add(last.quantity, quantity)?,
+            _ => parts.push(part(
+                Some(segment.band),
+                cursor,
+                quantity,
+                bands.bands[segment.band].factor,
+            )),
         }
-        remaining = exact_sub(remaining, take)?;
-        if remaining <= Decimal::ZERO {
-            return Ok(parts);
-        }
-        cursor = boundary;
-        debug_assert!(segment.end <= MINUTES_PER_WEEK);
+        remaining -= step;
+        cursor += Duration::nanoseconds(step);
     }
+    Ok(parts)
 }
 
-/// The first whole second in `(from, to)` whose UTC offset differs from `from`'s, if any.
-fn transition_between(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let before = offset_seconds(tz, from);
-    let last = to - Duration::seconds(1);
-    if last <= from || offset_seconds(tz, last) == before {
+/// Whole nanoseconds in `seconds`, when it has at most 9 fractional digits and fits an `i64`.
+fn to_nanos(seconds: Decimal) -> Option<i64> {
+    let scale = seconds.scale();
+    if scale > 9 {
         return None;
     }
+    let nanos = seconds.mantissa().checked_mul(10i128.pow(9 - scale))?;
+    i64::try_from(nanos).ok()
+}
+
+/// The first whole second in `(from, to]` whose UTC offset is not `before` (the offset at `from`),
+/// given that the offset at `to` differs. Callers keep `to - from` within a day, so there is
+/// exactly one transition in between.
+fn transition_at(tz: Tz, before: i32, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
     let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or(to);
-    let (mut lo, mut hi) = (from.timestamp(), last.timestamp());
+    // Search invariant: offset(lo) == before, offset(hi) != before (or hi is `to`'s second).
+    let (mut lo, mut hi) = (from.timestamp(), to.timestamp());
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         if offset_seconds(tz, at(mid)) == before {
@@ -485,7 +510,7 @@ fn transition_between(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<
             hi = mid
         }
     }
-    Some(at(hi))
+    at(hi).max(from + Duration::nanoseconds(1)).min(to)
 }
 
 fn rate_cumulative(
@@ -538,14 +563,14 @@ fn rate_cumulative(
     };
     explanation.model = kind;
     explanation.numerator = discounts.apply(period_price(model, b1)?)?;
-    explanation.cumulative = Some(Cumulative {
+    explanation.cumulative = Some(Box::new(Cumulative {
         usage_before: before,
         usage_after: after,
         steps,
         blocks,
         price_before,
         price_after,
-    });
+    }));
     Ok(exact_sub(price_after, price_before)?)
 }
 
@@ -645,4 +670,172 @@ pub fn quote<'c>(catalogue: &'c Catalogue, plan_id: &str, input: &RatingInput<'_
     let rated = rate(plan, input)?;
     let period = plan.period.period_of(plan.time_zone, input.at);
     Ok(Quote { plan, period, rated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tariff_file::parse_catalogue;
+    use rust_decimal_macros::dec;
+
+    fn inc(first: Decimal, next: Decimal) -> Increments {
+        Increments { first, next }
+    }
+
+    #[test]
+    fn telecom_increments() {
+        let table = [
+            // (first, next, duration, billed)
+            (dec!(60), dec!(60), dec!(1), dec!(60)),
+            (dec!(60), dec!(60), dec!(61), dec!(120)),
+            (dec!(60), dec!(1), dec!(61), dec!(61)),
+            (dec!(60), dec!(1), dec!(60.001), dec!(61)),
+            (dec!(30), dec!(6), dec!(30), dec!(30)),
+            (dec!(30), dec!(6), dec!(31), dec!(36)),
+            (dec!(30), dec!(6), dec!(36), dec!(36)),
+            (dec!(30), dec!(6), dec!(37), dec!(42)),
+            (dec!(1), dec!(1), dec!(0.5), dec!(1)),
+            (dec!(1), dec!(1), dec!(7.2), dec!(8)),
+            (dec!(60), dec!(1), dec!(0), dec!(0)),
+        ];
+        for (first, next, duration, billed) in table {
+            assert_eq!(
+                apply_increments(duration, inc(first, next)).unwrap(),
+                billed,
+                "{first}/{next} of {duration}"
+            );
+        }
+    }
+
+    const RATES: &str = r#"
+[[plans]]
+id = "p"
+currency = "EUR"
+time_zone = "UTC"
+rounding = { places = 2, mode = "half-up" }
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+[plans.versions.meters.m]
+model = "per_unit"
+price = "9"
+prefix_attribute = "dest"
+prefixes = { "+4" = "4", "+44" = "44", "+447" = "447" }
+match = [{ attributes = { region = "eu", tier = "gold" }, price = "1" }, { attributes = { region = "eu" }, price = "2" }]
+"#;
+
+    fn choose(attrs: &[(&str, &str)]) -> RateChoice {
+        let catalogue = parse_catalogue(RATES).unwrap();
+        let plan = catalogue.plan("p").unwrap();
+        let crate::domain::tariff::Model::PerUnit(per_unit) = &plan.versions[0].meters["m"].model else {
+            panic!("per-unit meter")
+        };
+        let attrs: Vec<(String, String)> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        select_rate(&per_unit.rates, &attrs).unwrap()
+    }
+
+    #[test]
+    fn rate_selection_order_match_then_longest_prefix_then_default() {
+        let gold = choose(&[("region", "eu"), ("tier", "gold"), ("dest", "+447")]);
+        assert_eq!((gold.price, gold.source), (dec!(1), RateSource::Match { rule: 0 }));
+        assert_eq!(
+            choose(&[("region", "eu"), ("dest", "+447")]).source,
+            RateSource::Match { rule: 1 }
+        );
+        let mobile = choose(&[("dest", "+4479")]);
+        assert_eq!(
+            (mobile.price, mobile.source),
+            (dec!(447), RateSource::Prefix { prefix: "+447".into() })
+        );
+        assert_eq!(choose(&[("dest", "+441")]).price, dec!(44));
+        assert_eq!(choose(&[("dest", "+49")]).price, dec!(4));
+        assert_eq!(choose(&[("dest", "+33")]).source, RateSource::Default);
+        assert_eq!(choose(&[]).price, dec!(9));
+        // Multi-byte characters never split a prefix probe.
+        assert_eq!(choose(&[("dest", "+4é")]).price, dec!(4));
+    }
+
+    #[test]
+    fn explanations_carry_the_tiers_crossed_and_allowance_used() {
+        let catalogue = parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+        let plan = catalogue.plan("telecom-standard").unwrap();
+        let at = "2026-11-25T10:00:00Z".parse().unwrap();
+        let data = RatingInput {
+            meter: "data.mb",
+            quantity: dec!(50),
+            at,
+            attributes: &[],
+            period_usage: dec!(1000),
+            subscription_discount: Some(dec!(50)),
+        };
+        let rated = rate(plan, &data).unwrap();
+        // (24 x 0.01 + 26 x 0.005) = 0.37, half off.
+        assert_eq!(rated.charge, dec!(0.185000000));
+        let c = rated.explanation.cumulative.as_ref().unwrap();
+        assert_eq!(
+            c.steps.iter().map(|s| (s.tier, s.quantity)).collect::<Vec<_>>(),
+            [(0, dec!(24)), (1, dec!(26))]
+        );
+        assert_eq!(rated.explanation.subscription_discount, Some(dec!(50)));
+        let sms = RatingInput {
+            meter: "sms.count",
+            quantity: dec!(5),
+            period_usage: dec!(97),
+            ..data
+        };
+        let rated = rate(
+            plan,
+            &RatingInput {
+                subscription_discount: None,
+                ..sms
+            },
+        )
+        .unwrap();
+        let allowance = rated.explanation.allowance.unwrap();
+        assert_eq!((allowance.used_before, allowance.free), (dec!(97), dec!(3)));
+        assert_eq!(rated.charge, dec!(0.100000000));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_with_reasons() {
+        let catalogue = parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+        let plan = catalogue.plan("telecom-standard").unwrap();
+        let at = "2026-11-25T10:00:00Z".parse().unwrap();
+        let base = RatingInput {
+            meter: "voice.seconds",
+            quantity: dec!(60),
+            at,
+            attributes: &[],
+            period_usage: Decimal::ZERO,
+            subscription_discount: None,
+        };
+        let err = |input: RatingInput<'_>| rate(plan, &input).unwrap_err();
+        assert_eq!(
+            err(RatingInput {
+                quantity: dec!(-1),
+                ..base
+            })
+            .reason(),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            err(RatingInput {
+                quantity: dec!(3000000),
+                ..base
+            }),
+            RatingError::DurationTooLong
+        );
+        assert_eq!(
+            err(RatingInput {
+                meter: "api.requests",
+                ..base
+            })
+            .reason(),
+            RejectReason::NoTariff
+        );
+        let early = "2025-12-31T23:59:59Z".parse().unwrap();
+        assert!(matches!(
+            err(RatingInput { at: early, ..base }),
+            RatingError::NoVersion { .. }
+        ));
+    }
 }

@@ -1,0 +1,330 @@
+//! The command-line tools as a user runs them: `ratectl tariffs check|quote` and `ratingd`'s
+//! configuration check, through the built binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ratectl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ratectl"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("ratectl runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch file that removes itself.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("ratingd-cli-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const QUOTE: [&str; 4] = ["tariffs", "quote", "--tariffs", "config/tariffs.toml"];
+
+fn quote(extra: &[&str]) -> Output {
+    let args: Vec<&str> = QUOTE.iter().chain(extra).copied().collect();
+    ratectl(&args)
+}
+
+#[test]
+fn check_accepts_the_shipped_catalogue_with_a_one_line_summary() {
+    let out = ratectl(&["tariffs", "check", "config/tariffs.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("valid: 2 plans, 3 versions, 5 meters"), "{text}");
+    let out = ratectl(&["tariffs", "check", "config/tariffs.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["plans"], 2);
+}
+
+#[test]
+fn check_reports_every_error_with_its_path_and_exits_1() {
+    let file = TempFile::new(
+        "bad.toml",
+        "[[plans]]\nid = \"p\"\ncurrency = \"eur\"\ntime_zone = \"Mars/Olympus\"\nrounding = { places = 2, mode = \"half-up\" }\n\
+         [[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n[plans.versions.meters.m]\nmodel = \"per_unit\"\nprice = \"-1\"\n",
+    );
+    let out = ratectl(&["tariffs", "check", file.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("3 error(s)"), "{text}");
+    assert!(
+        text.contains("plans[0].currency: currency must be 3 uppercase letters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plans[0].time_zone: unknown IANA time zone \"Mars/Olympus\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("plans[0].versions[0].meters.m.price: price must be >= 0"),
+        "{text}"
+    );
+    let out = ratectl(&["tariffs", "check", file.path(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 3);
+    assert_eq!(v["errors"][0]["path"], "plans[0].currency");
+}
+
+#[test]
+fn check_of_a_missing_or_non_toml_file_is_one_clear_error() {
+    let out = ratectl(&["tariffs", "check", "no/such/file.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read no/such/file.toml"),
+        "{}",
+        stderr(&out)
+    );
+    let file = TempFile::new("garbage.toml", "\u{0}\u{1} not = = toml");
+    let out = ratectl(&["tariffs", "check", file.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("TOML parse error"), "{}", stderr(&out));
+}
+
+#[test]
+fn quote_matches_the_issue_examples_as_json() {
+    let out = quote(&[
+        "--plan",
+        "telecom-standard",
+        "--meter",
+        "voice.seconds",
+        "--quantity",
+        "61",
+        "--at",
+        "2026-11-25T10:00:00+01:00",
+        "--attr",
+        "destination=+442071234567",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["charge"], "0.030333333");
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(v["plan"], "telecom-standard");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["period"], "2026-11");
+    assert_eq!(v["explain"]["rate"]["source"], "prefix");
+    assert_eq!(v["explain"]["parts"][0]["band"], "peak");
+    assert_eq!(v["explain"]["increments"]["first"], "60");
+
+    let out = quote(&[
+        "--plan",
+        "telecom-standard",
+        "--meter",
+        "voice.seconds",
+        "--quantity",
+        "30",
+        "--at",
+        "2026-11-25T10:00:00+01:00",
+        "--attr",
+        "destination=+447911123456",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["charge"], "0.100000000");
+    assert_eq!(v["rated_quantity"], "60");
+}
+
+#[test]
+fn quote_with_period_usage_and_text_explanation() {
+    let out = quote(&[
+        "--plan",
+        "saas-pro",
+        "--meter",
+        "api.requests",
+        "--quantity",
+        "2",
+        "--at",
+        "2026-11-25T10:00:00Z",
+        "--period-usage",
+        "999999",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("charge    -179.998380000 USD"), "{text}");
+    assert!(text.contains("discount  10% (version)"), "{text}");
+    assert!(text.contains("tier 1"), "{text}");
+    assert!(text.contains("tier 2"), "{text}");
+}
+
+#[test]
+fn bad_quotes_exit_1_with_one_clear_line() {
+    let base = [
+        "--plan",
+        "telecom-standard",
+        "--meter",
+        "sms.count",
+        "--at",
+        "2026-11-25T10:00:00Z",
+    ];
+    let cases: &[(&[&str], &str, Option<&str>)] = &[
+        (
+            &[
+                "--plan",
+                "nope",
+                "--meter",
+                "sms.count",
+                "--quantity",
+                "1",
+                "--at",
+                "2026-11-25T10:00:00Z",
+            ],
+            "unknown plan \"nope\"",
+            Some("NO_TARIFF"),
+        ),
+        (
+            &[
+                "--plan",
+                "telecom-standard",
+                "--meter",
+                "fax.pages",
+                "--quantity",
+                "1",
+                "--at",
+                "2026-11-25T10:00:00Z",
+            ],
+            "unknown meter \"fax.pages\"",
+            Some("UNKNOWN_METER"),
+        ),
+        (
+            &[
+                "--plan",
+                "telecom-standard",
+                "--meter",
+                "api.requests",
+                "--quantity",
+                "1",
+                "--at",
+                "2026-11-25T10:00:00Z",
+            ],
+            "not priced by plan",
+            Some("NO_TARIFF"),
+        ),
+        (
+            &[
+                "--plan",
+                "telecom-standard",
+                "--meter",
+                "sms.count",
+                "--quantity",
+                "1",
+                "--at",
+                "2025-06-01T00:00:00Z",
+            ],
+            "no version in force",
+            Some("NO_TARIFF"),
+        ),
+        (
+            &[&base[..], &["--quantity", "-1"]].concat(),
+            "--quantity: must be >= 0",
+            None,
+        ),
+        (
+            &[&base[..], &["--quantity", "1e3"]].concat(),
+            "--quantity: \"1e3\" is not a plain decimal",
+            None,
+        ),
+        (
+            &[&base[..], &["--quantity", "0.0000000001"]].concat(),
+            "more than 9 fractional digits",
+            None,
+        ),
+        (
+            &[
+                "--plan",
+                "telecom-standard",
+                "--meter",
+                "sms.count",
+                "--quantity",
+                "1",
+                "--at",
+                "yesterday",
+            ],
+            "--at: \"yesterday\" is not an RFC 3339",
+            None,
+        ),
+        (
+            &[&base[..], &["--quantity", "1", "--attr", "novalue"]].concat(),
+            "--attr: \"novalue\" is not KEY=VALUE",
+            None,
+        ),
+    ];
+    for (args, message, reason) in cases {
+        let out = quote(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = stderr(&out);
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(text.contains(message), "{args:?}: {text}");
+        let json_args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+        let out = quote(&json_args);
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(message), "{v}");
+        if let Some(reason) = reason {
+            assert_eq!(v["reason"], *reason);
+        }
+    }
+}
+
+#[test]
+fn ratingd_validates_its_config_and_exits_64_on_errors() {
+    let ok = Command::new(env!("CARGO_BIN_EXE_ratingd"))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("2 plans, 5 meters, 2 subscriptions"),
+        "{}",
+        stdout(&ok)
+    );
+    let bad = TempFile::new(
+        "ratingd.toml",
+        "tariffs = \"config/tariffs.toml\"\ndefault_plan = \"gold\"\n\
+         [[subscriptions]]\naccount = \"a\"\nplan = \"silver\"\nfrom = \"2026-01-01T00:00:00Z\"\n\
+         [[subscriptions]]\naccount = \"b\"\nplan = \"saas-pro\"\nfrom = \"2026-02-01T00:00:00Z\"\nto = \"2026-01-01T00:00:00Z\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ratingd"))
+        .current_dir(repo())
+        .args(["--config", bad.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let text = stderr(&out);
+    assert!(text.contains("default_plan: unknown plan \"gold\""), "{text}");
+    assert!(
+        text.contains("subscriptions[0].plan: unknown plan \"silver\""),
+        "{text}"
+    );
+    assert!(text.contains("subscriptions[1].to: must be after from"), "{text}");
+}

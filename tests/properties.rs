@@ -1,0 +1,262 @@
+//! Property tests of the money and rating rules.
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc, Weekday};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+use ratingd::domain::money::round_quotient;
+use ratingd::domain::tariff::Catalogue;
+use ratingd::domain::tariff_file::parse_catalogue;
+use ratingd::rating::{RatingInput, rate};
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+}
+
+fn price(input: &RatingInput<'_>, catalogue: &Catalogue, plan: &str) -> Decimal {
+    rate(catalogue.plan(plan).unwrap(), input).expect("rated").charge
+}
+
+fn input<'a>(meter: &'a str, quantity: Decimal, usage: Decimal, when: DateTime<Utc>) -> RatingInput<'a> {
+    RatingInput {
+        meter,
+        quantity,
+        at: when,
+        attributes: &[],
+        period_usage: usage,
+        subscription_discount: None,
+    }
+}
+
+/// A random cumulative meter: model, increasing integer tier bounds, prices with up to 4 places.
+#[derive(Debug, Clone)]
+struct CumulativeMeter {
+    model: &'static str,
+    bounds: Vec<u32>,
+    prices: Vec<Decimal>,
+    included: u32,
+    discount: Option<Decimal>,
+    per: u32,
+}
+
+impl CumulativeMeter {
+    fn toml(&self) -> String {
+        let body = match self.model {
+            "package" => format!("block_size = {}\nblock_price = \"{}\"", self.bounds[0], self.prices[0]),
+            _ => {
+                let mut tiers: Vec<String> = self
+                    .bounds
+                    .iter()
+                    .zip(&self.prices)
+                    .map(|(b, p)| format!("{{ up_to = {b}, price = \"{p}\" }}"))
+                    .collect();
+                tiers.push(format!("{{ price = \"{}\" }}", self.prices[self.bounds.len()]));
+                format!("tiers = [{}]", tiers.join(", "))
+            }
+        };
+        let discount = self
+            .discount
+            .map(|d| format!("discount_percent = \"{d}\""))
+            .unwrap_or_default();
+        format!(
+            "[[plans]]\nid = \"p\"\ncurrency = \"EUR\"\ntime_zone = \"UTC\"\nrounding = {{ places = 2, mode = \"half-even\" }}\n\
+             [[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n{discount}\n\
+             [plans.versions.meters.m]\nmodel = \"{}\"\nper = {}\nincluded = {}\n{body}\n",
+            self.model, self.per, self.included
+        )
+    }
+}
+
+fn money() -> impl Strategy<Value = Decimal> {
+    (0i64..=50_000, 0u32..=4).prop_map(|(m, s)| Decimal::new(m, s))
+}
+
+fn quantity() -> impl Strategy<Value = Decimal> {
+    (0i64..=2_000_000, 0u32..=3).prop_map(|(m, s)| Decimal::new(m, s))
+}
+
+fn cumulative_meter() -> impl Strategy<Value = CumulativeMeter> {
+    (
+        prop_oneof![Just("graduated"), Just("volume"), Just("package")],
+        prop::collection::vec(1u32..5_000, 1..4),
+        prop::collection::vec(money(), 4),
+        prop_oneof![Just(0u32), 1u32..500],
+        prop::option::of((1i64..=9_999, 0u32..=2).prop_map(|(m, s)| Decimal::new(m, s).min(Decimal::ONE_HUNDRED))),
+        prop_oneof![Just(1u32), Just(60u32), Just(7u32)],
+    )
+        .prop_map(|(model, mut steps, prices, included, discount, per)| {
+            // Increasing bounds from positive steps.
+            let mut sum = 0;
+            for s in &mut steps {
+                sum += *s;
+                *s = sum;
+            }
+            CumulativeMeter {
+                model,
+                bounds: steps,
+                prices,
+                included,
+                discount,
+                per,
+            }
+        })
+}
+
+fn sum_in_order(catalogue: &Catalogue, quantities: &[Decimal]) -> Decimal {
+    let when = at("2026-11-26T12:00:00Z");
+    let mut usage = Decimal::ZERO;
+    let mut total = Decimal::ZERO;
+    for &q in quantities {
+        total += price(&input("m", q, usage, when), catalogue, "p");
+        usage += q;
+    }
+    total
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// For any order and batching of a period's events, the record charges sum exactly to the
+    /// price of the period's total quantity.
+    #[test]
+    fn cumulative_charges_sum_to_the_price_of_the_total(
+        meter in cumulative_meter(),
+        events in prop::collection::vec(quantity(), 1..24).prop_shuffle(),
+        seed in any::<u64>(),
+    ) {
+        let catalogue = parse_catalogue(&meter.toml()).expect("generated tariff is valid");
+        let total: Decimal = events.iter().copied().sum();
+        let whole = price(&input("m", total, Decimal::ZERO, at("2026-11-26T12:00:00Z")), &catalogue, "p");
+        prop_assert_eq!(sum_in_order(&catalogue, &events), whole);
+        // Another order: rotate by a seed-chosen amount and reverse.
+        let mut other = events.clone();
+        other.rotate_left((seed as usize) % events.len());
+        other.reverse();
+        prop_assert_eq!(sum_in_order(&catalogue, &other), whole);
+        // Batched differently: neighbours merged into single events.
+        let merged: Vec<Decimal> = events.chunks(1 + (seed as usize % 3)).map(|c| c.iter().copied().sum()).collect();
+        prop_assert_eq!(sum_in_order(&catalogue, &merged), whole);
+    }
+
+    /// Every tier boundary: exactly at a bound the graduated price is the sum of the full slabs below
+    /// it, and the volume price is the bound times the lower tier's price; one nano-unit above it,
+    /// volume moves to the next tier.
+    #[test]
+    fn every_tier_boundary_is_rated_correctly(meter in cumulative_meter()) {
+        prop_assume!(meter.model != "package");
+        let plain = CumulativeMeter { included: 0, discount: None, per: 1, ..meter.clone() };
+        let catalogue = parse_catalogue(&plain.toml()).unwrap();
+        let when = at("2026-11-26T12:00:00Z");
+        let mut below = Decimal::ZERO;
+        let mut full_slabs = Decimal::ZERO;
+        for (i, &bound) in plain.bounds.iter().enumerate() {
+            let bound = Decimal::from(bound);
+            full_slabs += (bound - below) * plain.prices[i];
+            let at_bound = price(&input("m", bound, Decimal::ZERO, when), &catalogue, "p");
+            let just_above = price(&input("m", bound + Decimal::new(1, 9), Decimal::ZERO, when), &catalogue, "p");
+            let nano = Decimal::new(1, 9);
+            if plain.model == "graduated" {
+                prop_assert_eq!(at_bound, full_slabs);
+                // One nano-unit more is charged at the next tier's price (rounded to 9 places).
+                let expected = full_slabs + (nano * plain.prices[i + 1]).round_dp_with_strategy(9, rust_decimal::RoundingStrategy::MidpointNearestEven);
+                prop_assert_eq!(just_above, expected);
+            } else {
+                prop_assert_eq!(at_bound, bound * plain.prices[i]);
+                let expected = ((bound + nano) * plain.prices[i + 1]).round_dp_with_strategy(9, rust_decimal::RoundingStrategy::MidpointNearestEven);
+                prop_assert_eq!(just_above, expected);
+            }
+            below = bound;
+        }
+    }
+
+    /// Exact decimal arithmetic: n events of q at price 1 sum to exactly n x q, even for values
+    /// such as 0.1 that no binary float holds.
+    #[test]
+    fn charges_do_not_depend_on_float(q in (0i64..=1_000_000_000, 0u32..=9).prop_map(|(m, s)| Decimal::new(m, s)), n in 1usize..50) {
+        let catalogue = parse_catalogue(
+            "[[plans]]\nid = \"p\"\ncurrency = \"EUR\"\ntime_zone = \"UTC\"\nrounding = { places = 2, mode = \"half-up\" }\n\
+             [[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n[plans.versions.meters.m]\nmodel = \"per_unit\"\nprice = \"1\"\n",
+        ).unwrap();
+        let when = at("2026-11-26T12:00:00Z");
+        let one = price(&input("m", q, Decimal::ZERO, when), &catalogue, "p");
+        prop_assert_eq!(one, q);
+        let sum: Decimal = (0..n).map(|_| price(&input("m", q, Decimal::ZERO, when), &catalogue, "p")).sum();
+        prop_assert_eq!(sum, q * Decimal::from(n as u64));
+    }
+
+    /// `round_quotient` is the correctly rounded exact quotient, ties to even.
+    #[test]
+    fn record_rounding_is_half_even_on_the_exact_quotient(m in any::<i64>(), scale in 0u32..=18, den in 1u32..=604_800) {
+        let n = Decimal::new(m, scale);
+        let r = round_quotient(n, den).unwrap();
+        prop_assert_eq!(r.scale(), 9);
+        // |r x den - n| <= den x 0.5e-9, computed exactly in decimals.
+        let diff = r * Decimal::from(den) - n;
+        let half_ulp = Decimal::from(den) * Decimal::new(5, 10);
+        prop_assert!(diff.abs() <= half_ulp, "{n}/{den} -> {r}");
+        if diff.abs() == half_ulp {
+            prop_assert!(r.mantissa() % 2 == 0, "tie {n}/{den} -> {r} is not even");
+        }
+    }
+
+    /// A call split at band boundaries and daylight-saving transitions costs what a second-by-second
+    /// walk through local time says it costs.
+    #[test]
+    fn band_split_matches_a_second_by_second_reference(
+        start in prop_oneof![
+            // Around the 2026 transitions in Berlin, and anywhere in the year.
+            (0i64..(3 * 86_400)).prop_map(|s| at("2026-03-28T12:00:00Z") + Duration::seconds(s)),
+            (0i64..(3 * 86_400)).prop_map(|s| at("2026-10-24T12:00:00Z") + Duration::seconds(s)),
+            (0i64..(365 * 86_400)).prop_map(|s| at("2026-01-01T00:00:00Z") + Duration::seconds(s)),
+        ],
+        seconds in 0i64..=10_800,
+    ) {
+        let catalogue = parse_catalogue(include_str!("data/models.toml")).unwrap();
+        let charge = price(&input("voice.night", Decimal::from(seconds), Decimal::ZERO, start), &catalogue, "calls");
+        // Reference: night (x2) is Sunday before 02:30 local time in Berlin, price 0.06 per 60 s.
+        let mut units = Decimal::ZERO;
+        for i in 0..seconds {
+            let local = (start + Duration::seconds(i)).with_timezone(&chrono_tz::Europe::Berlin);
+            let night = local.weekday() == Weekday::Sun && (local.hour() * 60 + local.minute()) < 150;
+            units += if night { Decimal::TWO } else { Decimal::ONE };
+        }
+        let expected = round_quotient(units * Decimal::new(6, 2), 60).unwrap();
+        prop_assert_eq!(charge, expected, "start {} for {} s", start, seconds);
+    }
+}
+
+#[test]
+fn allowance_frees_exactly_the_first_units_of_the_period() {
+    let catalogue = parse_catalogue(include_str!("../config/tariffs.toml")).unwrap();
+    let when = at("2026-11-26T12:00:00Z");
+    let mut usage = Decimal::ZERO;
+    let mut total = Decimal::ZERO;
+    for q in [3, 40, 1, 56, 7, 2, 0, 90, 1] {
+        let q = Decimal::from(q);
+        total += price(&input("sms.count", q, usage, when), &catalogue, "telecom-standard");
+        usage += q;
+    }
+    // 200 SMS, 100 free, 100 x 0.05.
+    assert_eq!(usage, Decimal::from(200));
+    assert_eq!(total, Decimal::new(5, 0));
+}
+
+/// No float type in any money or quantity path: the pure core must not mention one, except the
+/// tariff reader's refusal of TOML floats.
+#[test]
+fn no_float_in_the_money_paths() {
+    let mut offenders = Vec::new();
+    for dir in ["src/domain", "src/rating"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let refuses_float = line.contains("fn visit_f64") || line.contains("is a TOML float");
+                if (line.contains("f64") || line.contains("f32")) && !refuses_float {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "float in a money path:\n{}", offenders.join("\n"));
+}

@@ -1,0 +1,307 @@
+//! Tariff file validation: every error of a file reported at once, each with its path; syntax
+//! errors, unknown keys and floats refused with a clear message; never a panic.
+
+use ratingd::domain::tariff_file::{TariffError, parse_catalogue};
+
+fn errors(text: &str) -> Vec<TariffError> {
+    match parse_catalogue(text) {
+        Ok(_) => panic!("expected the file to be refused"),
+        Err(e) => e.0,
+    }
+}
+
+fn has(errors: &[TariffError], path: &str, needle: &str) -> bool {
+    errors.iter().any(|e| e.path == path && e.message.contains(needle))
+}
+
+/// One file breaking every rule the issue names; all of them must be reported together.
+const BROKEN: &str = r#"
+[[plans]]
+id = "a"
+currency = "eur"
+time_zone = "Europe/Berlln"
+rounding = { places = 2, mode = "half-up" }
+
+[[plans.versions]]
+effective_from = "2026-02-01T00:00:00Z"
+[plans.versions.meters."voice.seconds"]
+model = "per_unit"
+duration = true
+increments = { first = 0, next = 1 }
+prefix_attribute = "destination"
+prefixes = { "+44" = "-0.02", "+1" = "0.01" }
+price = "0.15"
+
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+[plans.versions.meters."data.mb"]
+model = "graduated"
+tiers = [{ up_to = 1024, price = "0.01" }, { up_to = 512, price = "0.005" }, { price = "0.002" }]
+
+[[plans]]
+id = "a"
+currency = "USD"
+time_zone = "UTC"
+rounding = { places = 2, mode = "half-even" }
+
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+[plans.versions.meters."voice.seconds"]
+model = "per_unit"
+duration = true
+price = "0.1"
+[[plans.versions.meters."voice.seconds".bands]]
+name = "peak"
+factor = "1"
+windows = [{ days = ["mon-fri"], from = "08:00", to = "20:00" }]
+[[plans.versions.meters."voice.seconds".bands]]
+name = "off-peak"
+factor = "0.5"
+windows = [{ days = ["mon-fri"], from = "19:00", to = "24:00" }, { days = ["sat-sun"], from = "00:00", to = "24:00" }]
+"#;
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let e = errors(BROKEN);
+    let listing = e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let expected = [
+        ("plans[0].currency", "3 uppercase letters"),
+        ("plans[0].time_zone", "unknown IANA time zone"),
+        (
+            "plans[0].versions[0].meters.\"voice.seconds\".increments.first",
+            "greater than 0",
+        ),
+        (
+            "plans[0].versions[0].meters.\"voice.seconds\".prefixes.\"+44\"",
+            "price must be >= 0",
+        ),
+        ("plans[0].versions[1].effective_from", "sorted by effective_from"),
+        (
+            "plans[0].versions[1].meters.\"data.mb\".tiers[1].up_to",
+            "tiers must increase",
+        ),
+        ("plans[1].id", "duplicate plan id \"a\""),
+        ("plans[1].versions[0].meters.\"voice.seconds\".bands", "overlap"),
+        (
+            "plans[1].versions[0].meters.\"voice.seconds\".bands",
+            "mon 00:00 to mon 08:00 is not covered",
+        ),
+    ];
+    for (path, needle) in expected {
+        assert!(has(&e, path, needle), "missing {path}: {needle}\ngot:\n{listing}");
+    }
+    // The issue's own example path renders exactly so.
+    assert!(
+        listing.contains("plans[0].versions[0].meters.\"voice.seconds\".prefixes.\"+44\": price must be >= 0"),
+        "{listing}"
+    );
+}
+
+fn plan_with(meter: &str) -> String {
+    format!(
+        r#"
+[[plans]]
+id = "p"
+currency = "EUR"
+time_zone = "UTC"
+rounding = {{ places = 2, mode = "half-up" }}
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+[plans.versions.meters.m]
+{meter}
+"#
+    )
+}
+
+#[test]
+fn a_float_price_is_refused_because_it_is_not_exact() {
+    let e = errors(&plan_with("model = \"per_unit\"\nprice = 0.1"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("TOML float"), "{}", e[0]);
+    assert!(
+        e[0].message.contains("line"),
+        "syntax-level errors carry the line: {}",
+        e[0]
+    );
+}
+
+#[test]
+fn unknown_keys_and_non_toml_are_clear_errors() {
+    let e = errors(&plan_with("model = \"per_unit\"\nprice = \"1\"\ncolour = \"red\""));
+    assert!(e[0].message.contains("unknown field `colour`"), "{}", e[0]);
+    let e = errors("this is [not toml");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("line 1"), "{}", e[0]);
+    let e = errors("");
+    assert!(has(&e, "plans", "at least one plan"), "{e:?}");
+}
+
+#[test]
+fn model_specific_rules() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("model = \"per_unit\"", "plans[0].versions[0].meters.m", "needs a price"),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\ntiers = [{ price = \"1\" }]",
+            "plans[0].versions[0].meters.m.tiers",
+            "not valid for model",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\nincrements = { first = 60, next = 1 }",
+            "plans[0].versions[0].meters.m.increments",
+            "duration = true",
+        ),
+        (
+            "model = \"per_unit\"\nduration = true\nprice = \"1\"\nincrements = { first = 60, next = 0 }",
+            "plans[0].versions[0].meters.m.increments.next",
+            "greater than 0",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\nper = 0",
+            "plans[0].versions[0].meters.m.per",
+            "between 1",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"0.0000000001\"",
+            "plans[0].versions[0].meters.m.price",
+            "more than 9 fractional digits",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\nconnect_fee = \"-1\"",
+            "plans[0].versions[0].meters.m.connect_fee",
+            ">= 0",
+        ),
+        (
+            "model = \"per_unit\"\nprefixes = { \"+1\" = \"1\" }",
+            "plans[0].versions[0].meters.m.prefix_attribute",
+            "need the attribute",
+        ),
+        (
+            "model = \"per_unit\"\nmatch = [{ attributes = {}, price = \"1\" }]",
+            "plans[0].versions[0].meters.m.match[0].attributes",
+            "at least one",
+        ),
+        (
+            "model = \"graduated\"",
+            "plans[0].versions[0].meters.m.tiers",
+            "is required",
+        ),
+        (
+            "model = \"graduated\"\ntiers = [{ up_to = 10, price = \"1\" }]",
+            "plans[0].versions[0].meters.m.tiers[0].up_to",
+            "open-ended",
+        ),
+        (
+            "model = \"volume\"\ntiers = [{ price = \"1\" }, { price = \"2\" }]",
+            "plans[0].versions[0].meters.m.tiers[0].up_to",
+            "required on every tier but the last",
+        ),
+        (
+            "model = \"volume\"\ntiers = [{ up_to = 0, price = \"1\" }, { price = \"2\" }]",
+            "plans[0].versions[0].meters.m.tiers[0].up_to",
+            "tiers must increase",
+        ),
+        (
+            "model = \"package\"\nblock_size = 0\nblock_price = \"1\"",
+            "plans[0].versions[0].meters.m.block_size",
+            "greater than 0",
+        ),
+        (
+            "model = \"package\"\nblock_size = 10",
+            "plans[0].versions[0].meters.m.block_price",
+            "is required",
+        ),
+        (
+            "model = \"stairs\"",
+            "plans[0].versions[0].meters.m.model",
+            "is not one of",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\nbands = [{ name = \"b\", factor = \"1\", windows = [{ days = [\"mon-sun\"], from = \"00:00\", to = \"25:00\" }] }]",
+            "plans[0].versions[0].meters.m.bands[0].windows[0].to",
+            "not a time",
+        ),
+        (
+            "model = \"per_unit\"\nprice = \"1\"\nbands = [{ name = \"b\", factor = \"1\", windows = [{ days = [\"fri-mon\"], from = \"00:00\", to = \"24:00\" }] }]",
+            "plans[0].versions[0].meters.m.bands[0].windows[0].days[0]",
+            "not a weekday",
+        ),
+    ];
+    for (meter, path, needle) in cases {
+        let e = errors(&plan_with(meter));
+        assert!(has(&e, path, needle), "{meter}\nexpected {path}: {needle}\ngot {e:?}");
+    }
+}
+
+#[test]
+fn plan_level_rules() {
+    let base = |plan: &str, version: &str| {
+        format!(
+            "[[plans]]\nid = \"p\"\n{plan}\n[[plans.versions]]\n{version}\n[plans.versions.meters.m]\nmodel = \"per_unit\"\nprice = \"1\"\n"
+        )
+    };
+    let ok_plan = "currency = \"EUR\"\ntime_zone = \"UTC\"\nrounding = { places = 2, mode = \"half-up\" }";
+    let ok_version = "effective_from = \"2026-01-01T00:00:00Z\"";
+    let cases = [
+        (
+            base(&ok_plan.replace("half-up", "sideways"), ok_version),
+            "",
+            "unknown variant `sideways`",
+        ),
+        (
+            base(&ok_plan.replace("places = 2", "places = 12"), ok_version),
+            "plans[0].rounding.places",
+            "at most 9",
+        ),
+        (
+            base(ok_plan, "effective_from = \"2026-01-01\""),
+            "plans[0].versions[0].effective_from",
+            "RFC 3339",
+        ),
+        (
+            base(ok_plan, &format!("{ok_version}\ndiscount_percent = \"150\"")),
+            "plans[0].versions[0].discount_percent",
+            "at most 100",
+        ),
+        (
+            base(
+                &format!("{ok_plan}\nbilling_period = {{ kind = \"month\", anchor_day = 32 }}"),
+                ok_version,
+            ),
+            "plans[0].billing_period.anchor_day",
+            "between 1 and 31",
+        ),
+        (
+            base(
+                &format!("{ok_plan}\nbilling_period = {{ kind = \"day\", week_start = \"sun\" }}"),
+                ok_version,
+            ),
+            "plans[0].billing_period.week_start",
+            "not valid for kind",
+        ),
+        (
+            base(&ok_plan.replace("EUR", "EURO"), ok_version),
+            "plans[0].currency",
+            "3 uppercase letters",
+        ),
+    ];
+    for (text, path, needle) in cases {
+        let e = errors(&text);
+        assert!(
+            e.iter().any(|x| x.path == path && x.message.contains(needle)),
+            "expected {path}: {needle}\ngot {e:?}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_catalogue_and_a_native_toml_datetime_are_valid() {
+    let shipped = parse_catalogue(include_str!("../config/tariffs.toml")).expect("shipped catalogue");
+    assert_eq!(shipped.plans().len(), 2);
+    let ids: Vec<_> = shipped.plans().iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["telecom-standard", "saas-pro"]);
+    let saas = shipped.plan("saas-pro").unwrap();
+    let now = "2026-11-26T00:00:00Z".parse().unwrap();
+    let upcoming: Vec<_> = saas.upcoming(now).map(|v| v.number).collect();
+    assert_eq!(upcoming, [2], "version 2 is published in advance");
+    parse_catalogue(include_str!("data/models.toml")).expect("the test catalogue uses a native TOML datetime");
+}
