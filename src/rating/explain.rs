@@ -30,8 +30,13 @@ pub struct Report {
     pub increments: Option<IncrementsView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateView>,
+    /// Banded events: the rated quantity split by band.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartView>,
+    /// Per-unit events: `sum((units - free) x price x band factor)`, exact, before the connect
+    /// fee, minimum, discounts and division by `per`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_amount: Option<Decimal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowance: Option<Allowance>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,6 +137,7 @@ impl Report {
                 percent,
             });
         }
+        let price = e.rate.as_ref().map_or(Decimal::ZERO, |r| r.price);
         let unrounded = match &e.cumulative {
             Some(c) => format!("{} - {}", c.price_after, c.price_before),
             None if e.per == 1 => e.numerator.normalize().to_string(),
@@ -152,7 +158,21 @@ impl Report {
                 .rate
                 .as_ref()
                 .map(|r| rate_view(tariff, attributes, &r.source, r.price)),
-            parts: e.parts.iter().map(|p| part_view(tariff, p)).collect(),
+            parts: e.parts.iter().map(|p| part_view(tariff, price, p)).collect(),
+            usage_amount: e.rate.as_ref().map(|r| {
+                let free = e.allowance.as_ref().map_or(Decimal::ZERO, |a| a.free);
+                let plain = (e.rated_quantity - free) * r.price;
+                let banded = e
+                    .parts
+                    .iter()
+                    .map(|p| part_view(tariff, r.price, p).amount)
+                    .sum::<Decimal>();
+                if e.parts.is_empty() {
+                    plain.normalize()
+                } else {
+                    banded.normalize()
+                }
+            }),
             allowance: e.allowance.clone(),
             cumulative: e.cumulative.as_ref().map(|c| cumulative_view(tariff, c)),
             connect_fee: e.connect_fee,
@@ -197,12 +217,12 @@ fn rate_view(
                 why: format!("match rule {} ({rule_text})", rule + 1),
             }
         }
-        RateSource::Prefix { prefix } => {
+        RateSource::Prefix { len } => {
             let name = per_unit
                 .and_then(|p| p.rates.prefix.as_ref())
-                .map(|t| t.attribute.as_str())
-                .unwrap_or("?");
+                .map_or("?", |t| t.attribute.as_str());
             let value = attribute(attributes, name).unwrap_or("");
+            let prefix = value.get(..usize::from(*len)).unwrap_or(value);
             RateView {
                 price,
                 source: "prefix",
@@ -217,22 +237,19 @@ fn rate_view(
     }
 }
 
-fn part_view(tariff: Option<&MeterTariff>, part: &super::Part) -> PartView {
-    let band = part.band.map(|i| {
-        tariff
-            .and_then(|t| match &t.model {
-                Model::PerUnit(p) => p.bands.as_ref().and_then(|b| b.bands.get(i)).map(|b| b.name.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| format!("band {}", i + 1))
+fn part_view(tariff: Option<&MeterTariff>, price: Decimal, part: &super::Part) -> PartView {
+    let band = tariff.and_then(|t| match &t.model {
+        Model::PerUnit(p) => p.bands.as_ref().and_then(|b| b.bands.get(usize::from(part.band))),
+        _ => None,
     });
+    let factor = band.map_or(Decimal::ONE, |b| b.factor);
     PartView {
-        band,
-        factor: part.factor,
+        band: Some(band.map_or_else(|| format!("band {}", part.band + 1), |b| b.name.clone())),
+        factor,
         start: part.start,
         quantity: part.quantity.normalize(),
         free: part.free.normalize(),
-        amount: part.amount.normalize(),
+        amount: ((part.quantity - part.free) * price * factor).normalize(),
     }
 }
 
@@ -322,6 +339,13 @@ impl fmt::Display for Report {
                 part.start.to_rfc3339(),
                 part.quantity,
                 part.amount
+            )?;
+        }
+        if let Some(amount) = self.usage_amount {
+            writeln!(
+                f,
+                "usage     {amount} (before fee, minimum, discounts, and / {})",
+                self.per
             )?;
         }
         if let Some(a) = &self.allowance {

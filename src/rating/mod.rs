@@ -158,25 +158,24 @@ pub enum RateSource {
     Match {
         rule: usize,
     },
-    /// The longest configured prefix of the prefix attribute's value.
+    /// The longest configured prefix of the prefix attribute's value: its first `len` bytes
+    /// (the value itself is in the event's attributes, so it is not copied here).
     Prefix {
-        prefix: String,
+        len: u16,
     },
     Default,
 }
 
-/// A piece of a per-unit event priced at one band (or the whole event when there are no bands).
+/// A piece of a banded per-unit event: the units of the rated quantity that fell in one band.
+/// (An unbanded event has no parts: its whole rated quantity is priced at the chosen rate.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Part {
     /// Index of the band in the meter's band list.
-    pub band: Option<usize>,
+    pub band: u16,
     pub start: DateTime<Utc>,
     pub quantity: Decimal,
     /// Units of this part covered by the included allowance.
     pub free: Decimal,
-    pub factor: Decimal,
-    /// `(quantity - free) x price x factor`, exact, before division by `per`.
-    pub amount: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,38 +312,30 @@ fn rate_per_unit(
     let price = choice.price;
     explanation.rate = Some(choice);
 
-    let mut parts = match (&model.bands, model.duration) {
-        (Some(bands), true) => split_by_bands(bands, tz, input.at, rated)?,
-        (Some(bands), false) => {
-            let band = bands.segment_at(minute_of_week(tz, input.at)).band;
-            vec![part(Some(band), input.at, rated, bands.bands[band].factor)]
-        }
-        (None, _) => vec![part(None, input.at, rated, Decimal::ONE)],
-    };
-
-    let mut free_left = Decimal::ZERO;
+    let mut free = Decimal::ZERO;
     if !included.is_zero() {
         let remaining = exact_sub(included, input.period_usage)?.max(Decimal::ZERO);
-        free_left = remaining.min(rated);
+        free = remaining.min(rated);
         explanation.allowance = Some(Allowance {
             included,
             used_before: input.period_usage,
-            free: free_left,
+            free,
         });
     }
-    let mut numerator = Decimal::ZERO;
-    for part in &mut parts {
-        part.free = free_left.min(part.quantity);
-        free_left -= part.free;
-        let chargeable = exact_sub(part.quantity, part.free)?;
-        let mut amount = exact_mul(chargeable, price)?;
-        if part.factor != Decimal::ONE {
-            amount = exact_mul(amount, part.factor)?;
+    let mut numerator = match &model.bands {
+        None => exact_mul(exact_sub(rated, free)?, price)?,
+        Some(bands) => {
+            let mut parts = if model.duration {
+                split_by_bands(bands, tz, input.at, rated)?
+            } else {
+                let band = bands.segment_at(minute_of_week(tz, input.at)).band;
+                vec![part(band, input.at, rated)]
+            };
+            let numerator = price_parts(bands, &mut parts, price, free)?;
+            explanation.parts = parts;
+            numerator
         }
-        part.amount = amount;
-        numerator = exact_add(numerator, amount)?;
-    }
-    explanation.parts = parts;
+    };
 
     let per_decimal = Decimal::from(per);
     if !model.connect_fee.is_zero() {
@@ -363,15 +354,33 @@ fn rate_per_unit(
     Ok(round_quotient(numerator, per)?)
 }
 
-fn part(band: Option<usize>, start: DateTime<Utc>, quantity: Decimal, factor: Decimal) -> Part {
+fn part(band: usize, start: DateTime<Utc>, quantity: Decimal) -> Part {
+    // Invariant: validation caps a meter's bands far below u16::MAX (one per minute of the week).
+    let band = u16::try_from(band).expect("band index fits u16");
     Part {
         band,
         start,
         quantity,
         free: Decimal::ZERO,
-        factor,
-        amount: Decimal::ZERO,
     }
+}
+
+/// Prices the parts of a banded event: `sum((quantity - free) x price x factor)`, the allowance
+/// freeing the earliest units first. Exact, before division by `per`.
+fn price_parts(bands: &Bands, parts: &mut [Part], price: Decimal, free: Decimal) -> Result<Decimal, Inexact> {
+    let mut free_left = free;
+    let mut numerator = Decimal::ZERO;
+    for part in parts {
+        part.free = free_left.min(part.quantity);
+        free_left -= part.free;
+        let factor = bands.bands[usize::from(part.band)].factor;
+        let mut amount = exact_mul(exact_sub(part.quantity, part.free)?, price)?;
+        if factor != Decimal::ONE {
+            amount = exact_mul(amount, factor)?;
+        }
+        numerator = exact_add(numerator, amount)?;
+    }
+    Ok(numerator)
 }
 
 /// First increment charged whole, then every started subsequent increment; zero stays zero.
@@ -408,11 +417,11 @@ pub fn select_rate(rates: &RateTable, attributes: &[(String, String)]) -> Option
                     continue;
                 }
                 if let Some(&price) = table.prices.get(&value[..len]) {
+                    // `len <= table.longest`, which validation keeps at most MAX_NAME_BYTES.
+                    let len = u16::try_from(len).unwrap_or(u16::MAX);
                     return Some(RateChoice {
                         price,
-                        source: RateSource::Prefix {
-                            prefix: value[..len].to_string(),
-                        },
+                        source: RateSource::Prefix { len },
                     });
                 }
             }
@@ -471,13 +480,8 @@ fn split_by_bands(bands: &Bands, tz: Tz, start: DateTime<Utc>, seconds: Decimal)
         }
         let quantity = Decimal::from_i128_with_scale(i128::from(step), 9);
         match parts.last_mut() {
-            Some(last) if last.band == Some(segment.band) => last.quantity = exact_add(last.quantity, quantity)?,
-            _ => parts.push(part(
-                Some(segment.band),
-                cursor,
-                quantity,
-                bands.bands[segment.band].factor,
-            )),
+            Some(last) if usize::from(last.band) == segment.band => last.quantity = exact_add(last.quantity, quantity)?,
+            _ => parts.push(part(segment.band, cursor, quantity)),
         }
         remaining -= step;
         cursor += Duration::nanoseconds(step);
@@ -744,7 +748,7 @@ match = [{ attributes = { region = "eu", tier = "gold" }, price = "1" }, { attri
         let mobile = choose(&[("dest", "+4479")]);
         assert_eq!(
             (mobile.price, mobile.source),
-            (dec!(447), RateSource::Prefix { prefix: "+447".into() })
+            (dec!(447), RateSource::Prefix { len: 4 })
         );
         assert_eq!(choose(&[("dest", "+441")]).price, dec!(44));
         assert_eq!(choose(&[("dest", "+49")]).price, dec!(4));
