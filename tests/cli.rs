@@ -174,117 +174,34 @@ fn quote_with_period_usage_and_text_explanation() {
     assert!(text.contains("charge    -179.998380000 USD"), "{text}");
     assert!(text.contains("discount  10% (version)"), "{text}");
     assert!(text.contains("tier 1"), "{text}");
-    assert!(text.contains("tier 2"), "{text}");
+    assert!(text.contains("after: 1000001 billable units reach tier 2"), "{text}");
+    assert!(text.contains("this record's charge is negative"), "{text}");
 }
 
 #[test]
 fn bad_quotes_exit_1_with_one_clear_line() {
-    let base = [
-        "--plan",
-        "telecom-standard",
-        "--meter",
-        "sms.count",
-        "--at",
-        "2026-11-25T10:00:00Z",
+    // (arguments after `tariffs quote --tariffs config/tariffs.toml`, message, JSON reason)
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("--plan nope --meter sms.count --quantity 1 --at 2026-11-25T10:00:00Z", "unknown plan \"nope\"", Some("NO_TARIFF")),
+        ("--plan telecom-standard --meter fax.pages --quantity 1 --at 2026-11-25T10:00:00Z", "unknown meter \"fax.pages\"", Some("UNKNOWN_METER")),
+        ("--plan telecom-standard --meter api.requests --quantity 1 --at 2026-11-25T10:00:00Z", "not priced by plan", Some("NO_TARIFF")),
+        ("--plan telecom-standard --meter sms.count --quantity 1 --at 2025-06-01T00:00:00Z", "no version in force", Some("NO_TARIFF")),
+        ("--plan telecom-standard --meter sms.count --quantity -1 --at 2026-11-25T10:00:00Z", "--quantity: must be >= 0", None),
+        ("--plan telecom-standard --meter sms.count --quantity 1e3 --at 2026-11-25T10:00:00Z", "--quantity: \"1e3\" is not a plain decimal", None),
+        ("--plan telecom-standard --meter sms.count --quantity 0.0000000001 --at 2026-11-25T10:00:00Z", "more than 9 fractional digits", None),
+        ("--plan telecom-standard --meter data.mb --period-usage 1 --quantity 79228162514264337593543950335 --at 2026-11-25T10:00:00Z", "exceeds exact decimal precision", Some("INVALID_FIELD")),
+        ("--plan telecom-standard --meter voice.seconds --quantity 2700000 --at 2026-11-25T10:00:00Z", "banded duration may be at most", Some("INVALID_FIELD")),
+        ("--plan telecom-standard --meter sms.count --quantity 1 --at yesterday", "--at: \"yesterday\" is not an RFC 3339", None),
+        ("--plan telecom-standard --meter sms.count --quantity 1 --at 2026-11-25T10:00:00Z --attr novalue", "--attr: \"novalue\" is not KEY=VALUE", None),
     ];
-    let cases: &[(&[&str], &str, Option<&str>)] = &[
-        (
-            &[
-                "--plan",
-                "nope",
-                "--meter",
-                "sms.count",
-                "--quantity",
-                "1",
-                "--at",
-                "2026-11-25T10:00:00Z",
-            ],
-            "unknown plan \"nope\"",
-            Some("NO_TARIFF"),
-        ),
-        (
-            &[
-                "--plan",
-                "telecom-standard",
-                "--meter",
-                "fax.pages",
-                "--quantity",
-                "1",
-                "--at",
-                "2026-11-25T10:00:00Z",
-            ],
-            "unknown meter \"fax.pages\"",
-            Some("UNKNOWN_METER"),
-        ),
-        (
-            &[
-                "--plan",
-                "telecom-standard",
-                "--meter",
-                "api.requests",
-                "--quantity",
-                "1",
-                "--at",
-                "2026-11-25T10:00:00Z",
-            ],
-            "not priced by plan",
-            Some("NO_TARIFF"),
-        ),
-        (
-            &[
-                "--plan",
-                "telecom-standard",
-                "--meter",
-                "sms.count",
-                "--quantity",
-                "1",
-                "--at",
-                "2025-06-01T00:00:00Z",
-            ],
-            "no version in force",
-            Some("NO_TARIFF"),
-        ),
-        (
-            &[&base[..], &["--quantity", "-1"]].concat(),
-            "--quantity: must be >= 0",
-            None,
-        ),
-        (
-            &[&base[..], &["--quantity", "1e3"]].concat(),
-            "--quantity: \"1e3\" is not a plain decimal",
-            None,
-        ),
-        (
-            &[&base[..], &["--quantity", "0.0000000001"]].concat(),
-            "more than 9 fractional digits",
-            None,
-        ),
-        (
-            &[
-                "--plan",
-                "telecom-standard",
-                "--meter",
-                "sms.count",
-                "--quantity",
-                "1",
-                "--at",
-                "yesterday",
-            ],
-            "--at: \"yesterday\" is not an RFC 3339",
-            None,
-        ),
-        (
-            &[&base[..], &["--quantity", "1", "--attr", "novalue"]].concat(),
-            "--attr: \"novalue\" is not KEY=VALUE",
-            None,
-        ),
-    ];
-    for (args, message, reason) in cases {
-        let out = quote(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    for (line, message, reason) in cases {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = quote(&args);
+        assert_eq!(out.status.code(), Some(1), "{line}");
         let text = stderr(&out);
-        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
-        assert!(text.contains(message), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{line}: {text}");
+        assert!(text.contains(message), "{line}: {text}");
         let json_args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
         let out = quote(&json_args);
         assert_eq!(out.status.code(), Some(1));

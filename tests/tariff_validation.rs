@@ -305,3 +305,41 @@ fn the_shipped_catalogue_and_a_native_toml_datetime_are_valid() {
     assert_eq!(upcoming, [2], "version 2 is published in advance");
     parse_catalogue(include_str!("data/models.toml")).expect("the test catalogue uses a native TOML datetime");
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+    use ratingd::domain::tariff_file::parse_catalogue;
+
+    const SHIPPED: &str = include_str!("../config/tariffs.toml");
+
+    /// The nearest char boundary at or below `i`.
+    fn boundary(text: &str, mut i: usize) -> usize {
+        i = i.min(text.len());
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A real catalogue with a random span replaced by random text: refused or accepted, never
+        /// a panic, and every refusal has a message.
+        #[test]
+        fn edited_catalogues_never_panic(at in 0usize..SHIPPED.len(), cut in 0usize..40, insert in "[-+0-9a-z_.=\"\\[\\]{}:, \n]{0,24}") {
+            let start = boundary(SHIPPED, at);
+            let end = boundary(SHIPPED, start + cut);
+            let text = format!("{}{insert}{}", &SHIPPED[..start], &SHIPPED[end..]);
+            if let Err(errors) = parse_catalogue(&text) {
+                prop_assert!(!errors.0.is_empty());
+                prop_assert!(errors.0.iter().all(|e| !e.message.is_empty()));
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_catalogue(&text);
+        }
+    }
+}

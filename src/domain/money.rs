@@ -62,6 +62,17 @@ pub fn exact_sub(a: Decimal, b: Decimal) -> Result<Decimal, Inexact> {
 ///
 /// Computed with integer division and the remainder, so the rounding decision is made on the exact
 /// quotient (a decimal division would first round at 28 digits and could round twice).
+///
+/// ```
+/// use ratingd::domain::money::round_quotient;
+/// use rust_decimal::Decimal;
+///
+/// // A 61-second call at 0.02 per minute plus a 0.01 connect fee: (61 x 0.02 + 0.6) / 60.
+/// let charge = round_quotient("1.82".parse::<Decimal>().unwrap(), 60).unwrap();
+/// assert_eq!(charge.to_string(), "0.030333333");
+/// // Ties go to the even digit.
+/// assert_eq!(round_quotient("0.0000000025".parse().unwrap(), 1).unwrap().to_string(), "0.000000002");
+/// ```
 pub fn round_quotient(numerator: Decimal, denominator: u32) -> Result<Decimal, Inexact> {
     assert!(denominator > 0, "denominators come from validated tariffs and are >= 1");
     let mantissa = numerator.mantissa();
@@ -156,6 +167,16 @@ pub struct InvoiceRounding {
 
 impl InvoiceRounding {
     /// The invoice amount of an exact total: rounded once, with exactly `places` decimals.
+    ///
+    /// ```
+    /// use ratingd::domain::money::{InvoiceRounding, RoundingMode};
+    ///
+    /// let total = "0.125000000".parse().unwrap();
+    /// let half_up = InvoiceRounding { places: 2, mode: RoundingMode::HalfUp };
+    /// let half_even = InvoiceRounding { places: 2, mode: RoundingMode::HalfEven };
+    /// assert_eq!(half_up.apply(total).to_string(), "0.13");
+    /// assert_eq!(half_even.apply(total).to_string(), "0.12");
+    /// ```
     pub fn apply(self, total: Decimal) -> Decimal {
         let mut amount = total.round_dp_with_strategy(self.places, self.mode.strategy());
         amount.rescale(self.places);

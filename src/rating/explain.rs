@@ -46,6 +46,9 @@ pub struct Report {
     pub minimum_charge_applied: Option<Decimal>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub discounts: Vec<DiscountView>,
+    /// Why a charge looks surprising (a negative volume-tier marginal), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The exact charge before rounding, as an expression.
     pub unrounded: String,
     pub rounding: String,
@@ -178,6 +181,12 @@ impl Report {
             connect_fee: e.connect_fee,
             minimum_charge_applied: e.minimum_applied,
             discounts,
+            note: (e.model == ModelKind::Volume && e.charge.is_sign_negative() && !e.charge.is_zero()).then(|| {
+                "volume pricing prices the whole period quantity at the tier it reaches; this event moved the \
+                 period into a cheaper tier, so the period costs less than before and this record's charge is \
+                 negative"
+                    .to_string()
+            }),
             unrounded,
             rounding: if e.cumulative.is_some() {
                 format!("period prices rounded half-even to {RECORD_SCALE} places, charge is their difference")
@@ -361,13 +370,16 @@ impl fmt::Display for Report {
                 "period    usage {} -> {}",
                 c.period_usage_before, c.period_usage_after
             )?;
-            for t in &c.tiers {
+            let volume = self.model == ModelKind::Volume;
+            for (i, t) in c.tiers.iter().enumerate() {
                 let upper = t.up_to.map(|u| u.to_string()).unwrap_or_else(|| "and more".to_string());
-                writeln!(
-                    f,
-                    "  tier {} (above {} up to {upper}) at {}: {} units",
-                    t.tier, t.above, t.price, t.quantity
-                )?;
+                let tier = format!("tier {} (above {} up to {upper}) at {}", t.tier, t.above, t.price);
+                if volume {
+                    let when = if i == 0 { "before" } else { "after" };
+                    writeln!(f, "  {when}: {} billable units reach {tier}", t.quantity)?;
+                } else {
+                    writeln!(f, "  {tier}: {} units", t.quantity)?;
+                }
             }
             if let Some(b) = &c.blocks {
                 writeln!(
@@ -386,6 +398,9 @@ impl fmt::Display for Report {
         }
         for d in &self.discounts {
             writeln!(f, "discount  {}% ({})", d.percent, d.source)?;
+        }
+        if let Some(note) = &self.note {
+            writeln!(f, "note      {note}")?;
         }
         writeln!(f, "exact     {}", self.unrounded)?;
         write!(f, "charge    {} {} ({})", self.charge, self.currency, self.rounding)

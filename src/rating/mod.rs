@@ -664,6 +664,26 @@ pub struct Quote<'c> {
 }
 
 /// Prices one event against plan `plan_id` of `catalogue`, without recording anything.
+///
+/// ```
+/// use ratingd::domain::tariff_file::parse_catalogue;
+/// use ratingd::rating::{RatingInput, quote};
+///
+/// let catalogue = parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+/// let destination = [("destination".to_string(), "+447911123456".to_string())];
+/// let input = RatingInput {
+///     meter: "voice.seconds",
+///     quantity: "30".parse().unwrap(),
+///     at: "2026-11-25T09:00:00Z".parse().unwrap(),
+///     attributes: &destination,
+///     period_usage: Default::default(),
+///     subscription_discount: None,
+/// };
+/// let q = quote(&catalogue, "telecom-standard", &input).unwrap();
+/// // 30 s is billed as the first 60-second increment: 0.09 + the 0.01 connect fee.
+/// assert_eq!(q.rated.charge.to_string(), "0.100000000");
+/// assert_eq!(q.period.label, "2026-11");
+/// ```
 pub fn quote<'c>(catalogue: &'c Catalogue, plan_id: &str, input: &RatingInput<'_>) -> Result<Quote<'c>, QuoteError> {
     let plan = catalogue
         .plan(plan_id)
@@ -758,9 +778,13 @@ match = [{ attributes = { region = "eu", tier = "gold" }, price = "1" }, { attri
         assert_eq!(choose(&[("dest", "+4é")]).price, dec!(4));
     }
 
+    fn shipped() -> Catalogue {
+        parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap()
+    }
+
     #[test]
     fn explanations_carry_the_tiers_crossed_and_allowance_used() {
-        let catalogue = parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+        let catalogue = shipped();
         let plan = catalogue.plan("telecom-standard").unwrap();
         let at = "2026-11-25T10:00:00Z".parse().unwrap();
         let data = RatingInput {
@@ -801,7 +825,7 @@ match = [{ attributes = { region = "eu", tier = "gold" }, price = "1" }, { attri
 
     #[test]
     fn bad_inputs_are_errors_with_reasons() {
-        let catalogue = parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+        let catalogue = shipped();
         let plan = catalogue.plan("telecom-standard").unwrap();
         let at = "2026-11-25T10:00:00Z".parse().unwrap();
         let base = RatingInput {

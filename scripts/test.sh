@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need when it is missing, then runs the
+# whole test suite. Safe to run on a fresh machine that has only the Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests need, as "command:debian-package". The rating engine's tests need none
+# yet; the daemon's tests add redis-server and prometheus here.
+needs=()
+missing=()
+for need in "${needs[@]}"; do
+  command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo test --workspace --locked
