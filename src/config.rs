@@ -3,6 +3,7 @@
 //! [`Config`]. Relative paths are taken from the working directory.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,22 @@ pub const MAX_ACCOUNT_BYTES: usize = 128;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// gRPC listen address (ingest and query).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Rating shards (threads that own their accounts outright).
+    pub shards: usize,
+    pub limits: Limits,
+    /// Events older than this are TOO_OLD; it is also the dedupe window (SPEC section 2).
+    pub dedupe_window_days: u32,
+    /// Events further than this in the future are TOO_FAR_IN_FUTURE.
+    pub future_skew_seconds: u32,
+    /// Most events in one group commit (one block, one fsync).
+    pub commit_max_events: usize,
+    /// A checkpoint is written after this many records have been committed since the last one.
+    pub checkpoint_every_records: u64,
+    /// Graceful shutdown: how long in-flight batches may take to drain after SIGTERM.
+    pub shutdown_grace_seconds: u32,
     pub tariffs_path: PathBuf,
     pub catalogue: Catalogue,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
@@ -37,9 +54,58 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Bounds on input and on everything queued (SPEC section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most events in one batch; a larger batch is refused whole (ResourceExhausted).
+    pub max_batch_events: usize,
+    /// Largest decoded gRPC message.
+    pub max_message_bytes: usize,
+    /// Batches admitted into the pipeline and not yet acknowledged, over all streams: the bound on
+    /// queued memory (max_inflight_batches x max_batch_events events at most).
+    pub max_inflight_batches: usize,
+    /// Batches in flight on one stream; past it the stream is not read (HTTP/2 flow control).
+    pub max_inflight_per_stream: usize,
+    /// Most attributes per event, and their key and value length.
+    pub max_attributes: usize,
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_events: 10_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_inflight_batches: 256,
+            max_inflight_per_stream: 64,
+            max_attributes: 16,
+            max_attribute_bytes: 256,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    shards: usize,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default = "default_window")]
+    dedupe_window_days: u32,
+    #[serde(default = "default_skew")]
+    future_skew_seconds: u32,
+    #[serde(default = "default_commit_max")]
+    commit_max_events: usize,
+    #[serde(default = "default_checkpoint")]
+    checkpoint_every_records: u64,
+    #[serde(default = "default_grace")]
+    shutdown_grace_seconds: u32,
     tariffs: PathBuf,
     default_plan: Option<String>,
     #[serde(default)]
@@ -54,6 +120,28 @@ struct RawSubscription {
     from: String,
     to: Option<String>,
     discount_percent: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".to_string()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_window() -> u32 {
+    35
+}
+fn default_skew() -> u32 {
+    300
+}
+fn default_commit_max() -> usize {
+    20_000
+}
+fn default_checkpoint() -> u64 {
+    2_000_000
+}
+fn default_grace() -> u32 {
+    30
 }
 
 impl Config {
@@ -80,6 +168,42 @@ impl Config {
             )
         })?;
         let mut errors = Vec::new();
+        let listen = raw
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                errors.push(format!(
+                    "listen: {:?} is not an address like 127.0.0.1:50051",
+                    raw.listen
+                ))
+            })
+            .ok();
+        let shards = if raw.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            raw.shards
+        };
+        if shards > 256 {
+            errors.push("shards: at most 256".to_string());
+        }
+        if !(1..=3660).contains(&raw.dedupe_window_days) {
+            errors.push("dedupe_window_days: must be between 1 and 3660".to_string());
+        }
+        if raw.commit_max_events == 0 {
+            errors.push("commit_max_events: must be at least 1".to_string());
+        }
+        let l = raw.limits;
+        for (name, value) in [
+            ("limits.max_batch_events", l.max_batch_events),
+            ("limits.max_message_bytes", l.max_message_bytes),
+            ("limits.max_inflight_batches", l.max_inflight_batches),
+            ("limits.max_inflight_per_stream", l.max_inflight_per_stream),
+            ("limits.max_attribute_bytes", l.max_attribute_bytes),
+        ] {
+            if value == 0 {
+                errors.push(format!("{name}: must be at least 1"));
+            }
+        }
         if let Some(plan) = &raw.default_plan {
             if catalogue.plan(plan).is_none() {
                 errors.push(format!("default_plan: unknown plan {plan:?}"));
@@ -97,6 +221,16 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
+            // Invariant: an unparsable address pushed an error and returned above.
+            listen: listen.expect("listen validated"),
+            data_dir: raw.data_dir,
+            shards,
+            limits: raw.limits,
+            dedupe_window_days: raw.dedupe_window_days,
+            future_skew_seconds: raw.future_skew_seconds,
+            commit_max_events: raw.commit_max_events,
+            checkpoint_every_records: raw.checkpoint_every_records,
+            shutdown_grace_seconds: raw.shutdown_grace_seconds,
             tariffs_path: raw.tariffs,
             catalogue,
             default_plan: raw.default_plan,

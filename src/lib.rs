@@ -17,6 +17,12 @@
 //! Dependencies point one way: `rating` uses `domain`; `config` uses both; nothing in `domain` or
 //! `rating` does I/O.
 
+pub mod app;
+pub mod client;
 pub mod config;
 pub mod domain;
+pub mod ingest;
+pub mod pipeline;
+pub mod query;
 pub mod rating;
+pub mod store;

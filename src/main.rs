@@ -1,13 +1,12 @@
-//! `ratingd`: args -> config -> run. Exits 64 on a bad configuration.
-//!
-//! This build loads and validates the configuration and the tariff catalogue it names; the gRPC
-//! ingest service, storage and the rest of the daemon are added on top of this start-up path.
+//! `ratingd`: args -> config -> telemetry -> app::start; exits 64 on a bad configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use ratingd::config::Config;
+use tracing::{error, info, warn};
 
 /// Usage rating and mediation daemon.
 #[derive(Parser)]
@@ -16,6 +15,9 @@ struct Args {
     /// Configuration file.
     #[arg(long, default_value = "config/ratingd.toml")]
     config: PathBuf,
+    /// Validate the configuration and the tariff catalogue, then exit.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -27,15 +29,76 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    println!(
-        "ratingd {}: configuration {} is valid: {} plans, {} meters, {} subscriptions (tariffs {})",
-        env!("CARGO_PKG_VERSION"),
-        config.path.display(),
-        config.catalogue.plans().len(),
-        config.catalogue.meters().count(),
-        config.subscriptions.len(),
-        config.tariffs_path.display(),
-    );
-    println!("ratingd: this build rates offline only (ratectl tariffs quote); it does not serve gRPC yet");
-    ExitCode::SUCCESS
+    if args.check {
+        println!(
+            "ratingd {}: configuration {} is valid: {} plans, {} meters, {} subscriptions (tariffs {})",
+            env!("CARGO_PKG_VERSION"),
+            config.path.display(),
+            config.catalogue.plans().len(),
+            config.catalogue.meters().count(),
+            config.subscriptions.len(),
+            config.tariffs_path.display(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let running = match ratingd::app::start(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "ratingd failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one line tests and scripts read to find the port (the listen address may be :0).
+    println!("ratingd listening on {}", running.addr);
+    wait_for_signal().await;
+    info!(grace_seconds = config.shutdown_grace_seconds, "shutting down");
+    running.shutdown();
+    match tokio::time::timeout(
+        Duration::from_secs(u64::from(config.shutdown_grace_seconds)),
+        running.wait(),
+    )
+    .await
+    {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            error!(error = %e, "ratingd stopped with an error");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            warn!("grace period over before the drain finished; unacknowledged batches will be resent by agents");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -217,6 +217,7 @@ fn bad_quotes_exit_1_with_one_clear_line() {
 fn ratingd_validates_its_config_and_exits_64_on_errors() {
     let ok = Command::new(env!("CARGO_BIN_EXE_ratingd"))
         .current_dir(repo())
+        .arg("--check")
         .output()
         .unwrap();
     assert!(ok.status.success(), "{}", stderr(&ok));
@@ -233,7 +234,7 @@ fn ratingd_validates_its_config_and_exits_64_on_errors() {
     );
     let out = Command::new(env!("CARGO_BIN_EXE_ratingd"))
         .current_dir(repo())
-        .args(["--config", bad.path()])
+        .args(["--check", "--config", bad.path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));

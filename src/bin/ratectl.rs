@@ -1,7 +1,8 @@
 //! `ratectl`: the command-line client and tariff tool.
 //!
-//! Offline commands (no daemon needed): `tariffs check FILE` and `tariffs quote`. Every command
-//! takes `--json` for scripts. Exit codes: 0 success, 1 a failed check or quote, 2 bad usage.
+//! Offline commands (no daemon needed): `tariffs check FILE` and `tariffs quote`. Against a
+//! running daemon: `send` and `totals`. Every command takes `--json` for scripts. Exit codes:
+//! 0 success, 1 a failed command, 2 bad usage.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,9 +12,13 @@ use clap::{Parser, Subcommand};
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use indicatif::{ProgressBar, ProgressStyle};
+use ratingd::client::send::{SendOptions, send_all};
+use ratingd::client::usage_file;
 use ratingd::domain::money::parse_exact;
 use ratingd::domain::tariff::Catalogue;
 use ratingd::domain::tariff_file::{TariffErrors, parse_catalogue};
+use ratingd::ingest::proto::{self, query_client::QueryClient};
 use ratingd::rating::{Quote, RatingInput, Report, quote};
 
 #[derive(Parser)]
@@ -31,6 +36,40 @@ enum Command {
     /// Tariff files: check and quote, offline.
     #[command(subcommand)]
     Tariffs(TariffsCommand),
+    /// Send a usage file (JSONL, or CSV when the name ends in .csv) to ratingd.
+    Send(SendArgs),
+    /// Committed totals of one account and billing period.
+    Totals(TotalsArgs),
+}
+
+const DEFAULT_TARGET: &str = "http://127.0.0.1:50051";
+
+#[derive(clap::Args)]
+struct SendArgs {
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long, default_value = DEFAULT_TARGET)]
+    target: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Batches in flight on the stream.
+    #[arg(long, default_value_t = 16)]
+    in_flight: usize,
+    /// Consecutive failed attempts before giving up (unacknowledged batches are resent each time).
+    #[arg(long, default_value_t = 10)]
+    retries: u32,
+}
+
+#[derive(clap::Args)]
+struct TotalsArgs {
+    #[arg(long)]
+    account: String,
+    /// Period label, e.g. 2026-11.
+    #[arg(long)]
+    period: String,
+    #[arg(long, default_value = DEFAULT_TARGET)]
+    target: String,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +123,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Tariffs(TariffsCommand::Check { file }) => return check(&file, args.json),
         Command::Tariffs(TariffsCommand::Quote(q)) => run_quote(&q, args.json),
+        Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(&a, args.json))),
+        Command::Totals(a) => runtime().and_then(|rt| rt.block_on(totals(&a, args.json))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +141,109 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
+}
+
+async fn send(args: &SendArgs, as_json: bool) -> Result<(), Failure> {
+    if args.batch == 0 || args.in_flight == 0 {
+        return Err(Failure::new("--batch and --in-flight must be at least 1"));
+    }
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", args.file.display())))?;
+    let name = args.file.to_string_lossy();
+    let events = usage_file::parse(&name, &text).map_err(|e| Failure::new(format!("{name}: {e}")))?;
+    let total = events.len() as u64;
+    let mut batches = Vec::with_capacity(events.len() / args.batch + 1);
+    let mut events = events.into_iter().peekable();
+    let mut batch_id = 0u64;
+    while events.peek().is_some() {
+        batches.push(proto::UsageBatch {
+            batch_id,
+            events: events.by_ref().take(args.batch).collect(),
+        });
+        batch_id += 1;
+    }
+    // Drawn only on a terminal (indicatif hides itself otherwise).
+    let progress = ProgressBar::new(total);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let options = SendOptions {
+        target: args.target.clone(),
+        in_flight: args.in_flight,
+        retries: args.retries,
+        max_message_bytes: 64 << 20,
+    };
+    let summary = send_all(&options, batches, &progress)
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
+    progress.finish_and_clear();
+    if as_json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        let rejected: u64 = summary.rejected.values().sum();
+        println!(
+            "sent {}: accepted {}, duplicate {}, rejected {rejected}",
+            summary.sent, summary.accepted, summary.duplicate
+        );
+        for (reason, n) in &summary.rejected {
+            println!("  rejected {reason}: {n}");
+        }
+    }
+    Ok(())
+}
+
+async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
+    let mut client = QueryClient::connect(args.target.clone())
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", args.target)))?;
+    let request = proto::GetTotalsRequest {
+        account_id: args.account.clone(),
+        period: args.period.clone(),
+    };
+    let t = client
+        .get_totals(request)
+        .await
+        .map_err(|s| Failure::new(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    if as_json {
+        let meters: serde_json::Map<String, serde_json::Value> = t
+            .meters
+            .iter()
+            .map(|m| {
+                let v = json!({ "quantity": m.quantity, "rated_quantity": m.rated_quantity, "charge": m.charge, "events": m.events });
+                (m.meter.clone(), v)
+            })
+            .collect();
+        let object = json!({
+            "account": t.account_id, "period": t.period, "currency": t.currency, "plan": t.plan,
+            "total_charge": t.total_charge, "total_amount": t.total_amount, "meters": meters,
+        });
+        println!("{object}");
+    } else {
+        println!(
+            "account {} period {} plan {} ({})",
+            t.account_id, t.period, t.plan, t.currency
+        );
+        for m in &t.meters {
+            println!(
+                "  {:<20} quantity {:>16}  events {:>8}  charge {}",
+                m.meter, m.quantity, m.events, m.charge
+            );
+        }
+        println!(
+            "total charge {}  invoice amount {} {}",
+            t.total_charge, t.total_amount, t.currency
+        );
+    }
+    Ok(())
 }
 
 fn load(file: &Path) -> Result<Catalogue, TariffErrors> {

@@ -1,6 +1,7 @@
 //! Pure domain types and rules: money, usage events, tariffs, billing periods, subscriptions.
 //! Nothing here does I/O or knows of tokio, tonic, sled or redis.
 
+pub mod aggregate;
 pub mod localtime;
 pub mod money;
 pub mod period;

@@ -59,3 +59,38 @@ impl RejectReason {
         }
     }
 }
+
+impl RejectReason {
+    /// Position in [`RejectReason::ALL`]: the stored code of the reason.
+    pub fn code(self) -> u8 {
+        // Invariant: ALL lists every variant.
+        RejectReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("every reason is in ALL") as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<RejectReason> {
+        RejectReason::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// The outcome of an event that was not accepted, as acknowledged to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOutcome {
+    pub index: u32,
+    /// `None` for DUPLICATE (a success), `Some(reason)` for REJECTED.
+    pub rejected: Option<RejectReason>,
+    pub detail: String,
+}
+
+/// The acknowledgement of a batch: sent only when every accepted event in it is durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
+    pub batch_id: u64,
+    pub accepted: u32,
+    pub duplicate: u32,
+    pub rejected: u32,
+    /// Every event that was not accepted, in index order.
+    pub results: Vec<EventOutcome>,
+}

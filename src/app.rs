@@ -1,0 +1,139 @@
+//! Composition root: opens storage, recovers the pipeline, binds the gRPC listener, and on
+//! shutdown drains in a fixed order: stop reading new batches, acknowledge what is in flight,
+//! stop the server, stop the shards (each writes a checkpoint), commit, close storage.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::Config;
+use crate::domain::subscription::SubscriptionBook;
+use crate::ingest::proto::ingest_server::IngestServer;
+use crate::ingest::proto::query_server::QueryServer;
+use crate::ingest::service::IngestService;
+use crate::pipeline::{Pipeline, PipelineConfig, RatingContext};
+use crate::query::QueryService;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    #[error("a start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub recovered_records: usize,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the daemon has drained and stopped.
+    pub async fn wait(self) -> Result<(), AppError> {
+        self.task.await?
+    }
+}
+
+/// Builds everything downstream first, then binds and serves.
+pub async fn start(config: &Config) -> Result<Running, AppError> {
+    let started = Instant::now();
+    let context = Arc::new(RatingContext {
+        catalogue: config.catalogue.clone(),
+        subscriptions: SubscriptionBook::new(&config.subscriptions, config.default_plan.clone()),
+    });
+    let pipeline_config = PipelineConfig {
+        shards: config.shards,
+        max_inflight_batches: config.limits.max_inflight_batches,
+        commit_max_events: config.commit_max_events,
+        dedupe_window_days: config.dedupe_window_days,
+        checkpoint_every_records: config.checkpoint_every_records,
+    };
+    let data_dir = config.data_dir.clone();
+    let ctx = context.clone();
+    let pipeline = tokio::task::spawn_blocking(move || -> Result<Pipeline, StoreError> {
+        let store = Store::open(&data_dir)?;
+        Pipeline::start(store, ctx, pipeline_config)
+    })
+    .await??;
+    let pipeline = Arc::new(pipeline);
+    let recovered_records: usize = pipeline
+        .committed
+        .iter()
+        .map(|t| t.meters.iter().map(|m| m.events as usize).sum::<usize>())
+        .sum();
+    let listener = TcpListener::bind(config.listen).await.map_err(|error| AppError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    let addr = listener.local_addr().map_err(|error| AppError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ingest = Arc::new(IngestService::new(
+        pipeline.clone(),
+        config.limits,
+        config.dedupe_window_days,
+        config.future_skew_seconds,
+        shutdown_rx.clone(),
+    ));
+    let max_message = config.limits.max_message_bytes;
+    let server = tonic::transport::Server::builder()
+        .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
+        .add_service(
+            QueryServer::new(QueryService::new(pipeline.committed.clone())).max_decoding_message_size(max_message),
+        );
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.path.display(),
+        %addr,
+        shards = config.shards,
+        data_dir = %config.data_dir.display(),
+        recovered_records,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        "ratingd serving"
+    );
+    let mut stop = shutdown_rx.clone();
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let served = server
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await;
+        info!("server stopped; draining the pipeline");
+        let p = pipeline.clone();
+        tokio::task::spawn_blocking(move || p.shutdown()).await?;
+        info!("ratingd stopped");
+        served.map_err(AppError::from)
+    });
+    Ok(Running {
+        addr,
+        recovered_records,
+        shutdown: shutdown_tx,
+        task,
+    })
+}

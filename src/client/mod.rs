@@ -1,0 +1,4 @@
+//! Client side of ratectl: reading usage files and sending them with retries.
+
+pub mod send;
+pub mod usage_file;

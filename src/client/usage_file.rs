@@ -1,0 +1,207 @@
+//! Usage files for `ratectl send`: JSONL (one object per line) or CSV (header
+//! `event_id,account,meter,quantity,timestamp` plus optional `attr.<name>` columns).
+
+use chrono::DateTime;
+
+use crate::domain::money::parse_exact;
+use crate::ingest::proto;
+
+/// A problem in a usage file, with its line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct FileError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn err(line: usize, message: impl Into<String>) -> FileError {
+    FileError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// An exact decimal string as units and nanos (negative values are sent as they are, so the
+/// daemon rejects them with a reason and keeps them in suspense).
+pub fn quantity(text: &str) -> Result<proto::Quantity, String> {
+    let d = parse_exact(text.trim())?;
+    let nanos_total = d.mantissa() * 10i128.pow(9 - d.scale());
+    let units = i64::try_from(nanos_total / 1_000_000_000).map_err(|_| format!("{text:?} is too large"))?;
+    Ok(proto::Quantity {
+        units,
+        nanos: (nanos_total % 1_000_000_000) as i32,
+    })
+}
+
+fn timestamp(text: &str) -> Result<i64, String> {
+    let t = DateTime::parse_from_rfc3339(text.trim()).map_err(|e| format!("timestamp {text:?}: {e}"))?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| format!("timestamp {text:?} is out of range"))
+}
+
+fn event(
+    event_id: &str,
+    account: &str,
+    meter: &str,
+    qty: &str,
+    ts: &str,
+    attributes: Vec<proto::Attribute>,
+) -> Result<proto::UsageEvent, String> {
+    Ok(proto::UsageEvent {
+        event_id: event_id.to_string(),
+        account_id: account.to_string(),
+        meter: meter.to_string(),
+        quantity: Some(quantity(qty)?),
+        timestamp_unix_nanos: timestamp(ts)?,
+        attributes,
+    })
+}
+
+/// Parses a whole file; the format is CSV when the name ends in `.csv`, JSONL otherwise.
+pub fn parse(name: &str, text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
+    if name.ends_with(".csv") {
+        parse_csv(text)
+    } else {
+        parse_jsonl(text)
+    }
+}
+
+pub fn parse_jsonl(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?;
+        let field = |name: &str| -> Result<&str, FileError> {
+            v.get(name)
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| err(n, format!("`{name}` must be a string")))
+        };
+        let mut attributes = Vec::new();
+        if let Some(map) = v.get("attributes") {
+            let map = map
+                .as_object()
+                .ok_or_else(|| err(n, "`attributes` must be an object"))?;
+            for (k, value) in map {
+                let value = value
+                    .as_str()
+                    .ok_or_else(|| err(n, format!("attribute {k:?} must be a string")))?;
+                attributes.push(proto::Attribute {
+                    key: k.clone(),
+                    value: value.to_string(),
+                });
+            }
+        }
+        let e = event(
+            field("event_id")?,
+            field("account")?,
+            field("meter")?,
+            field("quantity")?,
+            field("timestamp")?,
+            attributes,
+        )
+        .map_err(|m| err(n, m))?;
+        events.push(e);
+    }
+    Ok(events)
+}
+
+/// Splits one CSV line: fields may be quoted, with `""` for a quote inside.
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if field.is_empty() => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', true) => quoted = false,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted field".into());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let header = csv_fields(header.trim_end_matches('\r')).map_err(|m| err(1, m))?;
+    let required = ["event_id", "account", "meter", "quantity", "timestamp"];
+    let mut at = [0usize; 5];
+    for (slot, name) in at.iter_mut().zip(required) {
+        *slot = header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| err(1, format!("header has no `{name}` column")))?;
+    }
+    let attrs: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.strip_prefix("attr.").map(|name| (i, name.to_string())))
+        .collect();
+    let mut events = Vec::new();
+    for (i, line) in lines {
+        let n = i + 1;
+        let fields = csv_fields(line.trim_end_matches('\r')).map_err(|m| err(n, m))?;
+        if fields.len() != header.len() {
+            return Err(err(
+                n,
+                format!("{} fields, the header has {}", fields.len(), header.len()),
+            ));
+        }
+        let attributes = attrs
+            .iter()
+            .filter(|(j, _)| !fields[*j].is_empty())
+            .map(|(j, name)| proto::Attribute {
+                key: name.clone(),
+                value: fields[*j].clone(),
+            })
+            .collect();
+        let f = |k: usize| fields[at[k]].as_str();
+        events.push(event(f(0), f(1), f(2), f(3), f(4), attributes).map_err(|m| err(n, m))?);
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_and_csv_read_the_same_event() {
+        let jsonl = r#"{"event_id":"e1","account":"globex","meter":"voice.seconds","quantity":"61.5","timestamp":"2026-11-25T10:00:00+01:00","attributes":{"destination":"+44"}}"#;
+        let csv = "event_id,account,meter,quantity,timestamp,attr.destination\ne1,globex,voice.seconds,61.5,2026-11-25T10:00:00+01:00,\"+44\"\n";
+        let a = parse("u.jsonl", jsonl).unwrap();
+        let b = parse("u.csv", csv).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a[0].quantity,
+            Some(proto::Quantity {
+                units: 61,
+                nanos: 500_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn bad_lines_name_their_number() {
+        let e = parse_jsonl("{\"event_id\":\"e\"}\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        let e = parse_csv("event_id,account,meter,quantity,timestamp\ne,a,m,1e3,2026-11-25T10:00:00Z\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("not a plain decimal"), "{e}");
+    }
+}

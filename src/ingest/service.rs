@@ -1,0 +1,181 @@
+//! `ratingd.v1.Ingest`: batches in, acknowledgements out after fsync.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use super::convert::{Converted, Window, convert, reason_to_proto};
+use super::proto::{self, ingest_server::Ingest};
+use crate::config::Limits;
+use crate::domain::usage::Ack;
+use crate::pipeline::{Pipeline, PipelineError};
+
+/// The one mapping of pipeline errors to gRPC status codes.
+pub fn status_of(error: PipelineError) -> Status {
+    match error {
+        PipelineError::StorageFailed(m) => Status::unavailable(m),
+        PipelineError::ShuttingDown => Status::unavailable("ratingd is shutting down"),
+    }
+}
+
+pub struct IngestService {
+    pipeline: Arc<Pipeline>,
+    limits: Limits,
+    window_days: u32,
+    skew_seconds: u32,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl IngestService {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        limits: Limits,
+        window_days: u32,
+        skew_seconds: u32,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        IngestService {
+            pipeline,
+            limits,
+            window_days,
+            skew_seconds,
+            shutdown,
+        }
+    }
+
+    /// Admits one batch (waiting for room: the backpressure point), validates and routes it.
+    async fn admit(
+        &self,
+        batch: proto::UsageBatch,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Ack, PipelineError>>, Status> {
+        if batch.events.len() > self.limits.max_batch_events {
+            return Err(Status::resource_exhausted(format!(
+                "batch {} holds {} events; the limit is {}",
+                batch.batch_id,
+                batch.events.len(),
+                self.limits.max_batch_events
+            )));
+        }
+        let permit = self.pipeline.admit().await.map_err(status_of)?;
+        let window = Window::at(Utc::now(), self.window_days, self.skew_seconds);
+        let catalogue = &self.pipeline.context.catalogue;
+        let mut valid = Vec::with_capacity(batch.events.len());
+        let mut rejected = Vec::new();
+        for (i, event) in batch.events.into_iter().enumerate() {
+            match convert(i as u32, event, self.pipeline.seed, &window, &self.limits, catalogue) {
+                Converted::Valid(v) => valid.push(v),
+                Converted::Rejected(r) => rejected.push(r),
+            }
+        }
+        Ok(self.pipeline.submit(batch.batch_id, permit, valid, rejected))
+    }
+}
+
+/// The proto form of an acknowledgement.
+pub fn ack_to_proto(ack: Ack) -> proto::BatchAck {
+    proto::BatchAck {
+        batch_id: ack.batch_id,
+        accepted: ack.accepted,
+        duplicate: ack.duplicate,
+        rejected: ack.rejected,
+        results: ack
+            .results
+            .into_iter()
+            .map(|r| proto::EventResult {
+                index: r.index,
+                outcome: if r.rejected.is_some() {
+                    proto::Outcome::Rejected
+                } else {
+                    proto::Outcome::Duplicate
+                } as i32,
+                reason: r.rejected.map_or(proto::RejectReason::Unspecified, reason_to_proto) as i32,
+                detail: r.detail,
+            })
+            .collect(),
+    }
+}
+
+async fn shutting_down(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for Arc<IngestService> {
+    type StreamStream = ReceiverStream<Result<proto::BatchAck, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<proto::UsageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let in_flight = self.limits.max_inflight_per_stream;
+        // Bound: acks waiting to be written back to this agent.
+        let (tx, rx) = mpsc::channel(in_flight);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(in_flight));
+            let stop = shutting_down(service.shutdown.clone());
+            tokio::pin!(stop);
+            loop {
+                // Past `in_flight` unacknowledged batches this stream is not read, so HTTP/2 flow
+                // control holds the agent back.
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot { Ok(s) => s, Err(_) => break },
+                    _ = &mut stop => break,
+                };
+                let message = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = &mut stop => break,
+                };
+                let batch = match message {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(%status, "stream ended by the client");
+                        break;
+                    }
+                };
+                let pending = match service.admit(batch).await {
+                    Ok(p) => p,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let reply = match pending.await {
+                        Ok(Ok(ack)) => Ok(ack_to_proto(ack)),
+                        Ok(Err(e)) => Err(status_of(e)),
+                        Err(_) => Err(Status::unavailable("ratingd is shutting down")),
+                    };
+                    let _ = tx.send(reply).await;
+                    drop(slot);
+                });
+            }
+            // Finish what is in flight before the response stream ends.
+            let _ = slots.acquire_many(in_flight as u32).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn submit(&self, request: Request<proto::UsageBatch>) -> Result<Response<proto::BatchAck>, Status> {
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable("ratingd is shutting down"));
+        }
+        let pending = self.admit(request.into_inner()).await?;
+        match pending.await {
+            Ok(Ok(ack)) => Ok(Response::new(ack_to_proto(ack))),
+            Ok(Err(e)) => Err(status_of(e)),
+            Err(_) => Err(Status::unavailable("ratingd is shutting down")),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The committer: gathers shard outputs into group commits (one block, one fsync), then publishes
+//! the changed totals to the committed view and acknowledges each batch part. Checkpoints are
+//! requested from the shards every `checkpoint_every_records` records and written in the same
+//! atomic commit as the block they reflect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+use tracing::{error, info};
+
+use super::shard::encode_checkpoint;
+use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
+use crate::store::codec::seal_block;
+use crate::store::{Commit, Store};
+
+pub struct Committer {
+    store: Store,
+    committed: CommittedView,
+    failed: Arc<AtomicBool>,
+    config: PipelineConfig,
+    shard_tx: Vec<Sender<ShardMsg>>,
+    records_since_checkpoint: u64,
+    snapshots_pending: usize,
+}
+
+impl Committer {
+    pub fn new(
+        store: Store,
+        committed: CommittedView,
+        failed: Arc<AtomicBool>,
+        config: PipelineConfig,
+        shard_tx: Vec<Sender<ShardMsg>>,
+    ) -> Committer {
+        Committer {
+            store,
+            committed,
+            failed,
+            config,
+            shard_tx,
+            records_since_checkpoint: 0,
+            snapshots_pending: 0,
+        }
+    }
+
+    /// Runs until every shard has stopped and everything they sent is committed.
+    pub fn run(mut self, rx: Receiver<CommitterMsg>) {
+        let mut group: Vec<ShardOutput> = Vec::new();
+        let mut checkpoint: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut events = 0usize;
+            let mut next = Some(first);
+            // Group commit: take whatever is already queued (it arrived while the last fsync ran),
+            // up to the size bound, cutting the group at a snapshot so a checkpoint reflects
+            // exactly the blocks up to its own commit.
+            while let Some(msg) = next.take() {
+                match msg {
+                    CommitterMsg::Output(out) => {
+                        events += out.record_count as usize;
+                        group.push(out);
+                    }
+                    CommitterMsg::Snapshot { shard, state } => {
+                        let seq = self.store.next_seq();
+                        checkpoint.push((
+                            (shard as u32).to_be_bytes().to_vec(),
+                            encode_checkpoint(self.shard_tx.len(), seq, &state),
+                        ));
+                        self.snapshots_pending = self.snapshots_pending.saturating_sub(1);
+                        break;
+                    }
+                }
+                if events >= self.config.commit_max_events {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            self.commit(&mut group, std::mem::take(&mut checkpoint));
+        }
+        info!(committed_through = self.store.next_seq(), "committer stopped");
+    }
+
+    fn commit(&mut self, group: &mut Vec<ShardOutput>, checkpoint: Vec<(Vec<u8>, Vec<u8>)>) {
+        if self.failed.load(Ordering::Acquire) {
+            for out in group.drain(..) {
+                out.ticket
+                    .fail(PipelineError::StorageFailed("an earlier commit failed".into()));
+            }
+            return;
+        }
+        let records: u32 = group.iter().map(|o| o.record_count).sum();
+        let mut commit = Commit {
+            checkpoint,
+            ..Commit::default()
+        };
+        if records > 0 {
+            let mut payload = Vec::with_capacity(group.iter().map(|o| o.records.len()).sum());
+            for out in group.iter() {
+                payload.extend_from_slice(&out.records);
+            }
+            commit.block = Some(seal_block(records, &payload));
+        }
+        for out in group.iter_mut() {
+            commit.suspense.append(&mut out.suspense);
+        }
+        if commit.block.is_none() && commit.suspense.is_empty() && commit.checkpoint.is_empty() {
+            // Nothing to write (all duplicates): earlier commits already made what these depend on
+            // durable, because outputs are committed in the order the shards sent them.
+            self.publish(group);
+            return;
+        }
+        match self.store.commit(commit) {
+            Ok(_) => {
+                self.records_since_checkpoint += u64::from(records);
+                self.publish(group);
+                self.maybe_request_checkpoint();
+            }
+            Err(e) => {
+                error!(error = %e, dir = self.store.dir(), "commit failed; ratingd takes no more work");
+                self.failed.store(true, Ordering::Release);
+                for out in group.drain(..) {
+                    out.ticket.fail(PipelineError::StorageFailed(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// After a durable commit: totals become visible, then the batch parts are acknowledged.
+    fn publish(&self, group: &mut Vec<ShardOutput>) {
+        for out in group.drain(..) {
+            for totals in out.totals {
+                self.committed
+                    .insert((totals.account.clone(), totals.period.clone()), totals);
+            }
+            out.ticket.part_done(out.record_count, out.duplicate, out.results);
+        }
+    }
+
+    fn maybe_request_checkpoint(&mut self) {
+        if self.snapshots_pending > 0 || self.records_since_checkpoint < self.config.checkpoint_every_records {
+            return;
+        }
+        self.records_since_checkpoint = 0;
+        for tx in &self.shard_tx {
+            // A full queue means the shard is busy; it will be asked again next round.
+            if tx.try_send(ShardMsg::Snapshot).is_ok() {
+                self.snapshots_pending += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The rating pipeline: validated batches are split by account hash into per-shard jobs; each
+//! shard thread owns its accounts outright (dedupe window, period-to-date usage, aggregates) and
+//! rates without locks; the committer group-commits the shards' output to sled, fsyncs, and only
+//! then acknowledges each batch.
+//!
+//! ```text
+//! ingest --(bounded crossbeam, one per shard)--> shard 0..N --(bounded crossbeam)--> committer
+//!    ^                                                                                   |
+//!    +------------------------- oneshot ack after fsync --------------------------------+
+//! ```
+//!
+//! Memory is bounded by the admission semaphore: at most `max_inflight_batches` batches are
+//! between admission and acknowledgement, so every queue holds at most that many jobs.
+
+pub mod committer;
+pub mod shard;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::domain::aggregate::PeriodTotals;
+use crate::domain::subscription::SubscriptionBook;
+use crate::domain::tariff::Catalogue;
+use crate::domain::usage::{Ack, EventOutcome, UsageEvent};
+use crate::store::codec::SuspenseEntry;
+use crate::store::{Store, StoreError};
+
+/// Committed totals by (account, period): what readers see, updated after each fsync.
+pub type CommittedView = Arc<DashMap<(Arc<str>, Arc<str>), PeriodTotals>>;
+
+/// What rating needs to know besides the event: tariffs and subscriptions.
+#[derive(Debug)]
+pub struct RatingContext {
+    pub catalogue: Catalogue,
+    pub subscriptions: SubscriptionBook,
+}
+
+/// An event that passed validation, with its dedupe fingerprints.
+#[derive(Debug)]
+pub struct ValidEvent {
+    pub index: u32,
+    /// Keyed hash of (account, event id).
+    pub fingerprint: u128,
+    /// Hash of the content (meter, quantity, time, attributes).
+    pub content: u64,
+    pub event: UsageEvent,
+}
+
+/// An event refused before rating, on its way to suspense.
+#[derive(Debug)]
+pub struct RejectedEvent {
+    pub index: u32,
+    pub entry: SuspenseEntry,
+}
+
+/// The part of one batch that belongs to one shard.
+pub struct ShardJob {
+    pub ticket: Arc<BatchTicket>,
+    pub events: Vec<ValidEvent>,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// What a shard hands to the committer for one job.
+pub struct ShardOutput {
+    pub ticket: Arc<BatchTicket>,
+    /// Length-prefixed encoded records (block payload fragment).
+    pub records: Vec<u8>,
+    pub record_count: u32,
+    pub suspense: Vec<Vec<u8>>,
+    pub duplicate: u32,
+    /// Events not accepted (duplicates and rejections).
+    pub results: Vec<EventOutcome>,
+    /// Absolute totals of every (account, period) this job changed.
+    pub totals: Vec<PeriodTotals>,
+}
+
+/// Messages to a shard thread, handled in queue order.
+pub enum ShardMsg {
+    Job(ShardJob),
+    /// Serialize your state and send it to the committer behind your earlier outputs (checkpoint).
+    Snapshot,
+    /// Finish: everything queued before this has been handled.
+    Stop,
+}
+
+/// Messages to the committer, in each shard's order.
+pub enum CommitterMsg {
+    Output(ShardOutput),
+    /// A shard's serialized state, reflecting exactly the outputs it sent before this message.
+    Snapshot {
+        shard: usize,
+        state: Vec<u8>,
+    },
+}
+
+/// Why a batch could not be acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    #[error("storage failed, ratingd takes no more work until restarted: {0}")]
+    StorageFailed(String),
+    #[error("ratingd is shutting down")]
+    ShuttingDown,
+}
+
+/// One admitted batch: collects the shards' outcomes and sends the ack when the last part is durable.
+pub struct BatchTicket {
+    batch_id: u64,
+    parts_left: AtomicUsize,
+    ack: Mutex<Ack>,
+    reply: Mutex<Option<oneshot::Sender<Result<Ack, PipelineError>>>>,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl BatchTicket {
+    pub fn new(
+        batch_id: u64,
+        parts: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
+        let (tx, rx) = oneshot::channel();
+        let ticket = BatchTicket {
+            batch_id,
+            parts_left: AtomicUsize::new(parts),
+            ack: Mutex::new(Ack {
+                batch_id,
+                ..Ack::default()
+            }),
+            reply: Mutex::new(Some(tx)),
+            permit: Mutex::new(Some(permit)),
+        };
+        (Arc::new(ticket), rx)
+    }
+
+    /// Records one durable part; the last one sends the ack.
+    pub fn part_done(&self, accepted: u32, duplicate: u32, results: Vec<EventOutcome>) {
+        {
+            let mut ack = lock(&self.ack);
+            ack.accepted += accepted;
+            ack.duplicate += duplicate;
+            ack.rejected += results.iter().filter(|r| r.rejected.is_some()).count() as u32;
+            ack.results.extend(results);
+        }
+        if self.parts_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut ack = std::mem::take(&mut *lock(&self.ack));
+            ack.batch_id = self.batch_id;
+            ack.results.sort_by_key(|r| r.index);
+            self.finish(Ok(ack));
+        }
+    }
+
+    /// Fails the batch (once); later parts are ignored.
+    pub fn fail(&self, error: PipelineError) {
+        self.finish(Err(error));
+    }
+
+    fn finish(&self, result: Result<Ack, PipelineError>) {
+        if let Some(reply) = lock(&self.reply).take() {
+            // The agent may have gone away; the batch is durable (or failed) either way.
+            let _ = reply.send(result);
+        }
+        lock(&self.permit).take();
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shard that owns `account`: stable across restarts for a given shard count.
+pub fn shard_of(account: &str, shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(account.as_bytes()) % shards as u64) as usize
+}
+
+/// The running pipeline's handle, shared by the gRPC services.
+pub struct Pipeline {
+    shard_tx: Vec<crossbeam_channel::Sender<ShardMsg>>,
+    admission: Arc<Semaphore>,
+    failed: Arc<AtomicBool>,
+    pub committed: CommittedView,
+    pub context: Arc<RatingContext>,
+    pub seed: u64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Settings of the pipeline, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub shards: usize,
+    pub max_inflight_batches: usize,
+    pub commit_max_events: usize,
+    pub dedupe_window_days: u32,
+    pub checkpoint_every_records: u64,
+}
+
+impl Pipeline {
+    /// Recovers the shards' state from the store, then starts the shard and committer threads.
+    pub fn start(store: Store, context: Arc<RatingContext>, config: PipelineConfig) -> Result<Pipeline, StoreError> {
+        let seed = store.seed();
+        let states = shard::recover(&store, &context, config.shards, config.dedupe_window_days)?;
+        let committed: CommittedView = Arc::new(DashMap::new());
+        for state in &states {
+            for totals in state.all_totals() {
+                committed.insert((totals.account.clone(), totals.period.clone()), totals);
+            }
+        }
+        let failed = Arc::new(AtomicBool::new(false));
+        // Bound: each admitted batch puts at most one job on each shard queue and one output on the
+        // committer queue, and admission caps batches in flight, so these never fill.
+        let capacity = config.max_inflight_batches + 1;
+        let (out_tx, out_rx) = crossbeam_channel::bounded::<CommitterMsg>(capacity * config.shards + config.shards);
+        let mut shard_tx = Vec::with_capacity(config.shards);
+        let mut threads = Vec::new();
+        for (index, state) in states.into_iter().enumerate() {
+            // +2: room for a snapshot request and the stop message beside the admitted jobs.
+            let (tx, rx) = crossbeam_channel::bounded::<ShardMsg>(capacity + 2);
+            shard_tx.push(tx);
+            let out = out_tx.clone();
+            let ctx = context.clone();
+            let window = config.dedupe_window_days;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("shard-{index}"))
+                    .spawn(move || shard::run(index, state, ctx, window, rx, out))
+                    .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
+            );
+        }
+        drop(out_tx);
+        let committer = committer::Committer::new(store, committed.clone(), failed.clone(), config, shard_tx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("committer".into())
+                .spawn(move || committer.run(out_rx))
+                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
+        );
+        Ok(Pipeline {
+            shard_tx,
+            admission: Arc::new(Semaphore::new(config.max_inflight_batches)),
+            failed,
+            committed,
+            context,
+            seed,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shard_tx.len()
+    }
+
+    /// True once a commit failed: no more work is taken.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Waits for room in the pipeline (the backpressure point), then hands out a permit.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, PipelineError> {
+        if self.failed() {
+            return Err(PipelineError::StorageFailed("an earlier commit failed".into()));
+        }
+        self.admission
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)
+    }
+
+    /// Routes a validated batch to its shards. Returns the receiver of its ack.
+    pub fn submit(
+        &self,
+        batch_id: u64,
+        permit: OwnedSemaphorePermit,
+        events: Vec<ValidEvent>,
+        rejected: Vec<RejectedEvent>,
+    ) -> oneshot::Receiver<Result<Ack, PipelineError>> {
+        let shards = self.shard_tx.len();
+        let mut parts: Vec<(Vec<ValidEvent>, Vec<RejectedEvent>)> =
+            (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
+        for e in events {
+            parts[shard_of(&e.event.account_id, shards)].0.push(e);
+        }
+        for r in rejected {
+            parts[shard_of(&r.entry.account_id, shards)].1.push(r);
+        }
+        let used: Vec<usize> = (0..shards)
+            .filter(|&i| !parts[i].0.is_empty() || !parts[i].1.is_empty())
+            .collect();
+        // An empty batch still goes through one shard and the committer, so its ack keeps order.
+        let used = if used.is_empty() { vec![0] } else { used };
+        let (ticket, rx) = BatchTicket::new(batch_id, used.len(), permit);
+        for i in used {
+            let (events, rejected) = std::mem::take(&mut parts[i]);
+            let job = ShardJob {
+                ticket: ticket.clone(),
+                events,
+                rejected,
+            };
+            if self.shard_tx[i].send(ShardMsg::Job(job)).is_err() {
+                ticket.fail(PipelineError::ShuttingDown);
+            }
+        }
+        rx
+    }
+
+    /// Stops the pipeline after everything queued is committed and acknowledged.
+    pub fn shutdown(&self) {
+        self.admission.close();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        // Each shard snapshots (a checkpoint, so the next start is quick) and stops once its queue
+        // is empty; the committer commits what they sent and ends when every shard has ended.
+        for tx in &self.shard_tx {
+            let _ = tx.send(ShardMsg::Snapshot);
+            let _ = tx.send(ShardMsg::Stop);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! A shard: the single owner of its accounts' dedupe window, period-to-date usage and totals.
+//! It rates each event of a job in order, without locks, and hands the encoded records, the
+//! suspense entries and the changed totals to the committer.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use tracing::warn;
+
+use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent, shard_of};
+use crate::domain::aggregate::PeriodTotals;
+use crate::domain::period::Period;
+use crate::domain::tariff::Plan;
+use crate::domain::usage::{EventOutcome, RejectReason};
+use crate::rating::{RatingInput, rate};
+use crate::store::codec::{self, CodecError, Reader, RecordRef, SuspenseEntry, Writer};
+use crate::store::{Store, StoreError};
+
+/// Fingerprints are already keyed random hashes: their low 64 bits are the hash.
+#[derive(Default)]
+pub struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type DedupeMap = HashMap<u128, u64, BuildHasherDefault<FingerprintHasher>>;
+
+const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
+
+/// A dedupe entry: the event's day (for expiry) in the top 16 bits, 48 bits of its content hash.
+fn pack(day: u16, content: u64) -> u64 {
+    (u64::from(day) << 48) | (content & 0xFFFF_FFFF_FFFF)
+}
+
+fn day_of(timestamp_unix_nanos: i64) -> u16 {
+    timestamp_unix_nanos.div_euclid(DAY_NANOS).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+/// The state one shard owns.
+#[derive(Default)]
+pub struct ShardState {
+    dedupe: DedupeMap,
+    accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
+    /// The most recent period per plan (by plan id): most events fall in it.
+    periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
+    evicted_through_day: u16,
+}
+
+impl ShardState {
+    pub fn dedupe_len(&self) -> usize {
+        self.dedupe.len()
+    }
+
+    pub fn all_totals(&self) -> impl Iterator<Item = PeriodTotals> + '_ {
+        self.accounts.values().flatten().cloned()
+    }
+
+    fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> &mut PeriodTotals {
+        let key = match self.accounts.get_key_value(account) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(account);
+                self.accounts.insert(k.clone(), Vec::new());
+                k
+            }
+        };
+        // Invariant: the account was present or inserted just above.
+        let list = self.accounts.get_mut(account).expect("account present");
+        match list.iter().position(|t| t.period == *period) {
+            Some(i) => &mut list[i],
+            None => {
+                list.push(PeriodTotals::new(
+                    key,
+                    period.clone(),
+                    Arc::from(plan.id.as_str()),
+                    plan.currency,
+                    plan.rounding,
+                ));
+                list.last_mut().expect("pushed above")
+            }
+        }
+    }
+
+    /// The billing period of `at` under `plan`, from the per-plan cache when it holds.
+    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> Arc<str> {
+        if let Some((p, label)) = self.periods.get(plan.id.as_str()) {
+            if p.start <= at && at < p.end {
+                return label.clone();
+            }
+        }
+        let period = plan.period.period_of(plan.time_zone, at);
+        let label: Arc<str> = Arc::from(period.label.as_str());
+        self.periods
+            .insert(Arc::from(plan.id.as_str()), (period, label.clone()));
+        label
+    }
+
+    /// Applies a stored record (recovery): claims its id and adds it to its totals.
+    fn apply(&mut self, record: &codec::Record, plan: &Plan) {
+        self.dedupe.insert(
+            record.fingerprint,
+            pack(day_of(record.timestamp_unix_nanos), record.content),
+        );
+        let period: Arc<str> = Arc::from(record.period.as_str());
+        self.totals_mut(&record.account_id, &period, plan).add(
+            &record.meter,
+            record.quantity,
+            record.rated_quantity,
+            record.charge,
+        );
+    }
+
+    /// Forgets ids whose events are older than the window: a resend of them is TOO_OLD anyway.
+    fn evict(&mut self, now: DateTime<Utc>, window_days: u32) {
+        let today = day_of(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        // One day of margin beyond the window, so an id is never forgotten while still resendable.
+        let oldest_kept = today.saturating_sub(window_days as u16).saturating_sub(1);
+        if oldest_kept <= self.evicted_through_day {
+            return;
+        }
+        self.dedupe.retain(|_, v| (*v >> 48) as u16 >= oldest_kept);
+        self.evicted_through_day = oldest_kept;
+    }
+
+    /// Rates one job.
+    fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
+        let mut out = ShardOutput {
+            ticket: job.ticket,
+            records: Vec::with_capacity(job.events.len() * 160),
+            record_count: 0,
+            suspense: Vec::new(),
+            duplicate: 0,
+            results: Vec::new(),
+            totals: Vec::new(),
+        };
+        let mut touched: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        for r in job.rejected {
+            reject(&mut out, r.index, r.entry);
+        }
+        for e in job.events {
+            self.rate_one(ctx, e, &mut out, &mut touched);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for (account, period) in touched {
+            if let Some(t) = self
+                .accounts
+                .get(&*account)
+                .and_then(|l| l.iter().find(|t| t.period == period))
+            {
+                out.totals.push(t.clone());
+            }
+        }
+        out
+    }
+
+    fn rate_one(
+        &mut self,
+        ctx: &RatingContext,
+        e: ValidEvent,
+        out: &mut ShardOutput,
+        touched: &mut Vec<(Arc<str>, Arc<str>)>,
+    ) {
+        let ev = &e.event;
+        let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
+        if let Some(&claimed) = self.dedupe.get(&e.fingerprint) {
+            if claimed & 0xFFFF_FFFF_FFFF == e.content & 0xFFFF_FFFF_FFFF {
+                out.duplicate += 1;
+                out.results.push(EventOutcome {
+                    index: e.index,
+                    rejected: None,
+                    detail: String::new(),
+                });
+            } else {
+                let detail = "event_id already rated with different content".to_string();
+                reject(out, e.index, suspense_of(&e, RejectReason::Conflict, detail));
+            }
+            return;
+        }
+        let Some((plan_id, discount)) = ctx.subscriptions.plan_for(&ev.account_id, ev.timestamp) else {
+            let detail = format!(
+                "account {:?} has no subscription and there is no default plan",
+                ev.account_id
+            );
+            return reject(out, e.index, suspense_of(&e, RejectReason::NoTariff, detail));
+        };
+        let Some(plan) = ctx.catalogue.plan(plan_id) else {
+            let detail = format!("plan {plan_id:?} is not in the tariff catalogue");
+            return reject(out, e.index, suspense_of(&e, RejectReason::NoTariff, detail));
+        };
+        let period = self.period(plan, ev.timestamp);
+        let totals = self.totals_mut(&ev.account_id, &period, plan);
+        let usage = totals.usage(&ev.meter);
+        let input = RatingInput {
+            meter: &ev.meter,
+            quantity: ev.quantity,
+            at: ev.timestamp,
+            attributes: &ev.attributes,
+            period_usage: usage,
+            subscription_discount: discount,
+        };
+        let rated = match rate(plan, &input) {
+            Ok(r) => r,
+            Err(error) => return reject(out, e.index, suspense_of(&e, error.reason(), error.to_string())),
+        };
+        totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
+        touched.push((totals.account.clone(), period.clone()));
+        self.dedupe.insert(e.fingerprint, pack(day_of(nanos), e.content));
+        codec::append_framed(
+            &mut out.records,
+            &RecordRef {
+                fingerprint: e.fingerprint,
+                content: e.content,
+                event_id: &ev.event_id,
+                account_id: &ev.account_id,
+                meter: &ev.meter,
+                quantity: ev.quantity,
+                timestamp_unix_nanos: nanos,
+                attributes: &ev.attributes,
+                plan: &plan.id,
+                version: rated.explanation.version,
+                period: &period,
+                period_usage_before: usage,
+                subscription_discount: discount,
+                rated_quantity: rated.rated_quantity,
+                charge: rated.charge,
+            },
+        );
+        out.record_count += 1;
+    }
+
+    /// Serializes the state for a checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.dedupe.len() * 24 + self.accounts.len() * 128 + 16);
+        let mut w = Writer(&mut out);
+        w.u64(self.dedupe.len() as u64);
+        for (fp, v) in &self.dedupe {
+            w.u128(*fp);
+            w.u64(*v);
+        }
+        let totals: Vec<&PeriodTotals> = self.accounts.values().flatten().collect();
+        w.u64(totals.len() as u64);
+        for t in totals {
+            w.str(&t.account);
+            w.str(&t.period);
+            w.str(&t.plan);
+            w.u32(t.meters.len() as u32);
+            for m in &t.meters {
+                w.str(&m.meter);
+                w.decimal(m.quantity);
+                w.decimal(m.rated_quantity);
+                w.decimal(m.charge);
+                w.u64(m.events);
+            }
+        }
+        out
+    }
+
+    /// Reads a state written by [`ShardState::encode`].
+    pub fn decode(bytes: &[u8], ctx: &RatingContext) -> Result<ShardState, CodecError> {
+        let mut r = Reader::new(bytes);
+        let mut state = ShardState::default();
+        let n = r.u64()?;
+        state.dedupe.reserve(n.min(1 << 28) as usize);
+        for _ in 0..n {
+            let fp = r.u128()?;
+            state.dedupe.insert(fp, r.u64()?);
+        }
+        for _ in 0..r.u64()? {
+            let account: Arc<str> = Arc::from(r.str()?);
+            let period: Arc<str> = Arc::from(r.str()?);
+            let plan_id = r.str()?;
+            let plan = ctx
+                .catalogue
+                .plan(&plan_id)
+                .ok_or(CodecError::Invalid("plan missing from the catalogue"))?;
+            let mut totals = PeriodTotals::new(
+                account.clone(),
+                period,
+                Arc::from(plan_id.as_str()),
+                plan.currency,
+                plan.rounding,
+            );
+            for _ in 0..r.u32()? {
+                let meter = r.str()?;
+                let (quantity, rated, charge, events) = (r.decimal()?, r.decimal()?, r.decimal()?, r.u64()?);
+                totals.total_charge += charge;
+                totals.meters.push(crate::domain::aggregate::MeterTotals {
+                    meter: Arc::from(meter),
+                    quantity,
+                    rated_quantity: rated,
+                    charge,
+                    events,
+                });
+            }
+            state.accounts.entry(account).or_default().push(totals);
+        }
+        if !r.is_empty() {
+            return Err(CodecError::Invalid("trailing bytes"));
+        }
+        Ok(state)
+    }
+}
+
+fn reject(out: &mut ShardOutput, index: u32, entry: SuspenseEntry) {
+    let reason = RejectReason::from_code(entry.reason).unwrap_or(RejectReason::InvalidField);
+    out.results.push(EventOutcome {
+        index,
+        rejected: Some(reason),
+        detail: entry.detail.clone(),
+    });
+    out.suspense.push(codec::encode_suspense(&entry));
+}
+
+/// The suspense entry of a valid event rejected while rating.
+fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String) -> SuspenseEntry {
+    let ev = &e.event;
+    let nanos_total = ev.quantity.mantissa() * 10i128.pow(9u32.saturating_sub(ev.quantity.scale()));
+    SuspenseEntry {
+        event_id: ev.event_id.clone(),
+        account_id: ev.account_id.clone(),
+        meter: ev.meter.clone(),
+        quantity_units: i64::try_from(nanos_total / 1_000_000_000).unwrap_or(i64::MAX),
+        quantity_nanos: (nanos_total % 1_000_000_000) as i32,
+        timestamp_unix_nanos: ev.timestamp.timestamp_nanos_opt().unwrap_or(0),
+        attributes: ev.attributes.clone(),
+        reason: reason.code(),
+        detail,
+        received_unix_nanos: Utc::now().timestamp_nanos_opt().unwrap_or(0),
+    }
+}
+
+/// The shard thread: handles its queue in order until told to stop.
+pub fn run(
+    index: usize,
+    mut state: ShardState,
+    ctx: Arc<RatingContext>,
+    window_days: u32,
+    rx: Receiver<ShardMsg>,
+    out: Sender<CommitterMsg>,
+) {
+    let mut jobs_since_evict = 0u32;
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ShardMsg::Job(job) => {
+                // Bound: check the clock for expiry every 1,024 jobs, not per event.
+                jobs_since_evict += 1;
+                if jobs_since_evict >= 1024 {
+                    jobs_since_evict = 0;
+                    state.evict(Utc::now(), window_days);
+                }
+                let output = state.process(&ctx, job);
+                if out.send(CommitterMsg::Output(output)).is_err() {
+                    warn!(shard = index, "committer is gone; shard stops");
+                    return;
+                }
+            }
+            ShardMsg::Snapshot => {
+                let _ = out.send(CommitterMsg::Snapshot {
+                    shard: index,
+                    state: state.encode(),
+                });
+            }
+            ShardMsg::Stop => return,
+        }
+    }
+}
+
+/// A shard checkpoint as stored: the shard count it was taken with, the last block it reflects,
+/// and the state.
+pub fn encode_checkpoint(shards: usize, through_seq: u64, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state.len() + 12);
+    let mut w = Writer(&mut out);
+    w.u32(shards as u32);
+    w.u64(through_seq);
+    out.extend_from_slice(state);
+    out
+}
+
+/// Rebuilds every shard's state: the latest checkpoint of each shard (when they were taken with
+/// the current shard count), then every block after it, checksums verified.
+pub fn recover(
+    store: &Store,
+    ctx: &RatingContext,
+    shards: usize,
+    window_days: u32,
+) -> Result<Vec<ShardState>, StoreError> {
+    let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
+    let mut through: Vec<Option<u64>> = vec![None; shards];
+    for (k, slot) in through.iter_mut().enumerate() {
+        let Some(value) = store.checkpoint(&(k as u32).to_be_bytes())? else {
+            continue;
+        };
+        let corrupt = |e| store.corrupt(format!("c/{k}"), e);
+        let mut r = Reader::new(&value);
+        let taken_with = r.u32().map_err(corrupt)? as usize;
+        let seq = r.u64().map_err(corrupt)?;
+        if taken_with != shards {
+            warn!(
+                shard = k,
+                taken_with, shards, "checkpoint was taken with another shard count; replaying all blocks"
+            );
+            through.iter_mut().for_each(|t| *t = None);
+            states = (0..shards).map(|_| ShardState::default()).collect();
+            break;
+        }
+        states[k] = ShardState::decode(&value[12..], ctx).map_err(corrupt)?;
+        *slot = Some(seq);
+    }
+    let from = through.iter().map(|t| t.map_or(0, |s| s + 1)).min().unwrap_or(0);
+    for item in store.blocks_from(from) {
+        let (seq, bytes) = item?;
+        let (_, payload) = codec::open_block(&bytes).map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
+        for record in codec::records(payload) {
+            let record = record.map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
+            let k = shard_of(&record.account_id, shards);
+            if through[k].is_some_and(|t| seq <= t) {
+                continue;
+            }
+            let plan = ctx.catalogue.plan(&record.plan).ok_or_else(|| {
+                store.corrupt(
+                    format!("b/{seq}"),
+                    CodecError::Invalid("record names a plan missing from the catalogue"),
+                )
+            })?;
+            states[k].apply(&record, plan);
+        }
+    }
+    let now = Utc::now();
+    for s in &mut states {
+        s.evict(now, window_days);
+    }
+    Ok(states)
+}

@@ -1,0 +1,183 @@
+//! Durable storage in one sled tree: group-committed blocks of rated records, suspense entries,
+//! the fingerprint key, and checkpoints.
+//!
+//! Keys (big-endian numbers so they sort):
+//! - `m/seed`: the 64-bit key of the event fingerprints, made once per data dir;
+//! - `b/<seq u64>`: a block (see [`codec`]) of every record of one group commit;
+//! - `s/<seq u64><n u32>`: a suspense entry written by commit `seq`;
+//! - `c/meta`, `c/<shard u32>`: the latest checkpoint (see `pipeline::checkpoint`).
+//!
+//! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
+//! claims (the fingerprints inside the records) and the suspense entries become durable together.
+
+pub mod codec;
+
+use std::path::Path;
+
+/// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupted value in {file} at key {key}: {error}")]
+    Corrupt {
+        file: String,
+        key: String,
+        error: codec::CodecError,
+    },
+}
+
+const SEED_KEY: &[u8] = b"m/seed";
+const BLOCK_PREFIX: &[u8] = b"b/";
+const SUSPENSE_PREFIX: &[u8] = b"s/";
+pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
+
+pub struct Store {
+    db: sled::Db,
+    dir: String,
+    seed: u64,
+    next_seq: u64,
+}
+
+/// One group commit: an optional block and the suspense entries of the same batches.
+#[derive(Default)]
+pub struct Commit {
+    pub block: Option<Vec<u8>>,
+    pub suspense: Vec<Vec<u8>>,
+    /// Checkpoint values written in the same atomic batch (key suffix after `c/`, value).
+    pub checkpoint: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 12);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the data dir.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let seed = match db.get(SEED_KEY)? {
+            Some(v) if v.len() == 8 => u64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            Some(_) => {
+                return Err(StoreError::Corrupt {
+                    file: dir.display().to_string(),
+                    key: "m/seed".into(),
+                    error: codec::CodecError::Truncated,
+                });
+            }
+            None => {
+                let seed = fresh_seed();
+                db.insert(SEED_KEY, &seed.to_le_bytes())?;
+                db.flush()?;
+                seed
+            }
+        };
+        let next_seq = match db.scan_prefix(BLOCK_PREFIX).keys().next_back() {
+            Some(k) => parse_seq(&k?).map_or(0, |s| s + 1),
+            None => 0,
+        };
+        Ok(Store {
+            db,
+            dir: dir.display().to_string(),
+            seed,
+            next_seq,
+        })
+    }
+
+    /// The key of the event fingerprints, fixed for the life of the data dir.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The sequence number the next commit will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Writes one group commit atomically and fsyncs it. Returns its sequence number.
+    pub fn commit(&mut self, commit: Commit) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        let mut batch = sled::Batch::default();
+        if let Some(block) = commit.block {
+            batch.insert(key(BLOCK_PREFIX, seq), block);
+        }
+        for (n, entry) in commit.suspense.into_iter().enumerate() {
+            let mut k = key(SUSPENSE_PREFIX, seq);
+            k.extend_from_slice(&(n as u32).to_be_bytes());
+            batch.insert(k, entry);
+        }
+        for (suffix, value) in commit.checkpoint {
+            let mut k = CHECKPOINT_PREFIX.to_vec();
+            k.extend_from_slice(&suffix);
+            batch.insert(k, value);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Every block with a sequence number at or after `from`, in order, checked and opened.
+    pub fn blocks_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + '_ {
+        self.db
+            .range(key(BLOCK_PREFIX, from)..key(BLOCK_PREFIX, u64::MAX))
+            .map(move |item| {
+                let (k, v) = item?;
+                let seq = parse_seq(&k).unwrap_or(u64::MAX);
+                codec::open_block(&v).map_err(|error| self.corrupt(format!("b/{seq}"), error))?;
+                Ok((seq, v))
+            })
+    }
+
+    pub fn corrupt(&self, key: String, error: codec::CodecError) -> StoreError {
+        StoreError::Corrupt {
+            file: self.dir.clone(),
+            key,
+            error,
+        }
+    }
+
+    /// Every suspense entry, oldest first.
+    pub fn suspense(&self) -> impl Iterator<Item = Result<codec::SuspenseEntry, StoreError>> + '_ {
+        self.db.scan_prefix(SUSPENSE_PREFIX).map(move |item| {
+            let (k, v) = item?;
+            codec::decode_suspense(&v).map_err(|e| self.corrupt(format!("s/{:?}", &k[2..]), e))
+        })
+    }
+
+    /// A checkpoint value by its key suffix.
+    pub fn checkpoint(&self, suffix: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let mut k = CHECKPOINT_PREFIX.to_vec();
+        k.extend_from_slice(suffix);
+        Ok(self.db.get(k)?)
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn parse_seq(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(2..10)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A per-data-dir random key, from the process's randomly keyed hasher and the clock.
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
