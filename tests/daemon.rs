@@ -1,0 +1,214 @@
+//! The real daemon in-process on 127.0.0.1:0 with a temp data dir: outcomes per event, dedupe
+//! across batches and streams, concurrent resends, restart, limits.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::*;
+use ratingd::ingest::proto::{self, Outcome, RejectReason};
+use tokio_stream::StreamExt;
+
+fn batch(batch_id: u64, events: Vec<proto::UsageEvent>) -> proto::UsageBatch {
+    proto::UsageBatch { batch_id, events }
+}
+
+/// Sends batches on one stream and returns the acks (in the order they came).
+async fn stream(d: &TestDaemon, batches: Vec<proto::UsageBatch>) -> Vec<proto::BatchAck> {
+    let mut client = d.ingest().await;
+    let n = batches.len();
+    let acks = client.stream(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    let acks: Vec<proto::BatchAck> = acks.map(|a| a.unwrap()).collect().await;
+    assert_eq!(acks.len(), n);
+    acks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_gets_its_outcome() {
+    let dir = TempDir::new("outcomes");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let now = Utc::now() - Duration::minutes(5);
+    let uk = [("destination", "+442071234567")];
+    let events = vec![
+        event("ok-1", "tel-0", "voice.seconds", 61, 0, now, &uk), // 0 accepted
+        event("ok-1", "tel-0", "voice.seconds", 61, 0, now, &uk), // 1 duplicate in the same batch
+        event("ok-1", "tel-0", "voice.seconds", 62, 0, now, &uk), // 2 conflict
+        event("", "tel-0", "sms.count", 1, 0, now, &[]),          // 3 empty id
+        event("neg", "tel-0", "sms.count", -1, 0, now, &[]),      // 4 negative quantity
+        event("nanos", "tel-0", "sms.count", 1, 1_000_000_000, now, &[]), // 5 nanos out of range
+        event("fax", "tel-0", "fax.pages", 1, 0, now, &[]),       // 6 unknown meter
+        event("old", "tel-0", "sms.count", 1, 0, Utc::now() - Duration::days(40), &[]), // 7 too old
+        event(
+            "future",
+            "tel-0",
+            "sms.count",
+            1,
+            0,
+            Utc::now() + Duration::hours(1),
+            &[],
+        ), // 8 future
+        event("who", "nobody", "sms.count", 1, 0, now, &[]),      // 9 no tariff
+        event("api", "tel-0", "api.requests", 1, 0, now, &[]),    // 10 meter not in the plan
+        event("ok-2", "saas-0", "api.requests", 1000, 0, now, &[]), // 11 accepted
+    ];
+    let mut client = d.ingest().await;
+    let ack = client.submit(batch(7, events)).await.unwrap().into_inner();
+    assert_eq!(ack.batch_id, 7);
+    assert_eq!((ack.accepted, ack.duplicate, ack.rejected), (2, 1, 9));
+    assert_eq!(
+        ack.accepted + ack.duplicate + ack.rejected,
+        12,
+        "received = accepted + duplicate + rejected"
+    );
+    let got: Vec<(u32, i32, i32)> = ack.results.iter().map(|r| (r.index, r.outcome, r.reason)).collect();
+    let rej = |i: u32, reason: RejectReason| (i, Outcome::Rejected as i32, reason as i32);
+    assert_eq!(
+        got,
+        vec![
+            (1, Outcome::Duplicate as i32, RejectReason::Unspecified as i32),
+            rej(2, RejectReason::Conflict),
+            rej(3, RejectReason::InvalidField),
+            rej(4, RejectReason::InvalidField),
+            rej(5, RejectReason::InvalidField),
+            rej(6, RejectReason::UnknownMeter),
+            rej(7, RejectReason::TooOld),
+            rej(8, RejectReason::TooFarInFuture),
+            rej(9, RejectReason::NoTariff),
+            rej(10, RejectReason::NoTariff),
+        ]
+    );
+    assert!(
+        ack.results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Rejected as i32)
+            .all(|r| !r.detail.is_empty())
+    );
+    // Committed totals: the one accepted call, priced as the engine prices it.
+    let period = catalogue()
+        .plan("telecom-standard")
+        .unwrap()
+        .period
+        .period_of(chrono_tz::Europe::Berlin, now)
+        .label;
+    let t = d.totals("tel-0", &period).await.expect("totals");
+    assert_eq!(t.meters.len(), 1);
+    assert_eq!(t.meters[0].events, 1);
+    assert_eq!(t.currency, "EUR");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_across_batches_and_streams_are_rated_once() {
+    let dir = TempDir::new("dedupe");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let events = generate(600, 0.0, 11);
+    let batches = |base: u64| {
+        events
+            .chunks(100)
+            .enumerate()
+            .map(|(i, c)| batch(base + i as u64, c.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let first = stream(&d, batches(0)).await;
+    assert_eq!(first.iter().map(|a| a.accepted).sum::<u32>(), 600);
+    // The same events on another stream, with other batch ids: all duplicates.
+    let second = stream(&d, batches(100)).await;
+    assert_eq!(second.iter().map(|a| a.accepted).sum::<u32>(), 0);
+    assert_eq!(second.iter().map(|a| a.duplicate).sum::<u32>(), 600);
+    assert_totals_match(&d.target, &events).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_resent_concurrently_on_two_streams_is_rated_once() {
+    let dir = TempDir::new("concurrent");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let events = generate(2000, 0.0, 12);
+    let batches: Vec<_> = events
+        .chunks(200)
+        .enumerate()
+        .map(|(i, c)| batch(i as u64, c.to_vec()))
+        .collect();
+    let (a, b) = tokio::join!(stream(&d, batches.clone()), stream(&d, batches));
+    let accepted: u32 = a.iter().chain(&b).map(|x| x.accepted).sum();
+    let duplicate: u32 = a.iter().chain(&b).map(|x| x.duplicate).sum();
+    assert_eq!((accepted, duplicate), (2000, 2000));
+    assert_totals_match(&d.target, &events).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_totals_and_dedupe_with_and_without_checkpoints() {
+    let dir = TempDir::new("restart");
+    // A checkpoint every 300 records: restarts load one and replay the blocks after it.
+    let config = write_config(&dir.0, "checkpoint_every_records = 300");
+    let events = generate(1500, 0.1, 13);
+    let (head, tail) = events.split_at(1000);
+    let d = TestDaemon::start(&config).await;
+    stream(
+        &d,
+        head.chunks(100)
+            .enumerate()
+            .map(|(i, c)| batch(i as u64, c.to_vec()))
+            .collect(),
+    )
+    .await;
+    d.stop().await;
+    let d = TestDaemon::start(&config).await;
+    assert_totals_match(&d.target, head).await;
+    let acks = stream(
+        &d,
+        events
+            .chunks(100)
+            .enumerate()
+            .map(|(i, c)| batch(i as u64, c.to_vec()))
+            .collect(),
+    )
+    .await;
+    let accepted: u32 = acks.iter().map(|a| a.accepted).sum();
+    let distinct_new = expected_totals(&events)
+        .values()
+        .flat_map(|m| m.values())
+        .map(|v| v.1)
+        .sum::<u64>()
+        - expected_totals(head)
+            .values()
+            .flat_map(|m| m.values())
+            .map(|v| v.1)
+            .sum::<u64>();
+    assert_eq!(
+        u64::from(accepted),
+        distinct_new,
+        "only the tail's new events are accepted"
+    );
+    assert!(!tail.is_empty());
+    d.stop().await;
+    let d = TestDaemon::start(&config).await;
+    assert_totals_match(&d.target, &events).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_batch_is_refused_whole_on_both_paths() {
+    let dir = TempDir::new("limits");
+    let d = TestDaemon::start(&write_config(&dir.0, "[limits]\nmax_batch_events = 10")).await;
+    let events = generate(11, 0.0, 14);
+    let mut client = d.ingest().await;
+    let status = client.submit(batch(1, events.clone())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let mut acks = client
+        .stream(tokio_stream::iter(vec![batch(2, events.clone())]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = acks.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    // Nothing of it was written, and other requests keep working.
+    let ok = client
+        .submit(batch(3, events[..10].to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.accepted + ok.duplicate, 10);
+    assert_eq!(ok.duplicate, 0);
+    d.stop().await;
+}
