@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a JSONL usage file for `ratectl send`: events for `globex` (telecom-standard: voice,
 SMS, data) and for accounts acct-0..acct-N (rated by a default plan, e.g. saas-pro: API requests
-and storage), timestamps within the last day, with a share of resent (duplicate) events.
+and storage; with --accounts 0 they all go to `acme`, subscribed to saas-pro in the shipped
+config), timestamps within the last day, with a share of resent (duplicate) events.
 
     python3 scripts/gen_usage.py --events 100000 --accounts 1000 --dup-ratio 0.1 --out usage.jsonl
 """
@@ -23,6 +24,10 @@ def main():
     now = datetime.datetime.now(datetime.timezone.utc)
     destinations = ["+442071234567", "+447911123456", "+12125550100", "+33142000000"]
     lines = []
+
+    def saas_account():
+        return f"acct-{rng.randrange(a.accounts)}" if a.accounts > 0 else "acme"
+
     for i in range(a.events):
         if lines and rng.random() < a.dup_ratio:
             lines.append(lines[rng.randrange(len(lines))])
@@ -36,9 +41,9 @@ def main():
         elif kind == 1:
             e.update(account="globex", meter="sms.count", quantity=str(rng.randrange(1, 5)))
         elif kind == 2:
-            e.update(account=f"acct-{rng.randrange(a.accounts)}", meter="storage.gb_hours", quantity=f"{rng.randrange(40)}.{rng.randrange(10)}")
+            e.update(account=saas_account(), meter="storage.gb_hours", quantity=f"{rng.randrange(40)}.{rng.randrange(10)}")
         else:
-            e.update(account=f"acct-{rng.randrange(a.accounts)}", meter="api.requests", quantity=str(rng.randrange(1, 5000)))
+            e.update(account=saas_account(), meter="api.requests", quantity=str(rng.randrange(1, 5000)))
         lines.append(json.dumps(e, separators=(",", ":")))
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
