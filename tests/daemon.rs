@@ -212,3 +212,113 @@ async fn an_oversize_batch_is_refused_whole_on_both_paths() {
     assert_eq!(ok.duplicate, 0);
     d.stop().await;
 }
+
+/// Sends raw bytes as the request message, so tests can send what no protobuf encoder would.
+#[derive(Default, Clone)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; buf.remaining()];
+        buf.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+async fn raw_client(target: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(target.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversize_messages_get_a_status_and_nothing_breaks() {
+    let dir = TempDir::new("malformed");
+    let d = TestDaemon::start(&write_config(&dir.0, "[limits]\nmax_message_bytes = 100000")).await;
+    // Field 2 (events) as a length-delimited field claiming more bytes than there are.
+    let garbage = vec![0x12, 0xFF, 0x01, 0x00];
+    let submit = http::uri::PathAndQuery::from_static("/ratingd.v1.Ingest/Submit");
+    let stream_path = http::uri::PathAndQuery::from_static("/ratingd.v1.Ingest/Stream");
+
+    let mut raw = raw_client(&d.target).await;
+    raw.ready().await.unwrap();
+    let status = raw
+        .unary(tonic::Request::new(garbage.clone()), submit.clone(), RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+
+    raw.ready().await.unwrap();
+    let response = raw
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(vec![garbage])),
+            stream_path.clone(),
+            RawCodec,
+        )
+        .await;
+    let status = match response {
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+
+    // Over max_message_bytes: RESOURCE_EXHAUSTED on the stream.
+    let big = prost::Message::encode_to_vec(&batch(9, generate(2000, 0.0, 15)));
+    assert!(big.len() > 100_000);
+    raw.ready().await.unwrap();
+    let response = raw
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(vec![big])),
+            stream_path,
+            RawCodec,
+        )
+        .await;
+    let status = match response {
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+
+    // The daemon keeps serving.
+    let ack = d
+        .ingest()
+        .await
+        .submit(batch(10, generate(50, 0.0, 16)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 50);
+    d.stop().await;
+}

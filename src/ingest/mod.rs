@@ -2,6 +2,7 @@
 //! service (bidirectional stream and unary submit). Proto types never leave this module (and
 //! `query`).
 
+pub mod codec;
 pub mod convert;
 pub mod proto;
 pub mod service;

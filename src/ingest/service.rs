@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::convert::{Converted, Window, convert, reason_to_proto};
@@ -139,7 +139,17 @@ impl Ingest for Arc<IngestService> {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
-                        debug!(%status, "stream ended by the client");
+                        // A batch that cannot be read is refused with a reason; a client that went
+                        // away just ends the stream.
+                        let refusal = match status.code() {
+                            Code::InvalidArgument => Some(status),
+                            Code::OutOfRange => Some(Status::resource_exhausted(status.message().to_string())),
+                            _ => None,
+                        };
+                        debug!(?refusal, "stream ended");
+                        if let Some(refusal) = refusal {
+                            let _ = tx.send(Err(refusal)).await;
+                        }
                         break;
                     }
                 };
