@@ -60,19 +60,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     // around checkpoints alike.
     let config = write_config(&dir.0, "commit_max_events = 300\ncheckpoint_every_records = 2500");
     let events = generate(24_000, 0.1, 21);
-    let mut pending: BTreeMap<u64, proto::UsageBatch> = events
-        .chunks(100)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                i as u64,
-                proto::UsageBatch {
-                    batch_id: i as u64,
-                    events: c.to_vec(),
-                },
-            )
-        })
-        .collect();
+    let mut pending = pending_batches(&events, 100);
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..KILLS {
         rng ^= rng << 13;
@@ -167,19 +155,7 @@ async fn sigterm_drains_and_a_new_shard_count_recovers_the_same_totals() {
     let dir = TempDir::new("sigterm");
     let config = write_config(&dir.0, "");
     let events = generate(3_000, 0.1, 41);
-    let mut pending: BTreeMap<u64, proto::UsageBatch> = events
-        .chunks(100)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                i as u64,
-                proto::UsageBatch {
-                    batch_id: i as u64,
-                    events: c.to_vec(),
-                },
-            )
-        })
-        .collect();
+    let mut pending = pending_batches(&events, 100);
     let mut daemon = DaemonProcess::spawn(&config);
     stream_some(&daemon.target, &mut pending, usize::MAX).await;
     assert!(pending.is_empty());

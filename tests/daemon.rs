@@ -101,17 +101,14 @@ async fn duplicates_across_batches_and_streams_are_rated_once() {
     let dir = TempDir::new("dedupe");
     let d = TestDaemon::start(&write_config(&dir.0, "")).await;
     let events = generate(600, 0.0, 11);
-    let batches = |base: u64| {
-        events
-            .chunks(100)
-            .enumerate()
-            .map(|(i, c)| batch(base + i as u64, c.to_vec()))
-            .collect::<Vec<_>>()
-    };
-    let first = stream(&d, batches(0)).await;
+    let first = stream(&d, batches(&events, 100)).await;
     assert_eq!(first.iter().map(|a| a.accepted).sum::<u32>(), 600);
     // The same events on another stream, with other batch ids: all duplicates.
-    let second = stream(&d, batches(100)).await;
+    let renumbered = batches(&events, 100)
+        .into_iter()
+        .map(|b| batch(b.batch_id + 100, b.events))
+        .collect();
+    let second = stream(&d, renumbered).await;
     assert_eq!(second.iter().map(|a| a.accepted).sum::<u32>(), 0);
     assert_eq!(second.iter().map(|a| a.duplicate).sum::<u32>(), 600);
     assert_totals_match(&d.target, &events).await;
@@ -123,12 +120,8 @@ async fn the_same_batch_resent_concurrently_on_two_streams_is_rated_once() {
     let dir = TempDir::new("concurrent");
     let d = TestDaemon::start(&write_config(&dir.0, "")).await;
     let events = generate(2000, 0.0, 12);
-    let batches: Vec<_> = events
-        .chunks(200)
-        .enumerate()
-        .map(|(i, c)| batch(i as u64, c.to_vec()))
-        .collect();
-    let (a, b) = tokio::join!(stream(&d, batches.clone()), stream(&d, batches));
+    let both = batches(&events, 200);
+    let (a, b) = tokio::join!(stream(&d, both.clone()), stream(&d, both));
     let accepted: u32 = a.iter().chain(&b).map(|x| x.accepted).sum();
     let duplicate: u32 = a.iter().chain(&b).map(|x| x.duplicate).sum();
     assert_eq!((accepted, duplicate), (2000, 2000));
@@ -144,26 +137,11 @@ async fn a_restart_keeps_totals_and_dedupe_with_and_without_checkpoints() {
     let events = generate(1500, 0.1, 13);
     let (head, tail) = events.split_at(1000);
     let d = TestDaemon::start(&config).await;
-    stream(
-        &d,
-        head.chunks(100)
-            .enumerate()
-            .map(|(i, c)| batch(i as u64, c.to_vec()))
-            .collect(),
-    )
-    .await;
+    stream(&d, batches(head, 100)).await;
     d.stop().await;
     let d = TestDaemon::start(&config).await;
     assert_totals_match(&d.target, head).await;
-    let acks = stream(
-        &d,
-        events
-            .chunks(100)
-            .enumerate()
-            .map(|(i, c)| batch(i as u64, c.to_vec()))
-            .collect(),
-    )
-    .await;
+    let acks = stream(&d, batches(&events, 100)).await;
     let accepted: u32 = acks.iter().map(|a| a.accepted).sum();
     let distinct_new = expected_totals(&events)
         .values()

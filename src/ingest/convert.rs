@@ -35,12 +35,12 @@ impl Window {
 
 /// The keyed 128-bit dedupe fingerprint of an event: (account, event id) under the data dir's key.
 pub fn fingerprint(seed: u64, account: &str, event_id: &str) -> u128 {
-    let mut bytes = Vec::with_capacity(account.len() + event_id.len() + 1);
-    bytes.extend_from_slice(account.as_bytes());
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    h.update(account.as_bytes());
     // 0xFF never occurs in UTF-8, so ("ab", "c") and ("a", "bc") differ.
-    bytes.push(0xFF);
-    bytes.extend_from_slice(event_id.as_bytes());
-    xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, seed)
+    h.update(&[0xFF]);
+    h.update(event_id.as_bytes());
+    h.digest128()
 }
 
 /// Hash of what must be equal for a resend to be a DUPLICATE rather than a CONFLICT.

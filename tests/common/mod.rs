@@ -350,3 +350,20 @@ pub async fn assert_totals_match(target: &str, events: &[proto::UsageEvent]) {
         assert_eq!(t.meters.len(), meters.len(), "{account} {period} meters");
     }
 }
+
+/// Events cut into batches of `size`, numbered from 0.
+pub fn batches(events: &[proto::UsageEvent], size: usize) -> Vec<proto::UsageBatch> {
+    events
+        .chunks(size)
+        .enumerate()
+        .map(|(i, c)| proto::UsageBatch {
+            batch_id: i as u64,
+            events: c.to_vec(),
+        })
+        .collect()
+}
+
+/// The same, keyed by batch id: what a client still has to get acknowledged.
+pub fn pending_batches(events: &[proto::UsageEvent], size: usize) -> BTreeMap<u64, proto::UsageBatch> {
+    batches(events, size).into_iter().map(|b| (b.batch_id, b)).collect()
+}
