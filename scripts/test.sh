@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests need, as "command:debian-package". The rating engine's tests need none
-# yet; the daemon's tests add redis-server and prometheus here.
-needs=()
+# System packages the tests need, as "command:debian-package". The Redis projection's tests start
+# their own redis-server on free ports (and use the machine's Redis on 6379 with a unique prefix).
+needs=("redis-server:redis-server")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")

@@ -1,6 +1,7 @@
-//! Composition root: opens storage, recovers the pipeline, binds the gRPC listener, and on
-//! shutdown drains in a fixed order: stop reading new batches, acknowledge what is in flight,
-//! stop the server, stop the shards (each writes a checkpoint), commit, close storage.
+//! Composition root: opens storage, recovers the pipeline, starts the Redis projection, binds the
+//! gRPC listener, and on shutdown drains in a fixed order: stop reading new batches, acknowledge
+//! what is in flight, stop the server, stop the shards (each writes a checkpoint), commit, flush
+//! Redis one last time, close storage.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let pipeline = Arc::new(pipeline);
     let recovered_records: usize = pipeline
         .committed
+        .totals
         .iter()
         .map(|t| t.meters.iter().map(|m| m.events as usize).sum::<usize>())
         .sum();
@@ -112,6 +114,13 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         recovery_ms = started.elapsed().as_millis() as u64,
         "ratingd serving"
     );
+    // The projection stops after the pipeline has drained, so its last flush holds every commit.
+    let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    let exporter = tokio::spawn(crate::export::run(
+        config.redis.clone(),
+        pipeline.committed.clone(),
+        export_stop_rx,
+    ));
     let mut stop = shutdown_rx.clone();
     let task = tokio::spawn(async move {
         let signal = async move {
@@ -127,6 +136,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         info!("server stopped; draining the pipeline");
         let p = pipeline.clone();
         tokio::task::spawn_blocking(move || p.shutdown()).await?;
+        let _ = export_stop_tx.send(true);
+        exporter.await?;
         info!("ratingd stopped");
         served.map_err(AppError::from)
     });

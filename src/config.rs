@@ -13,6 +13,7 @@ use crate::domain::money::parse_exact;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
+use crate::export::RedisConfig;
 
 /// Longest account id (SPEC section 2).
 pub const MAX_ACCOUNT_BYTES: usize = 128;
@@ -37,6 +38,8 @@ pub struct Config {
     pub checkpoint_every_records: u64,
     /// Graceful shutdown: how long in-flight batches may take to drain after SIGTERM.
     pub shutdown_grace_seconds: u32,
+    /// The Redis projection of the totals.
+    pub redis: RedisConfig,
     pub tariffs_path: PathBuf,
     pub catalogue: Catalogue,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
@@ -86,8 +89,28 @@ impl Default for Limits {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRedis {
+    url: String,
+    prefix: String,
+    flush_interval_ms: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        RawRedis {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "ratingd".into(),
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    redis: RawRedis,
     #[serde(default = "default_listen")]
     listen: String,
     #[serde(default = "default_data_dir")]
@@ -189,6 +212,15 @@ impl Config {
         if !(1..=3660).contains(&raw.dedupe_window_days) {
             errors.push("dedupe_window_days: must be between 1 and 3660".to_string());
         }
+        if !raw.redis.url.starts_with("redis://") && !raw.redis.url.starts_with("rediss://") {
+            errors.push(format!("redis.url: {:?} is not a redis:// URL", raw.redis.url));
+        }
+        if raw.redis.prefix.is_empty() || raw.redis.prefix.contains(char::is_whitespace) {
+            errors.push("redis.prefix: must be non-empty, without spaces".to_string());
+        }
+        if !(10..=3_600_000).contains(&raw.redis.flush_interval_ms) {
+            errors.push("redis.flush_interval_ms: must be between 10 and 3600000".to_string());
+        }
         if raw.commit_max_events == 0 {
             errors.push("commit_max_events: must be at least 1".to_string());
         }
@@ -231,6 +263,11 @@ impl Config {
             commit_max_events: raw.commit_max_events,
             checkpoint_every_records: raw.checkpoint_every_records,
             shutdown_grace_seconds: raw.shutdown_grace_seconds,
+            redis: RedisConfig {
+                url: raw.redis.url,
+                prefix: raw.redis.prefix,
+                flush_interval_ms: raw.redis.flush_interval_ms,
+            },
             tariffs_path: raw.tariffs,
             catalogue,
             default_plan: raw.default_plan,

@@ -21,6 +21,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod export;
 pub mod ingest;
 pub mod pipeline;
 pub mod query;

@@ -124,13 +124,22 @@ impl Committer {
         }
     }
 
-    /// After a durable commit: totals become visible, then the batch parts are acknowledged.
+    /// After a durable commit: totals become visible (and marked for the Redis projection), then
+    /// the batch parts are acknowledged.
     fn publish(&self, group: &mut Vec<ShardOutput>) {
-        for out in group.drain(..) {
-            for totals in out.totals {
-                self.committed
-                    .insert((totals.account.clone(), totals.period.clone()), totals);
+        let mut changed = Vec::new();
+        for out in group.iter_mut() {
+            for totals in out.totals.drain(..) {
+                let key = (totals.account.clone(), totals.period.clone());
+                changed.push(key.clone());
+                self.committed.totals.insert(key, totals);
             }
+        }
+        self.committed.epoch.store(self.store.next_seq(), Ordering::Release);
+        if !changed.is_empty() {
+            self.committed.mark_dirty(changed);
+        }
+        for out in group.drain(..) {
             out.ticket.part_done(out.record_count, out.duplicate, out.results);
         }
     }

@@ -29,8 +29,33 @@ use crate::domain::usage::{Ack, EventOutcome, UsageEvent};
 use crate::store::codec::SuspenseEntry;
 use crate::store::{Store, StoreError};
 
-/// Committed totals by (account, period): what readers see, updated after each fsync.
-pub type CommittedView = Arc<DashMap<(Arc<str>, Arc<str>), PeriodTotals>>;
+/// An (account, period) key.
+pub type TotalsKey = (Arc<str>, Arc<str>);
+
+/// What readers see: durable totals only, published by the committer after each fsync.
+#[derive(Default)]
+pub struct Committed {
+    /// Totals by (account, period).
+    pub totals: DashMap<TotalsKey, PeriodTotals>,
+    /// Keys changed since the Redis projection last took them (bounded by the number of totals).
+    pub dirty: Mutex<ahash::AHashSet<TotalsKey>>,
+    /// The sequence number the next commit will get: grows with every commit, across restarts.
+    pub epoch: std::sync::atomic::AtomicU64,
+}
+
+impl Committed {
+    /// Takes the changed keys (the Redis projection calls this once per flush).
+    pub fn take_dirty(&self) -> ahash::AHashSet<TotalsKey> {
+        std::mem::take(&mut *lock(&self.dirty))
+    }
+
+    /// Puts keys back after a failed flush.
+    pub fn mark_dirty(&self, keys: impl IntoIterator<Item = TotalsKey>) {
+        lock(&self.dirty).extend(keys);
+    }
+}
+
+pub type CommittedView = Arc<Committed>;
 
 /// What rating needs to know besides the event: tariffs and subscriptions.
 #[derive(Debug)]
@@ -167,7 +192,7 @@ impl BatchTicket {
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -202,10 +227,13 @@ impl Pipeline {
     pub fn start(store: Store, context: Arc<RatingContext>, config: PipelineConfig) -> Result<Pipeline, StoreError> {
         let seed = store.seed();
         let states = shard::recover(&store, &context, config.shards, config.dedupe_window_days)?;
-        let committed: CommittedView = Arc::new(DashMap::new());
+        let committed: CommittedView = Arc::new(Committed::default());
+        committed.epoch.store(store.next_seq(), Ordering::Release);
         for state in &states {
             for totals in state.all_totals() {
-                committed.insert((totals.account.clone(), totals.period.clone()), totals);
+                committed
+                    .totals
+                    .insert((totals.account.clone(), totals.period.clone()), totals);
             }
         }
         let failed = Arc::new(AtomicBool::new(false));

@@ -26,7 +26,7 @@ impl Query for QueryService {
             return Err(Status::invalid_argument("account_id and period are required"));
         }
         let key: (Arc<str>, Arc<str>) = (Arc::from(req.account_id.as_str()), Arc::from(req.period.as_str()));
-        let Some(t) = self.committed.get(&key).map(|t| t.clone()) else {
+        let Some(t) = self.committed.totals.get(&key).map(|t| t.clone()) else {
             return Err(Status::not_found(format!(
                 "no usage for account {:?} in period {:?}",
                 req.account_id, req.period

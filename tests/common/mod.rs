@@ -46,6 +46,7 @@ pub const ACCOUNTS_PER_PLAN: usize = 8;
 
 /// Writes a test configuration into `dir` and returns its path.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    // `extra` holds top-level keys first, then tables; subscriptions follow it.
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nshards = 2\ntariffs = {:?}\n{extra}\n",
         dir.join("data").display().to_string(),
@@ -57,6 +58,11 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
                 "[[subscriptions]]\naccount = \"{prefix}-{i}\"\nplan = \"{plan}\"\nfrom = \"2020-01-01T00:00:00Z\"\n"
             ));
         }
+    }
+    if !extra.contains("[redis]") {
+        // No Redis for tests that do not test the projection: nothing listens on port 1, so flushes
+        // fail fast and quietly, and the machine's Redis is left alone.
+        text.push_str("[redis]\nurl = \"redis://127.0.0.1:1\"\n");
     }
     let path = dir.join("ratingd.toml");
     std::fs::write(&path, text).unwrap();

@@ -1,0 +1,177 @@
+//! The Redis projection of the committed totals (the invoicing consumers' contract,
+//! `docs/redis.md`). Redis is never the source of truth: every flush writes absolute values with
+//! the epoch they were read at, so a repeated or retried flush cannot double-count, and a Redis
+//! that was down or wiped converges to sled's totals by a full resync.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::domain::aggregate::PeriodTotals;
+use crate::pipeline::{CommittedView, TotalsKey};
+
+/// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
+const KEYS_PER_PIPELINE: usize = 500;
+
+/// Settings of the projection, from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub flush_interval_ms: u64,
+}
+
+/// The key names of the contract.
+pub struct Keys<'a> {
+    pub prefix: &'a str,
+}
+
+impl Keys<'_> {
+    /// `<prefix>:agg:{<account>}:<period>`; the braces are literal (one Redis Cluster slot per account).
+    pub fn aggregate(&self, account: &str, period: &str) -> String {
+        format!("{}:agg:{{{account}}}:{period}", self.prefix)
+    }
+    pub fn accounts(&self, period: &str) -> String {
+        format!("{}:accounts:{period}", self.prefix)
+    }
+    /// A small hash ratingd keeps up to date; its absence means Redis lost data (resync).
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+}
+
+/// The fields of an aggregate hash.
+pub fn fields(t: &PeriodTotals, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("currency".to_string(), t.currency.to_string()),
+        ("plan".to_string(), t.plan.to_string()),
+        ("status".to_string(), "open".to_string()),
+        ("epoch".to_string(), epoch.to_string()),
+        ("updated_at".to_string(), updated_at.to_string()),
+        ("total:charge".to_string(), t.total_charge.to_string()),
+        ("total:amount".to_string(), t.amount().to_string()),
+    ];
+    for m in &t.meters {
+        f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
+        f.push((format!("{}:charge", m.meter), m.charge.to_string()));
+        f.push((format!("{}:events", m.meter), m.events.to_string()));
+    }
+    f
+}
+
+/// The projection task: flushes changed totals every interval, resyncs everything after a start,
+/// a reconnect or a wiped Redis. Never blocks ingest: while Redis is unreachable, changed keys
+/// accumulate in the (bounded) dirty set and the loop retries.
+pub async fn run(config: RedisConfig, committed: CommittedView, mut shutdown: watch::Receiver<bool>) {
+    let mut exporter = Exporter {
+        config,
+        committed,
+        conn: None,
+        resync: true,
+        failing: false,
+    };
+    let interval = Duration::from_millis(exporter.config.flush_interval_ms.max(1));
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = shutdown.changed() => true,
+        };
+        exporter.flush().await;
+        if stop || *shutdown.borrow() {
+            info!("redis projection stopped");
+            return;
+        }
+    }
+}
+
+struct Exporter {
+    config: RedisConfig,
+    committed: CommittedView,
+    conn: Option<ConnectionManager>,
+    resync: bool,
+    failing: bool,
+}
+
+impl Exporter {
+    async fn connection(&mut self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let client = redis::Client::open(self.config.url.as_str())?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let c = ConnectionManager::new_with_config(client, manager_config).await?;
+        self.conn = Some(c.clone());
+        self.resync = true;
+        Ok(c)
+    }
+
+    /// One flush: the changed keys, or every key when a resync is due.
+    async fn flush(&mut self) {
+        let epoch = self.committed.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let dirty = self.committed.take_dirty();
+        let result = self.write(&dirty, epoch).await;
+        match result {
+            Ok(written) => {
+                if self.failing {
+                    info!(written, "redis reachable again; projection caught up");
+                }
+                self.failing = false;
+            }
+            Err(error) => {
+                if !self.failing {
+                    warn!(%error, url = %self.config.url, "redis flush failed; ingest continues, will retry");
+                }
+                self.failing = true;
+                self.conn = None;
+                self.resync = true;
+                self.committed.mark_dirty(dirty);
+            }
+        }
+    }
+
+    async fn write(&mut self, dirty: &ahash::AHashSet<TotalsKey>, epoch: u64) -> redis::RedisResult<usize> {
+        let mut conn = self.connection().await?;
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        let meta_present: bool = redis::cmd("EXISTS").arg(keys.meta()).query_async(&mut conn).await?;
+        let all = self.resync || !meta_present;
+        let targets: Vec<TotalsKey> = if all {
+            self.committed.totals.iter().map(|e| e.key().clone()).collect()
+        } else {
+            dirty.iter().cloned().collect()
+        };
+        let updated_at = Utc::now().to_rfc3339();
+        for chunk in targets.chunks(KEYS_PER_PIPELINE) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for key in chunk {
+                let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
+                    continue;
+                };
+                pipe.hset_multiple(keys.aggregate(&t.account, &t.period), &fields(&t, epoch, &updated_at))
+                    .ignore();
+                pipe.sadd(keys.accounts(&t.period), t.account.as_ref()).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        // Written last: present only when everything before it is.
+        let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
+        redis::pipe()
+            .hset_multiple(keys.meta(), &meta)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        if all {
+            info!(keys = targets.len(), epoch, "redis projection resynced from sled");
+        }
+        self.resync = false;
+        Ok(targets.len())
+    }
+}

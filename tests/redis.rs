@@ -1,0 +1,243 @@
+//! The Redis projection against real Redis servers: the machine's (unique key prefix) for the
+//! layout, and servers of the test's own on free ports for the faults (absent, wiped, killed).
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ratingd::ingest::proto;
+
+/// A redis-server of this test's own, killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let server = RedisServer {
+            child: Some(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Readiness check: poll until it answers PING (bounded).
+        while redis::Client::open(server.url())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn hgetall(url: &str, key: &str) -> HashMap<String, String> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("HGETALL").arg(key).query(&mut c).unwrap_or_default()
+}
+
+/// True when Redis holds exactly the daemon's committed totals for every account of `events`.
+async fn redis_matches(url: &str, prefix: &str, target: &str, events: &[proto::UsageEvent]) -> bool {
+    let Ok(mut c) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+        return false;
+    };
+    for (account, period) in expected_totals(events).keys() {
+        let Some(t) = totals_at(target, account, period).await else {
+            return false;
+        };
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{prefix}:agg:{{{account}}}:{period}"))
+            .query(&mut c)
+            .unwrap_or_default();
+        if h.get("total:charge") != Some(&t.total_charge) || h.get("total:amount") != Some(&t.total_amount) {
+            return false;
+        }
+        for m in &t.meters {
+            let field = |f: &str| h.get(&format!("{}:{f}", m.meter)).cloned();
+            if field("charge") != Some(m.charge.clone())
+                || field("quantity") != Some(m.quantity.clone())
+                || field("events") != Some(m.events.to_string())
+            {
+                return false;
+            }
+        }
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(format!("{prefix}:accounts:{period}"))
+            .arg(account)
+            .query(&mut c)
+            .unwrap_or(false);
+        if !member {
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls (bounded) until Redis matches the daemon's totals.
+async fn wait_for_redis(url: &str, prefix: &str, target: &str, events: &[proto::UsageEvent]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !redis_matches(url, prefix, target, events).await {
+        assert!(Instant::now() < deadline, "redis never caught up with the totals");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn send(d: &TestDaemon, events: &[proto::UsageEvent], first_id: u64) {
+    let mut client = d.ingest().await;
+    for b in batches(events, 200) {
+        let ack = client
+            .submit(proto::UsageBatch {
+                batch_id: first_id + b.batch_id,
+                events: b.events,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.rejected, 0);
+    }
+}
+
+fn redis_section(url: &str, prefix: &str) -> String {
+    format!("[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\nflush_interval_ms = 20\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_follows_the_documented_layout() {
+    let dir = TempDir::new("redis-layout");
+    // The machine's Redis, under a key prefix no other test or run uses.
+    let url = "redis://127.0.0.1:6379";
+    let prefix = format!(
+        "ratingd-test-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap()
+    );
+    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(url, &prefix))).await;
+    let events = generate(2_000, 0.1, 51);
+    send(&d, &events, 0).await;
+    wait_for_redis(url, &prefix, &d.target, &events).await;
+    let (account, period) = expected_totals(&events).keys().next().unwrap().clone();
+    let h = hgetall(url, &format!("{prefix}:agg:{{{account}}}:{period}"));
+    assert_eq!(h["status"], "open");
+    assert_eq!(
+        h["currency"],
+        if plan_of(&account) == "saas-pro" { "USD" } else { "EUR" }
+    );
+    assert!(h["epoch"].parse::<u64>().unwrap() > 0);
+    assert!(chrono::DateTime::parse_from_rfc3339(&h["updated_at"]).is_ok());
+    let meta = hgetall(url, &format!("{prefix}:meta"));
+    assert!(meta.contains_key("epoch"));
+    d.stop().await;
+    // Leave the shared Redis as it was.
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut c).unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut c).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_absent_during_ingest_catches_up_when_it_starts() {
+    let dir = TempDir::new("redis-absent");
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(&url, "r"))).await;
+    let events = generate(3_000, 0.1, 52);
+    // Nothing listens on the port: ingest is not slowed or stopped.
+    send(&d, &events, 0).await;
+    assert_totals_match(&d.target, &events).await;
+    let _redis = RedisServer::start(port);
+    wait_for_redis(&url, "r", &d.target, &events).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_redis_is_resynced_from_sled() {
+    let dir = TempDir::new("redis-wiped");
+    let redis = RedisServer::start(free_port());
+    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(&redis.url(), "r"))).await;
+    let events = generate(2_000, 0.1, 53);
+    send(&d, &events, 0).await;
+    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert!(!redis_matches(&redis.url(), "r", &d.target, &events).await);
+    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_flush_converges_after_it_returns() {
+    let dir = TempDir::new("redis-killed");
+    let port = free_port();
+    let mut redis = RedisServer::start(port);
+    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(&redis.url(), "r"))).await;
+    let events = generate(6_000, 0.1, 54);
+    let (first, second) = events.split_at(3_000);
+    send(&d, first, 0).await;
+    // Kill it while flushes are running (every 20 ms, with this ingest still arriving).
+    let sender = {
+        let target = d.target.clone();
+        let second = second.to_vec();
+        tokio::spawn(async move {
+            let mut client = proto::ingest_client::IngestClient::connect(target).await.unwrap();
+            for b in batches(&second, 100) {
+                client
+                    .submit(proto::UsageBatch {
+                        batch_id: 1_000 + b.batch_id,
+                        events: b.events,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    redis.kill9();
+    sender.await.unwrap();
+    assert_totals_match(&d.target, &events).await;
+    let redis = RedisServer::start(port);
+    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    d.stop().await;
+}
