@@ -13,14 +13,18 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use arc_swap::ArcSwap;
+
+use crate::admin::{AdminCore, AdminService};
 use crate::config::Config;
 use crate::domain::subscription::SubscriptionBook;
+use crate::ingest::proto::admin_server::AdminServer;
 use crate::ingest::proto::ingest_server::IngestServer;
 use crate::ingest::proto::query_server::QueryServer;
 use crate::ingest::service::IngestService;
-use crate::pipeline::{Pipeline, PipelineConfig, RatingContext};
+use crate::pipeline::{Pipeline, PipelineConfig, RatingContext, SharedContext};
 use crate::query::QueryService;
-use crate::store::{Store, StoreError};
+use crate::store::{SettingsStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,6 +34,8 @@ pub enum AppError {
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
+    #[error("stored subscriptions conflict with the configured ones: {0}")]
+    Subscriptions(String),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -37,6 +43,7 @@ pub enum AppError {
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
+    pub admin: Arc<AdminCore>,
     pub recovered_records: usize,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), AppError>>,
@@ -57,10 +64,6 @@ impl Running {
 /// Builds everything downstream first, then binds and serves.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let started = Instant::now();
-    let context = Arc::new(RatingContext {
-        catalogue: config.catalogue.clone(),
-        subscriptions: SubscriptionBook::new(&config.subscriptions, config.default_plan.clone()),
-    });
     let pipeline_config = PipelineConfig {
         shards: config.shards,
         max_inflight_batches: config.limits.max_inflight_batches,
@@ -69,12 +72,28 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         checkpoint_every_records: config.checkpoint_every_records,
     };
     let data_dir = config.data_dir.clone();
-    let ctx = context.clone();
-    let pipeline = tokio::task::spawn_blocking(move || -> Result<Pipeline, StoreError> {
+    let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
+    let catalogue = config.catalogue.clone();
+    let (pipeline, settings) = tokio::task::spawn_blocking(move || -> Result<(Pipeline, SettingsStore), AppError> {
         let store = Store::open(&data_dir)?;
-        Pipeline::start(store, ctx, pipeline_config)
+        let settings = store.settings();
+        // Seeds from the config, then what the Admin API stored (it wins for the same account and from).
+        let mut subscriptions = seeds;
+        for s in settings.subscriptions()? {
+            subscriptions = subscriptions.with(s).map_err(AppError::Subscriptions)?;
+        }
+        let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
+            catalogue,
+            subscriptions,
+        }));
+        Ok((Pipeline::start(store, context, pipeline_config)?, settings))
     })
     .await??;
+    let admin = Arc::new(AdminCore::new(
+        pipeline.context.clone(),
+        settings,
+        config.tariffs_path.clone(),
+    ));
     let pipeline = Arc::new(pipeline);
     let recovered_records: usize = pipeline
         .committed
@@ -103,7 +122,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
             QueryServer::new(QueryService::new(pipeline.committed.clone())).max_decoding_message_size(max_message),
-        );
+        )
+        .add_service(AdminServer::new(AdminService(admin.clone())).max_decoding_message_size(max_message));
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.path.display(),
@@ -143,6 +163,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     });
     Ok(Running {
         addr,
+        admin,
         recovered_records,
         shutdown: shutdown_tx,
         task,

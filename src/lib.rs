@@ -17,6 +17,7 @@
 //! Dependencies point one way: `rating` uses `domain`; `config` uses both; nothing in `domain` or
 //! `rating` does I/O.
 
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod config;

@@ -65,7 +65,7 @@ async fn run(config: Config) -> ExitCode {
     };
     // The one line tests and scripts read to find the port (the listen address may be :0).
     println!("ratingd listening on {}", running.addr);
-    wait_for_signal().await;
+    wait_for_stop(&running).await;
     info!(grace_seconds = config.shutdown_grace_seconds, "shutting down");
     running.shutdown();
     match tokio::time::timeout(
@@ -86,19 +86,29 @@ async fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for SIGTERM or Ctrl-C; reloads the tariffs on every SIGHUP meanwhile.
+async fn wait_for_stop(running: &ratingd::app::Running) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    // The outcome is logged by the reload itself; a refused file changes nothing.
+                    let _ = running.admin.reload_tariffs().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = running;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -18,7 +18,7 @@ use ratingd::client::usage_file;
 use ratingd::domain::money::parse_exact;
 use ratingd::domain::tariff::Catalogue;
 use ratingd::domain::tariff_file::{TariffErrors, parse_catalogue};
-use ratingd::ingest::proto::{self, query_client::QueryClient};
+use ratingd::ingest::proto::{self, admin_client::AdminClient, query_client::QueryClient};
 use ratingd::rating::{Quote, RatingInput, Report, quote};
 
 #[derive(Parser)]
@@ -40,6 +40,38 @@ enum Command {
     Send(SendArgs),
     /// Committed totals of one account and billing period.
     Totals(TotalsArgs),
+    /// Subscriptions of accounts to plans (Admin API).
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+}
+
+#[derive(Subcommand)]
+enum SubscriptionsCommand {
+    /// Add a subscription, or replace the account's subscription with the same --from.
+    Set {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        plan: String,
+        /// RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// RFC 3339; open-ended when absent.
+        #[arg(long)]
+        to: Option<String>,
+        /// Percentage off every charge of this subscription.
+        #[arg(long)]
+        discount: Option<String>,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
+    /// The subscriptions of an account.
+    Get {
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
 }
 
 const DEFAULT_TARGET: &str = "http://127.0.0.1:50051";
@@ -78,6 +110,16 @@ enum TariffsCommand {
     Check { file: PathBuf },
     /// Price one event against a plan of a tariff file, without a daemon.
     Quote(QuoteArgs),
+    /// Make a running daemon re-read its tariff file (as SIGHUP does).
+    Reload {
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
+    /// Tariff versions published in advance, from a running daemon.
+    Upcoming {
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -125,6 +167,13 @@ fn main() -> ExitCode {
         Command::Tariffs(TariffsCommand::Quote(q)) => run_quote(&q, args.json),
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(&a, args.json))),
         Command::Totals(a) => runtime().and_then(|rt| rt.block_on(totals(&a, args.json))),
+        Command::Subscriptions(c) => runtime().and_then(|rt| rt.block_on(subscriptions(c, args.json))),
+        Command::Tariffs(TariffsCommand::Reload { target }) => {
+            runtime().and_then(|rt| rt.block_on(reload(&target, args.json)))
+        }
+        Command::Tariffs(TariffsCommand::Upcoming { target }) => {
+            runtime().and_then(|rt| rt.block_on(upcoming(&target, args.json)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -242,6 +291,120 @@ async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
             "total charge {}  invoice amount {} {}",
             t.total_charge, t.total_amount, t.currency
         );
+    }
+    Ok(())
+}
+
+async fn admin(target: &str) -> Result<AdminClient<tonic::transport::Channel>, Failure> {
+    AdminClient::connect(target.to_string())
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {target}: {e}")))
+}
+
+fn rpc_failure(s: tonic::Status) -> Failure {
+    Failure::new(format!("{:?}: {}", s.code(), s.message()))
+}
+
+fn subscription_json(s: &proto::Subscription) -> serde_json::Value {
+    json!({ "account": s.account_id, "plan": s.plan_id, "from": s.from, "to": s.to, "discount_percent": s.discount_percent })
+}
+
+fn print_subscription(s: &proto::Subscription) {
+    let to = if s.to.is_empty() { "open-ended" } else { &s.to };
+    let discount = if s.discount_percent.is_empty() {
+        String::new()
+    } else {
+        format!(", {}% off", s.discount_percent)
+    };
+    println!("{} -> {} from {} to {to}{discount}", s.account_id, s.plan_id, s.from);
+}
+
+async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(), Failure> {
+    match command {
+        SubscriptionsCommand::Set {
+            account,
+            plan,
+            from,
+            to,
+            discount,
+            target,
+        } => {
+            let request = proto::Subscription {
+                account_id: account,
+                plan_id: plan,
+                from,
+                to: to.unwrap_or_default(),
+                discount_percent: discount.unwrap_or_default(),
+            };
+            let s = admin(&target)
+                .await?
+                .upsert_subscription(request)
+                .await
+                .map_err(rpc_failure)?
+                .into_inner();
+            if as_json {
+                println!("{}", subscription_json(&s))
+            } else {
+                print_subscription(&s)
+            }
+        }
+        SubscriptionsCommand::Get { account, target } => {
+            let request = proto::GetSubscriptionsRequest { account_id: account };
+            let list = admin(&target)
+                .await?
+                .get_subscriptions(request)
+                .await
+                .map_err(rpc_failure)?
+                .into_inner();
+            if as_json {
+                let items: Vec<_> = list.subscriptions.iter().map(subscription_json).collect();
+                println!("{}", json!({ "subscriptions": items }));
+            } else {
+                list.subscriptions.iter().for_each(print_subscription);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reload(target: &str, as_json: bool) -> Result<(), Failure> {
+    let r = admin(target)
+        .await?
+        .reload_tariffs(proto::ReloadTariffsRequest {})
+        .await
+        .map_err(rpc_failure)?
+        .into_inner();
+    if as_json {
+        println!(
+            "{}",
+            json!({ "plans": r.plans, "versions": r.versions, "meters": r.meters })
+        );
+    } else {
+        println!(
+            "tariffs reloaded: {} plans, {} versions, {} meters",
+            r.plans, r.versions, r.meters
+        );
+    }
+    Ok(())
+}
+
+async fn upcoming(target: &str, as_json: bool) -> Result<(), Failure> {
+    let r = admin(target)
+        .await?
+        .list_upcoming_versions(proto::ListUpcomingVersionsRequest {})
+        .await
+        .map_err(rpc_failure)?;
+    let versions = r.into_inner().versions;
+    if as_json {
+        let items: Vec<_> = versions
+            .iter()
+            .map(|v| json!({ "plan": v.plan_id, "version": v.version, "effective_from": v.effective_from }))
+            .collect();
+        println!("{}", json!({ "upcoming": items }));
+    } else {
+        for v in &versions {
+            println!("{} version {} effective {}", v.plan_id, v.version, v.effective_from);
+        }
     }
     Ok(())
 }

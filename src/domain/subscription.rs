@@ -18,6 +18,13 @@ impl Subscription {
     pub fn covers(&self, at: DateTime<Utc>) -> bool {
         self.from <= at && self.to.is_none_or(|to| at < to)
     }
+
+    /// True when both are the same account's and in force at some common instant.
+    pub fn overlaps(&self, other: &Subscription) -> bool {
+        self.account_id == other.account_id
+            && self.to.is_none_or(|to| other.from < to)
+            && other.to.is_none_or(|to| self.from < to)
+    }
 }
 
 /// Every subscription by account, plus the default plan: which plan prices an account's event.
@@ -39,7 +46,40 @@ impl SubscriptionBook {
         }
     }
 
-    /// The plan id and subscription discount in force for `account` at `at`.
+    /// The subscriptions of one account, in the order they were added.
+    pub fn of(&self, account: &str) -> &[Subscription] {
+        self.by_account.get(account).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Subscription> {
+        self.by_account.values().flatten()
+    }
+
+    pub fn default_plan(&self) -> Option<&str> {
+        self.default_plan.as_deref()
+    }
+
+    /// A book with `s` added, or replacing the account's subscription with the same `from`.
+    /// Refused when it would overlap another subscription of the account.
+    pub fn with(&self, s: Subscription) -> Result<SubscriptionBook, String> {
+        if s.to.is_some_and(|to| to <= s.from) {
+            return Err("`to` must be after `from`".into());
+        }
+        let others: Vec<&Subscription> = self.of(&s.account_id).iter().filter(|o| o.from != s.from).collect();
+        if let Some(o) = others.iter().find(|o| o.overlaps(&s)) {
+            return Err(format!(
+                "overlaps the subscription to {:?} from {}",
+                o.plan_id,
+                o.from.to_rfc3339()
+            ));
+        }
+        let mut book = self.clone();
+        let list = book.by_account.entry(s.account_id.clone()).or_default();
+        list.retain(|o| o.from != s.from);
+        list.push(s);
+        list.sort_by_key(|o| o.from);
+        Ok(book)
+    }
     pub fn plan_for(&self, account: &str, at: DateTime<Utc>) -> Option<(&str, Option<Decimal>)> {
         if let Some(list) = self.by_account.get(account) {
             if let Some(s) = list.iter().find(|s| s.covers(at)) {

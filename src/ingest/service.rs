@@ -62,7 +62,8 @@ impl IngestService {
         }
         let permit = self.pipeline.admit().await.map_err(status_of)?;
         let window = Window::at(Utc::now(), self.window_days, self.skew_seconds);
-        let catalogue = &self.pipeline.context.catalogue;
+        let context = self.pipeline.context.load();
+        let catalogue = &context.catalogue;
         let mut valid = Vec::with_capacity(batch.events.len());
         let mut rejected = Vec::new();
         for (i, event) in batch.events.into_iter().enumerate() {

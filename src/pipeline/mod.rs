@@ -58,11 +58,15 @@ impl Committed {
 pub type CommittedView = Arc<Committed>;
 
 /// What rating needs to know besides the event: tariffs and subscriptions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RatingContext {
     pub catalogue: Catalogue,
     pub subscriptions: SubscriptionBook,
 }
+
+/// The context in force, replaced whole by a tariff reload or a subscription change. Shards and
+/// ingest load it once per job or batch, so a change applies from the next batch on.
+pub type SharedContext = Arc<arc_swap::ArcSwap<RatingContext>>;
 
 /// An event that passed validation, with its dedupe fingerprints.
 #[derive(Debug)]
@@ -207,7 +211,7 @@ pub struct Pipeline {
     admission: Arc<Semaphore>,
     failed: Arc<AtomicBool>,
     pub committed: CommittedView,
-    pub context: Arc<RatingContext>,
+    pub context: SharedContext,
     pub seed: u64,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -224,9 +228,9 @@ pub struct PipelineConfig {
 
 impl Pipeline {
     /// Recovers the shards' state from the store, then starts the shard and committer threads.
-    pub fn start(store: Store, context: Arc<RatingContext>, config: PipelineConfig) -> Result<Pipeline, StoreError> {
+    pub fn start(store: Store, context: SharedContext, config: PipelineConfig) -> Result<Pipeline, StoreError> {
         let seed = store.seed();
-        let states = shard::recover(&store, &context, config.shards, config.dedupe_window_days)?;
+        let states = shard::recover(&store, &context.load(), config.shards, config.dedupe_window_days)?;
         let committed: CommittedView = Arc::new(Committed::default());
         committed.epoch.store(store.next_seq(), Ordering::Release);
         for state in &states {

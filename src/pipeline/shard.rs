@@ -349,7 +349,7 @@ fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String) -> Suspense
 pub fn run(
     index: usize,
     mut state: ShardState,
-    ctx: Arc<RatingContext>,
+    ctx: super::SharedContext,
     window_days: u32,
     rx: Receiver<ShardMsg>,
     out: Sender<CommitterMsg>,
@@ -364,7 +364,7 @@ pub fn run(
                     jobs_since_evict = 0;
                     state.evict(Utc::now(), window_days);
                 }
-                let output = state.process(&ctx, job);
+                let output = state.process(&ctx.load(), job);
                 if out.send(CommitterMsg::Output(output)).is_err() {
                     warn!(shard = index, "committer is gone; shard stops");
                     return;

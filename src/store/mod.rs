@@ -181,3 +181,84 @@ fn fresh_seed() -> u64 {
     );
     h.finish()
 }
+
+const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
+
+/// Settings that change through the Admin API (subscriptions), stored beside the records. A
+/// handle on the same database, usable from any thread.
+#[derive(Clone)]
+pub struct SettingsStore {
+    db: sled::Db,
+    dir: String,
+}
+
+impl Store {
+    pub fn settings(&self) -> SettingsStore {
+        SettingsStore {
+            db: self.db.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+fn subscription_key(account: &str, from_nanos: i64) -> Vec<u8> {
+    let mut k = SUBSCRIPTION_PREFIX.to_vec();
+    k.extend_from_slice(account.as_bytes());
+    k.push(0xFF);
+    // Order-preserving: flip the sign bit.
+    k.extend_from_slice(&((from_nanos as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+impl SettingsStore {
+    /// Writes a subscription durably (fsync) before it is put in force.
+    pub fn put_subscription(&self, s: &crate::domain::subscription::Subscription) -> Result<(), StoreError> {
+        let from = s.from.timestamp_nanos_opt().unwrap_or(i64::MIN);
+        let mut value = Vec::with_capacity(64);
+        let mut w = codec::Writer(&mut value);
+        w.str(&s.account_id);
+        w.str(&s.plan_id);
+        w.i64(from);
+        w.i64(s.to.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(i64::MIN));
+        match s.discount_percent {
+            Some(d) => {
+                w.u8(1);
+                w.decimal(d);
+            }
+            None => w.u8(0),
+        }
+        self.db.insert(subscription_key(&s.account_id, from), value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored subscription.
+    pub fn subscriptions(&self) -> Result<Vec<crate::domain::subscription::Subscription>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(SUBSCRIPTION_PREFIX) {
+            let (k, v) = item?;
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("u/{}", String::from_utf8_lossy(&k[2..])),
+                error,
+            };
+            let mut r = codec::Reader::new(&v);
+            let account_id = r.str().map_err(corrupt)?;
+            let plan_id = r.str().map_err(corrupt)?;
+            let from = chrono::DateTime::from_timestamp_nanos(r.i64().map_err(corrupt)?);
+            let to = r.i64().map_err(corrupt)?;
+            let discount_percent = match r.u8().map_err(corrupt)? {
+                0 => None,
+                _ => Some(r.decimal().map_err(corrupt)?),
+            };
+            out.push(crate::domain::subscription::Subscription {
+                account_id,
+                plan_id,
+                from,
+                to: (to != i64::MIN).then(|| chrono::DateTime::from_timestamp_nanos(to)),
+                discount_percent,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,216 @@
+//! `ratingd.v1.Admin`: subscriptions (persisted, in force for events rated after the call), tariff
+//! reload (also on SIGHUP) and the list of upcoming tariff versions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::domain::money::parse_exact;
+use crate::domain::subscription::Subscription;
+use crate::domain::tariff_file::parse_catalogue;
+use crate::ingest::proto::{self, admin_server::Admin};
+use crate::pipeline::{RatingContext, SharedContext};
+use crate::store::SettingsStore;
+
+/// Why an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn status_of(error: AdminError) -> Status {
+    match error {
+        AdminError::Invalid(m) => Status::invalid_argument(m),
+        AdminError::Store(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// The admin operations, shared by the gRPC service and the SIGHUP handler.
+pub struct AdminCore {
+    context: SharedContext,
+    settings: SettingsStore,
+    tariffs_path: PathBuf,
+    /// Serializes changes: each is read-modify-replace of the whole context.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl AdminCore {
+    pub fn new(context: SharedContext, settings: SettingsStore, tariffs_path: PathBuf) -> Self {
+        AdminCore {
+            context,
+            settings,
+            tariffs_path,
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub async fn upsert_subscription(&self, s: Subscription) -> Result<(), AdminError> {
+        let _guard = self.writes.lock().await;
+        let current = self.context.load_full();
+        if current.catalogue.plan(&s.plan_id).is_none() {
+            return Err(AdminError::Invalid(format!("unknown plan {:?}", s.plan_id)));
+        }
+        let book = current.subscriptions.with(s.clone()).map_err(AdminError::Invalid)?;
+        // Durable first, then in force.
+        self.settings.put_subscription(&s)?;
+        self.context.store(Arc::new(RatingContext {
+            catalogue: current.catalogue.clone(),
+            subscriptions: book,
+        }));
+        info!(account = %s.account_id, plan = %s.plan_id, from = %s.from, "subscription upserted");
+        Ok(())
+    }
+
+    /// Re-reads the tariff file; the old tariffs stay in force when the new file is refused.
+    pub async fn reload_tariffs(&self) -> Result<(usize, usize, usize), AdminError> {
+        let _guard = self.writes.lock().await;
+        let result = self.try_reload();
+        match &result {
+            Ok((plans, versions, meters)) => {
+                info!(plans, versions, meters, path = %self.tariffs_path.display(), "tariffs reloaded")
+            }
+            Err(error) => {
+                warn!(%error, path = %self.tariffs_path.display(), "tariff reload refused; the previous tariffs stay in force")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(usize, usize, usize), AdminError> {
+        let text = std::fs::read_to_string(&self.tariffs_path)
+            .map_err(|e| AdminError::Invalid(format!("cannot read {}: {e}", self.tariffs_path.display())))?;
+        let catalogue = parse_catalogue(&text).map_err(|e| AdminError::Invalid(e.to_string().replace('\n', "; ")))?;
+        let current = self.context.load_full();
+        let missing: Vec<String> = current
+            .subscriptions
+            .all()
+            .map(|s| s.plan_id.as_str())
+            .chain(current.subscriptions.default_plan())
+            .filter(|p| catalogue.plan(p).is_none())
+            .map(str::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(AdminError::Invalid(format!(
+                "plans in use are missing from the new file: {}",
+                missing.join(", ")
+            )));
+        }
+        let counts = (
+            catalogue.plans().len(),
+            catalogue.plans().iter().map(|p| p.versions.len()).sum(),
+            catalogue.meters().count(),
+        );
+        self.context.store(Arc::new(RatingContext {
+            catalogue,
+            subscriptions: current.subscriptions.clone(),
+        }));
+        Ok(counts)
+    }
+}
+
+pub struct AdminService(pub Arc<AdminCore>);
+
+fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, Status> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 date-time")))
+}
+
+fn to_proto(s: &Subscription) -> proto::Subscription {
+    proto::Subscription {
+        account_id: s.account_id.clone(),
+        plan_id: s.plan_id.clone(),
+        from: s.from.to_rfc3339(),
+        to: s.to.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        discount_percent: s.discount_percent.map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn upsert_subscription(
+        &self,
+        request: Request<proto::Subscription>,
+    ) -> Result<Response<proto::Subscription>, Status> {
+        let p = request.into_inner();
+        if p.account_id.is_empty() || p.account_id.len() > crate::config::MAX_ACCOUNT_BYTES {
+            return Err(Status::invalid_argument("account_id must be 1..=128 bytes"));
+        }
+        let discount = if p.discount_percent.is_empty() {
+            None
+        } else {
+            let d = parse_exact(&p.discount_percent)
+                .map_err(|m| Status::invalid_argument(format!("discount_percent: {m}")))?;
+            if d <= rust_decimal::Decimal::ZERO || d > rust_decimal::Decimal::ONE_HUNDRED {
+                return Err(Status::invalid_argument(
+                    "discount_percent must be greater than 0 and at most 100",
+                ));
+            }
+            Some(d)
+        };
+        let s = Subscription {
+            account_id: p.account_id,
+            plan_id: p.plan_id,
+            from: instant("from", &p.from)?,
+            to: if p.to.is_empty() {
+                None
+            } else {
+                Some(instant("to", &p.to)?)
+            },
+            discount_percent: discount,
+        };
+        self.0.upsert_subscription(s.clone()).await.map_err(status_of)?;
+        Ok(Response::new(to_proto(&s)))
+    }
+
+    async fn get_subscriptions(
+        &self,
+        request: Request<proto::GetSubscriptionsRequest>,
+    ) -> Result<Response<proto::Subscriptions>, Status> {
+        let account = request.into_inner().account_id;
+        let context = self.0.context.load();
+        let subscriptions: Vec<proto::Subscription> = context.subscriptions.of(&account).iter().map(to_proto).collect();
+        if subscriptions.is_empty() {
+            return Err(Status::not_found(format!("account {account:?} has no subscription")));
+        }
+        Ok(Response::new(proto::Subscriptions { subscriptions }))
+    }
+
+    async fn reload_tariffs(
+        &self,
+        _: Request<proto::ReloadTariffsRequest>,
+    ) -> Result<Response<proto::ReloadTariffsResponse>, Status> {
+        let (plans, versions, meters) = self.0.reload_tariffs().await.map_err(status_of)?;
+        Ok(Response::new(proto::ReloadTariffsResponse {
+            plans: plans as u32,
+            versions: versions as u32,
+            meters: meters as u32,
+        }))
+    }
+
+    async fn list_upcoming_versions(
+        &self,
+        _: Request<proto::ListUpcomingVersionsRequest>,
+    ) -> Result<Response<proto::UpcomingVersions>, Status> {
+        let context = self.0.context.load();
+        let now = Utc::now();
+        let versions = context
+            .catalogue
+            .plans()
+            .iter()
+            .flat_map(|p| p.upcoming(now).map(move |v| (p, v)))
+            .map(|(p, v)| proto::UpcomingVersion {
+                plan_id: p.id.clone(),
+                version: v.number,
+                effective_from: v.effective_from.to_rfc3339(),
+            })
+            .collect();
+        Ok(Response::new(proto::UpcomingVersions { versions }))
+    }
+}
