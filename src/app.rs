@@ -121,7 +121,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let server = tonic::transport::Server::builder()
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
-            QueryServer::new(QueryService::new(pipeline.committed.clone())).max_decoding_message_size(max_message),
+            QueryServer::new(QueryService::new(pipeline.committed.clone(), pipeline.context.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminService(admin.clone())).max_decoding_message_size(max_message));
     info!(

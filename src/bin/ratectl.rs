@@ -100,6 +100,9 @@ struct TotalsArgs {
     /// Period label, e.g. 2026-11.
     #[arg(long)]
     period: String,
+    /// Only this meter.
+    #[arg(long)]
+    meter: Option<String>,
     #[arg(long, default_value = DEFAULT_TARGET)]
     target: String,
 }
@@ -256,24 +259,26 @@ async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
     let request = proto::GetTotalsRequest {
         account_id: args.account.clone(),
         period: args.period.clone(),
+        meter: args.meter.clone().unwrap_or_default(),
     };
-    let t = client
-        .get_totals(request)
-        .await
-        .map_err(|s| Failure::new(format!("{:?}: {}", s.code(), s.message())))?
-        .into_inner();
+    let t = client.get_totals(request).await.map_err(rpc_failure)?.into_inner();
     if as_json {
         let meters: serde_json::Map<String, serde_json::Value> = t
             .meters
             .iter()
             .map(|m| {
-                let v = json!({ "quantity": m.quantity, "rated_quantity": m.rated_quantity, "charge": m.charge, "events": m.events });
+                let v = json!({
+                    "quantity": m.quantity, "rated_quantity": m.rated_quantity, "charge": m.charge,
+                    "amount": m.amount, "events": m.events,
+                });
                 (m.meter.clone(), v)
             })
             .collect();
         let object = json!({
             "account": t.account_id, "period": t.period, "currency": t.currency, "plan": t.plan,
             "total_charge": t.total_charge, "total_amount": t.total_amount, "meters": meters,
+            "status": t.status, "projected_charge": t.projected_charge,
+            "period_start": t.period_start, "period_end": t.period_end,
         });
         println!("{object}");
     } else {
@@ -290,6 +295,10 @@ async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
         println!(
             "total charge {}  invoice amount {} {}",
             t.total_charge, t.total_amount, t.currency
+        );
+        println!(
+            "status {}, projected period-end charge {}",
+            t.status, t.projected_charge
         );
     }
     Ok(())

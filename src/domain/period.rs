@@ -44,6 +44,18 @@ impl BillingPeriod {
         }
     }
 
+    /// The period whose label is `label`, if the label is one this billing period produces.
+    pub fn period_labelled(&self, tz: Tz, label: &str) -> Option<Period> {
+        let date = match label.len() {
+            7 => NaiveDate::parse_from_str(&format!("{label}-01"), "%Y-%m-%d").ok()?,
+            10 => NaiveDate::parse_from_str(label, "%Y-%m-%d").ok()?,
+            _ => return None,
+        };
+        let start = first_instant_at_or_after(tz, date.and_time(chrono::NaiveTime::MIN));
+        let period = self.period_of(tz, start);
+        (period.label == label).then_some(period)
+    }
+
     /// The first local date of the period holding `date`, and the first date of the next one.
     fn bounds_of(&self, date: NaiveDate) -> (NaiveDate, NaiveDate) {
         match *self {
@@ -118,6 +130,18 @@ mod tests {
         let p = m.period_of(chrono_tz::UTC, utc("2027-02-27T00:00:00Z"));
         assert_eq!(p.label, "2027-01-31");
         assert_eq!(p.end, utc("2027-02-28T00:00:00Z"));
+    }
+
+    #[test]
+    fn labels_map_back_to_their_periods() {
+        let m = BillingPeriod::Month { anchor_day: 1 };
+        let p = m.period_labelled(chrono_tz::Europe::Berlin, "2026-11").unwrap();
+        assert_eq!(p.start, utc("2026-10-31T23:00:00Z"));
+        assert!(m.period_labelled(chrono_tz::Europe::Berlin, "2026-11-05").is_none());
+        assert!(m.period_labelled(chrono_tz::Europe::Berlin, "2026-13").is_none());
+        let w = BillingPeriod::Week { start: Weekday::Mon };
+        assert!(w.period_labelled(chrono_tz::UTC, "2026-11-23").is_some());
+        assert!(w.period_labelled(chrono_tz::UTC, "2026-11-24").is_none());
     }
 
     #[test]

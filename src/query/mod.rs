@@ -1,21 +1,82 @@
-//! `ratingd.v1.Query`: the read side for billing backends, served from the committed view
-//! (totals become visible only once durable).
+//! `ratingd.v1.Query`: the read side for billing backends. Totals come from the committed view
+//! (only durable figures); quotes run the rating engine without recording anything.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::config::Limits;
+use crate::domain::aggregate::PeriodTotals;
+use crate::domain::money::{exact_mul, round_quotient};
+use crate::domain::tariff::Plan;
+use crate::ingest::convert::{Converted, Window, convert, reason_to_proto};
 use crate::ingest::proto::{self, query_server::Query};
-use crate::pipeline::CommittedView;
+use crate::pipeline::{CommittedView, SharedContext};
+use crate::rating::{RatingInput, Report, rate};
+
+/// Most rows one ListAccounts or TopAccounts answer carries.
+const MAX_PAGE: usize = 1000;
+/// Most events one Quote prices.
+const MAX_QUOTE_EVENTS: usize = 10_000;
 
 pub struct QueryService {
     committed: CommittedView,
+    context: SharedContext,
 }
 
 impl QueryService {
-    pub fn new(committed: CommittedView) -> Self {
-        QueryService { committed }
+    pub fn new(committed: CommittedView, context: SharedContext) -> Self {
+        QueryService { committed, context }
     }
+
+    fn totals(&self, account: &str, period: &str) -> Result<PeriodTotals, Status> {
+        let key: (Arc<str>, Arc<str>) = (Arc::from(account), Arc::from(period));
+        self.committed
+            .totals
+            .get(&key)
+            .map(|t| t.clone())
+            .ok_or_else(|| Status::not_found(format!("no usage for account {account:?} in period {period:?}")))
+    }
+
+    /// Every committed totals of one period.
+    fn of_period(&self, period: &str) -> Vec<PeriodTotals> {
+        self.committed
+            .totals
+            .iter()
+            .filter(|e| &*e.key().1 == period)
+            .map(|e| e.value().clone())
+            .collect()
+    }
+}
+
+/// The period-end charge at the current run-rate.
+fn projected(total: Decimal, start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> Decimal {
+    if now <= start || now >= end {
+        return total;
+    }
+    let length = (end - start).num_seconds();
+    let elapsed = u32::try_from((now - start).num_seconds().max(1)).unwrap_or(u32::MAX);
+    exact_mul(total, Decimal::from(length))
+        .and_then(|n| round_quotient(n, elapsed))
+        .unwrap_or(total)
+}
+
+fn page_token(account: &str) -> String {
+    account.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_token(token: &str) -> Result<String, Status> {
+    let bad = || Status::invalid_argument("malformed page_token");
+    if token.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, Status>>()?;
+    String::from_utf8(bytes).map_err(|_| bad())
 }
 
 #[tonic::async_trait]
@@ -25,25 +86,35 @@ impl Query for QueryService {
         if req.account_id.is_empty() || req.period.is_empty() {
             return Err(Status::invalid_argument("account_id and period are required"));
         }
-        let key: (Arc<str>, Arc<str>) = (Arc::from(req.account_id.as_str()), Arc::from(req.period.as_str()));
-        let Some(t) = self.committed.totals.get(&key).map(|t| t.clone()) else {
-            return Err(Status::not_found(format!(
-                "no usage for account {:?} in period {:?}",
-                req.account_id, req.period
-            )));
-        };
+        let t = self.totals(&req.account_id, &req.period)?;
+        let context = self.context.load();
+        let bounds = context
+            .catalogue
+            .plan(&t.plan)
+            .and_then(|p| p.period.period_labelled(p.time_zone, &t.period));
         let mut meters: Vec<proto::MeterTotals> = t
             .meters
             .iter()
+            .filter(|m| req.meter.is_empty() || *m.meter == *req.meter)
             .map(|m| proto::MeterTotals {
                 meter: m.meter.to_string(),
                 quantity: m.quantity.normalize().to_string(),
                 rated_quantity: m.rated_quantity.normalize().to_string(),
                 charge: m.charge.to_string(),
                 events: m.events,
+                amount: t.rounding.apply(m.charge).to_string(),
             })
             .collect();
+        if meters.is_empty() && !req.meter.is_empty() {
+            return Err(Status::not_found(format!(
+                "no usage of meter {:?} for {:?} in {:?}",
+                req.meter, req.account_id, req.period
+            )));
+        }
         meters.sort_by(|a, b| a.meter.cmp(&b.meter));
+        let projected_charge = bounds.as_ref().map_or(t.total_charge, |p| {
+            projected(t.total_charge, p.start, p.end, Utc::now())
+        });
         Ok(Response::new(proto::Totals {
             account_id: t.account.to_string(),
             period: t.period.to_string(),
@@ -52,6 +123,174 @@ impl Query for QueryService {
             total_charge: t.total_charge.to_string(),
             total_amount: t.amount().to_string(),
             meters,
+            status: "open".to_string(),
+            projected_charge: projected_charge.to_string(),
+            period_start: bounds.as_ref().map(|p| p.start.to_rfc3339()).unwrap_or_default(),
+            period_end: bounds.as_ref().map(|p| p.end.to_rfc3339()).unwrap_or_default(),
         }))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<proto::ListAccountsRequest>,
+    ) -> Result<Response<proto::ListAccountsResponse>, Status> {
+        let req = request.into_inner();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_token(&req.page_token)?)
+        };
+        let size = match req.page_size as usize {
+            0 => 100,
+            n => n.min(MAX_PAGE),
+        };
+        let mut accounts: Vec<String> = self
+            .of_period(&req.period)
+            .into_iter()
+            .map(|t| t.account.to_string())
+            .filter(|a| after.as_ref().is_none_or(|after| a > after))
+            .collect();
+        accounts.sort();
+        let more = accounts.len() > size;
+        accounts.truncate(size);
+        let next_page_token = if more {
+            accounts.last().map(|a| page_token(a)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ListAccountsResponse {
+            accounts,
+            next_page_token,
+        }))
+    }
+
+    async fn top_accounts(
+        &self,
+        request: Request<proto::TopAccountsRequest>,
+    ) -> Result<Response<proto::TopAccountsResponse>, Status> {
+        let req = request.into_inner();
+        if req.n == 0 || req.n as usize > MAX_PAGE {
+            return Err(Status::invalid_argument(format!("n must be between 1 and {MAX_PAGE}")));
+        }
+        let mut rows: Vec<PeriodTotals> = self
+            .of_period(&req.period)
+            .into_iter()
+            .filter(|t| req.currency.is_empty() || t.currency.as_str() == req.currency)
+            .collect();
+        rows.sort_by(|a, b| {
+            b.total_charge
+                .cmp(&a.total_charge)
+                .then_with(|| a.account.cmp(&b.account))
+        });
+        rows.truncate(req.n as usize);
+        let accounts = rows
+            .iter()
+            .map(|t| proto::AccountCharge {
+                account_id: t.account.to_string(),
+                currency: t.currency.to_string(),
+                total_charge: t.total_charge.to_string(),
+                total_amount: t.amount().to_string(),
+            })
+            .collect();
+        Ok(Response::new(proto::TopAccountsResponse { accounts }))
+    }
+
+    async fn quote(&self, request: Request<proto::QuoteRequest>) -> Result<Response<proto::QuoteResponse>, Status> {
+        let req = request.into_inner();
+        if req.events.len() > MAX_QUOTE_EVENTS {
+            return Err(Status::resource_exhausted(format!(
+                "at most {MAX_QUOTE_EVENTS} events per quote"
+            )));
+        }
+        if req.plan_id.is_empty() == req.account_id.is_empty() {
+            return Err(Status::invalid_argument("give exactly one of plan_id and account_id"));
+        }
+        let context = self.context.load();
+        // Any time is quotable: the window and skew of ingest do not apply.
+        let window = Window {
+            oldest_nanos: i64::MIN,
+            newest_nanos: i64::MAX,
+            now_nanos: 0,
+        };
+        let limits = Limits::default();
+        let mut usage: ahash::AHashMap<(String, String), Decimal> = ahash::AHashMap::new();
+        let mut events = Vec::with_capacity(req.events.len());
+        for (i, mut e) in req.events.into_iter().enumerate() {
+            let index = i as u32;
+            // The account of a quoted event is the request's (or none, for a plan quote).
+            e.account_id = if req.account_id.is_empty() {
+                "quote".to_string()
+            } else {
+                req.account_id.clone()
+            };
+            let rejected = |reason, detail: String| proto::QuotedEvent {
+                index,
+                reason: reason_to_proto(reason) as i32,
+                detail,
+                ..Default::default()
+            };
+            let event = match convert(index, e, 0, &window, &limits, &context.catalogue) {
+                Converted::Valid(v) => v.event,
+                Converted::Rejected(r) => {
+                    let reason = crate::domain::usage::RejectReason::from_code(r.entry.reason)
+                        .unwrap_or(crate::domain::usage::RejectReason::InvalidField);
+                    events.push(rejected(reason, r.entry.detail));
+                    continue;
+                }
+            };
+            let (plan, discount): (Option<&Plan>, Option<Decimal>) = if req.plan_id.is_empty() {
+                match context.subscriptions.plan_for(&req.account_id, event.timestamp) {
+                    Some((p, d)) => (context.catalogue.plan(p), d),
+                    None => (None, None),
+                }
+            } else {
+                (context.catalogue.plan(&req.plan_id), None)
+            };
+            let Some(plan) = plan else {
+                events.push(rejected(
+                    crate::domain::usage::RejectReason::NoTariff,
+                    "no plan for this account or plan id".into(),
+                ));
+                continue;
+            };
+            let period = plan.period.period_of(plan.time_zone, event.timestamp).label;
+            let key = (period.clone(), event.meter.clone());
+            let before = match usage.get(&key) {
+                Some(u) => *u,
+                None if !req.account_id.is_empty() => self
+                    .committed
+                    .totals
+                    .get(&(Arc::from(req.account_id.as_str()), Arc::from(period.as_str())))
+                    .map_or(Decimal::ZERO, |t| t.usage(&event.meter)),
+                None => Decimal::ZERO,
+            };
+            let input = RatingInput {
+                meter: &event.meter,
+                quantity: event.quantity,
+                at: event.timestamp,
+                attributes: &event.attributes,
+                period_usage: before,
+                subscription_discount: discount,
+            };
+            match rate(plan, &input) {
+                Ok(rated) => {
+                    usage.insert(key, before + rated.rated_quantity);
+                    let report = Report::new(plan, &event.meter, &event.attributes, &rated.explanation);
+                    events.push(proto::QuotedEvent {
+                        index,
+                        charge: rated.charge.to_string(),
+                        currency: plan.currency.to_string(),
+                        plan_id: plan.id.clone(),
+                        version: rated.explanation.version,
+                        period,
+                        explanation_json: serde_json::to_string(&report).unwrap_or_default(),
+                        reason: proto::RejectReason::Unspecified as i32,
+                        detail: String::new(),
+                    });
+                }
+                Err(error) => events.push(rejected(error.reason(), error.to_string())),
+            }
+        }
+        Ok(Response::new(proto::QuoteResponse { events }))
     }
 }

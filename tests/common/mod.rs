@@ -156,6 +156,7 @@ pub async fn totals_at(target: &str, account: &str, period: &str) -> Option<prot
         .get_totals(proto::GetTotalsRequest {
             account_id: account.into(),
             period: period.into(),
+            ..Default::default()
         })
         .await
     {
