@@ -89,11 +89,6 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         Ok((Pipeline::start(store, context, pipeline_config)?, settings))
     })
     .await??;
-    let admin = Arc::new(AdminCore::new(
-        pipeline.context.clone(),
-        settings,
-        config.tariffs_path.clone(),
-    ));
     let pipeline = Arc::new(pipeline);
     let recovered_records: usize = pipeline
         .committed
@@ -116,6 +111,13 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.dedupe_window_days,
         config.future_skew_seconds,
         shutdown_rx.clone(),
+    ));
+    let admin = Arc::new(AdminCore::new(
+        pipeline.context.clone(),
+        settings,
+        ingest.clone(),
+        config.limits.max_batch_events,
+        config.tariffs_path.clone(),
     ));
     let max_message = config.limits.max_message_bytes;
     let server = tonic::transport::Server::builder()

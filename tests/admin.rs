@@ -233,3 +233,104 @@ async fn sighup_reloads_the_tariffs() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+async fn suspense(
+    a: &mut AdminClient<tonic::transport::Channel>,
+    reason: proto::RejectReason,
+) -> Vec<proto::SuspendedEvent> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = proto::ListSuspenseRequest {
+            reason: reason as i32,
+            page_size: 2,
+            page_token: token,
+        };
+        let page = a.list_suspense(request).await.unwrap().into_inner();
+        all.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspense_lists_and_reprocesses_rejected_events() {
+    let dir = TempDir::new("admin-suspense");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let at = Utc::now() - Duration::minutes(10);
+    let events = vec![
+        event("l-1", "later", "api.requests", 10, 0, at, &[]),
+        event("l-2", "later", "api.requests", 20, 0, at, &[]),
+        event("l-3", "later", "storage.gb_hours", 150, 0, at, &[]),
+        event("f-1", "saas-0", "fax.pages", 1, 0, at, &[]),
+        event("", "saas-0", "api.requests", 1, 0, at, &[]),
+    ];
+    let ack = d
+        .ingest()
+        .await
+        .submit(proto::UsageBatch { batch_id: 1, events })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.rejected, 5);
+    let mut a = admin(&d.target).await;
+    assert_eq!(
+        suspense(&mut a, proto::RejectReason::Unspecified).await.len(),
+        5,
+        "every rejection waits in suspense"
+    );
+    let no_tariff = suspense(&mut a, proto::RejectReason::NoTariff).await;
+    assert_eq!(no_tariff.len(), 3);
+    assert_eq!(no_tariff[0].event.as_ref().unwrap().event_id, "l-1", "oldest first");
+    assert!(no_tariff.iter().all(|e| e.detail.contains("no subscription")));
+
+    // Still no plan: the events stay in suspense (once each) with their reason.
+    let by_reason = proto::ReprocessSuspenseRequest {
+        reason: proto::RejectReason::NoTariff as i32,
+        ids: vec![],
+    };
+    let r = a.reprocess_suspense(by_reason.clone()).await.unwrap().into_inner();
+    assert_eq!((r.reprocessed, r.accepted, r.rejected), (3, 0, 3));
+    assert_eq!(suspense(&mut a, proto::RejectReason::NoTariff).await.len(), 3);
+
+    // Once the account has a plan they are rated and leave suspense.
+    a.upsert_subscription(subscription("later", "saas-pro", "2020-01-01T00:00:00Z", ""))
+        .await
+        .unwrap();
+    let r = a.reprocess_suspense(by_reason).await.unwrap().into_inner();
+    assert_eq!((r.reprocessed, r.accepted, r.rejected), (3, 3, 0));
+    assert!(suspense(&mut a, proto::RejectReason::NoTariff).await.is_empty());
+    let t = d.totals("later", &at.format("%Y-%m").to_string()).await.unwrap();
+    assert_eq!(t.meters.iter().map(|m| m.events).sum::<u64>(), 3);
+
+    // By id: an unknown meter is still unknown.
+    let fax = suspense(&mut a, proto::RejectReason::UnknownMeter).await;
+    let r = a
+        .reprocess_suspense(proto::ReprocessSuspenseRequest {
+            reason: 0,
+            ids: vec![fax[0].id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.reprocessed, r.rejected), (1, 1));
+    assert_eq!(suspense(&mut a, proto::RejectReason::UnknownMeter).await.len(), 1);
+
+    let bad = a
+        .list_suspense(proto::ListSuspenseRequest {
+            reason: 0,
+            page_size: 2,
+            page_token: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let nothing = a
+        .reprocess_suspense(proto::ReprocessSuspenseRequest { reason: 0, ids: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), tonic::Code::InvalidArgument);
+    d.stop().await;
+}

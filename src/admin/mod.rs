@@ -11,9 +11,12 @@ use tracing::{info, warn};
 use crate::domain::money::parse_exact;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff_file::parse_catalogue;
+use crate::ingest::convert::{reason_from_proto, reason_to_proto};
 use crate::ingest::proto::{self, admin_server::Admin};
+use crate::ingest::service::IngestService;
 use crate::pipeline::{RatingContext, SharedContext};
 use crate::store::SettingsStore;
+use crate::store::codec::SuspenseEntry;
 
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,41 @@ pub enum AdminError {
     Invalid(String),
     #[error("storage: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+/// Most suspense entries one reprocess call handles.
+const MAX_REPROCESS: usize = 100_000;
+/// Most entries one ListSuspense page holds.
+const MAX_PAGE: usize = 1000;
+
+fn store_status(e: crate::store::StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn suspended_to_proto(e: &SuspenseEntry) -> proto::UsageEvent {
+    proto::UsageEvent {
+        event_id: e.event_id.clone(),
+        account_id: e.account_id.clone(),
+        meter: e.meter.clone(),
+        quantity: Some(proto::Quantity {
+            units: e.quantity_units,
+            nanos: e.quantity_nanos,
+        }),
+        timestamp_unix_nanos: e.timestamp_unix_nanos,
+        attributes: e
+            .attributes
+            .iter()
+            .map(|(k, v)| proto::Attribute {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn reason_filter(reason: i32) -> Result<Option<u8>, Status> {
+    let reason = proto::RejectReason::try_from(reason).map_err(|_| Status::invalid_argument("unknown reason"))?;
+    Ok(reason_from_proto(reason).map(|r| r.code()))
 }
 
 fn status_of(error: AdminError) -> Status {
@@ -35,19 +73,80 @@ fn status_of(error: AdminError) -> Status {
 pub struct AdminCore {
     context: SharedContext,
     settings: SettingsStore,
+    ingest: Arc<IngestService>,
+    max_batch_events: usize,
     tariffs_path: PathBuf,
     /// Serializes changes: each is read-modify-replace of the whole context.
     writes: tokio::sync::Mutex<()>,
 }
 
 impl AdminCore {
-    pub fn new(context: SharedContext, settings: SettingsStore, tariffs_path: PathBuf) -> Self {
+    pub fn new(
+        context: SharedContext,
+        settings: SettingsStore,
+        ingest: Arc<IngestService>,
+        max_batch_events: usize,
+        tariffs_path: PathBuf,
+    ) -> Self {
         AdminCore {
             context,
             settings,
+            ingest,
+            max_batch_events,
             tariffs_path,
             writes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Rates suspended events again through the ingest path. An event leaves suspense when it is
+    /// accepted or a duplicate; a still-rejected one was written to suspense again (with its new
+    /// reason) by the same commit that acknowledged it, so its old entry is removed in both cases.
+    /// A crash between the two leaves it in suspense twice, never zero times.
+    pub async fn reprocess_suspense(&self, reason: Option<u8>, ids: &[Vec<u8>]) -> Result<[u32; 4], Status> {
+        let _guard = self.writes.lock().await;
+        let entries = if ids.is_empty() {
+            self.settings
+                .suspense_page(None, reason, MAX_REPROCESS)
+                .map_err(store_status)?
+        } else {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                let entry = self.settings.suspense_entry(id).map_err(store_status)?;
+                let entry =
+                    entry.ok_or_else(|| Status::not_found(format!("no suspense entry {}", crate::store::hex(id))))?;
+                found.push((id.clone(), entry));
+            }
+            found
+        };
+        let mut counts = [0u32; 4];
+        for (n, chunk) in entries.chunks(self.max_batch_events.max(1)).enumerate() {
+            let events = chunk.iter().map(|(_, e)| suspended_to_proto(e)).collect();
+            // Batch ids from the top of the range, far from any agent's.
+            let batch = proto::UsageBatch {
+                batch_id: u64::MAX - n as u64,
+                events,
+            };
+            let pending = self.ingest.admit(batch).await?;
+            let ack = match pending.await {
+                Ok(Ok(ack)) => ack,
+                Ok(Err(e)) => return Err(crate::ingest::service::status_of(e)),
+                Err(_) => return Err(Status::unavailable("ratingd is shutting down")),
+            };
+            counts[0] += chunk.len() as u32;
+            counts[1] += ack.accepted;
+            counts[2] += ack.duplicate;
+            counts[3] += ack.rejected;
+            let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            self.settings.remove_suspense(&keys).map_err(store_status)?;
+        }
+        info!(
+            reprocessed = counts[0],
+            accepted = counts[1],
+            duplicate = counts[2],
+            rejected = counts[3],
+            "suspense reprocessed"
+        );
+        Ok(counts)
     }
 
     pub async fn upsert_subscription(&self, s: Subscription) -> Result<(), AdminError> {
@@ -134,6 +233,73 @@ fn to_proto(s: &Subscription) -> proto::Subscription {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn list_suspense(
+        &self,
+        request: Request<proto::ListSuspenseRequest>,
+    ) -> Result<Response<proto::ListSuspenseResponse>, Status> {
+        let req = request.into_inner();
+        let reason = reason_filter(req.reason)?;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(crate::store::unhex(&req.page_token).ok_or_else(|| Status::invalid_argument("malformed page_token"))?)
+        };
+        let size = match req.page_size as usize {
+            0 => 100,
+            n => n.min(MAX_PAGE),
+        };
+        let mut page = self
+            .0
+            .settings
+            .suspense_page(after.as_deref(), reason, size + 1)
+            .map_err(store_status)?;
+        let more = page.len() > size;
+        page.truncate(size);
+        let next_page_token = if more {
+            page.last().map(|(k, _)| crate::store::hex(k)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = page
+            .iter()
+            .map(|(k, e)| proto::SuspendedEvent {
+                id: crate::store::hex(k),
+                event: Some(suspended_to_proto(e)),
+                reason: crate::domain::usage::RejectReason::from_code(e.reason)
+                    .map_or(0, |r| reason_to_proto(r) as i32),
+                detail: e.detail.clone(),
+                received_at: DateTime::<Utc>::from_timestamp_nanos(e.received_unix_nanos).to_rfc3339(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListSuspenseResponse {
+            events,
+            next_page_token,
+        }))
+    }
+
+    async fn reprocess_suspense(
+        &self,
+        request: Request<proto::ReprocessSuspenseRequest>,
+    ) -> Result<Response<proto::ReprocessSuspenseResponse>, Status> {
+        let req = request.into_inner();
+        let reason = reason_filter(req.reason)?;
+        if reason.is_none() && req.ids.is_empty() {
+            return Err(Status::invalid_argument("give a reason or ids"));
+        }
+        let ids = req
+            .ids
+            .iter()
+            .map(|id| crate::store::unhex(id).ok_or_else(|| Status::invalid_argument(format!("malformed id {id:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let [reprocessed, accepted, duplicate, rejected] = self.0.reprocess_suspense(reason, &ids).await?;
+        Ok(Response::new(proto::ReprocessSuspenseResponse {
+            reprocessed,
+            accepted,
+            duplicate,
+            rejected,
+        }))
+    }
+
     async fn upsert_subscription(
         &self,
         request: Request<proto::Subscription>,

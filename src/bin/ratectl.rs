@@ -43,6 +43,34 @@ enum Command {
     /// Subscriptions of accounts to plans (Admin API).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
+    /// Rejected events waiting in suspense (Admin API).
+    #[command(subcommand)]
+    Suspense(SuspenseCommand),
+}
+
+#[derive(Subcommand)]
+enum SuspenseCommand {
+    /// List suspended events, oldest first.
+    List {
+        /// Only this reason (e.g. NO_TARIFF).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Most entries to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
+    /// Rate suspended events again (after adding a tariff or subscription).
+    Reprocess {
+        #[arg(long)]
+        reason: Option<String>,
+        /// Entry ids from `suspense list`.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +199,7 @@ fn main() -> ExitCode {
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(&a, args.json))),
         Command::Totals(a) => runtime().and_then(|rt| rt.block_on(totals(&a, args.json))),
         Command::Subscriptions(c) => runtime().and_then(|rt| rt.block_on(subscriptions(c, args.json))),
+        Command::Suspense(c) => runtime().and_then(|rt| rt.block_on(suspense(c, args.json))),
         Command::Tariffs(TariffsCommand::Reload { target }) => {
             runtime().and_then(|rt| rt.block_on(reload(&target, args.json)))
         }
@@ -370,6 +399,95 @@ async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(
                 println!("{}", json!({ "subscriptions": items }));
             } else {
                 list.subscriptions.iter().for_each(print_subscription);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reason_arg(reason: Option<&str>) -> Result<i32, Failure> {
+    let Some(name) = reason else { return Ok(0) };
+    let full = format!("REJECT_REASON_{}", name.to_ascii_uppercase());
+    proto::RejectReason::from_str_name(&full)
+        .map(|r| r as i32)
+        .ok_or_else(|| Failure::new(format!("--reason: unknown reason {name:?}")))
+}
+
+fn reason_name(code: i32) -> String {
+    proto::RejectReason::try_from(code)
+        .map(|r| r.as_str_name().trim_start_matches("REJECT_REASON_").to_string())
+        .unwrap_or_else(|_| code.to_string())
+}
+
+async fn suspense(command: SuspenseCommand, as_json: bool) -> Result<(), Failure> {
+    match command {
+        SuspenseCommand::List { reason, limit, target } => {
+            let reason = reason_arg(reason.as_deref())?;
+            let mut client = admin(&target).await?;
+            let mut rows = Vec::new();
+            let mut token = String::new();
+            while rows.len() < limit {
+                let page_size = (limit - rows.len()).min(1000) as u32;
+                let request = proto::ListSuspenseRequest {
+                    reason,
+                    page_size,
+                    page_token: token,
+                };
+                let page = client.list_suspense(request).await.map_err(rpc_failure)?.into_inner();
+                rows.extend(page.events);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            if as_json {
+                let items: Vec<_> = rows
+                    .iter()
+                    .map(|e| {
+                        let ev = e.event.clone().unwrap_or_default();
+                        json!({
+                            "id": e.id, "reason": reason_name(e.reason), "detail": e.detail, "received_at": e.received_at,
+                            "event_id": ev.event_id, "account": ev.account_id, "meter": ev.meter,
+                        })
+                    })
+                    .collect();
+                println!("{}", json!({ "suspense": items }));
+            } else {
+                for e in &rows {
+                    let ev = e.event.clone().unwrap_or_default();
+                    println!(
+                        "{} {} {} {}/{}: {}",
+                        e.id,
+                        reason_name(e.reason),
+                        e.received_at,
+                        ev.account_id,
+                        ev.event_id,
+                        e.detail
+                    );
+                }
+            }
+        }
+        SuspenseCommand::Reprocess { reason, ids, target } => {
+            let request = proto::ReprocessSuspenseRequest {
+                reason: reason_arg(reason.as_deref())?,
+                ids,
+            };
+            let r = admin(&target)
+                .await?
+                .reprocess_suspense(request)
+                .await
+                .map_err(rpc_failure)?
+                .into_inner();
+            if as_json {
+                println!(
+                    "{}",
+                    json!({ "reprocessed": r.reprocessed, "accepted": r.accepted, "duplicate": r.duplicate, "rejected": r.rejected })
+                );
+            } else {
+                println!(
+                    "reprocessed {}: accepted {}, duplicate {}, still rejected {}",
+                    r.reprocessed, r.accepted, r.duplicate, r.rejected
+                );
             }
         }
     }

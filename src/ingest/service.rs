@@ -48,7 +48,7 @@ impl IngestService {
     }
 
     /// Admits one batch (waiting for room: the backpressure point), validates and routes it.
-    async fn admit(
+    pub async fn admit(
         &self,
         batch: proto::UsageBatch,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Ack, PipelineError>>, Status> {

@@ -63,20 +63,10 @@ fn projected(total: Decimal, start: DateTime<Utc>, end: DateTime<Utc>, now: Date
         .unwrap_or(total)
 }
 
-fn page_token(account: &str) -> String {
-    account.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 fn parse_token(token: &str) -> Result<String, Status> {
-    let bad = || Status::invalid_argument("malformed page_token");
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-        .collect::<Result<Vec<u8>, Status>>()?;
-    String::from_utf8(bytes).map_err(|_| bad())
+    crate::store::unhex(token)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Status::invalid_argument("malformed page_token"))
 }
 
 #[tonic::async_trait]
@@ -154,7 +144,10 @@ impl Query for QueryService {
         let more = accounts.len() > size;
         accounts.truncate(size);
         let next_page_token = if more {
-            accounts.last().map(|a| page_token(a)).unwrap_or_default()
+            accounts
+                .last()
+                .map(|a| crate::store::hex(a.as_bytes()))
+                .unwrap_or_default()
         } else {
             String::new()
         };

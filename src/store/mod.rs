@@ -262,3 +262,82 @@ impl SettingsStore {
         Ok(out)
     }
 }
+
+impl SettingsStore {
+    /// Suspense entries after key `after` (exclusive), oldest first, optionally of one reason.
+    pub fn suspense_page(
+        &self,
+        after: Option<&[u8]>,
+        reason: Option<u8>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, codec::SuspenseEntry)>, StoreError> {
+        let start = match after {
+            Some(k) => {
+                let mut k = k.to_vec();
+                k.push(0);
+                k
+            }
+            None => SUSPENSE_PREFIX.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(SUSPENSE_PREFIX) || out.len() >= limit {
+                break;
+            }
+            let entry = codec::decode_suspense(&v).map_err(|error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("s/{}", hex(&k[2..])),
+                error,
+            })?;
+            if reason.is_none_or(|r| r == entry.reason) {
+                out.push((k.to_vec(), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One suspense entry by key.
+    pub fn suspense_entry(&self, key: &[u8]) -> Result<Option<codec::SuspenseEntry>, StoreError> {
+        if !key.starts_with(SUSPENSE_PREFIX) {
+            return Ok(None);
+        }
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(v) => codec::decode_suspense(&v)
+                .map(Some)
+                .map_err(|error| StoreError::Corrupt {
+                    file: self.dir.clone(),
+                    key: format!("s/{}", hex(&key[2..])),
+                    error,
+                }),
+        }
+    }
+
+    /// Removes suspense entries that left suspense (or were replaced by a newer entry), durably.
+    pub fn remove_suspense(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k.as_slice());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Lowercase hex of bytes (suspense ids, page tokens).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a lowercase hex string.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
