@@ -112,6 +112,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.future_skew_seconds,
         shutdown_rx.clone(),
     ));
+    let query_store = settings.clone();
     let admin = Arc::new(AdminCore::new(
         pipeline.context.clone(),
         settings,
@@ -123,8 +124,12 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let server = tonic::transport::Server::builder()
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
-            QueryServer::new(QueryService::new(pipeline.committed.clone(), pipeline.context.clone()))
-                .max_decoding_message_size(max_message),
+            QueryServer::new(QueryService::new(
+                pipeline.committed.clone(),
+                pipeline.context.clone(),
+                query_store,
+            ))
+            .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminService(admin.clone())).max_decoding_message_size(max_message));
     info!(

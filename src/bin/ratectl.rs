@@ -43,6 +43,31 @@ enum Command {
     /// Subscriptions of accounts to plans (Admin API).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
+    /// Rated records of one account, oldest first.
+    Records {
+        #[arg(long)]
+        account: String,
+        /// Event time from (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Event time to (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Most records to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
+    /// How one rated record's charge was computed.
+    Explain {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        event_id: String,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
     /// Rejected events waiting in suspense (Admin API).
     #[command(subcommand)]
     Suspense(SuspenseCommand),
@@ -200,6 +225,18 @@ fn main() -> ExitCode {
         Command::Totals(a) => runtime().and_then(|rt| rt.block_on(totals(&a, args.json))),
         Command::Subscriptions(c) => runtime().and_then(|rt| rt.block_on(subscriptions(c, args.json))),
         Command::Suspense(c) => runtime().and_then(|rt| rt.block_on(suspense(c, args.json))),
+        Command::Records {
+            account,
+            from,
+            to,
+            limit,
+            target,
+        } => runtime().and_then(|rt| rt.block_on(records(&target, account, from, to, limit, args.json))),
+        Command::Explain {
+            account,
+            event_id,
+            target,
+        } => runtime().and_then(|rt| rt.block_on(explain(&target, account, event_id, args.json))),
         Command::Tariffs(TariffsCommand::Reload { target }) => {
             runtime().and_then(|rt| rt.block_on(reload(&target, args.json)))
         }
@@ -401,6 +438,95 @@ async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(
                 list.subscriptions.iter().for_each(print_subscription);
             }
         }
+    }
+    Ok(())
+}
+
+async fn query_client(target: &str) -> Result<QueryClient<tonic::transport::Channel>, Failure> {
+    QueryClient::connect(target.to_string())
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {target}: {e}")))
+}
+
+fn record_json(r: &proto::RatedRecord) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = r
+        .attributes
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone().into()))
+        .collect();
+    json!({
+        "event_id": r.event_id, "account": r.account_id, "meter": r.meter, "quantity": r.quantity,
+        "timestamp": r.timestamp, "attributes": attributes, "plan": r.plan_id, "version": r.version,
+        "period": r.period, "rated_quantity": r.rated_quantity, "charge": r.charge,
+        "period_usage_before": r.period_usage_before,
+    })
+}
+
+async fn records(
+    target: &str,
+    account: String,
+    from: Option<String>,
+    to: Option<String>,
+    limit: usize,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let mut client = query_client(target).await?;
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    while rows.len() < limit {
+        let request = proto::ListRatedRecordsRequest {
+            account_id: account.clone(),
+            from: from.clone().unwrap_or_default(),
+            to: to.clone().unwrap_or_default(),
+            page_size: (limit - rows.len()).min(1000) as u32,
+            page_token: token,
+        };
+        let page = client
+            .list_rated_records(request)
+            .await
+            .map_err(rpc_failure)?
+            .into_inner();
+        rows.extend(page.records);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if as_json {
+        println!(
+            "{}",
+            json!({ "records": rows.iter().map(record_json).collect::<Vec<_>>() })
+        );
+    } else {
+        for r in &rows {
+            println!(
+                "{} {} {} {} {} -> {} ({} v{})",
+                r.timestamp, r.event_id, r.meter, r.quantity, r.period, r.charge, r.plan_id, r.version
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn explain(target: &str, account: String, event_id: String, as_json: bool) -> Result<(), Failure> {
+    let request = proto::ExplainRecordRequest {
+        account_id: account,
+        event_id,
+    };
+    let e = query_client(target)
+        .await?
+        .explain_record(request)
+        .await
+        .map_err(rpc_failure)?
+        .into_inner();
+    if as_json {
+        let explanation: serde_json::Value = serde_json::from_str(&e.explanation_json).unwrap_or_default();
+        println!(
+            "{}",
+            json!({ "record": e.record.as_ref().map(record_json), "explain": explanation })
+        );
+    } else {
+        println!("{}", e.explanation_text);
     }
     Ok(())
 }

@@ -102,6 +102,15 @@ impl Committer {
         for out in group.iter_mut() {
             commit.suspense.append(&mut out.suspense);
         }
+        if records > 0 {
+            let mut accounts: Vec<std::sync::Arc<str>> = group
+                .iter()
+                .flat_map(|o| o.totals.iter().map(|t| t.account.clone()))
+                .collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            commit.accounts = accounts;
+        }
         if commit.block.is_none() && commit.suspense.is_empty() && commit.checkpoint.is_empty() {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.

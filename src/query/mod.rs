@@ -15,6 +15,8 @@ use crate::ingest::convert::{Converted, Window, convert, reason_to_proto};
 use crate::ingest::proto::{self, query_server::Query};
 use crate::pipeline::{CommittedView, SharedContext};
 use crate::rating::{RatingInput, Report, rate};
+use crate::store::SettingsStore;
+use crate::store::codec::Record;
 
 /// Most rows one ListAccounts or TopAccounts answer carries.
 const MAX_PAGE: usize = 1000;
@@ -24,11 +26,56 @@ const MAX_QUOTE_EVENTS: usize = 10_000;
 pub struct QueryService {
     committed: CommittedView,
     context: SharedContext,
+    store: SettingsStore,
+}
+
+fn record_to_proto(r: &Record) -> proto::RatedRecord {
+    proto::RatedRecord {
+        event_id: r.event_id.clone(),
+        account_id: r.account_id.clone(),
+        meter: r.meter.clone(),
+        quantity: r.quantity.normalize().to_string(),
+        timestamp: DateTime::<Utc>::from_timestamp_nanos(r.timestamp_unix_nanos).to_rfc3339(),
+        attributes: r
+            .attributes
+            .iter()
+            .map(|(k, v)| proto::Attribute {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        plan_id: r.plan.clone(),
+        version: r.version,
+        period: r.period.clone(),
+        rated_quantity: r.rated_quantity.normalize().to_string(),
+        charge: r.charge.to_string(),
+        period_usage_before: r.period_usage_before.normalize().to_string(),
+    }
+}
+
+fn optional_instant(field: &str, text: &str) -> Result<Option<i64>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("{field}: {text:?} is not an RFC 3339 date-time")))
+}
+
+fn store_status(e: crate::store::StoreError) -> Status {
+    // A corrupted value names its file and key; totals built on it are not served.
+    Status::data_loss(e.to_string())
 }
 
 impl QueryService {
-    pub fn new(committed: CommittedView, context: SharedContext) -> Self {
-        QueryService { committed, context }
+    pub fn new(committed: CommittedView, context: SharedContext, store: SettingsStore) -> Self {
+        QueryService {
+            committed,
+            context,
+            store,
+        }
     }
 
     fn totals(&self, account: &str, period: &str) -> Result<PeriodTotals, Status> {
@@ -71,6 +118,132 @@ fn parse_token(token: &str) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl Query for QueryService {
+    async fn list_rated_records(
+        &self,
+        request: Request<proto::ListRatedRecordsRequest>,
+    ) -> Result<Response<proto::ListRatedRecordsResponse>, Status> {
+        let req = request.into_inner();
+        if req.account_id.is_empty() {
+            return Err(Status::invalid_argument("account_id is required"));
+        }
+        let from = optional_instant("from", &req.from)?.unwrap_or(i64::MIN);
+        let to = optional_instant("to", &req.to)?.unwrap_or(i64::MAX);
+        let size = match req.page_size as usize {
+            0 => 100,
+            n => n.min(MAX_PAGE),
+        };
+        // The token is the position (block, index) of the last record returned.
+        let after: Option<(u64, u32)> = if req.page_token.is_empty() {
+            None
+        } else {
+            let bytes = crate::store::unhex(&req.page_token).filter(|b| b.len() == 12);
+            let bytes = bytes.ok_or_else(|| Status::invalid_argument("malformed page_token"))?;
+            let seq = u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
+            let index = u32::from_be_bytes(bytes[8..].try_into().unwrap_or_default());
+            Some((seq, index))
+        };
+        let mut records = Vec::with_capacity(size);
+        let mut last = None;
+        let mut more = false;
+        let store = self.store.clone();
+        let account = req.account_id.clone();
+        let start = after.map_or(0, |(seq, _)| seq);
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let result = store.account_records(&account, start, |seq, index, record| {
+                if after.is_some_and(|a| (seq, index) <= a) {
+                    return true;
+                }
+                if record.timestamp_unix_nanos < from || record.timestamp_unix_nanos >= to {
+                    return true;
+                }
+                found.push((seq, index, record));
+                found.len() <= size
+            });
+            result.map(|()| found)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(store_status)?;
+        for (seq, index, record) in found {
+            if records.len() == size {
+                more = true;
+                break;
+            }
+            records.push(record_to_proto(&record));
+            last = Some((seq, index));
+        }
+        let next_page_token = match (more, last) {
+            (true, Some((seq, index))) => {
+                let mut bytes = seq.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&index.to_be_bytes());
+                crate::store::hex(&bytes)
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListRatedRecordsResponse {
+            records,
+            next_page_token,
+        }))
+    }
+
+    async fn explain_record(
+        &self,
+        request: Request<proto::ExplainRecordRequest>,
+    ) -> Result<Response<proto::ExplainRecordResponse>, Status> {
+        let req = request.into_inner();
+        let store = self.store.clone();
+        let (account, event_id) = (req.account_id.clone(), req.event_id.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = None;
+            store
+                .account_records(&account, 0, |_, _, record| {
+                    if record.event_id == event_id {
+                        found = Some(record);
+                        return false;
+                    }
+                    true
+                })
+                .map(|()| found)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(store_status)?;
+        let record = found.ok_or_else(|| {
+            Status::not_found(format!(
+                "no rated record {:?} for account {:?}",
+                req.event_id, req.account_id
+            ))
+        })?;
+        let context = self.context.load();
+        let plan = context.catalogue.plan(&record.plan).ok_or_else(|| {
+            Status::failed_precondition(format!("plan {:?} is no longer in the tariff catalogue", record.plan))
+        })?;
+        let at = DateTime::<Utc>::from_timestamp_nanos(record.timestamp_unix_nanos);
+        let input = RatingInput {
+            meter: &record.meter,
+            quantity: record.quantity,
+            at,
+            attributes: &record.attributes,
+            period_usage: record.period_usage_before,
+            subscription_discount: record.subscription_discount,
+        };
+        let rated = rate(plan, &input).map_err(|e| Status::failed_precondition(format!("cannot re-rate: {e}")))?;
+        if rated.charge != record.charge || rated.explanation.version != record.version {
+            // Versions in force are never edited; if one was, say so rather than explain wrongly.
+            return Err(Status::failed_precondition(format!(
+                "plan {:?} version {} no longer gives the stored charge {} (now {}): was a version in force edited?",
+                record.plan, record.version, record.charge, rated.charge
+            )));
+        }
+        let report = Report::new(plan, &record.meter, &record.attributes, &rated.explanation);
+        Ok(Response::new(proto::ExplainRecordResponse {
+            record: Some(record_to_proto(&record)),
+            explanation_json: serde_json::to_string(&report).unwrap_or_default(),
+            explanation_text: report.to_string(),
+        }))
+    }
+
     async fn get_totals(&self, request: Request<proto::GetTotalsRequest>) -> Result<Response<proto::Totals>, Status> {
         let req = request.into_inner();
         if req.account_id.is_empty() || req.period.is_empty() {

@@ -5,7 +5,9 @@
 //! - `m/seed`: the 64-bit key of the event fingerprints, made once per data dir;
 //! - `b/<seq u64>`: a block (see [`codec`]) of every record of one group commit;
 //! - `s/<seq u64><n u32>`: a suspense entry written by commit `seq`;
-//! - `c/meta`, `c/<shard u32>`: the latest checkpoint (see `pipeline::checkpoint`).
+//! - `x/<seq u64>`: the accounts with records in block `seq` (drill-down by account);
+//! - `c/<shard u32>`: the latest checkpoint of each shard (see `pipeline::shard`);
+//! - `u/<account><from>`: subscriptions stored through the Admin API.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
@@ -30,6 +32,7 @@ pub enum StoreError {
 const SEED_KEY: &[u8] = b"m/seed";
 const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
+const INDEX_PREFIX: &[u8] = b"x/";
 pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
 
 pub struct Store {
@@ -46,6 +49,8 @@ pub struct Commit {
     pub suspense: Vec<Vec<u8>>,
     /// Checkpoint values written in the same atomic batch (key suffix after `c/`, value).
     pub checkpoint: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The accounts with records in the block (for drill-down by account without a key per event).
+    pub accounts: Vec<std::sync::Arc<str>>,
 }
 
 fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
@@ -107,6 +112,13 @@ impl Store {
         let mut batch = sled::Batch::default();
         if let Some(block) = commit.block {
             batch.insert(key(BLOCK_PREFIX, seq), block);
+            let mut index = Vec::with_capacity(commit.accounts.len() * 16 + 4);
+            let mut w = codec::Writer(&mut index);
+            w.u32(commit.accounts.len() as u32);
+            for a in &commit.accounts {
+                w.str(a);
+            }
+            batch.insert(key(INDEX_PREFIX, seq), index);
         }
         for (n, entry) in commit.suspense.into_iter().enumerate() {
             let mut k = key(SUSPENSE_PREFIX, seq);
@@ -264,6 +276,50 @@ impl SettingsStore {
 }
 
 impl SettingsStore {
+    /// The records of `account` in blocks at or after `from_seq`, in commit order, with their
+    /// position (`seq`, index in the block). Reads only the blocks whose index names the account.
+    pub fn account_records(
+        &self,
+        account: &str,
+        from_seq: u64,
+        mut visit: impl FnMut(u64, u32, codec::Record) -> bool,
+    ) -> Result<(), StoreError> {
+        for item in self.db.range(key(INDEX_PREFIX, from_seq)..key(INDEX_PREFIX, u64::MAX)) {
+            let (k, v) = item?;
+            let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("x/{seq}"),
+                error,
+            };
+            let mut r = codec::Reader::new(&v);
+            let n = r.u32().map_err(corrupt)?;
+            let mut present = false;
+            for _ in 0..n {
+                present |= r.str().map_err(corrupt)? == account;
+            }
+            if !present {
+                continue;
+            }
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("b/{seq}"),
+                error,
+            };
+            let Some(block) = self.db.get(key(BLOCK_PREFIX, seq))? else {
+                continue;
+            };
+            let (_, payload) = codec::open_block(&block).map_err(corrupt)?;
+            for (i, record) in codec::records(payload).enumerate() {
+                let record = record.map_err(corrupt)?;
+                if record.account_id == account && !visit(seq, i as u32, record) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Suspense entries after key `after` (exclusive), oldest first, optionally of one reason.
     pub fn suspense_page(
         &self,
