@@ -271,3 +271,68 @@ async fn rated_records_page_through_and_explain_themselves() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_add_up_to_the_totals() {
+    let dir = TempDir::new("statement");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let events = generate(3_000, 0.1, 63);
+    send_all(&d, &events).await;
+    let mut q = query(&d.target).await;
+    for prefix in ["saas", "tel"] {
+        let (account, period) = expected_totals(&events)
+            .keys()
+            .find(|k| k.0.starts_with(prefix))
+            .unwrap()
+            .clone();
+        let s = q
+            .statement(proto::StatementRequest {
+                account_id: account.clone(),
+                period: period.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let t = d.totals(&account, &period).await.unwrap();
+        let dec = |x: &str| x.parse::<Decimal>().unwrap();
+        assert_eq!(s.total_charge, t.total_charge);
+        assert_eq!(s.total_amount, t.total_amount);
+        assert_eq!(
+            dec(&s.subtotal) + dec(&s.discount),
+            dec(&s.total_charge),
+            "subtotal + discount = total"
+        );
+        let priced: Decimal = s
+            .lines
+            .iter()
+            .filter(|l| !l.amount.is_empty())
+            .map(|l| dec(&l.amount))
+            .sum();
+        assert_eq!(priced, dec(&s.total_charge), "the priced lines add up to the total");
+        let text: Vec<&str> = s.lines.iter().map(|l| l.description.as_str()).collect();
+        if prefix == "saas" {
+            assert!(dec(&s.discount) < Decimal::ZERO, "saas-pro has 10% off: {text:?}");
+            assert!(
+                text.iter().any(|l| l.starts_with("discount 10% (plan version 1)")),
+                "{text:?}"
+            );
+        } else {
+            assert!(dec(&s.discount).is_zero());
+            assert!(
+                text.iter()
+                    .any(|l| l.contains("band peak") || l.contains("band off-peak")),
+                "{text:?}"
+            );
+            assert!(text.iter().any(|l| l.contains("connect fees")), "{text:?}");
+        }
+    }
+    let missing = q
+        .statement(proto::StatementRequest {
+            account_id: "nobody".into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    d.stop().await;
+}

@@ -59,6 +59,15 @@ enum Command {
         #[arg(long, default_value = DEFAULT_TARGET)]
         target: String,
     },
+    /// Invoice-ready line items of one account and period.
+    Statement {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        period: String,
+        #[arg(long, default_value = DEFAULT_TARGET)]
+        target: String,
+    },
     /// How one rated record's charge was computed.
     Explain {
         #[arg(long)]
@@ -237,6 +246,11 @@ fn main() -> ExitCode {
             event_id,
             target,
         } => runtime().and_then(|rt| rt.block_on(explain(&target, account, event_id, args.json))),
+        Command::Statement {
+            account,
+            period,
+            target,
+        } => runtime().and_then(|rt| rt.block_on(statement(&target, account, period, args.json))),
         Command::Tariffs(TariffsCommand::Reload { target }) => {
             runtime().and_then(|rt| rt.block_on(reload(&target, args.json)))
         }
@@ -504,6 +518,51 @@ async fn records(
                 r.timestamp, r.event_id, r.meter, r.quantity, r.period, r.charge, r.plan_id, r.version
             );
         }
+    }
+    Ok(())
+}
+
+async fn statement(target: &str, account: String, period: String, as_json: bool) -> Result<(), Failure> {
+    let request = proto::StatementRequest {
+        account_id: account,
+        period,
+    };
+    let s = query_client(target)
+        .await?
+        .statement(request)
+        .await
+        .map_err(rpc_failure)?
+        .into_inner();
+    if as_json {
+        let lines: Vec<_> = s
+            .lines
+            .iter()
+            .map(|l| json!({ "meter": l.meter, "description": l.description, "amount": l.amount }))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "account": s.account_id, "period": s.period, "plan": s.plan, "currency": s.currency,
+                "status": s.status, "lines": lines, "subtotal": s.subtotal, "discount": s.discount,
+                "total_charge": s.total_charge, "total_amount": s.total_amount,
+            })
+        );
+    } else {
+        println!(
+            "statement {} {} ({}, {}, {})",
+            s.account_id, s.period, s.plan, s.currency, s.status
+        );
+        for l in &s.lines {
+            println!("  {:<70} {:>20}", l.description, l.amount);
+        }
+        println!("  {:<70} {:>20}", "subtotal", s.subtotal);
+        println!("  {:<70} {:>20}", "discount", s.discount);
+        println!("  {:<70} {:>20}", "total (exact)", s.total_charge);
+        println!(
+            "  {:<70} {:>20}",
+            format!("amount due ({})", s.currency),
+            s.total_amount
+        );
     }
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! `ratingd.v1.Query`: the read side for billing backends. Totals come from the committed view
-//! (only durable figures); quotes run the rating engine without recording anything.
+//! (only durable figures); quotes run the rating engine without recording anything; records,
+//! explanations and statements are read from the blocks.
+
+pub mod statement;
 
 use std::sync::Arc;
 
@@ -184,6 +187,58 @@ impl Query for QueryService {
         Ok(Response::new(proto::ListRatedRecordsResponse {
             records,
             next_page_token,
+        }))
+    }
+
+    async fn statement(&self, request: Request<proto::StatementRequest>) -> Result<Response<proto::Statement>, Status> {
+        let req = request.into_inner();
+        let totals = self.totals(&req.account_id, &req.period)?;
+        let store = self.store.clone();
+        let (account, period) = (req.account_id.clone(), req.period.clone());
+        let records = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            store
+                .account_records(&account, 0, |_, _, r| {
+                    if r.period == period {
+                        found.push(r);
+                    }
+                    true
+                })
+                .map(|()| found)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(store_status)?;
+        let context = self.context.load();
+        let plan = context.catalogue.plan(&totals.plan).ok_or_else(|| {
+            Status::failed_precondition(format!("plan {:?} is no longer in the tariff catalogue", totals.plan))
+        })?;
+        let s = statement::build(plan, &records).map_err(Status::failed_precondition)?;
+        if s.total != totals.total_charge {
+            return Err(Status::data_loss(format!(
+                "the records of {:?} {:?} sum to {} but the totals say {}",
+                req.account_id, req.period, s.total, totals.total_charge
+            )));
+        }
+        Ok(Response::new(proto::Statement {
+            account_id: req.account_id,
+            period: req.period,
+            plan: totals.plan.to_string(),
+            currency: totals.currency.to_string(),
+            status: "open".to_string(),
+            lines: s
+                .lines
+                .into_iter()
+                .map(|l| proto::StatementLine {
+                    meter: l.meter,
+                    description: l.description,
+                    amount: l.amount.map(|a| a.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+            subtotal: s.subtotal.to_string(),
+            discount: s.discount.to_string(),
+            total_charge: s.total.to_string(),
+            total_amount: totals.rounding.apply(s.total).to_string(),
         }))
     }
 

@@ -1,0 +1,213 @@
+//! Statements: invoice-ready line items of one account and period, rebuilt from its rated
+//! records. Each record is rated again from its stored inputs twice: as charged, and without
+//! discounts, so the discount appears as its own line and subtotal + discount = total exactly.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::domain::tariff::{Model, Plan};
+use crate::rating::{ModelKind, RateSource, RatingInput, rate};
+use crate::store::codec::Record;
+
+/// One line: `amount` is `None` for detail lines that explain the line above.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub meter: String,
+    pub description: String,
+    pub amount: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub lines: Vec<Line>,
+    pub subtotal: Decimal,
+    pub discount: Decimal,
+    pub total: Decimal,
+}
+
+#[derive(Default)]
+struct MeterSum {
+    events: u64,
+    quantity: Decimal,
+    rated: Decimal,
+    undiscounted: Decimal,
+    charged: Decimal,
+    bands: BTreeMap<String, Decimal>,
+    tiers: BTreeMap<usize, Decimal>,
+    prefixes: BTreeMap<String, Decimal>,
+    connect_fees: (u64, Decimal),
+    free: Decimal,
+    minimums: u64,
+    /// For volume and package models: how the period ends (usage, description).
+    period_end: (Decimal, String),
+}
+
+/// Builds the statement of `records` (one account, one period, all under `plan`).
+pub fn build(plan: &Plan, records: &[Record]) -> Result<Statement, String> {
+    let mut undiscounted_plan = plan.clone();
+    for v in &mut undiscounted_plan.versions {
+        v.discount_percent = None;
+    }
+    let mut meters: BTreeMap<String, MeterSum> = BTreeMap::new();
+    let mut discounts: BTreeMap<String, ()> = BTreeMap::new();
+    for r in records {
+        let at = DateTime::<Utc>::from_timestamp_nanos(r.timestamp_unix_nanos);
+        let input = RatingInput {
+            meter: &r.meter,
+            quantity: r.quantity,
+            at,
+            attributes: &r.attributes,
+            period_usage: r.period_usage_before,
+            subscription_discount: r.subscription_discount,
+        };
+        let charged = rate(plan, &input).map_err(|e| format!("record {:?}: {e}", r.event_id))?;
+        if charged.charge != r.charge {
+            return Err(format!(
+                "record {:?} no longer rates to its stored charge: was a version in force edited?",
+                r.event_id
+            ));
+        }
+        let plain = rate(
+            &undiscounted_plan,
+            &RatingInput {
+                subscription_discount: None,
+                ..input
+            },
+        )
+        .map_err(|e| format!("record {:?}: {e}", r.event_id))?;
+        let e = &charged.explanation;
+        if let Some(d) = e.version_discount {
+            discounts.insert(format!("{d}% (plan version {})", e.version), ());
+        }
+        if let Some(d) = e.subscription_discount {
+            discounts.insert(format!("{d}% (subscription)"), ());
+        }
+        let m = meters.entry(r.meter.clone()).or_default();
+        m.events += 1;
+        m.quantity += r.quantity;
+        m.rated += r.rated_quantity;
+        m.undiscounted += plain.charge;
+        m.charged += r.charge;
+        if !e.connect_fee.is_zero() {
+            m.connect_fees.0 += 1;
+            m.connect_fees.1 = e.connect_fee;
+        }
+        m.minimums += u64::from(e.minimum_applied.is_some());
+        if let Some(a) = &e.allowance {
+            m.free += a.free;
+        }
+        let version = plan.versions.iter().find(|v| v.number == e.version);
+        let tariff = version.and_then(|v| v.meters.get(&r.meter));
+        if let Some(Model::PerUnit(p)) = tariff.map(|t| &t.model) {
+            for part in &e.parts {
+                let name = p
+                    .bands
+                    .as_ref()
+                    .and_then(|b| b.bands.get(usize::from(part.band)))
+                    .map_or("?", |b| b.name.as_str());
+                *m.bands.entry(name.to_string()).or_default() += part.quantity - part.free;
+            }
+            if let (Some(rate), Some(table)) = (&e.rate, &p.rates.prefix) {
+                let key = match rate.source {
+                    RateSource::Prefix { len } => {
+                        let value = crate::domain::usage::attribute(&r.attributes, &table.attribute).unwrap_or("");
+                        format!("{} at {}", value.get(..usize::from(len)).unwrap_or(value), rate.price)
+                    }
+                    RateSource::Match { rule } => format!("rule {} at {}", rule + 1, rate.price),
+                    RateSource::Default => format!("other at {}", rate.price),
+                };
+                *m.prefixes.entry(key).or_default() += r.rated_quantity;
+            }
+        }
+        if let Some(c) = &e.cumulative {
+            match e.model {
+                ModelKind::Graduated => {
+                    for step in &c.steps {
+                        *m.tiers.entry(step.tier).or_default() += step.quantity;
+                    }
+                }
+                ModelKind::Volume => {
+                    if let Some(after) = c.steps.last().filter(|_| c.usage_after >= m.period_end.0) {
+                        m.period_end = (
+                            c.usage_after,
+                            format!("volume tier {} reached: every unit at {}", after.tier + 1, after.price),
+                        );
+                    }
+                }
+                ModelKind::Package => {
+                    if let Some((_, blocks)) = c.blocks.filter(|_| c.usage_after >= m.period_end.0) {
+                        m.period_end = (c.usage_after, format!("{blocks} started blocks"));
+                    }
+                }
+                ModelKind::PerUnit => {}
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let mut subtotal = Decimal::ZERO;
+    let mut total = Decimal::ZERO;
+    for (meter, m) in &meters {
+        subtotal += m.undiscounted;
+        total += m.charged;
+        lines.push(Line {
+            meter: meter.clone(),
+            description: format!(
+                "{meter}: {} events, quantity {}, rated {}",
+                m.events,
+                m.quantity.normalize(),
+                m.rated.normalize()
+            ),
+            amount: Some(m.undiscounted),
+        });
+        let mut detail = |text: String| {
+            lines.push(Line {
+                meter: meter.clone(),
+                description: text,
+                amount: None,
+            })
+        };
+        for (prefix, units) in &m.prefixes {
+            detail(format!("  destinations {prefix}: {} units", units.normalize()));
+        }
+        for (band, units) in &m.bands {
+            detail(format!("  band {band}: {} units", units.normalize()));
+        }
+        let tiers = plan.versions.last().and_then(|v| v.meters.get(meter)).map(|t| &t.model);
+        for (tier, units) in &m.tiers {
+            let price = match tiers {
+                Some(Model::Graduated(t)) => t.get(*tier).map(|t| t.price.to_string()).unwrap_or_default(),
+                _ => String::new(),
+            };
+            detail(format!("  tier {} at {price}: {} units", tier + 1, units.normalize()));
+        }
+        if !m.period_end.1.is_empty() {
+            detail(format!("  {}", m.period_end.1));
+        }
+        if !m.free.is_zero() {
+            detail(format!("  included allowance: {} units free", m.free.normalize()));
+        }
+        if m.connect_fees.0 > 0 {
+            detail(format!("  connect fees: {} x {}", m.connect_fees.0, m.connect_fees.1));
+        }
+        if m.minimums > 0 {
+            detail(format!("  minimum charge applied to {} events", m.minimums));
+        }
+    }
+    let discount = total - subtotal;
+    if !discount.is_zero() {
+        let which: Vec<String> = discounts.into_keys().collect();
+        lines.push(Line {
+            meter: String::new(),
+            description: format!("discount {}", which.join(", ")),
+            amount: Some(discount),
+        });
+    }
+    Ok(Statement {
+        lines,
+        subtotal,
+        discount,
+        total,
+    })
+}
