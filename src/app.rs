@@ -22,7 +22,7 @@ use crate::ingest::proto::admin_server::AdminServer;
 use crate::ingest::proto::ingest_server::IngestServer;
 use crate::ingest::proto::query_server::QueryServer;
 use crate::ingest::service::IngestService;
-use crate::pipeline::{Pipeline, PipelineConfig, RatingContext, SharedContext};
+use crate::pipeline::{Clock, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
 use crate::store::{SettingsStore, Store, StoreError};
 
@@ -43,6 +43,8 @@ pub enum AppError {
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The pipeline's time source (tests move it to reach a period's close).
+    pub clock: SharedClock,
     pub admin: Arc<AdminCore>,
     pub recovered_records: usize,
     shutdown: watch::Sender<bool>,
@@ -70,7 +72,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         commit_max_events: config.commit_max_events,
         dedupe_window_days: config.dedupe_window_days,
         checkpoint_every_records: config.checkpoint_every_records,
+        close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
     };
+    let clock: SharedClock = Arc::new(Clock::default());
+    let pipeline_clock = clock.clone();
     let data_dir = config.data_dir.clone();
     let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
     let catalogue = config.catalogue.clone();
@@ -86,7 +91,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             catalogue,
             subscriptions,
         }));
-        Ok((Pipeline::start(store, context, pipeline_config)?, settings))
+        Ok((
+            Pipeline::start(store, context, pipeline_clock, pipeline_config)?,
+            settings,
+        ))
     })
     .await??;
     let pipeline = Arc::new(pipeline);
@@ -115,7 +123,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let query_store = settings.clone();
     let admin = Arc::new(AdminCore::new(
         pipeline.context.clone(),
-        settings,
+        settings.clone(),
         ingest.clone(),
         config.limits.max_batch_events,
         config.tariffs_path.clone(),
@@ -144,10 +152,34 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     );
     // The projection stops after the pipeline has drained, so its last flush holds every commit.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    // Closes recorded before: in force again, and announced if they were not yet.
+    for close in settings.closes()? {
+        let key = (Arc::from(close.plan.as_str()), Arc::from(close.period.as_str()));
+        pipeline
+            .committed
+            .closed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        if !close.announced {
+            pipeline
+                .committed
+                .announcements_pending
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
     let exporter = tokio::spawn(crate::export::run(
         config.redis.clone(),
         pipeline.committed.clone(),
+        settings.clone(),
         export_stop_rx,
+    ));
+    let closer = tokio::spawn(crate::export::close::run(
+        pipeline.clone(),
+        settings.clone(),
+        chrono::Duration::hours(i64::from(config.period_close_grace_hours)),
+        std::time::Duration::from_millis(config.redis.flush_interval_ms),
+        shutdown_rx.clone(),
     ));
     let mut stop = shutdown_rx.clone();
     let task = tokio::spawn(async move {
@@ -164,6 +196,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         info!("server stopped; draining the pipeline");
         let p = pipeline.clone();
         tokio::task::spawn_blocking(move || p.shutdown()).await?;
+        closer.await?;
         let _ = export_stop_tx.send(true);
         exporter.await?;
         info!("ratingd stopped");
@@ -171,6 +204,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     });
     Ok(Running {
         addr,
+        clock,
         admin,
         recovered_records,
         shutdown: shutdown_tx,

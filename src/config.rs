@@ -40,6 +40,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u32,
     /// The Redis projection of the totals.
     pub redis: RedisConfig,
+    /// A billing period closes this many hours after its end: its totals become final.
+    pub period_close_grace_hours: u32,
     pub tariffs_path: PathBuf,
     pub catalogue: Catalogue,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
@@ -129,6 +131,8 @@ struct RawConfig {
     checkpoint_every_records: u64,
     #[serde(default = "default_grace")]
     shutdown_grace_seconds: u32,
+    #[serde(default = "default_close_grace")]
+    period_close_grace_hours: u32,
     tariffs: PathBuf,
     default_plan: Option<String>,
     #[serde(default)]
@@ -165,6 +169,9 @@ fn default_checkpoint() -> u64 {
 }
 fn default_grace() -> u32 {
     30
+}
+fn default_close_grace() -> u32 {
+    72
 }
 
 impl Config {
@@ -221,6 +228,9 @@ impl Config {
         if !(10..=3_600_000).contains(&raw.redis.flush_interval_ms) {
             errors.push("redis.flush_interval_ms: must be between 10 and 3600000".to_string());
         }
+        if raw.period_close_grace_hours > 24 * 366 {
+            errors.push("period_close_grace_hours: at most a year".to_string());
+        }
         if raw.commit_max_events == 0 {
             errors.push("commit_max_events: must be at least 1".to_string());
         }
@@ -263,6 +273,7 @@ impl Config {
             commit_max_events: raw.commit_max_events,
             checkpoint_every_records: raw.checkpoint_every_records,
             shutdown_grace_seconds: raw.shutdown_grace_seconds,
+            period_close_grace_hours: raw.period_close_grace_hours,
             redis: RedisConfig {
                 url: raw.redis.url,
                 prefix: raw.redis.prefix,

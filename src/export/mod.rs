@@ -10,8 +10,11 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub mod close;
+
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::{CommittedView, TotalsKey};
+use crate::store::SettingsStore;
 
 /// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
 const KEYS_PER_PIPELINE: usize = 500;
@@ -41,14 +44,18 @@ impl Keys<'_> {
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)
     }
+    pub fn periods_closed(&self) -> String {
+        format!("{}:periods:closed", self.prefix)
+    }
 }
 
 /// The fields of an aggregate hash.
-pub fn fields(t: &PeriodTotals, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
+pub fn fields(t: &PeriodTotals, closed: bool, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
+    let status = if closed { "closed" } else { "open" };
     let mut f = vec![
         ("currency".to_string(), t.currency.to_string()),
         ("plan".to_string(), t.plan.to_string()),
-        ("status".to_string(), "open".to_string()),
+        ("status".to_string(), status.to_string()),
         ("epoch".to_string(), epoch.to_string()),
         ("updated_at".to_string(), updated_at.to_string()),
         ("total:charge".to_string(), t.total_charge.to_string()),
@@ -65,10 +72,16 @@ pub fn fields(t: &PeriodTotals, epoch: u64, updated_at: &str) -> Vec<(String, St
 /// The projection task: flushes changed totals every interval, resyncs everything after a start,
 /// a reconnect or a wiped Redis. Never blocks ingest: while Redis is unreachable, changed keys
 /// accumulate in the (bounded) dirty set and the loop retries.
-pub async fn run(config: RedisConfig, committed: CommittedView, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    config: RedisConfig,
+    committed: CommittedView,
+    settings: SettingsStore,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut exporter = Exporter {
         config,
         committed,
+        settings,
         conn: None,
         resync: true,
         failing: false,
@@ -90,12 +103,61 @@ pub async fn run(config: RedisConfig, committed: CommittedView, mut shutdown: wa
 struct Exporter {
     config: RedisConfig,
     committed: CommittedView,
+    settings: SettingsStore,
     conn: Option<ConnectionManager>,
     resync: bool,
     failing: bool,
 }
 
 impl Exporter {
+    /// Appends the announcement of every close not yet announced, then records it as announced.
+    /// A crash between the two repeats the entries with identical content (consumers dedupe on
+    /// `close_id`); an announcement is never lost.
+    async fn announce(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        if !self
+            .committed
+            .announcements_pending
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        let closes = self.settings.closes().map_err(|e| {
+            self.committed
+                .announcements_pending
+                .store(true, std::sync::atomic::Ordering::Release);
+            redis::RedisError::from((redis::ErrorKind::Io, "reading closes", e.to_string()))
+        })?;
+        for mut close in closes.into_iter().filter(|c| !c.announced) {
+            let mut pipe = redis::pipe();
+            for entry in &close.entries {
+                let fields = entry_fields(entry);
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(keys.periods_closed()).arg("*");
+                for (k, v) in &fields {
+                    cmd.arg(k).arg(v);
+                }
+                pipe.add_command(cmd).ignore();
+            }
+            let sent = pipe.query_async::<()>(conn).await;
+            if let Err(e) = sent {
+                self.committed
+                    .announcements_pending
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return Err(e);
+            }
+            close.announced = true;
+            if let Err(e) = self.settings.put_close(&close) {
+                // Announced but not recorded: the next start announces again, with identical content.
+                warn!(error = %e, plan = %close.plan, period = %close.period, "cannot record the announcement");
+            }
+            info!(plan = %close.plan, period = %close.period, accounts = close.entries.len(), "period close announced");
+        }
+        Ok(())
+    }
+
     async fn connection(&mut self) -> redis::RedisResult<ConnectionManager> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
@@ -155,12 +217,17 @@ impl Exporter {
                 let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
                     continue;
                 };
-                pipe.hset_multiple(keys.aggregate(&t.account, &t.period), &fields(&t, epoch, &updated_at))
-                    .ignore();
+                let closed = self.committed.is_closed(&t.plan, &t.period);
+                pipe.hset_multiple(
+                    keys.aggregate(&t.account, &t.period),
+                    &fields(&t, closed, epoch, &updated_at),
+                )
+                .ignore();
                 pipe.sadd(keys.accounts(&t.period), t.account.as_ref()).ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
         }
+        self.announce(&mut conn).await?;
         // Written last: present only when everything before it is.
         let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
         redis::pipe()
@@ -174,4 +241,20 @@ impl Exporter {
         self.resync = false;
         Ok(targets.len())
     }
+}
+
+/// The stream fields of an announcement: its JSON object's members, `meters` kept as JSON.
+fn entry_fields(entry: &str) -> Vec<(String, String)> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(entry) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect()
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -61,7 +60,7 @@ impl IngestService {
             )));
         }
         let permit = self.pipeline.admit().await.map_err(status_of)?;
-        let window = Window::at(Utc::now(), self.window_days, self.skew_seconds);
+        let window = Window::at(self.pipeline.clock.now(), self.window_days, self.skew_seconds);
         let context = self.pipeline.context.load();
         let catalogue = &context.catalogue;
         let mut valid = Vec::with_capacity(batch.events.len());

@@ -29,6 +29,27 @@ use crate::domain::usage::{Ack, EventOutcome, UsageEvent};
 use crate::store::codec::SuspenseEntry;
 use crate::store::{Store, StoreError};
 
+/// The time source of the pipeline: the system clock, plus an offset that only tests move (to
+/// reach a period's close without waiting for it).
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_nanos: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::nanoseconds(self.offset_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock forward (tests).
+    pub fn advance(&self, by: chrono::Duration) {
+        self.offset_nanos
+            .fetch_add(by.num_nanoseconds().unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+pub type SharedClock = Arc<Clock>;
+
 /// An (account, period) key.
 pub type TotalsKey = (Arc<str>, Arc<str>);
 
@@ -41,9 +62,18 @@ pub struct Committed {
     pub dirty: Mutex<ahash::AHashSet<TotalsKey>>,
     /// The sequence number the next commit will get: grows with every commit, across restarts.
     pub epoch: std::sync::atomic::AtomicU64,
+    /// Closed (plan, period) pairs: their totals are final.
+    pub closed: std::sync::RwLock<ahash::AHashSet<(Arc<str>, Arc<str>)>>,
+    /// Set when a close was written and its announcement may not be in Redis yet.
+    pub announcements_pending: AtomicBool,
 }
 
 impl Committed {
+    pub fn is_closed(&self, plan: &str, period: &str) -> bool {
+        let closed = self.closed.read().unwrap_or_else(|e| e.into_inner());
+        closed.contains(&(Arc::from(plan), Arc::from(period)))
+    }
+
     /// Takes the changed keys (the Redis projection calls this once per flush).
     pub fn take_dirty(&self) -> ahash::AHashSet<TotalsKey> {
         std::mem::take(&mut *lock(&self.dirty))
@@ -213,6 +243,7 @@ pub struct Pipeline {
     pub committed: CommittedView,
     pub context: SharedContext,
     pub seed: u64,
+    pub clock: SharedClock,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -224,11 +255,18 @@ pub struct PipelineConfig {
     pub commit_max_events: usize,
     pub dedupe_window_days: u32,
     pub checkpoint_every_records: u64,
+    /// A period closes this long after its end.
+    pub close_grace_seconds: i64,
 }
 
 impl Pipeline {
     /// Recovers the shards' state from the store, then starts the shard and committer threads.
-    pub fn start(store: Store, context: SharedContext, config: PipelineConfig) -> Result<Pipeline, StoreError> {
+    pub fn start(
+        store: Store,
+        context: SharedContext,
+        clock: SharedClock,
+        config: PipelineConfig,
+    ) -> Result<Pipeline, StoreError> {
         let seed = store.seed();
         let states = shard::recover(&store, &context.load(), config.shards, config.dedupe_window_days)?;
         let committed: CommittedView = Arc::new(Committed::default());
@@ -253,11 +291,17 @@ impl Pipeline {
             shard_tx.push(tx);
             let out = out_tx.clone();
             let ctx = context.clone();
-            let window = config.dedupe_window_days;
+            let env = shard::ShardEnv {
+                index,
+                context: ctx,
+                clock: clock.clone(),
+                close_grace: chrono::Duration::seconds(config.close_grace_seconds),
+                window_days: config.dedupe_window_days,
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("shard-{index}"))
-                    .spawn(move || shard::run(index, state, ctx, window, rx, out))
+                    .spawn(move || shard::run(env, state, rx, out))
                     .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
             );
         }
@@ -276,6 +320,7 @@ impl Pipeline {
             committed,
             context,
             seed,
+            clock,
             threads: Mutex::new(threads),
         })
     }
@@ -336,6 +381,29 @@ impl Pipeline {
             }
         }
         rx
+    }
+
+    /// Waits until everything every shard handled before this call is committed (a no-op job
+    /// through every shard and the committer, in order).
+    pub async fn barrier(&self) -> Result<(), PipelineError> {
+        let permit = self.admit().await?;
+        let shards = self.shard_tx.len();
+        let (ticket, rx) = BatchTicket::new(u64::MAX, shards, permit);
+        for tx in &self.shard_tx {
+            let job = ShardJob {
+                ticket: ticket.clone(),
+                events: Vec::new(),
+                rejected: Vec::new(),
+            };
+            if tx.send(ShardMsg::Job(job)).is_err() {
+                ticket.fail(PipelineError::ShuttingDown);
+            }
+        }
+        match rx.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PipelineError::ShuttingDown),
+        }
     }
 
     /// Stops the pipeline after everything queued is committed and acknowledged.

@@ -52,13 +52,27 @@ fn day_of(timestamp_unix_nanos: i64) -> u16 {
 }
 
 /// The state one shard owns.
-#[derive(Default)]
 pub struct ShardState {
     dedupe: DedupeMap,
     accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
     /// The most recent period per plan (by plan id): most events fall in it.
     periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
     evicted_through_day: u16,
+    /// Periods that ended at or before this instant are closed (now minus the close grace, read
+    /// once per job).
+    closed_before: DateTime<Utc>,
+}
+
+impl Default for ShardState {
+    fn default() -> Self {
+        ShardState {
+            dedupe: DedupeMap::default(),
+            accounts: AHashMap::new(),
+            periods: AHashMap::new(),
+            evicted_through_day: 0,
+            closed_before: DateTime::<Utc>::MIN_UTC,
+        }
+    }
 }
 
 impl ShardState {
@@ -97,17 +111,18 @@ impl ShardState {
     }
 
     /// The billing period of `at` under `plan`, from the per-plan cache when it holds.
-    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> Arc<str> {
+    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
         if let Some((p, label)) = self.periods.get(plan.id.as_str()) {
             if p.start <= at && at < p.end {
-                return label.clone();
+                return (label.clone(), p.end);
             }
         }
         let period = plan.period.period_of(plan.time_zone, at);
         let label: Arc<str> = Arc::from(period.label.as_str());
+        let end = period.end;
         self.periods
             .insert(Arc::from(plan.id.as_str()), (period, label.clone()));
-        label
+        (label, end)
     }
 
     /// Applies a stored record (recovery): claims its id and adds it to its totals.
@@ -203,7 +218,11 @@ impl ShardState {
             let detail = format!("plan {plan_id:?} is not in the tariff catalogue");
             return reject(out, e.index, suspense_of(&e, RejectReason::NoTariff, detail));
         };
-        let period = self.period(plan, ev.timestamp);
+        let (period, end) = self.period(plan, ev.timestamp);
+        if end <= self.closed_before {
+            let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
+            return reject(out, e.index, suspense_of(&e, RejectReason::PeriodClosed, detail));
+        }
         let totals = self.totals_mut(&ev.account_id, &period, plan);
         let usage = totals.usage(&ev.meter);
         let input = RatingInput {
@@ -345,15 +364,25 @@ fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String) -> Suspense
     }
 }
 
+/// What a shard thread reads besides its queue.
+pub struct ShardEnv {
+    pub index: usize,
+    pub context: super::SharedContext,
+    pub clock: super::SharedClock,
+    /// A period closes this long after its end.
+    pub close_grace: chrono::Duration,
+    pub window_days: u32,
+}
+
 /// The shard thread: handles its queue in order until told to stop.
-pub fn run(
-    index: usize,
-    mut state: ShardState,
-    ctx: super::SharedContext,
-    window_days: u32,
-    rx: Receiver<ShardMsg>,
-    out: Sender<CommitterMsg>,
-) {
+pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Sender<CommitterMsg>) {
+    let ShardEnv {
+        index,
+        context: ctx,
+        clock,
+        close_grace,
+        window_days,
+    } = env;
     let mut jobs_since_evict = 0u32;
     while let Ok(msg) = rx.recv() {
         match msg {
@@ -362,8 +391,9 @@ pub fn run(
                 jobs_since_evict += 1;
                 if jobs_since_evict >= 1024 {
                     jobs_since_evict = 0;
-                    state.evict(Utc::now(), window_days);
+                    state.evict(clock.now(), window_days);
                 }
+                state.closed_before = clock.now() - close_grace;
                 let output = state.process(&ctx.load(), job);
                 if out.send(CommitterMsg::Output(output)).is_err() {
                     warn!(shard = index, "committer is gone; shard stops");

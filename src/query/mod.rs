@@ -220,12 +220,17 @@ impl Query for QueryService {
                 req.account_id, req.period, s.total, totals.total_charge
             )));
         }
+        let status = if self.committed.is_closed(&totals.plan, &totals.period) {
+            "closed"
+        } else {
+            "open"
+        };
         Ok(Response::new(proto::Statement {
             account_id: req.account_id,
             period: req.period,
             plan: totals.plan.to_string(),
             currency: totals.currency.to_string(),
-            status: "open".to_string(),
+            status: status.to_string(),
             lines: s
                 .lines
                 .into_iter()
@@ -330,9 +335,11 @@ impl Query for QueryService {
             )));
         }
         meters.sort_by(|a, b| a.meter.cmp(&b.meter));
-        let projected_charge = bounds.as_ref().map_or(t.total_charge, |p| {
-            projected(t.total_charge, p.start, p.end, Utc::now())
-        });
+        let closed = self.committed.is_closed(&t.plan, &t.period);
+        let projected_charge = match bounds.as_ref() {
+            Some(p) if !closed => projected(t.total_charge, p.start, p.end, Utc::now()),
+            _ => t.total_charge,
+        };
         Ok(Response::new(proto::Totals {
             account_id: t.account.to_string(),
             period: t.period.to_string(),
@@ -341,7 +348,7 @@ impl Query for QueryService {
             total_charge: t.total_charge.to_string(),
             total_amount: t.amount().to_string(),
             meters,
-            status: "open".to_string(),
+            status: if closed { "closed" } else { "open" }.to_string(),
             projected_charge: projected_charge.to_string(),
             period_start: bounds.as_ref().map(|p| p.start.to_rfc3339()).unwrap_or_default(),
             period_end: bounds.as_ref().map(|p| p.end.to_rfc3339()).unwrap_or_default(),

@@ -127,6 +127,11 @@ impl Writer<'_> {
     pub fn decimal(&mut self, v: Decimal) {
         self.0.extend_from_slice(&v.serialize());
     }
+    /// Bytes with a u32 length prefix.
+    pub fn blob(&mut self, v: &[u8]) {
+        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        self.0.extend_from_slice(v);
+    }
     /// A string of at most 65,535 bytes (callers bound every string far below that).
     pub fn str(&mut self, v: &str) {
         let len = u16::try_from(v.len()).unwrap_or(u16::MAX);
@@ -166,6 +171,9 @@ impl<'a> Reader<'a> {
     }
     pub fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        self.take(n)
     }
     pub fn u32(&mut self) -> Result<u32, CodecError> {
         Ok(u32::from_le_bytes(self.array()?))

@@ -33,6 +33,7 @@ const SEED_KEY: &[u8] = b"m/seed";
 const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
 const INDEX_PREFIX: &[u8] = b"x/";
+const CLOSE_PREFIX: &[u8] = b"k/";
 pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
 
 pub struct Store {
@@ -396,4 +397,72 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// A closed (plan, period) as stored: whether its announcement reached Redis, and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClose {
+    pub plan: String,
+    pub period: String,
+    pub announced: bool,
+    /// The announcement: one JSON object per account with the final totals.
+    pub entries: Vec<String>,
+}
+
+fn close_key(plan: &str, period: &str) -> Vec<u8> {
+    let mut k = CLOSE_PREFIX.to_vec();
+    k.extend_from_slice(plan.as_bytes());
+    k.push(0xFF);
+    k.extend_from_slice(period.as_bytes());
+    k
+}
+
+impl SettingsStore {
+    /// Records a close durably (fsync), announced or not.
+    pub fn put_close(&self, close: &StoredClose) -> Result<(), StoreError> {
+        let mut value = Vec::new();
+        let mut w = codec::Writer(&mut value);
+        w.u8(u8::from(close.announced));
+        w.str(&close.plan);
+        w.str(&close.period);
+        w.u32(close.entries.len() as u32);
+        for e in &close.entries {
+            w.blob(e.as_bytes());
+        }
+        self.db.insert(close_key(&close.plan, &close.period), value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored close.
+    pub fn closes(&self) -> Result<Vec<StoredClose>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(CLOSE_PREFIX) {
+            let (k, v) = item?;
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("k/{}", String::from_utf8_lossy(&k[2..])),
+                error,
+            };
+            let mut r = codec::Reader::new(&v);
+            let announced = r.u8().map_err(corrupt)? != 0;
+            let plan = r.str().map_err(corrupt)?;
+            let period = r.str().map_err(corrupt)?;
+            let n = r.u32().map_err(corrupt)?;
+            let mut entries = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let len = r.u32().map_err(corrupt)? as usize;
+                let bytes = r.bytes(len).map_err(corrupt)?;
+                entries
+                    .push(String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(codec::CodecError::Invalid("utf-8")))?);
+            }
+            out.push(StoredClose {
+                plan,
+                period,
+                announced,
+                entries,
+            });
+        }
+        Ok(out)
+    }
 }

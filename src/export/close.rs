@@ -1,0 +1,125 @@
+//! Period close: once a billing period's end plus the grace has passed, its totals are final.
+//! The closer waits until every event the shards accepted before the deadline is committed (a
+//! barrier through the pipeline; later events for the period are PERIOD_CLOSED), writes the close
+//! and its announcement to sled, and marks the period closed; the Redis projection then writes
+//! `status=closed` and appends the announcement to `<prefix>:periods:closed` (see `super`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::domain::aggregate::PeriodTotals;
+use crate::pipeline::Pipeline;
+use crate::store::{SettingsStore, StoredClose};
+
+/// The announcement of one account's final totals: one `periods:closed` stream entry.
+pub fn announcement(t: &PeriodTotals) -> String {
+    let meters: serde_json::Map<String, serde_json::Value> = t
+        .meters
+        .iter()
+        .map(|m| {
+            let v = json!({ "quantity": m.quantity.normalize().to_string(), "charge": m.charge.to_string(), "events": m.events });
+            (m.meter.to_string(), v)
+        })
+        .collect();
+    json!({
+        "close_id": format!("{}|{}", t.account, t.period),
+        "account": t.account.as_ref(),
+        "period": t.period.as_ref(),
+        "plan": t.plan.as_ref(),
+        "currency": t.currency.to_string(),
+        "total_charge": t.total_charge.to_string(),
+        "total_amount": t.amount().to_string(),
+        "meters": meters,
+    })
+    .to_string()
+}
+
+/// Checks for periods due every `interval` until shutdown.
+pub async fn run(
+    pipeline: Arc<Pipeline>,
+    settings: SettingsStore,
+    grace: chrono::Duration,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(error) = close_due(&pipeline, &settings, grace).await {
+            warn!(%error, "period close failed; will retry");
+        }
+    }
+}
+
+/// Closes every (plan, period) whose end plus `grace` has passed. Returns how many.
+pub async fn close_due(
+    pipeline: &Pipeline,
+    settings: &SettingsStore,
+    grace: chrono::Duration,
+) -> Result<usize, String> {
+    let cutoff = pipeline.clock.now() - grace;
+    let context = pipeline.context.load();
+    let mut seen: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
+    for entry in pipeline.committed.totals.iter() {
+        let t = entry.value();
+        seen.insert((t.plan.clone(), t.period.clone()));
+    }
+    let due: Vec<(Arc<str>, Arc<str>)> = seen
+        .into_iter()
+        .filter(|(plan, period)| !pipeline.committed.is_closed(plan, period))
+        .filter(|(plan, period)| {
+            let bounds = context
+                .catalogue
+                .plan(plan)
+                .and_then(|p| p.period.period_labelled(p.time_zone, period));
+            bounds.is_some_and(|b| b.end <= cutoff)
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // Everything a shard accepted for these periods before the deadline is committed after this;
+    // anything after it was checked against the deadline and rejected.
+    pipeline.barrier().await.map_err(|e| e.to_string())?;
+    for (plan, period) in &due {
+        let mut finals: Vec<PeriodTotals> = pipeline
+            .committed
+            .totals
+            .iter()
+            .filter(|e| e.value().plan == *plan && e.value().period == *period)
+            .map(|e| e.value().clone())
+            .collect();
+        finals.sort_by(|a, b| a.account.cmp(&b.account));
+        let close = StoredClose {
+            plan: plan.to_string(),
+            period: period.to_string(),
+            announced: false,
+            entries: finals.iter().map(announcement).collect(),
+        };
+        let store = settings.clone();
+        tokio::task::spawn_blocking(move || store.put_close(&close))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        pipeline
+            .committed
+            .closed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((plan.clone(), period.clone()));
+        pipeline
+            .committed
+            .mark_dirty(finals.iter().map(|t| (t.account.clone(), t.period.clone())));
+        pipeline.committed.announcements_pending.store(true, Ordering::Release);
+        info!(%plan, %period, accounts = finals.len(), "billing period closed");
+    }
+    Ok(due.len())
+}
