@@ -79,6 +79,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let data_dir = config.data_dir.clone();
     let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
     let catalogue = config.catalogue.clone();
+    let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let (pipeline, settings) = tokio::task::spawn_blocking(move || -> Result<(Pipeline, SettingsStore), AppError> {
         let store = Store::open(&data_dir)?;
         let settings = store.settings();
@@ -92,7 +93,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             subscriptions,
         }));
         Ok((
-            Pipeline::start(store, context, pipeline_clock, pipeline_config)?,
+            Pipeline::start(store, context, pipeline_clock, plan_alerts, pipeline_config)?,
             settings,
         ))
     })

@@ -47,6 +47,8 @@ pub struct Config {
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
     pub default_plan: Option<String>,
     pub subscriptions: Vec<Subscription>,
+    /// Spend-alert thresholds per plan id (period charges in the plan's currency).
+    pub plan_alerts: Vec<(String, Vec<rust_decimal::Decimal>)>,
 }
 
 /// Every problem found in a configuration, each with its path.
@@ -137,6 +139,8 @@ struct RawConfig {
     default_plan: Option<String>,
     #[serde(default)]
     subscriptions: Vec<RawSubscription>,
+    #[serde(default)]
+    alerts: Vec<RawAlerts>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +151,15 @@ struct RawSubscription {
     from: String,
     to: Option<String>,
     discount_percent: Option<String>,
+    #[serde(default)]
+    alert_thresholds: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    plan: String,
+    thresholds: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -258,6 +271,16 @@ impl Config {
             .filter_map(|(i, s)| subscription(&catalogue, &format!("subscriptions[{i}]"), s, &mut errors))
             .collect::<Vec<_>>();
         overlapping(&subscriptions, &mut errors);
+        let mut plan_alerts = Vec::new();
+        for (i, a) in raw.alerts.iter().enumerate() {
+            if catalogue.plan(&a.plan).is_none() {
+                errors.push(format!("alerts[{i}].plan: unknown plan {:?}", a.plan));
+            }
+            plan_alerts.push((
+                a.plan.clone(),
+                thresholds(&format!("alerts[{i}].thresholds"), &a.thresholds, &mut errors),
+            ));
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -283,8 +306,22 @@ impl Config {
             catalogue,
             default_plan: raw.default_plan,
             subscriptions,
+            plan_alerts,
         })
     }
+}
+
+/// Alert thresholds: positive decimal strings.
+fn thresholds(path: &str, raw: &[String], errors: &mut Vec<String>) -> Vec<rust_decimal::Decimal> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        match parse_exact(text) {
+            Ok(d) if d > rust_decimal::Decimal::ZERO => out.push(d),
+            Ok(_) => errors.push(format!("{path}[{i}]: must be greater than 0")),
+            Err(m) => errors.push(format!("{path}[{i}]: {m}")),
+        }
+    }
+    out
 }
 
 fn instant(path: &str, text: &str, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
@@ -340,6 +377,7 @@ fn subscription(
         from: from.expect("from validated"),
         to,
         discount_percent: discount,
+        alert_thresholds: thresholds(&format!("{path}.alert_thresholds"), &raw.alert_thresholds, errors),
     })
 }
 

@@ -18,6 +18,7 @@ fn subscription(account: &str, plan: &str, from: &str, to: &str) -> proto::Subsc
         from: from.into(),
         to: to.into(),
         discount_percent: String::new(),
+        alert_thresholds: Vec::new(),
     }
 }
 

@@ -228,6 +228,7 @@ fn to_proto(s: &Subscription) -> proto::Subscription {
         from: s.from.to_rfc3339(),
         to: s.to.map(|t| t.to_rfc3339()).unwrap_or_default(),
         discount_percent: s.discount_percent.map(|d| d.to_string()).unwrap_or_default(),
+        alert_thresholds: s.alert_thresholds.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -320,6 +321,17 @@ impl Admin for AdminService {
             }
             Some(d)
         };
+        let mut alert_thresholds = Vec::with_capacity(p.alert_thresholds.len());
+        for text in &p.alert_thresholds {
+            match parse_exact(text) {
+                Ok(d) if d > rust_decimal::Decimal::ZERO => alert_thresholds.push(d),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "alert_thresholds: {text:?} is not a positive decimal"
+                    )));
+                }
+            }
+        }
         let s = Subscription {
             account_id: p.account_id,
             plan_id: p.plan_id,
@@ -330,6 +342,7 @@ impl Admin for AdminService {
                 Some(instant("to", &p.to)?)
             },
             discount_percent: discount,
+            alert_thresholds,
         };
         self.0.upsert_subscription(s.clone()).await.map_err(status_of)?;
         Ok(Response::new(to_proto(&s)))

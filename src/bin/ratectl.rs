@@ -124,6 +124,9 @@ enum SubscriptionsCommand {
         /// Percentage off every charge of this subscription.
         #[arg(long)]
         discount: Option<String>,
+        /// Spend alert when the period charge first reaches this amount (repeatable).
+        #[arg(long = "alert")]
+        alerts: Vec<String>,
         #[arg(long, default_value = DEFAULT_TARGET)]
         target: String,
     },
@@ -416,6 +419,7 @@ async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(
             from,
             to,
             discount,
+            alerts,
             target,
         } => {
             let request = proto::Subscription {
@@ -424,6 +428,7 @@ async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(
                 from,
                 to: to.unwrap_or_default(),
                 discount_percent: discount.unwrap_or_default(),
+                alert_thresholds: alerts,
             };
             let s = admin(&target)
                 .await?

@@ -12,6 +12,9 @@ pub struct Subscription {
     pub to: Option<DateTime<Utc>>,
     /// Percentage off every charge of this subscription, on top of a version's own discount.
     pub discount_percent: Option<Decimal>,
+    /// Spend alerts: period charges (in the plan's currency) that raise an alert when first
+    /// crossed, on top of the plan's own thresholds.
+    pub alert_thresholds: Vec<Decimal>,
 }
 
 impl Subscription {

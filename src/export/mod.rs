@@ -47,6 +47,9 @@ impl Keys<'_> {
     pub fn periods_closed(&self) -> String {
         format!("{}:periods:closed", self.prefix)
     }
+    pub fn alerts(&self) -> String {
+        format!("{}:alerts", self.prefix)
+    }
 }
 
 /// The fields of an aggregate hash.
@@ -110,6 +113,46 @@ struct Exporter {
 }
 
 impl Exporter {
+    /// Appends every spend alert not yet announced to `<prefix>:alerts`, then records it as
+    /// announced (a crash between the two repeats the entry, identical; consumers dedupe on
+    /// `alert_id`).
+    async fn announce_alerts(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        use std::sync::atomic::Ordering;
+        if !self.committed.alerts_pending.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        let stored = match self.settings.alerts() {
+            Ok(a) => a,
+            Err(e) => {
+                self.committed.alerts_pending.store(true, Ordering::Release);
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "reading alerts",
+                    e.to_string(),
+                )));
+            }
+        };
+        for mut alert in stored.into_iter().filter(|a| !a.announced) {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(keys.alerts()).arg("*");
+            for (k, v) in entry_fields(&alert.entry) {
+                cmd.arg(k).arg(v);
+            }
+            if let Err(e) = cmd.query_async::<()>(conn).await {
+                self.committed.alerts_pending.store(true, Ordering::Release);
+                return Err(e);
+            }
+            alert.announced = true;
+            if let Err(e) = self.settings.put_alert(&alert) {
+                warn!(error = %e, alert = %alert.id, "cannot record the alert as announced");
+            }
+        }
+        Ok(())
+    }
+
     /// Appends the announcement of every close not yet announced, then records it as announced.
     /// A crash between the two repeats the entries with identical content (consumers dedupe on
     /// `close_id`); an announcement is never lost.
@@ -228,6 +271,7 @@ impl Exporter {
             pipe.query_async::<()>(&mut conn).await?;
         }
         self.announce(&mut conn).await?;
+        self.announce_alerts(&mut conn).await?;
         // Written last: present only when everything before it is.
         let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
         redis::pipe()

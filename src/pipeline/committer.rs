@@ -22,6 +22,7 @@ pub struct Committer {
     shard_tx: Vec<Sender<ShardMsg>>,
     records_since_checkpoint: u64,
     snapshots_pending: usize,
+    alerts: super::alerts::Alerts,
 }
 
 impl Committer {
@@ -31,6 +32,7 @@ impl Committer {
         failed: Arc<AtomicBool>,
         config: PipelineConfig,
         shard_tx: Vec<Sender<ShardMsg>>,
+        alerts: super::alerts::Alerts,
     ) -> Committer {
         Committer {
             store,
@@ -40,6 +42,7 @@ impl Committer {
             shard_tx,
             records_since_checkpoint: 0,
             snapshots_pending: 0,
+            alerts,
         }
     }
 
@@ -135,13 +138,15 @@ impl Committer {
 
     /// After a durable commit: totals become visible (and marked for the Redis projection), then
     /// the batch parts are acknowledged.
-    fn publish(&self, group: &mut Vec<ShardOutput>) {
+    fn publish(&mut self, group: &mut Vec<ShardOutput>) {
         let mut changed = Vec::new();
         for out in group.iter_mut() {
             for totals in out.totals.drain(..) {
                 let key = (totals.account.clone(), totals.period.clone());
                 changed.push(key.clone());
-                self.committed.totals.insert(key, totals);
+                let after = totals.clone();
+                let before = self.committed.totals.insert(key, totals).map(|t| t.total_charge);
+                self.alerts.check(before, &after, &self.committed);
             }
         }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);

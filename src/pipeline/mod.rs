@@ -12,6 +12,7 @@
 //! Memory is bounded by the admission semaphore: at most `max_inflight_batches` batches are
 //! between admission and acknowledgement, so every queue holds at most that many jobs.
 
+pub mod alerts;
 pub mod committer;
 pub mod shard;
 
@@ -66,6 +67,8 @@ pub struct Committed {
     pub closed: std::sync::RwLock<ahash::AHashSet<(Arc<str>, Arc<str>)>>,
     /// Set when a close was written and its announcement may not be in Redis yet.
     pub announcements_pending: AtomicBool,
+    /// Set when a spend alert was written and may not be in Redis yet.
+    pub alerts_pending: AtomicBool,
 }
 
 impl Committed {
@@ -259,12 +262,16 @@ pub struct PipelineConfig {
     pub close_grace_seconds: i64,
 }
 
+/// Spend-alert thresholds per plan id (from the config); subscriptions add their own.
+pub type PlanAlerts = Arc<ahash::AHashMap<String, Vec<rust_decimal::Decimal>>>;
+
 impl Pipeline {
     /// Recovers the shards' state from the store, then starts the shard and committer threads.
     pub fn start(
         store: Store,
         context: SharedContext,
         clock: SharedClock,
+        plan_alerts: PlanAlerts,
         config: PipelineConfig,
     ) -> Result<Pipeline, StoreError> {
         let seed = store.seed();
@@ -306,7 +313,21 @@ impl Pipeline {
             );
         }
         drop(out_tx);
-        let committer = committer::Committer::new(store, committed.clone(), failed.clone(), config, shard_tx.clone());
+        let alerts = alerts::Alerts::load(
+            plan_alerts,
+            context.clone(),
+            store.settings(),
+            clock.clone(),
+            &committed,
+        )?;
+        let committer = committer::Committer::new(
+            store,
+            committed.clone(),
+            failed.clone(),
+            config,
+            shard_tx.clone(),
+            alerts,
+        );
         threads.push(
             std::thread::Builder::new()
                 .name("committer".into())

@@ -240,6 +240,10 @@ impl SettingsStore {
             }
             None => w.u8(0),
         }
+        w.u8(u8::try_from(s.alert_thresholds.len()).unwrap_or(u8::MAX));
+        for t in s.alert_thresholds.iter().take(usize::from(u8::MAX)) {
+            w.decimal(*t);
+        }
         self.db.insert(subscription_key(&s.account_id, from), value)?;
         self.db.flush()?;
         Ok(())
@@ -264,12 +268,18 @@ impl SettingsStore {
                 0 => None,
                 _ => Some(r.decimal().map_err(corrupt)?),
             };
+            let count = r.u8().map_err(corrupt)?;
+            let alert_thresholds = (0..count)
+                .map(|_| r.decimal())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(corrupt)?;
             out.push(crate::domain::subscription::Subscription {
                 account_id,
                 plan_id,
                 from,
                 to: (to != i64::MIN).then(|| chrono::DateTime::from_timestamp_nanos(to)),
                 discount_percent,
+                alert_thresholds,
             });
         }
         Ok(out)
@@ -461,6 +471,53 @@ impl SettingsStore {
                 period,
                 announced,
                 entries,
+            });
+        }
+        Ok(out)
+    }
+}
+
+const ALERT_PREFIX: &[u8] = b"a/";
+
+/// A spend alert as stored: raised once per (account, period, threshold), announced to Redis once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// `<account>|<period>|<threshold>`.
+    pub id: String,
+    pub announced: bool,
+    /// The stream entry, as a JSON object.
+    pub entry: String,
+}
+
+impl SettingsStore {
+    /// Records an alert durably (fsync).
+    pub fn put_alert(&self, alert: &StoredAlert) -> Result<(), StoreError> {
+        let mut key = ALERT_PREFIX.to_vec();
+        key.extend_from_slice(alert.id.as_bytes());
+        let mut value = vec![u8::from(alert.announced)];
+        value.extend_from_slice(alert.entry.as_bytes());
+        self.db.insert(key, value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored alert.
+    pub fn alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(ALERT_PREFIX) {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("a/{id}"),
+                error,
+            };
+            let (flag, entry) = v.split_first().ok_or_else(|| corrupt(codec::CodecError::Truncated))?;
+            let entry = String::from_utf8(entry.to_vec()).map_err(|_| corrupt(codec::CodecError::Invalid("utf-8")))?;
+            out.push(StoredAlert {
+                id,
+                announced: *flag != 0,
+                entry,
             });
         }
         Ok(out)
