@@ -18,10 +18,13 @@ def main():
     p.add_argument("--accounts", type=int, default=1000)
     p.add_argument("--dup-ratio", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--day", help="put every event on this UTC day (YYYY-MM-DD) instead of the last 24 hours")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     rng = random.Random(a.seed)
     now = datetime.datetime.now(datetime.timezone.utc)
+    if a.day:
+        now = datetime.datetime.fromisoformat(a.day).replace(tzinfo=datetime.timezone.utc) + datetime.timedelta(days=1)
     destinations = ["+442071234567", "+447911123456", "+12125550100", "+33142000000"]
     lines = []
 
@@ -32,7 +35,7 @@ def main():
         if lines and rng.random() < a.dup_ratio:
             lines.append(lines[rng.randrange(len(lines))])
             continue
-        at = (now - datetime.timedelta(seconds=rng.randrange(60, 86000))).isoformat().replace("+00:00", "Z")
+        at = (now - datetime.timedelta(seconds=rng.randrange(60, 86000))).isoformat(timespec="seconds").replace("+00:00", "Z")
         kind = rng.randrange(5)
         e = {"event_id": f"ev-{a.seed}-{i}", "timestamp": at}
         if kind == 0:

@@ -156,6 +156,11 @@ struct SendArgs {
     /// Consecutive failed attempts before giving up (unacknowledged batches are resent each time).
     #[arg(long, default_value_t = 10)]
     retries: u32,
+    /// Shift every timestamp by whole days so the file's last event falls on yesterday (UTC),
+    /// keeping each event's time of day: replays a sample file as recent usage. The same on every
+    /// send during one day, so a resend is recognized as a duplicate.
+    #[arg(long)]
+    rebase_days: bool,
 }
 
 #[derive(clap::Args)]
@@ -292,7 +297,10 @@ async fn send(args: &SendArgs, as_json: bool) -> Result<(), Failure> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::new(format!("cannot read {}: {e}", args.file.display())))?;
     let name = args.file.to_string_lossy();
-    let events = usage_file::parse(&name, &text).map_err(|e| Failure::new(format!("{name}: {e}")))?;
+    let mut events = usage_file::parse(&name, &text).map_err(|e| Failure::new(format!("{name}: {e}")))?;
+    if args.rebase_days {
+        usage_file::rebase_days(&mut events, Utc::now());
+    }
     let total = events.len() as u64;
     let mut batches = Vec::with_capacity(events.len() / args.batch + 1);
     let mut events = events.into_iter().peekable();

@@ -57,6 +57,19 @@ fn event(
     })
 }
 
+/// Shifts every timestamp by whole days so the latest event falls on the day before `now` (UTC).
+pub fn rebase_days(events: &mut [proto::UsageEvent], now: chrono::DateTime<chrono::Utc>) {
+    const DAY: i64 = 86_400 * 1_000_000_000;
+    let Some(latest) = events.iter().map(|e| e.timestamp_unix_nanos).max() else {
+        return;
+    };
+    let yesterday = now.timestamp_nanos_opt().unwrap_or(0).div_euclid(DAY) - 1;
+    let shift = (yesterday - latest.div_euclid(DAY)) * DAY;
+    for e in events {
+        e.timestamp_unix_nanos = e.timestamp_unix_nanos.saturating_add(shift);
+    }
+}
+
 /// Parses a whole file; the format is CSV when the name ends in `.csv`, JSONL otherwise.
 pub fn parse(name: &str, text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
     if name.ends_with(".csv") {
@@ -194,6 +207,18 @@ mod tests {
                 nanos: 500_000_000
             })
         );
+    }
+
+    #[test]
+    fn rebasing_moves_the_last_day_to_yesterday_keeping_times_of_day() {
+        let text = "{\"event_id\":\"a\",\"account\":\"x\",\"meter\":\"m\",\"quantity\":\"1\",\"timestamp\":\"2026-01-10T08:30:00Z\"}\n\
+                    {\"event_id\":\"b\",\"account\":\"x\",\"meter\":\"m\",\"quantity\":\"1\",\"timestamp\":\"2026-01-11T23:00:00Z\"}\n";
+        let mut events = parse_jsonl(text).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").unwrap().to_utc();
+        rebase_days(&mut events, now);
+        let at = |e: &proto::UsageEvent| chrono::DateTime::from_timestamp_nanos(e.timestamp_unix_nanos).to_rfc3339();
+        assert_eq!(at(&events[0]), "2026-11-24T08:30:00+00:00");
+        assert_eq!(at(&events[1]), "2026-11-25T23:00:00+00:00");
     }
 
     #[test]
