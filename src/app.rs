@@ -66,6 +66,7 @@ impl Running {
 /// Builds everything downstream first, then binds and serves.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let started = Instant::now();
+    crate::telemetry::install(config.metrics_listen);
     let pipeline_config = PipelineConfig {
         shards: config.shards,
         max_inflight_batches: config.limits.max_inflight_batches,

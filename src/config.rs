@@ -24,6 +24,8 @@ pub struct Config {
     pub path: PathBuf,
     /// gRPC listen address (ingest and query).
     pub listen: SocketAddr,
+    /// Prometheus scrape address (`GET /metrics`); `None` when disabled (an empty string).
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Rating shards (threads that own their accounts outright).
     pub shards: usize,
@@ -117,6 +119,8 @@ struct RawConfig {
     redis: RawRedis,
     #[serde(default = "default_listen")]
     listen: String,
+    #[serde(default = "default_metrics_listen")]
+    metrics_listen: String,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default)]
@@ -164,6 +168,9 @@ struct RawAlerts {
 
 fn default_listen() -> String {
     "127.0.0.1:50051".to_string()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9898".to_string()
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
@@ -221,6 +228,19 @@ impl Config {
                 ))
             })
             .ok();
+        let metrics_listen = if raw.metrics_listen.is_empty() {
+            None
+        } else {
+            raw.metrics_listen
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "metrics_listen: {:?} is not an address like 127.0.0.1:9898",
+                        raw.metrics_listen
+                    ))
+                })
+                .ok()
+        };
         let shards = if raw.shards == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -288,6 +308,7 @@ impl Config {
             path: path.to_path_buf(),
             // Invariant: an unparsable address pushed an error and returned above.
             listen: listen.expect("listen validated"),
+            metrics_listen,
             data_dir: raw.data_dir,
             shards,
             limits: raw.limits,

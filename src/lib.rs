@@ -28,3 +28,4 @@ pub mod pipeline;
 pub mod query;
 pub mod rating;
 pub mod store;
+pub mod telemetry;

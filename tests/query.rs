@@ -252,6 +252,13 @@ async fn rated_records_page_through_and_explain_themselves() {
     assert_eq!(json["increments"]["first"], "60");
     assert!(e.explanation_text.contains("charge    "), "{}", e.explanation_text);
 
+    // Without the account: a full scan finds the same record.
+    let request = proto::ExplainRecordRequest {
+        account_id: String::new(),
+        event_id: voice.event_id.clone(),
+    };
+    let by_id = q.explain_record(request).await.unwrap().into_inner();
+    assert_eq!(by_id.record.unwrap().account_id, *account);
     let missing = q
         .explain_record(proto::ExplainRecordRequest {
             account_id: account.clone(),

@@ -70,7 +70,8 @@ enum Command {
     },
     /// How one rated record's charge was computed.
     Explain {
-        #[arg(long)]
+        /// The account (event ids are unique per account); without it every block is searched.
+        #[arg(long, default_value = "")]
         account: String,
         #[arg(long)]
         event_id: String,

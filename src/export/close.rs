@@ -119,6 +119,7 @@ pub async fn close_due(
             .committed
             .mark_dirty(finals.iter().map(|t| (t.account.clone(), t.period.clone())));
         pipeline.committed.announcements_pending.store(true, Ordering::Release);
+        metrics::counter!(crate::telemetry::PERIODS_CLOSED).increment(1);
         info!(%plan, %period, accounts = finals.len(), "billing period closed");
     }
     Ok(due.len())

@@ -229,6 +229,7 @@ impl Exporter {
                 self.failing = false;
             }
             Err(error) => {
+                metrics::counter!(crate::telemetry::REDIS_FLUSH_ERRORS).increment(1);
                 if !self.failing {
                     warn!(%error, url = %self.config.url, "redis flush failed; ingest continues, will retry");
                 }

@@ -89,6 +89,7 @@ impl Alerts {
                 entry,
             }) {
                 Ok(()) => {
+                    metrics::counter!(crate::telemetry::ALERTS).increment(1);
                     info!(alert = %id, "spend threshold crossed");
                     self.raised.insert(id);
                     committed.alerts_pending.store(true, Ordering::Release);

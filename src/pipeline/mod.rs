@@ -210,6 +210,7 @@ impl BatchTicket {
             let mut ack = std::mem::take(&mut *lock(&self.ack));
             ack.batch_id = self.batch_id;
             ack.results.sort_by_key(|r| r.index);
+            crate::telemetry::count_ack(&ack);
             self.finish(Ok(ack));
         }
     }

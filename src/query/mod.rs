@@ -254,21 +254,35 @@ impl Query for QueryService {
         let req = request.into_inner();
         let store = self.store.clone();
         let (account, event_id) = (req.account_id.clone(), req.event_id.clone());
+        if req.event_id.is_empty() {
+            return Err(Status::invalid_argument("event_id is required"));
+        }
         let found = tokio::task::spawn_blocking(move || {
-            let mut found = None;
-            store
-                .account_records(&account, 0, |_, _, record| {
-                    if record.event_id == event_id {
-                        found = Some(record);
-                        return false;
-                    }
-                    true
-                })
-                .map(|()| found)
+            let mut found: Vec<Record> = Vec::new();
+            let mut visit = |_, _, record: Record| {
+                if record.event_id == event_id {
+                    found.push(record);
+                }
+                // With an account, ids are unique: stop at the first; without, look for others.
+                found.is_empty() || (account.is_empty() && found.len() < 2)
+            };
+            let scanned = if account.is_empty() {
+                store.all_records(&mut visit)
+            } else {
+                store.account_records(&account, 0, &mut visit)
+            };
+            scanned.map(|()| found)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(store_status)?;
+        if found.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "event id {:?} is used by several accounts ({}, {}, ...); give account_id",
+                req.event_id, found[0].account_id, found[1].account_id
+            )));
+        }
+        let found = found.into_iter().next();
         let record = found.ok_or_else(|| {
             Status::not_found(format!(
                 "no rated record {:?} for account {:?}",

@@ -331,6 +331,26 @@ impl SettingsStore {
         Ok(())
     }
 
+    /// Every record of every block, in commit order (a full scan: for lookups without an account).
+    pub fn all_records(&self, mut visit: impl FnMut(u64, u32, codec::Record) -> bool) -> Result<(), StoreError> {
+        for item in self.db.scan_prefix(BLOCK_PREFIX) {
+            let (k, v) = item?;
+            let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            let corrupt = |error| StoreError::Corrupt {
+                file: self.dir.clone(),
+                key: format!("b/{seq}"),
+                error,
+            };
+            let (_, payload) = codec::open_block(&v).map_err(corrupt)?;
+            for (i, record) in codec::records(payload).enumerate() {
+                if !visit(seq, i as u32, record.map_err(corrupt)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Suspense entries after key `after` (exclusive), oldest first, optionally of one reason.
     pub fn suspense_page(
         &self,

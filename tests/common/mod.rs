@@ -47,9 +47,15 @@ pub const ACCOUNTS_PER_PLAN: usize = 8;
 
 /// Writes a test configuration into `dir` and returns its path.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    // Metrics are off unless a test turns them on (one exporter per process, one port each).
+    let metrics = if extra.contains("metrics_listen") {
+        ""
+    } else {
+        "metrics_listen = \"\"\n"
+    };
     // `extra` holds top-level keys first, then tables; subscriptions follow it.
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nshards = 2\ntariffs = {:?}\n{extra}\n",
+        "listen = \"127.0.0.1:0\"\n{metrics}data_dir = {:?}\nshards = 2\ntariffs = {:?}\n{extra}\n",
         dir.join("data").display().to_string(),
         repo().join("config/tariffs.toml").display().to_string(),
     );

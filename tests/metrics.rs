@@ -1,0 +1,77 @@
+//! The Prometheus scrape of the built binary: after a known workload, received = accepted +
+//! duplicate + rejected in the scraped text, rejections by reason, and Redis flush errors while
+//! Redis is unreachable.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::*;
+use ratingd::ingest::proto;
+
+/// GET /metrics with a plain HTTP/1.0 request; the samples by name{labels}.
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("ratingd_"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrape_accounts_for_every_event() {
+    let dir = TempDir::new("metrics");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = write_config(&dir.0, &format!("metrics_listen = \"{addr}\""));
+    let daemon = DaemonProcess::spawn(&config);
+    let at = Utc::now() - chrono::Duration::minutes(5);
+    let mut events = generate(500, 0.0, 71);
+    events.extend(events[..50].to_vec()); // 50 duplicates
+    events.push(event("x-1", "nobody", "api.requests", 1, 0, at, &[])); // NO_TARIFF
+    events.push(event("x-2", "saas-0", "fax.pages", 1, 0, at, &[])); // UNKNOWN_METER
+    events.push(event("x-3", "saas-0", "fax.pages", 1, 0, at, &[])); // UNKNOWN_METER
+    let mut client = proto::ingest_client::IngestClient::connect(daemon.target.clone())
+        .await
+        .unwrap();
+    for b in batches(&events, 100) {
+        client.submit(b).await.unwrap();
+    }
+    let m = scrape(&addr);
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert_eq!(get("ratingd_events_received_total"), events.len() as f64);
+    assert_eq!(get("ratingd_events_accepted_total"), 500.0);
+    assert_eq!(get("ratingd_events_duplicate_total"), 50.0);
+    assert_eq!(get("ratingd_events_rejected_total{reason=\"NO_TARIFF\"}"), 1.0);
+    assert_eq!(get("ratingd_events_rejected_total{reason=\"UNKNOWN_METER\"}"), 2.0);
+    let rejected: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ratingd_events_rejected_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        get("ratingd_events_received_total"),
+        get("ratingd_events_accepted_total") + get("ratingd_events_duplicate_total") + rejected
+    );
+    // The test config points Redis at a closed port: flushes fail and are counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scrape(&addr)
+        .get("ratingd_redis_flush_errors_total")
+        .copied()
+        .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "no redis flush error counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
