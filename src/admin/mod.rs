@@ -29,8 +29,6 @@ pub enum AdminError {
 
 /// Most suspense entries one reprocess call handles.
 const MAX_REPROCESS: usize = 100_000;
-/// Most entries one ListSuspense page holds.
-const MAX_PAGE: usize = 1000;
 
 fn store_status(e: crate::store::StoreError) -> Status {
     Status::unavailable(e.to_string())
@@ -245,10 +243,7 @@ impl Admin for AdminService {
         } else {
             Some(crate::store::unhex(&req.page_token).ok_or_else(|| Status::invalid_argument("malformed page_token"))?)
         };
-        let size = match req.page_size as usize {
-            0 => 100,
-            n => n.min(MAX_PAGE),
-        };
+        let size = crate::query::page_size(req.page_size);
         let mut page = self
             .0
             .settings

@@ -46,28 +46,26 @@ impl Alerts {
         })
     }
 
-    fn thresholds(&self, t: &PeriodTotals) -> Vec<Decimal> {
-        let mut all: Vec<Decimal> = self.plan.get(t.plan.as_ref()).cloned().unwrap_or_default();
-        let context = self.context.load();
-        for s in context
-            .subscriptions
-            .of(&t.account)
-            .iter()
-            .filter(|s| *s.plan_id == *t.plan)
-        {
-            all.extend(s.alert_thresholds.iter().copied());
-        }
-        all
-    }
-
-    /// Called by the committer after a durable commit, for every changed totals.
+    /// Called by the committer after a durable commit, for every changed totals, with the charge
+    /// before the change. Allocates nothing unless a threshold is crossed.
     pub fn check(&mut self, before: Option<Decimal>, after: &PeriodTotals, committed: &Committed) {
-        let thresholds = self.thresholds(after);
-        for threshold in thresholds {
-            let crossed = after.total_charge >= threshold && before.is_none_or(|b| b < threshold);
-            if !crossed {
-                continue;
-            }
+        let crossed: Vec<Decimal> = {
+            let context = self.context.load();
+            let of_plan = self.plan.get(after.plan.as_ref()).map_or(&[][..], Vec::as_slice);
+            let of_subscription = context
+                .subscriptions
+                .of(&after.account)
+                .iter()
+                .filter(|s| *s.plan_id == *after.plan)
+                .flat_map(|s| s.alert_thresholds.iter());
+            of_plan
+                .iter()
+                .chain(of_subscription)
+                .copied()
+                .filter(|&t| after.total_charge >= t && before.is_none_or(|b| b < t))
+                .collect()
+        };
+        for threshold in crossed {
             let id = format!("{}|{}|{}", after.account, after.period, threshold.normalize());
             if self.raised.contains(&id) {
                 continue;

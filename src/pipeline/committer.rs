@@ -144,9 +144,9 @@ impl Committer {
             for totals in out.totals.drain(..) {
                 let key = (totals.account.clone(), totals.period.clone());
                 changed.push(key.clone());
-                let after = totals.clone();
-                let before = self.committed.totals.insert(key, totals).map(|t| t.total_charge);
-                self.alerts.check(before, &after, &self.committed);
+                let before = self.committed.totals.get(&key).map(|t| t.total_charge);
+                self.alerts.check(before, &totals, &self.committed);
+                self.committed.totals.insert(key, totals);
             }
         }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);

@@ -21,8 +21,18 @@ use crate::rating::{RatingInput, Report, rate};
 use crate::store::SettingsStore;
 use crate::store::codec::Record;
 
-/// Most rows one ListAccounts or TopAccounts answer carries.
-const MAX_PAGE: usize = 1000;
+/// Most rows one page of any listing carries (bounds the memory and time of one answer).
+pub const MAX_PAGE: usize = 1000;
+/// Rows of a page when the request leaves it to ratingd.
+const DEFAULT_PAGE: usize = 100;
+
+/// The page size of a listing request: 0 means the default, anything larger is capped.
+pub fn page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
 /// Most events one Quote prices.
 const MAX_QUOTE_EVENTS: usize = 10_000;
 
@@ -131,10 +141,7 @@ impl Query for QueryService {
         }
         let from = optional_instant("from", &req.from)?.unwrap_or(i64::MIN);
         let to = optional_instant("to", &req.to)?.unwrap_or(i64::MAX);
-        let size = match req.page_size as usize {
-            0 => 100,
-            n => n.min(MAX_PAGE),
-        };
+        let size = crate::query::page_size(req.page_size);
         // The token is the position (block, index) of the last record returned.
         let after: Option<(u64, u32)> = if req.page_token.is_empty() {
             None
@@ -379,10 +386,7 @@ impl Query for QueryService {
         } else {
             Some(parse_token(&req.page_token)?)
         };
-        let size = match req.page_size as usize {
-            0 => 100,
-            n => n.min(MAX_PAGE),
-        };
+        let size = crate::query::page_size(req.page_size);
         let mut accounts: Vec<String> = self
             .of_period(&req.period)
             .into_iter()
