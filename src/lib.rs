@@ -2,20 +2,28 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data's path. Today the crate holds the pure core; the I/O modules of
-//! `ARCHITECTURE.md` (ingest, pipeline, store, export, query, telemetry) are added on top of it.
+//! The modules follow the data's path (ARCHITECTURE.md draws it):
 //!
-//! - [`domain`]: pure types and rules. Exact money ([`domain::money`]), usage events and reject
-//!   reasons ([`domain::usage`]), the tariff catalogue ([`domain::tariff`]) and its file format
-//!   with validation ([`domain::tariff_file`]), billing periods ([`domain::period`]), local time
-//!   in a plan's zone ([`domain::localtime`]), subscriptions ([`domain::subscription`]).
-//! - [`rating`]: the rating engine. `rate(plan, event, period usage)` -> exact charge plus an
-//!   [`rating::Explanation`]; [`rating::Report`] renders it for people and as JSON.
-//! - [`config`]: the daemon's configuration file: raw serde structs, validation gathering every
-//!   error, the typed [`config::Config`].
+//! - [`ingest`]: the gRPC front end. Proto <-> domain conversion and every input check
+//!   ([`ingest::convert`]), the `Ingest` service; batches are admitted under a bound and handed to
+//!   the pipeline.
+//! - [`pipeline`]: routing by account hash to shard threads that own their accounts (dedupe,
+//!   period usage, totals) and rate without locks; the committer group-commits to sled, fsyncs,
+//!   publishes the committed view and acknowledges; spend alerts.
+//! - [`store`]: sled: checksummed blocks of rated records, suspense, checkpoints, subscriptions,
+//!   closes, alerts ([`store::codec`] for the encodings).
+//! - [`export`]: the Redis projection of the committed totals, and period close.
+//! - [`query`] and [`admin`]: the read side and the operator's API.
+//! - [`telemetry`]: the metric catalogue and the Prometheus exporter.
+//! - [`domain`]: pure types and rules: exact money, usage events and reject reasons, the tariff
+//!   catalogue and its file format, billing periods, local time, subscriptions, totals.
+//! - [`rating`]: the rating engine: `rate(plan, event, period usage)` -> exact charge and an
+//!   [`rating::Explanation`]; [`rating::Report`] renders it.
+//! - [`config`]: the configuration file, validated whole; [`app`] wires everything;
+//!   [`client`] is ratectl's side (usage files, the retrying sender).
 //!
-//! Dependencies point one way: `rating` uses `domain`; `config` uses both; nothing in `domain` or
-//! `rating` does I/O.
+//! Dependencies point one way: `domain` and `rating` do no I/O; `pipeline` uses them and `store`;
+//! the services talk to `pipeline`; only `app` wires everything.
 
 pub mod admin;
 pub mod app;
