@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
 
 use arc_swap::ArcSwap;
 
@@ -26,8 +27,17 @@ use crate::pipeline::{Clock, Pipeline, PipelineConfig, RatingContext, SharedCloc
 use crate::query::QueryService;
 use crate::store::{SettingsStore, Store, StoreError};
 
+/// How long open connections may take to finish after a shutdown starts, before they are closed
+/// (well inside the default 30 s grace, leaving time for the pipeline drain).
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The services whose health is reported ("" is the server as a whole).
+const SERVICES: [&str; 4] = ["", "ratingd.v1.Ingest", "ratingd.v1.Query", "ratingd.v1.Admin"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {error}")]
@@ -131,7 +141,19 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.tariffs_path.clone(),
     ));
     let max_message = config.limits.max_message_bytes;
+    // Health: SERVING from here on (recovery is done before the port is bound), NOT_SERVING as
+    // soon as the drain starts. Reflection lists every service for grpcurl-like tools.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::ingest::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
     let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
             QueryServer::new(QueryService::new(
@@ -184,17 +206,37 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         shutdown_rx.clone(),
     ));
     let mut stop = shutdown_rx.clone();
+    let mut stopping = shutdown_rx.clone();
     let task = tokio::spawn(async move {
         let signal = async move {
             while !*stop.borrow_and_update() {
                 if stop.changed().await.is_err() {
-                    return;
+                    break;
                 }
             }
+            for name in SERVICES {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
         };
-        let served = server
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-            .await;
+        let serving = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // Our own streams end promptly once the drain starts; a client that keeps a stream open
+        // (a health Watch, say) must not hold the daemon: after a bounded wait its connection is
+        // closed and the pipeline drain goes on.
+        let deadline = async move {
+            while !*stopping.borrow_and_update() {
+                if stopping.changed().await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(SERVER_DRAIN).await;
+        };
+        let served = tokio::select! {
+            served = serving => served,
+            () = deadline => {
+                warn!(seconds = SERVER_DRAIN.as_secs(), "connections still open after the drain window; closing them");
+                Ok(())
+            }
+        };
         info!("server stopped; draining the pipeline");
         let p = pipeline.clone();
         tokio::task::spawn_blocking(move || p.shutdown()).await?;

@@ -1,0 +1,128 @@
+//! gRPC health (`grpc.health.v1`) and server reflection, as standard tools use them.
+
+mod common;
+
+use common::*;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_and_reflection_lists_every_service() {
+    let dir = TempDir::new("health");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let channel = tonic::transport::Endpoint::from_shared(d.target.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "ratingd.v1.Ingest", "ratingd.v1.Query", "ratingd.v1.Admin"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest { service: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("no service list")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "ratingd.v1.Admin",
+            "ratingd.v1.Ingest",
+            "ratingd.v1.Query"
+        ]
+    );
+
+    // While draining, the server reports NOT_SERVING on the connections it still has.
+    let mut watch = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    let running = d.running.as_ref().unwrap();
+    running.shutdown();
+    let next = watch.message().await;
+    let drained = match next {
+        Ok(Some(r)) => r.status == ServingStatus::NotServing as i32,
+        // The stream may also simply end when the server closes it.
+        Ok(None) | Err(_) => true,
+    };
+    assert!(drained);
+    // The Watch stream stays open on purpose: the daemon must stop anyway (after its drain window).
+    d.stop().await;
+    drop(watch);
+}
+
+/// `--log-format json`: one JSON object per line, the start-up line carrying version, config,
+/// address, shards, data dir, recovered records and recovery time.
+#[test]
+fn json_logs_carry_the_start_up_facts() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("jsonlog");
+    let config = write_config(&dir.0, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ratingd"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut start = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["fields"]["message"] == "ratingd serving" {
+            start = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = start.expect("a start-up line");
+    let f = &v["fields"];
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(f["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(f["shards"], 2);
+    assert_eq!(f["recovered_records"], 0);
+    for key in ["config", "addr", "data_dir", "recovery_ms"] {
+        assert!(!f[key].is_null(), "{key} missing: {v}");
+    }
+}
