@@ -279,10 +279,10 @@ impl Config {
                 errors.push(format!("{name}: must be at least 1"));
             }
         }
-        if let Some(plan) = &raw.default_plan {
-            if catalogue.plan(plan).is_none() {
-                errors.push(format!("default_plan: unknown plan {plan:?}"));
-            }
+        if let Some(plan) = &raw.default_plan
+            && catalogue.plan(plan).is_none()
+        {
+            errors.push(format!("default_plan: unknown plan {plan:?}"));
         }
         let subscriptions = raw
             .subscriptions
@@ -373,10 +373,10 @@ fn subscription(
         .to
         .as_deref()
         .and_then(|t| instant(&format!("{path}.to"), t, errors));
-    if let (Some(from), Some(to)) = (from, to) {
-        if to <= from {
-            errors.push(format!("{path}.to: must be after from"));
-        }
+    if let (Some(from), Some(to)) = (from, to)
+        && to <= from
+    {
+        errors.push(format!("{path}.to: must be after from"));
     }
     let discount = raw.discount_percent.as_deref().and_then(|d| match parse_exact(d) {
         Ok(d) if d > rust_decimal::Decimal::ZERO && d <= rust_decimal::Decimal::ONE_HUNDRED => Some(d),

@@ -84,10 +84,10 @@ impl SubscriptionBook {
         Ok(book)
     }
     pub fn plan_for(&self, account: &str, at: DateTime<Utc>) -> Option<(&str, Option<Decimal>)> {
-        if let Some(list) = self.by_account.get(account) {
-            if let Some(s) = list.iter().find(|s| s.covers(at)) {
-                return Some((&s.plan_id, s.discount_percent));
-            }
+        if let Some(list) = self.by_account.get(account)
+            && let Some(s) = list.iter().find(|s| s.covers(at))
+        {
+            return Some((&s.plan_id, s.discount_percent));
         }
         self.default_plan.as_deref().map(|p| (p, None))
     }

@@ -385,15 +385,13 @@ impl Validator {
         for (i, raw_version) in raw.into_iter().enumerate() {
             let vpath = indexed(path, "versions", i);
             let from = self.instant(&key(&vpath, "effective_from"), &raw_version.effective_from);
-            if let (Some(prev), Some(from)) = (previous, from) {
-                if from <= prev {
-                    self.error(
-                        key(&vpath, "effective_from"),
-                        format!(
-                            "versions must be sorted by effective_from without overlap: {from} is not after {prev}"
-                        ),
-                    );
-                }
+            if let (Some(prev), Some(from)) = (previous, from)
+                && from <= prev
+            {
+                self.error(
+                    key(&vpath, "effective_from"),
+                    format!("versions must be sorted by effective_from without overlap: {from} is not after {prev}"),
+                );
             }
             previous = from.or(previous);
             let discount = raw_version

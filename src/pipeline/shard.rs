@@ -112,10 +112,11 @@ impl ShardState {
 
     /// The billing period of `at` under `plan`, from the per-plan cache when it holds.
     fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
-        if let Some((p, label)) = self.periods.get(plan.id.as_str()) {
-            if p.start <= at && at < p.end {
-                return (label.clone(), p.end);
-            }
+        if let Some((p, label)) = self.periods.get(plan.id.as_str())
+            && p.start <= at
+            && at < p.end
+        {
+            return (label.clone(), p.end);
         }
         let period = plan.period.period_of(plan.time_zone, at);
         let label: Arc<str> = Arc::from(period.label.as_str());

@@ -410,20 +410,20 @@ pub fn select_rate(rates: &RateTable, attributes: &[(String, String)]) -> Option
             });
         }
     }
-    if let Some(table) = &rates.prefix {
-        if let Some(value) = attribute(attributes, &table.attribute) {
-            for len in (1..=value.len().min(table.longest)).rev() {
-                if !value.is_char_boundary(len) {
-                    continue;
-                }
-                if let Some(&price) = table.prices.get(&value[..len]) {
-                    // `len <= table.longest`, which validation keeps at most MAX_NAME_BYTES.
-                    let len = u16::try_from(len).unwrap_or(u16::MAX);
-                    return Some(RateChoice {
-                        price,
-                        source: RateSource::Prefix { len },
-                    });
-                }
+    if let Some(table) = &rates.prefix
+        && let Some(value) = attribute(attributes, &table.attribute)
+    {
+        for len in (1..=value.len().min(table.longest)).rev() {
+            if !value.is_char_boundary(len) {
+                continue;
+            }
+            if let Some(&price) = table.prices.get(&value[..len]) {
+                // `len <= table.longest`, which validation keeps at most MAX_NAME_BYTES.
+                let len = u16::try_from(len).unwrap_or(u16::MAX);
+                return Some(RateChoice {
+                    price,
+                    source: RateSource::Prefix { len },
+                });
             }
         }
     }
