@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests need, as "command:debian-package". The Redis projection's tests start
-# their own redis-server on free ports (and use the machine's Redis on 6379 with a unique prefix).
-needs=("redis-server:redis-server")
+# their own redis-server on free ports (and use the machine's Redis on 6379 with a unique prefix);
+# the metrics tests run a Prometheus server and promtool.
+needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
@@ -14,6 +15,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
+  # One package can serve several commands (prometheus brings promtool).
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 

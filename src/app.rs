@@ -192,6 +192,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
     }
+    metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).set(settings.suspense_count() as f64);
+    metrics::gauge!(crate::telemetry::AGGREGATES).set(pipeline.committed.totals.len() as f64);
     let exporter = tokio::spawn(crate::export::run(
         config.redis.clone(),
         pipeline.committed.clone(),

@@ -63,6 +63,29 @@ async fn the_scrape_accounts_for_every_event() {
         get("ratingd_events_received_total"),
         get("ratingd_events_accepted_total") + get("ratingd_events_duplicate_total") + rejected
     );
+    // The rest of the catalogue, from the same workload.
+    let batches_sent = events.len().div_ceil(100) as f64;
+    assert_eq!(get("ratingd_batch_ack_duration_seconds_count"), batches_sent);
+    assert_eq!(
+        get("ratingd_commit_events_sum"),
+        500.0,
+        "every rated record in exactly one commit"
+    );
+    assert_eq!(get("ratingd_suspense_events"), 3.0);
+    let ids: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ratingd_dedupe_window_ids{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(ids, 500.0);
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("ratingd_shard_queue_depth{shard=\"0\"}"))
+    );
+    assert!(get("ratingd_aggregates") > 0.0);
+    assert!(get("ratingd_rated_charge_micros_total{currency=\"USD\"}") > 0.0);
+    assert!(get("ratingd_rated_charge_micros_total{currency=\"EUR\"}") > 0.0);
+    assert!(get("ratingd_commit_duration_seconds_count") > 0.0);
     // The test config points Redis at a closed port: flushes fail and are counted.
     let deadline = Instant::now() + Duration::from_secs(20);
     while scrape(&addr)

@@ -136,6 +136,7 @@ impl AdminCore {
             counts[3] += ack.rejected;
             let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.clone()).collect();
             self.settings.remove_suspense(&keys).map_err(store_status)?;
+            metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).decrement(keys.len() as f64);
         }
         info!(
             reprocessed = counts[0],
@@ -168,6 +169,8 @@ impl AdminCore {
     pub async fn reload_tariffs(&self) -> Result<(usize, usize, usize), AdminError> {
         let _guard = self.writes.lock().await;
         let result = self.try_reload();
+        let outcome = if result.is_ok() { "ok" } else { "refused" };
+        metrics::counter!(crate::telemetry::TARIFF_RELOADS, "result" => outcome).increment(1);
         match &result {
             Ok((plans, versions, meters)) => {
                 info!(plans, versions, meters, path = %self.tariffs_path.display(), "tariffs reloaded")

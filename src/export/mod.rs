@@ -86,6 +86,7 @@ pub async fn run(
         committed,
         settings,
         conn: None,
+        last_success: std::time::Instant::now(),
         resync: true,
         failing: false,
     };
@@ -108,6 +109,8 @@ struct Exporter {
     committed: CommittedView,
     settings: SettingsStore,
     conn: Option<ConnectionManager>,
+    /// When a flush last succeeded (start-up counts as one): the Redis lag is measured from it.
+    last_success: std::time::Instant,
     resync: bool,
     failing: bool,
 }
@@ -220,9 +223,13 @@ impl Exporter {
     async fn flush(&mut self) {
         let epoch = self.committed.epoch.load(std::sync::atomic::Ordering::Acquire);
         let dirty = self.committed.take_dirty();
+        let started = std::time::Instant::now();
         let result = self.write(&dirty, epoch).await;
+        metrics::histogram!(crate::telemetry::REDIS_FLUSH_DURATION).record(started.elapsed().as_secs_f64());
         match result {
             Ok(written) => {
+                self.last_success = std::time::Instant::now();
+                metrics::gauge!(crate::telemetry::REDIS_LAG).set(0.0);
                 if self.failing {
                     info!(written, "redis reachable again; projection caught up");
                 }
@@ -230,6 +237,7 @@ impl Exporter {
             }
             Err(error) => {
                 metrics::counter!(crate::telemetry::REDIS_FLUSH_ERRORS).increment(1);
+                metrics::gauge!(crate::telemetry::REDIS_LAG).set(self.last_success.elapsed().as_secs_f64());
                 if !self.failing {
                     warn!(%error, url = %self.config.url, "redis flush failed; ingest continues, will retry");
                 }

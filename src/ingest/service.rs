@@ -153,6 +153,7 @@ impl Ingest for Arc<IngestService> {
                         break;
                     }
                 };
+                let started = std::time::Instant::now();
                 let pending = match service.admit(batch).await {
                     Ok(p) => p,
                     Err(status) => {
@@ -163,7 +164,11 @@ impl Ingest for Arc<IngestService> {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let reply = match pending.await {
-                        Ok(Ok(ack)) => Ok(ack_to_proto(ack)),
+                        Ok(Ok(ack)) => {
+                            metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION)
+                                .record(started.elapsed().as_secs_f64());
+                            Ok(ack_to_proto(ack))
+                        }
                         Ok(Err(e)) => Err(status_of(e)),
                         Err(_) => Err(Status::unavailable("ratingd is shutting down")),
                     };
@@ -181,9 +186,13 @@ impl Ingest for Arc<IngestService> {
         if *self.shutdown.borrow() {
             return Err(Status::unavailable("ratingd is shutting down"));
         }
+        let started = std::time::Instant::now();
         let pending = self.admit(request.into_inner()).await?;
         match pending.await {
-            Ok(Ok(ack)) => Ok(Response::new(ack_to_proto(ack))),
+            Ok(Ok(ack)) => {
+                metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION).record(started.elapsed().as_secs_f64());
+                Ok(Response::new(ack_to_proto(ack)))
+            }
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(Status::unavailable("ratingd is shutting down")),
         }

@@ -120,10 +120,18 @@ impl Committer {
             self.publish(group);
             return;
         }
+        let suspended = commit.suspense.len();
+        let started = std::time::Instant::now();
         match self.store.commit(commit) {
             Ok(_) => {
+                metrics::histogram!(crate::telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::telemetry::COMMIT_EVENTS).record(f64::from(records));
+                if suspended > 0 {
+                    metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).increment(suspended as f64);
+                }
                 self.records_since_checkpoint += u64::from(records);
                 self.publish(group);
+                metrics::gauge!(crate::telemetry::AGGREGATES).set(self.committed.totals.len() as f64);
                 self.maybe_request_checkpoint();
             }
             Err(e) => {

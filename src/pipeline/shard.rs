@@ -61,6 +61,8 @@ pub struct ShardState {
     /// Periods that ended at or before this instant are closed (now minus the close grace, read
     /// once per job).
     closed_before: DateTime<Utc>,
+    /// The job's charges per currency, for the approximate metric (a handful of entries).
+    job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
 }
 
 impl Default for ShardState {
@@ -71,6 +73,7 @@ impl Default for ShardState {
             periods: AHashMap::new(),
             evicted_through_day: 0,
             closed_before: DateTime::<Utc>::MIN_UTC,
+            job_charges: Vec::new(),
         }
     }
 }
@@ -171,6 +174,7 @@ impl ShardState {
         for e in job.events {
             self.rate_one(ctx, e, &mut out, &mut touched);
         }
+        self.count_charges();
         touched.sort_unstable();
         touched.dedup();
         for (account, period) in touched {
@@ -241,6 +245,10 @@ impl ShardState {
         totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
         touched.push((totals.account.clone(), period.clone()));
         self.dedupe.insert(e.fingerprint, pack(day_of(nanos), e.content));
+        match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
+            Some((_, sum)) => *sum += rated.charge,
+            None => self.job_charges.push((plan.currency, rated.charge)),
+        }
         codec::append_framed(
             &mut out.records,
             &RecordRef {
@@ -262,6 +270,20 @@ impl ShardState {
             },
         );
         out.record_count += 1;
+    }
+
+    /// Adds this job's charges to the approximate per-currency counter (one increment per currency
+    /// and job, in integer micro-units; no float touches money).
+    fn count_charges(&mut self) {
+        use rust_decimal::prelude::ToPrimitive;
+        for (currency, sum) in self.job_charges.drain(..) {
+            // Counters only go up: a job whose volume-tier marginals net negative adds nothing.
+            let micros = (sum * rust_decimal::Decimal::from(1_000_000))
+                .round()
+                .to_u64()
+                .unwrap_or(0);
+            metrics::counter!(crate::telemetry::RATED_CHARGE, "currency" => currency.to_string()).increment(micros);
+        }
     }
 
     /// Serializes the state for a checkpoint.
@@ -384,6 +406,9 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
         close_grace,
         window_days,
     } = env;
+    // Handles resolved once: the loop only sets them.
+    let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
+    let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
     let mut jobs_since_evict = 0u32;
     while let Ok(msg) = rx.recv() {
         match msg {
@@ -396,6 +421,8 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 }
                 state.closed_before = clock.now() - close_grace;
                 let output = state.process(&ctx.load(), job);
+                queue_depth.set(rx.len() as f64);
+                window_ids.set(state.dedupe.len() as f64);
                 if out.send(CommitterMsg::Output(output)).is_err() {
                     warn!(shard = index, "committer is gone; shard stops");
                     return;

@@ -401,6 +401,11 @@ impl SettingsStore {
         }
     }
 
+    /// How many entries wait in suspense (a key scan, at start-up).
+    pub fn suspense_count(&self) -> usize {
+        self.db.scan_prefix(SUSPENSE_PREFIX).keys().count()
+    }
+
     /// Removes suspense entries that left suspense (or were replaced by a newer entry), durably.
     pub fn remove_suspense(&self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();

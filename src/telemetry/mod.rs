@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 
-use metrics::{counter, describe_counter};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing::{info, warn};
 
 use crate::domain::usage::{Ack, RejectReason};
@@ -18,6 +18,29 @@ pub const EVENTS_REJECTED: &str = "ratingd_events_rejected_total";
 pub const REDIS_FLUSH_ERRORS: &str = "ratingd_redis_flush_errors_total";
 pub const PERIODS_CLOSED: &str = "ratingd_periods_closed_total";
 pub const ALERTS: &str = "ratingd_alerts_total";
+pub const BATCH_ACK_DURATION: &str = "ratingd_batch_ack_duration_seconds";
+pub const SHARD_QUEUE_DEPTH: &str = "ratingd_shard_queue_depth";
+pub const COMMIT_DURATION: &str = "ratingd_commit_duration_seconds";
+pub const COMMIT_EVENTS: &str = "ratingd_commit_events";
+pub const REDIS_FLUSH_DURATION: &str = "ratingd_redis_flush_duration_seconds";
+pub const REDIS_LAG: &str = "ratingd_redis_lag_seconds";
+pub const DEDUPE_WINDOW_IDS: &str = "ratingd_dedupe_window_ids";
+pub const AGGREGATES: &str = "ratingd_aggregates";
+/// Charges rated, in millionths of the currency unit. The metrics facade has integer counters
+/// only, so the dashboard figure of SPEC section 8 is kept as an integer counter of micro-units
+/// (divide by 1e6); exact totals come from the Query API.
+pub const RATED_CHARGE: &str = "ratingd_rated_charge_micros_total";
+pub const TARIFF_RELOADS: &str = "ratingd_tariff_reloads_total";
+pub const SUSPENSE_EVENTS: &str = "ratingd_suspense_events";
+
+/// Latency buckets (seconds): 100 us .. 10 s.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+/// Events per commit: 1 .. 100,000.
+const COMMIT_EVENTS_BUCKETS: [f64; 11] = [
+    1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 100000.0,
+];
 
 fn describe() {
     describe_counter!(
@@ -36,13 +59,47 @@ fn describe() {
     );
     describe_counter!(PERIODS_CLOSED, "Billing periods (plan, period) closed.");
     describe_counter!(ALERTS, "Spend alerts raised.");
+    describe_histogram!(
+        BATCH_ACK_DURATION,
+        Unit::Seconds,
+        "From a batch's admission to its acknowledgement (after fsync)."
+    );
+    describe_gauge!(SHARD_QUEUE_DEPTH, "Jobs waiting in a shard's queue, by shard.");
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "One group commit: sled batch write plus fsync."
+    );
+    describe_histogram!(COMMIT_EVENTS, "Rated records per group commit.");
+    describe_histogram!(
+        REDIS_FLUSH_DURATION,
+        Unit::Seconds,
+        "One flush of the Redis projection."
+    );
+    describe_gauge!(
+        REDIS_LAG,
+        Unit::Seconds,
+        "Seconds since the Redis projection last flushed successfully."
+    );
+    describe_gauge!(DEDUPE_WINDOW_IDS, "Event ids held in the dedupe window, by shard.");
+    describe_gauge!(AGGREGATES, "Account-period totals held.");
+    describe_counter!(
+        RATED_CHARGE,
+        "Charges rated, by currency, in millionths of the unit. APPROXIMATE (rounded per job, for dashboards); exact totals come from the Query API."
+    );
+    describe_counter!(TARIFF_RELOADS, "Tariff reloads, by result (ok, refused).");
+    describe_gauge!(SUSPENSE_EVENTS, "Rejected events waiting in suspense.");
 }
 
 /// Installs the Prometheus recorder and its HTTP listener. A failure (port taken, a recorder
 /// already installed in this process) is logged and ratingd runs on without metrics.
 pub fn install(listen: Option<SocketAddr>) {
     let Some(addr) = listen else { return };
-    match PrometheusBuilder::new().with_http_listener(addr).install() {
+    let builder = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_EVENTS.into()), &COMMIT_EVENTS_BUCKETS));
+    match builder.and_then(|b| b.install()) {
         Ok(()) => {
             describe();
             info!(%addr, "metrics served at /metrics");
