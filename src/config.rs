@@ -24,6 +24,8 @@ pub struct Config {
     pub path: PathBuf,
     /// gRPC listen address (ingest and query).
     pub listen: SocketAddr,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ratingd=debug`); RUST_LOG wins.
+    pub log_level: String,
     /// Prometheus scrape address (`GET /metrics`); `None` when disabled (an empty string).
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -121,6 +123,8 @@ struct RawConfig {
     listen: String,
     #[serde(default = "default_metrics_listen")]
     metrics_listen: String,
+    #[serde(default = "default_log_level")]
+    log_level: String,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default)]
@@ -168,6 +172,9 @@ struct RawAlerts {
 
 fn default_listen() -> String {
     "127.0.0.1:50051".to_string()
+}
+fn default_log_level() -> String {
+    "info".to_string()
 }
 fn default_metrics_listen() -> String {
     "127.0.0.1:9898".to_string()
@@ -241,6 +248,12 @@ impl Config {
                 })
                 .ok()
         };
+        if tracing_subscriber::EnvFilter::try_new(&raw.log_level).is_err() {
+            errors.push(format!(
+                "log_level: {:?} is not a log filter such as \"info\" or \"ratingd=debug\"",
+                raw.log_level
+            ));
+        }
         let shards = if raw.shards == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -309,6 +322,7 @@ impl Config {
             // Invariant: an unparsable address pushed an error and returned above.
             listen: listen.expect("listen validated"),
             metrics_listen,
+            log_level: raw.log_level,
             data_dir: raw.data_dir,
             shards,
             limits: raw.limits,

@@ -19,7 +19,7 @@ struct Args {
     #[arg(long)]
     check: bool,
     /// Log format on standard error: `human`, or `json` (one object per line) for log shippers.
-    /// The level comes from RUST_LOG (default `info`).
+    /// The level comes from RUST_LOG, else `log_level` in the config.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
 }
@@ -51,7 +51,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -343,3 +343,54 @@ async fn statements_add_up_to_the_totals() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_every_record_of_the_period() {
+    let dir = TempDir::new("export");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let events = generate(2_500, 0.1, 64);
+    send_all(&d, &events).await;
+    let expected = expected_totals(&events);
+    let period = expected.keys().next().unwrap().1.clone();
+    let (want_records, want_charge) = expected
+        .iter()
+        .filter(|((_, p), _)| *p == period)
+        .flat_map(|(_, m)| m.values())
+        .fold((0u64, Decimal::ZERO), |(n, c), v| (n + v.1, c + v.0));
+    for format in ["csv", "jsonl"] {
+        let out = dir.0.join(format!("export.{format}"));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ratectl"))
+            .args([
+                "export",
+                "--period",
+                &period,
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap(),
+                "--target",
+                &d.target,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(summary["records"], want_records);
+        assert_eq!(
+            summary["charge"].as_str().unwrap().parse::<Decimal>().unwrap(),
+            want_charge
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        if format == "csv" {
+            assert!(lines[0].starts_with("event_id,account,meter,quantity"));
+            assert_eq!(lines.len() as u64, want_records + 1);
+        } else {
+            assert_eq!(lines.len() as u64, want_records);
+            let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+            assert!(first["charge"].is_string() && first["plan"].is_string());
+        }
+    }
+    d.stop().await;
+}
