@@ -98,3 +98,30 @@ async fn the_scrape_accounts_for_every_event() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The shipped Grafana dashboard queries only metrics ratingd exports.
+#[test]
+fn the_dashboard_uses_only_exported_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!("../config/grafana-dashboard.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 7);
+    let mut used = 0;
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap();
+        for (i, _) in expr.match_indices("ratingd_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(name.clone(), |n, s| n.strip_suffix(s).map_or(n.clone(), str::to_string));
+            assert!(
+                ratingd::telemetry::ALL.contains(&base.as_str()),
+                "{name} in {expr:?} is not exported"
+            );
+            used += 1;
+        }
+    }
+    assert!(used >= 10);
+}

@@ -33,6 +33,28 @@ pub const RATED_CHARGE: &str = "ratingd_rated_charge_micros_total";
 pub const TARIFF_RELOADS: &str = "ratingd_tariff_reloads_total";
 pub const SUSPENSE_EVENTS: &str = "ratingd_suspense_events";
 
+/// Every metric name, for checks such as the dashboard's.
+pub const ALL: [&str; 18] = [
+    EVENTS_RECEIVED,
+    EVENTS_ACCEPTED,
+    EVENTS_DUPLICATE,
+    EVENTS_REJECTED,
+    REDIS_FLUSH_ERRORS,
+    PERIODS_CLOSED,
+    ALERTS,
+    BATCH_ACK_DURATION,
+    SHARD_QUEUE_DEPTH,
+    COMMIT_DURATION,
+    COMMIT_EVENTS,
+    REDIS_FLUSH_DURATION,
+    REDIS_LAG,
+    DEDUPE_WINDOW_IDS,
+    AGGREGATES,
+    RATED_CHARGE,
+    TARIFF_RELOADS,
+    SUSPENSE_EVENTS,
+];
+
 /// Latency buckets (seconds): 100 us .. 10 s.
 const SECONDS_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
