@@ -130,9 +130,8 @@ model = "per_unit"
 price = "0.01"
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invalid_one() {
-    let dir = TempDir::new("admin-reload");
+/// A test config whose tariff file is a copy the test may rewrite: (config, tariff file, its text).
+fn config_with_own_tariffs(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let tariffs = dir.0.join("tariffs.toml");
     let shipped = std::fs::read_to_string(repo().join("config/tariffs.toml")).unwrap();
     std::fs::write(&tariffs, &shipped).unwrap();
@@ -142,6 +141,13 @@ async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invali
         &tariffs.display().to_string(),
     );
     std::fs::write(&config, text).unwrap();
+    (config, tariffs, shipped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invalid_one() {
+    let dir = TempDir::new("admin-reload");
+    let (config, tariffs, shipped) = config_with_own_tariffs(&dir);
     let d = TestDaemon::start(&config).await;
     let mut a = admin(&d.target).await;
     let upcoming = a
@@ -196,15 +202,7 @@ async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invali
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_tariffs() {
     let dir = TempDir::new("admin-sighup");
-    let tariffs = dir.0.join("tariffs.toml");
-    let shipped = std::fs::read_to_string(repo().join("config/tariffs.toml")).unwrap();
-    std::fs::write(&tariffs, &shipped).unwrap();
-    let config = write_config(&dir.0, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &repo().join("config/tariffs.toml").display().to_string(),
-        &tariffs.display().to_string(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let (config, tariffs, shipped) = config_with_own_tariffs(&dir);
     let daemon = DaemonProcess::spawn(&config);
     let mut a = admin(&daemon.target).await;
     assert!(

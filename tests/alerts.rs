@@ -12,14 +12,7 @@ use common::*;
 use ratingd::ingest::proto;
 
 fn alerts(url: &str) -> Vec<HashMap<String, String>> {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("r:alerts")
-        .arg("-")
-        .arg("+")
-        .query(&mut c)
-        .unwrap_or_default();
-    entries.into_iter().map(|(_, f)| f).collect()
+    xrange(url, "r:alerts")
 }
 
 async fn wait_for_alerts(url: &str, n: usize) {
@@ -94,26 +87,8 @@ async fn thresholds_alert_once_each() {
         })
         .await
         .unwrap();
-    let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
-    let stamp = |c: &mut redis::Connection| {
-        redis::cmd("HGET")
-            .arg("r:meta")
-            .arg("updated_at")
-            .query::<String>(c)
-            .unwrap_or_default()
-    };
-    let mut last = stamp(&mut c);
-    let mut changes = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while changes < 3 {
-        assert!(Instant::now() < deadline, "no flushes after the restart");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = stamp(&mut c);
-        if now != last {
-            changes += 1;
-            last = now;
-        }
-    }
+    // Let several flushes pass, then count again.
+    wait_for_flushes(&redis.url(), "r", 3).await;
     assert_eq!(alerts(&redis.url()).len(), 3);
     d.stop().await;
 }

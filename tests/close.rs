@@ -20,14 +20,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check
 }
 
 fn stream(url: &str) -> Vec<HashMap<String, String>> {
-    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg("r:periods:closed")
-        .arg("-")
-        .arg("+")
-        .query(&mut c)
-        .unwrap_or_default();
-    entries.into_iter().map(|(_, fields)| fields).collect()
+    xrange(url, "r:periods:closed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,28 +145,8 @@ async fn a_period_closes_once_its_grace_has_passed() {
         .unwrap()
         .into_inner();
     assert_eq!(ack.results[0].reason, proto::RejectReason::PeriodClosed as i32);
-    // Let several flushes pass (the meta epoch is rewritten by each), then count again.
-    let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
-    let stamp = |c: &mut redis::Connection| {
-        redis::cmd("HGET")
-            .arg("r:meta")
-            .arg("updated_at")
-            .query::<String>(c)
-            .unwrap_or_default()
-    };
-    let first = stamp(&mut c);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut changes = 0;
-    let mut last = first.clone();
-    while changes < 3 {
-        assert!(Instant::now() < deadline, "no flushes after the restart");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = stamp(&mut c);
-        if now != last {
-            changes += 1;
-            last = now;
-        }
-    }
+    // Let several flushes pass, then count again.
+    wait_for_flushes(&redis.url(), "r", 3).await;
     assert_eq!(
         stream(&redis.url()).len(),
         2,

@@ -446,3 +446,41 @@ impl Drop for RedisServer {
         self.kill9();
     }
 }
+
+/// Every entry of a Redis stream, as field maps, oldest first.
+pub fn xrange(url: &str, key: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap_or_default();
+    entries.into_iter().map(|(_, fields)| fields).collect()
+}
+
+/// Waits (bounded) until the projection has flushed `n` more times (it rewrites `<prefix>:meta`
+/// at the end of every flush).
+pub async fn wait_for_flushes(url: &str, prefix: &str, n: usize) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let meta = format!("{prefix}:meta");
+    let stamp = |c: &mut redis::Connection| {
+        redis::cmd("HGET")
+            .arg(&meta)
+            .arg("updated_at")
+            .query::<String>(c)
+            .unwrap_or_default()
+    };
+    let mut last = stamp(&mut c);
+    let mut changes = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while changes < n {
+        assert!(Instant::now() < deadline, "the projection did not flush {n} times");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = stamp(&mut c);
+        if now != last {
+            changes += 1;
+            last = now;
+        }
+    }
+}
