@@ -347,10 +347,6 @@ impl Pipeline {
         })
     }
 
-    pub fn shards(&self) -> usize {
-        self.shard_tx.len()
-    }
-
     /// True once a commit failed: no more work is taken.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)

@@ -79,10 +79,6 @@ impl Default for ShardState {
 }
 
 impl ShardState {
-    pub fn dedupe_len(&self) -> usize {
-        self.dedupe.len()
-    }
-
     pub fn all_totals(&self) -> impl Iterator<Item = PeriodTotals> + '_ {
         self.accounts.values().flatten().cloned()
     }

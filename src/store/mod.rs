@@ -157,24 +157,11 @@ impl Store {
         }
     }
 
-    /// Every suspense entry, oldest first.
-    pub fn suspense(&self) -> impl Iterator<Item = Result<codec::SuspenseEntry, StoreError>> + '_ {
-        self.db.scan_prefix(SUSPENSE_PREFIX).map(move |item| {
-            let (k, v) = item?;
-            codec::decode_suspense(&v).map_err(|e| self.corrupt(format!("s/{:?}", &k[2..]), e))
-        })
-    }
-
     /// A checkpoint value by its key suffix.
     pub fn checkpoint(&self, suffix: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         let mut k = CHECKPOINT_PREFIX.to_vec();
         k.extend_from_slice(suffix);
         Ok(self.db.get(k)?)
-    }
-
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
