@@ -10,7 +10,6 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -220,7 +219,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
         };
-        let serving = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let serving = server.serve_with_incoming_shutdown(
+            // No Nagle delay: acks are small and latency-bound.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        );
         // Our own streams end promptly once the drain starts; a client that keeps a stream open
         // (a health Watch, say) must not hold the daemon: after a bounded wait its connection is
         // closed and the pipeline drain goes on.

@@ -27,6 +27,9 @@ pub enum AdminError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Most subscriptions one UpsertSubscriptions call takes.
+const MAX_SUBSCRIPTIONS_PER_CALL: usize = 100_000;
+
 /// Most suspense entries one reprocess call handles.
 const MAX_REPROCESS: usize = 100_000;
 
@@ -58,6 +61,48 @@ fn suspended_to_proto(e: &SuspenseEntry) -> proto::UsageEvent {
 fn reason_filter(reason: i32) -> Result<Option<u8>, Status> {
     let reason = proto::RejectReason::try_from(reason).map_err(|_| Status::invalid_argument("unknown reason"))?;
     Ok(reason_from_proto(reason).map(|r| r.code()))
+}
+
+/// The domain form of a subscription, or why it is invalid.
+fn subscription_from_proto(p: proto::Subscription) -> Result<Subscription, Status> {
+    if p.account_id.is_empty() || p.account_id.len() > crate::config::MAX_ACCOUNT_BYTES {
+        return Err(Status::invalid_argument("account_id must be 1..=128 bytes"));
+    }
+    let discount = if p.discount_percent.is_empty() {
+        None
+    } else {
+        let d =
+            parse_exact(&p.discount_percent).map_err(|m| Status::invalid_argument(format!("discount_percent: {m}")))?;
+        if d <= rust_decimal::Decimal::ZERO || d > rust_decimal::Decimal::ONE_HUNDRED {
+            return Err(Status::invalid_argument(
+                "discount_percent must be greater than 0 and at most 100",
+            ));
+        }
+        Some(d)
+    };
+    let mut alert_thresholds = Vec::with_capacity(p.alert_thresholds.len());
+    for text in &p.alert_thresholds {
+        match parse_exact(text) {
+            Ok(d) if d > rust_decimal::Decimal::ZERO => alert_thresholds.push(d),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "alert_thresholds: {text:?} is not a positive decimal"
+                )));
+            }
+        }
+    }
+    Ok(Subscription {
+        account_id: p.account_id,
+        plan_id: p.plan_id,
+        from: instant("from", &p.from)?,
+        to: if p.to.is_empty() {
+            None
+        } else {
+            Some(instant("to", &p.to)?)
+        },
+        discount_percent: discount,
+        alert_thresholds,
+    })
 }
 
 fn status_of(error: AdminError) -> Status {
@@ -148,20 +193,33 @@ impl AdminCore {
         Ok(counts)
     }
 
-    pub async fn upsert_subscription(&self, s: Subscription) -> Result<(), AdminError> {
+    pub async fn upsert_subscriptions(&self, list: Vec<Subscription>) -> Result<(), AdminError> {
         let _guard = self.writes.lock().await;
         let current = self.context.load_full();
-        if current.catalogue.plan(&s.plan_id).is_none() {
-            return Err(AdminError::Invalid(format!("unknown plan {:?}", s.plan_id)));
+        for (i, s) in list.iter().enumerate() {
+            if current.catalogue.plan(&s.plan_id).is_none() {
+                let at = if list.len() > 1 {
+                    format!("subscription {i}: ")
+                } else {
+                    String::new()
+                };
+                return Err(AdminError::Invalid(format!("{at}unknown plan {:?}", s.plan_id)));
+            }
         }
-        let book = current.subscriptions.with(s.clone()).map_err(AdminError::Invalid)?;
+        let book = current
+            .subscriptions
+            .with_all(list.clone())
+            .map_err(AdminError::Invalid)?;
         // Durable first, then in force.
-        self.settings.put_subscription(&s)?;
+        self.settings.put_subscriptions(&list)?;
         self.context.store(Arc::new(RatingContext {
             catalogue: current.catalogue.clone(),
             subscriptions: book,
         }));
-        info!(account = %s.account_id, plan = %s.plan_id, from = %s.from, "subscription upserted");
+        match list.as_slice() {
+            [s] => info!(account = %s.account_id, plan = %s.plan_id, from = %s.from, "subscription upserted"),
+            _ => info!(count = list.len(), "subscriptions upserted"),
+        }
         Ok(())
     }
 
@@ -303,47 +361,33 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::Subscription>,
     ) -> Result<Response<proto::Subscription>, Status> {
-        let p = request.into_inner();
-        if p.account_id.is_empty() || p.account_id.len() > crate::config::MAX_ACCOUNT_BYTES {
-            return Err(Status::invalid_argument("account_id must be 1..=128 bytes"));
-        }
-        let discount = if p.discount_percent.is_empty() {
-            None
-        } else {
-            let d = parse_exact(&p.discount_percent)
-                .map_err(|m| Status::invalid_argument(format!("discount_percent: {m}")))?;
-            if d <= rust_decimal::Decimal::ZERO || d > rust_decimal::Decimal::ONE_HUNDRED {
-                return Err(Status::invalid_argument(
-                    "discount_percent must be greater than 0 and at most 100",
-                ));
-            }
-            Some(d)
-        };
-        let mut alert_thresholds = Vec::with_capacity(p.alert_thresholds.len());
-        for text in &p.alert_thresholds {
-            match parse_exact(text) {
-                Ok(d) if d > rust_decimal::Decimal::ZERO => alert_thresholds.push(d),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "alert_thresholds: {text:?} is not a positive decimal"
-                    )));
-                }
-            }
-        }
-        let s = Subscription {
-            account_id: p.account_id,
-            plan_id: p.plan_id,
-            from: instant("from", &p.from)?,
-            to: if p.to.is_empty() {
-                None
-            } else {
-                Some(instant("to", &p.to)?)
-            },
-            discount_percent: discount,
-            alert_thresholds,
-        };
-        self.0.upsert_subscription(s.clone()).await.map_err(status_of)?;
+        let s = subscription_from_proto(request.into_inner())?;
+        self.0.upsert_subscriptions(vec![s.clone()]).await.map_err(status_of)?;
         Ok(Response::new(to_proto(&s)))
+    }
+
+    async fn upsert_subscriptions(
+        &self,
+        request: Request<proto::Subscriptions>,
+    ) -> Result<Response<proto::UpsertSubscriptionsResponse>, Status> {
+        let list = request.into_inner().subscriptions;
+        if list.len() > MAX_SUBSCRIPTIONS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "{} subscriptions in one call; the limit is {MAX_SUBSCRIPTIONS_PER_CALL}",
+                list.len()
+            )));
+        }
+        let list = list
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                subscription_from_proto(p)
+                    .map_err(|e| Status::invalid_argument(format!("subscription {i}: {}", e.message())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upserted = list.len() as u32;
+        self.0.upsert_subscriptions(list).await.map_err(status_of)?;
+        Ok(Response::new(proto::UpsertSubscriptionsResponse { upserted }))
     }
 
     async fn get_subscriptions(

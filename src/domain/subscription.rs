@@ -65,24 +65,38 @@ impl SubscriptionBook {
     /// A book with `s` added, or replacing the account's subscription with the same `from`.
     /// Refused when it would overlap another subscription of the account.
     pub fn with(&self, s: Subscription) -> Result<SubscriptionBook, String> {
-        if s.to.is_some_and(|to| to <= s.from) {
-            return Err("`to` must be after `from`".into());
-        }
-        let others: Vec<&Subscription> = self.of(&s.account_id).iter().filter(|o| o.from != s.from).collect();
-        if let Some(o) = others.iter().find(|o| o.overlaps(&s)) {
-            return Err(format!(
-                "overlaps the subscription to {:?} from {}",
-                o.plan_id,
-                o.from.to_rfc3339()
-            ));
-        }
+        self.with_all(vec![s])
+    }
+
+    /// A book with every subscription of `list` added in order (as [`SubscriptionBook::with`]
+    /// one after the other), or the first refusal with its position; the book is cloned once.
+    pub fn with_all(&self, list: Vec<Subscription>) -> Result<SubscriptionBook, String> {
         let mut book = self.clone();
-        let list = book.by_account.entry(s.account_id.clone()).or_default();
-        list.retain(|o| o.from != s.from);
-        list.push(s);
-        list.sort_by_key(|o| o.from);
+        let many = list.len() > 1;
+        for (i, s) in list.into_iter().enumerate() {
+            let at = if many {
+                format!("subscription {i}: ")
+            } else {
+                String::new()
+            };
+            if s.to.is_some_and(|to| to <= s.from) {
+                return Err(format!("{at}`to` must be after `from`"));
+            }
+            let list = book.by_account.entry(s.account_id.clone()).or_default();
+            if let Some(o) = list.iter().find(|o| o.from != s.from && o.overlaps(&s)) {
+                return Err(format!(
+                    "{at}overlaps the subscription to {:?} from {}",
+                    o.plan_id,
+                    o.from.to_rfc3339()
+                ));
+            }
+            list.retain(|o| o.from != s.from);
+            list.push(s);
+            list.sort_by_key(|o| o.from);
+        }
         Ok(book)
     }
+
     pub fn plan_for(&self, account: &str, at: DateTime<Utc>) -> Option<(&str, Option<Decimal>)> {
         if let Some(list) = self.by_account.get(account)
             && let Some(s) = list.iter().find(|s| s.covers(at))

@@ -11,8 +11,8 @@ use tracing::{error, info};
 
 use super::shard::encode_checkpoint;
 use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
-use crate::store::codec::seal_block;
-use crate::store::{Commit, Store};
+use crate::store::codec::{BlockBuilder, frames};
+use crate::store::{BLOCK_PART_BYTES, Commit, Store};
 
 pub struct Committer {
     store: Store,
@@ -96,11 +96,7 @@ impl Committer {
             ..Commit::default()
         };
         if records > 0 {
-            let mut payload = Vec::with_capacity(group.iter().map(|o| o.records.len()).sum());
-            for out in group.iter() {
-                payload.extend_from_slice(&out.records);
-            }
-            commit.block = Some(seal_block(records, &payload));
+            commit.parts = seal_parts(group);
         }
         for out in group.iter_mut() {
             commit.suspense.append(&mut out.suspense);
@@ -114,7 +110,7 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.block.is_none() && commit.suspense.is_empty() && commit.checkpoint.is_empty() {
+        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.checkpoint.is_empty() {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
             self.publish(group);
@@ -178,4 +174,23 @@ impl Committer {
             }
         }
     }
+}
+
+/// The group's records, in order, as sealed blocks of about [`BLOCK_PART_BYTES`] each (cut at
+/// record boundaries; a single larger record gets a part of its own).
+fn seal_parts(group: &[ShardOutput]) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut part = BlockBuilder::new(BLOCK_PART_BYTES);
+    for out in group {
+        for frame in frames(&out.records) {
+            if part.count() > 0 && part.payload_len() + frame.len() > BLOCK_PART_BYTES {
+                parts.push(std::mem::replace(&mut part, BlockBuilder::new(BLOCK_PART_BYTES)).finish());
+            }
+            part.push_frame(frame);
+        }
+    }
+    if part.count() > 0 {
+        parts.push(part.finish());
+    }
+    parts
 }

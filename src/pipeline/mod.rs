@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod committer;
+pub mod dedupe;
 pub mod shard;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,8 +2,6 @@
 //! It rates each event of a job in order, without locks, and hands the encoded records, the
 //! suspense entries and the changed totals to the committer.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -11,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use tracing::warn;
 
+use super::dedupe::{DedupeWindow, Seen};
 use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent, shard_of};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::period::Period;
@@ -20,32 +19,7 @@ use crate::rating::{RatingInput, rate};
 use crate::store::codec::{self, CodecError, Reader, RecordRef, SuspenseEntry, Writer};
 use crate::store::{Store, StoreError};
 
-/// Fingerprints are already keyed random hashes: their low 64 bits are the hash.
-#[derive(Default)]
-pub struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-type DedupeMap = HashMap<u128, u64, BuildHasherDefault<FingerprintHasher>>;
-
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
-
-/// A dedupe entry: the event's day (for expiry) in the top 16 bits, 48 bits of its content hash.
-fn pack(day: u16, content: u64) -> u64 {
-    (u64::from(day) << 48) | (content & 0xFFFF_FFFF_FFFF)
-}
 
 fn day_of(timestamp_unix_nanos: i64) -> u16 {
     timestamp_unix_nanos.div_euclid(DAY_NANOS).clamp(0, i64::from(u16::MAX)) as u16
@@ -53,7 +27,7 @@ fn day_of(timestamp_unix_nanos: i64) -> u16 {
 
 /// The state one shard owns.
 pub struct ShardState {
-    dedupe: DedupeMap,
+    dedupe: DedupeWindow,
     accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
     /// The most recent period per plan (by plan id): most events fall in it.
     periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
@@ -68,7 +42,7 @@ pub struct ShardState {
 impl Default for ShardState {
     fn default() -> Self {
         ShardState {
-            dedupe: DedupeMap::default(),
+            dedupe: DedupeWindow::default(),
             accounts: AHashMap::new(),
             periods: AHashMap::new(),
             evicted_through_day: 0,
@@ -94,7 +68,10 @@ impl ShardState {
         };
         // Invariant: the account was present or inserted just above.
         let list = self.accounts.get_mut(account).expect("account present");
-        match list.iter().position(|t| t.period == *period) {
+        match list
+            .iter()
+            .position(|t| Arc::ptr_eq(&t.period, period) || t.period == *period)
+        {
             Some(i) => &mut list[i],
             None => {
                 list.push(PeriodTotals::new(
@@ -127,10 +104,8 @@ impl ShardState {
 
     /// Applies a stored record (recovery): claims its id and adds it to its totals.
     fn apply(&mut self, record: &codec::Record, plan: &Plan) {
-        self.dedupe.insert(
-            record.fingerprint,
-            pack(day_of(record.timestamp_unix_nanos), record.content),
-        );
+        self.dedupe
+            .insert(record.fingerprint, day_of(record.timestamp_unix_nanos), record.content);
         let period: Arc<str> = Arc::from(record.period.as_str());
         self.totals_mut(&record.account_id, &period, plan).add(
             &record.meter,
@@ -148,12 +123,12 @@ impl ShardState {
         if oldest_kept <= self.evicted_through_day {
             return;
         }
-        self.dedupe.retain(|_, v| (*v >> 48) as u16 >= oldest_kept);
+        self.dedupe.retain_from(oldest_kept);
         self.evicted_through_day = oldest_kept;
     }
 
     /// Rates one job.
-    fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
+    pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
         let mut out = ShardOutput {
             ticket: job.ticket,
             records: Vec::with_capacity(job.events.len() * 160),
@@ -194,8 +169,9 @@ impl ShardState {
     ) {
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
-        if let Some(&claimed) = self.dedupe.get(&e.fingerprint) {
-            if claimed & 0xFFFF_FFFF_FFFF == e.content & 0xFFFF_FFFF_FFFF {
+        let seen = self.dedupe.check(e.fingerprint, e.content);
+        if seen != Seen::New {
+            if seen == Seen::Duplicate {
                 out.duplicate += 1;
                 out.results.push(EventOutcome {
                     index: e.index,
@@ -240,7 +216,7 @@ impl ShardState {
         };
         totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
         touched.push((totals.account.clone(), period.clone()));
-        self.dedupe.insert(e.fingerprint, pack(day_of(nanos), e.content));
+        self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
             Some((_, sum)) => *sum += rated.charge,
             None => self.job_charges.push((plan.currency, rated.charge)),
@@ -284,13 +260,9 @@ impl ShardState {
 
     /// Serializes the state for a checkpoint.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.dedupe.len() * 24 + self.accounts.len() * 128 + 16);
+        let mut out = Vec::with_capacity(self.dedupe.len() * 16 + self.accounts.len() * 128 + 32);
         let mut w = Writer(&mut out);
-        w.u64(self.dedupe.len() as u64);
-        for (fp, v) in &self.dedupe {
-            w.u128(*fp);
-            w.u64(*v);
-        }
+        self.dedupe.encode(&mut w);
         let totals: Vec<&PeriodTotals> = self.accounts.values().flatten().collect();
         w.u64(totals.len() as u64);
         for t in totals {
@@ -312,13 +284,10 @@ impl ShardState {
     /// Reads a state written by [`ShardState::encode`].
     pub fn decode(bytes: &[u8], ctx: &RatingContext) -> Result<ShardState, CodecError> {
         let mut r = Reader::new(bytes);
-        let mut state = ShardState::default();
-        let n = r.u64()?;
-        state.dedupe.reserve(n.min(1 << 28) as usize);
-        for _ in 0..n {
-            let fp = r.u128()?;
-            state.dedupe.insert(fp, r.u64()?);
-        }
+        let mut state = ShardState {
+            dedupe: DedupeWindow::decode(&mut r)?,
+            ..ShardState::default()
+        };
         for _ in 0..r.u64()? {
             let account: Arc<str> = Arc::from(r.str()?);
             let period: Arc<str> = Arc::from(r.str()?);
@@ -460,7 +429,7 @@ pub fn recover(
         let Some(value) = store.checkpoint(&(k as u32).to_be_bytes())? else {
             continue;
         };
-        let corrupt = |e| store.corrupt(format!("c/{k}"), e);
+        let corrupt = |e| store.corrupt(format!("0c/{k}"), e);
         let mut r = Reader::new(&value);
         let taken_with = r.u32().map_err(corrupt)? as usize;
         let seq = r.u64().map_err(corrupt)?;

@@ -307,15 +307,66 @@ pub fn decode_suspense(bytes: &[u8]) -> Result<SuspenseEntry, CodecError> {
 
 /// Builds a block from length-prefixed encoded records (as [`append_framed`] writes them).
 pub fn seal_block(count: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BLOCK_HEADER + payload.len());
-    out.extend_from_slice(BLOCK_MAGIC);
-    let mut w = Writer(&mut out);
-    w.u32(count);
-    w.u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
-    // The count seeds the checksum, so a flipped count is caught too.
-    w.u64(xxhash_rust::xxh3::xxh3_64_with_seed(payload, u64::from(count)));
-    out.extend_from_slice(payload);
-    out
+    let mut block = BlockBuilder::new(payload.len());
+    block.out.extend_from_slice(payload);
+    block.count = count;
+    block.finish()
+}
+
+/// Builds a block in place from framed records (no copy of the payload when it is sealed).
+pub struct BlockBuilder {
+    out: Vec<u8>,
+    count: u32,
+}
+
+impl BlockBuilder {
+    pub fn new(capacity: usize) -> BlockBuilder {
+        let mut out = Vec::with_capacity(BLOCK_HEADER + capacity);
+        out.resize(BLOCK_HEADER, 0);
+        BlockBuilder { out, count: 0 }
+    }
+
+    /// Bytes of payload so far.
+    pub fn payload_len(&self) -> usize {
+        self.out.len() - BLOCK_HEADER
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Appends one framed record (length prefix included, as [`frames`] yields it).
+    pub fn push_frame(&mut self, frame: &[u8]) {
+        self.out.extend_from_slice(frame);
+        self.count += 1;
+    }
+
+    /// Writes the header (magic, count, length, checksum) and returns the block.
+    pub fn finish(mut self) -> Vec<u8> {
+        let payload_len = u32::try_from(self.payload_len()).unwrap_or(u32::MAX);
+        // The count seeds the checksum, so a flipped count is caught too.
+        let checksum = xxhash_rust::xxh3::xxh3_64_with_seed(&self.out[BLOCK_HEADER..], u64::from(self.count));
+        let mut header = Vec::with_capacity(BLOCK_HEADER);
+        header.extend_from_slice(BLOCK_MAGIC);
+        let mut w = Writer(&mut header);
+        w.u32(self.count);
+        w.u32(payload_len);
+        w.u64(checksum);
+        self.out[..BLOCK_HEADER].copy_from_slice(&header);
+        self.out
+    }
+}
+
+/// The framed records of a payload this process built (length prefix included), in order. A
+/// frame whose length runs past the end ends the iteration.
+pub fn frames(payload: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut rest = payload;
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let frame = rest.get(..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(frame)
+    })
 }
 
 /// Appends one record with its length prefix to a block payload.

@@ -34,7 +34,14 @@ const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
 const INDEX_PREFIX: &[u8] = b"x/";
 const CLOSE_PREFIX: &[u8] = b"k/";
-pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
+/// Shard checkpoints, in chunks: `0c/<shard><chunk>`. The prefix sorts before every other key, so
+/// the checkpoint's leaves are never the ones new blocks are appended to (a leaf is rewritten
+/// whole when it splits).
+pub const CHECKPOINT_PREFIX: &[u8] = b"0c/";
+/// Where checkpoints were kept before they were chunked; removed when a new one is written.
+const LEGACY_CHECKPOINT_PREFIX: &[u8] = b"c/";
+/// Bytes per checkpoint chunk.
+const CHECKPOINT_CHUNK_BYTES: usize = 128 * 1024;
 
 pub struct Store {
     db: sled::Db,
@@ -46,13 +53,22 @@ pub struct Store {
 /// One group commit: an optional block and the suspense entries of the same batches.
 #[derive(Default)]
 pub struct Commit {
-    pub block: Option<Vec<u8>>,
+    /// The commit's records as sealed blocks of at most about [`BLOCK_PART_BYTES`] each, stored
+    /// under `b/<seq><part>`: sled rewrites whole leaves of up to 16 values on a split, so values
+    /// of megabytes would be written many times over.
+    pub parts: Vec<Vec<u8>>,
     pub suspense: Vec<Vec<u8>>,
     /// Checkpoint values written in the same atomic batch (key suffix after `c/`, value).
     pub checkpoint: Vec<(Vec<u8>, Vec<u8>)>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
     pub accounts: Vec<std::sync::Arc<str>>,
 }
+
+/// sled's own cache.
+const SLED_CACHE_BYTES: u64 = 128 << 20;
+
+/// Target size of one stored block part.
+pub const BLOCK_PART_BYTES: usize = 128 * 1024;
 
 fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 12);
@@ -64,7 +80,9 @@ fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the data dir.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // sled's page cache (1 GiB by default) would mostly hold blocks just written; reads are
+        // drill-downs, which go to the page cache of the OS just as well.
+        let db = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).open()?;
         let seed = match db.get(SEED_KEY)? {
             Some(v) if v.len() == 8 => u64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
             Some(_) => {
@@ -111,8 +129,12 @@ impl Store {
     pub fn commit(&mut self, commit: Commit) -> Result<u64, StoreError> {
         let seq = self.next_seq;
         let mut batch = sled::Batch::default();
-        if let Some(block) = commit.block {
-            batch.insert(key(BLOCK_PREFIX, seq), block);
+        if !commit.parts.is_empty() {
+            for (n, part) in commit.parts.into_iter().enumerate() {
+                let mut k = key(BLOCK_PREFIX, seq);
+                k.extend_from_slice(&(n as u32).to_be_bytes());
+                batch.insert(k, part);
+            }
             let mut index = Vec::with_capacity(commit.accounts.len() * 16 + 4);
             let mut w = codec::Writer(&mut index);
             w.u32(commit.accounts.len() as u32);
@@ -127,9 +149,7 @@ impl Store {
             batch.insert(k, entry);
         }
         for (suffix, value) in commit.checkpoint {
-            let mut k = CHECKPOINT_PREFIX.to_vec();
-            k.extend_from_slice(&suffix);
-            batch.insert(k, value);
+            self.put_checkpoint(&mut batch, &suffix, &value)?;
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
@@ -157,11 +177,67 @@ impl Store {
         }
     }
 
-    /// A checkpoint value by its key suffix.
-    pub fn checkpoint(&self, suffix: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        let mut k = CHECKPOINT_PREFIX.to_vec();
-        k.extend_from_slice(suffix);
-        Ok(self.db.get(k)?)
+    /// Writes a checkpoint as chunks into `batch`: chunk 0 starts with the chunk count, so a
+    /// reader knows it has all of them; chunks of a longer earlier checkpoint are removed.
+    fn put_checkpoint(&self, batch: &mut sled::Batch, suffix: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut prefix = CHECKPOINT_PREFIX.to_vec();
+        prefix.extend_from_slice(suffix);
+        let chunks: Vec<&[u8]> = value.chunks(CHECKPOINT_CHUNK_BYTES).collect();
+        let count = chunks.len().max(1) as u32;
+        let chunk_key = |n: u32| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&n.to_be_bytes());
+            k
+        };
+        for old in self.db.range(chunk_key(count)..chunk_key(u32::MAX)).keys() {
+            batch.remove(old?);
+        }
+        let mut legacy = LEGACY_CHECKPOINT_PREFIX.to_vec();
+        legacy.extend_from_slice(suffix);
+        batch.remove(legacy);
+        for n in 0..count {
+            let mut v = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES + 4);
+            if n == 0 {
+                v.extend_from_slice(&count.to_le_bytes());
+            }
+            v.extend_from_slice(chunks.get(n as usize).copied().unwrap_or_default());
+            batch.insert(chunk_key(n), v);
+        }
+        Ok(())
+    }
+
+    /// A checkpoint by its key suffix, its chunks joined; a missing chunk is corruption.
+    pub fn checkpoint(&self, suffix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut prefix = CHECKPOINT_PREFIX.to_vec();
+        prefix.extend_from_slice(suffix);
+        let name = format!("0c/{}", hex(suffix));
+        let mut value = Vec::new();
+        let mut count = None;
+        for (n, item) in self.db.scan_prefix(&prefix).enumerate() {
+            let (k, v) = item?;
+            if k.get(prefix.len()..) != Some(&(n as u32).to_be_bytes()[..]) {
+                return Err(self.corrupt(name, codec::CodecError::Invalid("checkpoint chunk missing")));
+            }
+            if n == 0 {
+                let head: [u8; 4] = v
+                    .get(..4)
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| self.corrupt(name.clone(), codec::CodecError::Truncated))?;
+                let total = u32::from_le_bytes(head) as usize;
+                value.reserve(total.saturating_mul(CHECKPOINT_CHUNK_BYTES).min(1 << 34));
+                count = Some(total);
+                value.extend_from_slice(&v[4..]);
+            } else {
+                value.extend_from_slice(&v);
+            }
+            if count == Some(n + 1) {
+                return Ok(Some(value));
+            }
+        }
+        match count {
+            None => Ok(None),
+            Some(_) => Err(self.corrupt(name, codec::CodecError::Invalid("checkpoint chunk missing"))),
+        }
     }
 }
 
@@ -211,27 +287,31 @@ fn subscription_key(account: &str, from_nanos: i64) -> Vec<u8> {
 }
 
 impl SettingsStore {
-    /// Writes a subscription durably (fsync) before it is put in force.
-    pub fn put_subscription(&self, s: &crate::domain::subscription::Subscription) -> Result<(), StoreError> {
-        let from = s.from.timestamp_nanos_opt().unwrap_or(i64::MIN);
-        let mut value = Vec::with_capacity(64);
-        let mut w = codec::Writer(&mut value);
-        w.str(&s.account_id);
-        w.str(&s.plan_id);
-        w.i64(from);
-        w.i64(s.to.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(i64::MIN));
-        match s.discount_percent {
-            Some(d) => {
-                w.u8(1);
-                w.decimal(d);
+    /// Writes subscriptions durably (one atomic batch, one fsync) before they are put in force.
+    pub fn put_subscriptions(&self, list: &[crate::domain::subscription::Subscription]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in list {
+            let from = s.from.timestamp_nanos_opt().unwrap_or(i64::MIN);
+            let mut value = Vec::with_capacity(64);
+            let mut w = codec::Writer(&mut value);
+            w.str(&s.account_id);
+            w.str(&s.plan_id);
+            w.i64(from);
+            w.i64(s.to.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(i64::MIN));
+            match s.discount_percent {
+                Some(d) => {
+                    w.u8(1);
+                    w.decimal(d);
+                }
+                None => w.u8(0),
             }
-            None => w.u8(0),
+            w.u8(u8::try_from(s.alert_thresholds.len()).unwrap_or(u8::MAX));
+            for t in s.alert_thresholds.iter().take(usize::from(u8::MAX)) {
+                w.decimal(*t);
+            }
+            batch.insert(subscription_key(&s.account_id, from), value);
         }
-        w.u8(u8::try_from(s.alert_thresholds.len()).unwrap_or(u8::MAX));
-        for t in s.alert_thresholds.iter().take(usize::from(u8::MAX)) {
-            w.decimal(*t);
-        }
-        self.db.insert(subscription_key(&s.account_id, from), value)?;
+        self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
     }
@@ -304,14 +384,17 @@ impl SettingsStore {
                 key: format!("b/{seq}"),
                 error,
             };
-            let Some(block) = self.db.get(key(BLOCK_PREFIX, seq))? else {
-                continue;
-            };
-            let (_, payload) = codec::open_block(&block).map_err(corrupt)?;
-            for (i, record) in codec::records(payload).enumerate() {
-                let record = record.map_err(corrupt)?;
-                if record.account_id == account && !visit(seq, i as u32, record) {
-                    return Ok(());
+            // The commit's parts in order; a record's index counts across them.
+            let mut index = 0u32;
+            for part in self.db.scan_prefix(key(BLOCK_PREFIX, seq)).values() {
+                let part = part?;
+                let (_, payload) = codec::open_block(&part).map_err(corrupt)?;
+                for record in codec::records(payload) {
+                    let record = record.map_err(corrupt)?;
+                    if record.account_id == account && !visit(seq, index, record) {
+                        return Ok(());
+                    }
+                    index += 1;
                 }
             }
         }
@@ -320,19 +403,25 @@ impl SettingsStore {
 
     /// Every record of every block, in commit order (a full scan: for lookups without an account).
     pub fn all_records(&self, mut visit: impl FnMut(u64, u32, codec::Record) -> bool) -> Result<(), StoreError> {
+        // (seq, index of the next record): the index counts across a commit's parts.
+        let mut at = (u64::MAX, 0u32);
         for item in self.db.scan_prefix(BLOCK_PREFIX) {
             let (k, v) = item?;
             let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            if seq != at.0 {
+                at = (seq, 0);
+            }
             let corrupt = |error| StoreError::Corrupt {
                 file: self.dir.clone(),
                 key: format!("b/{seq}"),
                 error,
             };
             let (_, payload) = codec::open_block(&v).map_err(corrupt)?;
-            for (i, record) in codec::records(payload).enumerate() {
-                if !visit(seq, i as u32, record.map_err(corrupt)?) {
+            for record in codec::records(payload) {
+                if !visit(seq, at.1, record.map_err(corrupt)?) {
                     return Ok(());
                 }
+                at.1 += 1;
             }
         }
         Ok(())

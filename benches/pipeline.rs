@@ -1,0 +1,239 @@
+//! The pipeline's pieces, one at a time: dedupe insert and hit, one shard step (dedupe + rate +
+//! aggregate) per event, block encode and decode per record, and a sled group commit (one
+//! atomic batch and one fsync) of 1,000 and 10,000 records. Run: `cargo bench --bench pipeline`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rust_decimal::Decimal;
+
+use ratingd::domain::subscription::SubscriptionBook;
+use ratingd::domain::tariff_file::parse_catalogue;
+use ratingd::domain::usage::UsageEvent;
+use ratingd::ingest::convert::fingerprint;
+use ratingd::pipeline::dedupe::DedupeWindow;
+use ratingd::pipeline::shard::ShardState;
+use ratingd::pipeline::{BatchTicket, RatingContext, ShardJob, ValidEvent};
+use ratingd::store::codec::{self, BlockBuilder, RecordRef};
+use ratingd::store::{BLOCK_PART_BYTES, Commit, Store};
+
+const SEED: u64 = 0x5EED;
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn context() -> RatingContext {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tariffs.toml")).unwrap();
+    let catalogue = parse_catalogue(&text).unwrap();
+    RatingContext {
+        catalogue,
+        subscriptions: SubscriptionBook::new(&[], Some("saas-pro".into())),
+    }
+}
+
+/// Event `n` of a realistic mix over 100,000 accounts (the SaaS plan's two meters).
+fn event(n: u64) -> ValidEvent {
+    let account = format!("acct-{:06}", n.wrapping_mul(7919) % 100_000);
+    let event_id = format!("ev-{n}");
+    let (meter, quantity) = if n % 10 < 7 {
+        ("api.requests", 1 + n % 2000)
+    } else {
+        ("storage.gb_hours", n % 50)
+    };
+    ValidEvent {
+        index: (n % 1000) as u32,
+        fingerprint: fingerprint(SEED, &account, &event_id),
+        content: n,
+        event: UsageEvent {
+            event_id,
+            account_id: account,
+            meter: meter.into(),
+            quantity: Decimal::from(quantity),
+            timestamp: now() - Duration::seconds((n % 3600) as i64),
+            attributes: Vec::new(),
+        },
+    }
+}
+
+fn ticket() -> Arc<BatchTicket> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let permit = permits.try_acquire_owned().unwrap();
+    BatchTicket::new(1, 1, permit).0.clone()
+}
+
+fn dedupe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dedupe");
+    group.throughput(Throughput::Elements(1));
+    let mut window = DedupeWindow::default();
+    for i in 0..1_000_000u64 {
+        window.insert(fingerprint(SEED, "acct", &i.to_string()), 1, i);
+    }
+    let mut next = 1_000_000u64;
+    group.bench_function("insert_into_1m", |b| {
+        b.iter(|| {
+            next += 1;
+            window.insert(black_box(fingerprint(SEED, "acct", &next.to_string())), 1, next)
+        })
+    });
+    let hits: Vec<u128> = (0..1024u64)
+        .map(|i| fingerprint(SEED, "acct", &i.to_string()))
+        .collect();
+    let mut i = 0usize;
+    group.bench_function("hit_in_1m", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(window.check(hits[i], i as u64))
+        })
+    });
+    group.finish();
+}
+
+fn shard_step(c: &mut Criterion) {
+    let ctx = context();
+    let mut group = c.benchmark_group("shard");
+    group.throughput(Throughput::Elements(1000));
+    let mut state = ShardState::default();
+    let mut n = 0u64;
+    group.bench_function("step_1000_events", |b| {
+        b.iter_batched(
+            || {
+                let events: Vec<ValidEvent> = (n..n + 1000).map(event).collect();
+                n += 1000;
+                ShardJob {
+                    ticket: ticket(),
+                    events,
+                    rejected: Vec::new(),
+                }
+            },
+            |job| black_box(state.process(&ctx, job)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn records(count: u64) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for n in 0..count {
+        let e = event(n);
+        codec::append_framed(
+            &mut payload,
+            &RecordRef {
+                fingerprint: e.fingerprint,
+                content: e.content,
+                event_id: &e.event.event_id,
+                account_id: &e.event.account_id,
+                meter: &e.event.meter,
+                quantity: e.event.quantity,
+                timestamp_unix_nanos: e.event.timestamp.timestamp_nanos_opt().unwrap(),
+                attributes: &e.event.attributes,
+                plan: "saas-pro",
+                version: 0,
+                period: "2026-11",
+                period_usage_before: Decimal::from(n),
+                subscription_discount: None,
+                rated_quantity: e.event.quantity,
+                charge: Decimal::new(123_456_789, 9),
+            },
+        );
+    }
+    payload
+}
+
+/// Sealed parts of `count` records, as the committer cuts them.
+fn parts(payload: &[u8]) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut part = BlockBuilder::new(BLOCK_PART_BYTES);
+    for frame in codec::frames(payload) {
+        if part.count() > 0 && part.payload_len() + frame.len() > BLOCK_PART_BYTES {
+            parts.push(std::mem::replace(&mut part, BlockBuilder::new(BLOCK_PART_BYTES)).finish());
+        }
+        part.push_frame(frame);
+    }
+    parts.push(part.finish());
+    parts
+}
+
+fn blocks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("block");
+    group.throughput(Throughput::Elements(1000));
+    let one = event(1);
+    group.bench_function("encode_1000_records", |b| {
+        let mut payload = Vec::with_capacity(256 * 1000);
+        b.iter(|| {
+            payload.clear();
+            for n in 0..1000u64 {
+                codec::append_framed(
+                    &mut payload,
+                    &RecordRef {
+                        fingerprint: one.fingerprint ^ u128::from(n),
+                        content: n,
+                        event_id: &one.event.event_id,
+                        account_id: &one.event.account_id,
+                        meter: &one.event.meter,
+                        quantity: one.event.quantity,
+                        timestamp_unix_nanos: 1_790_000_000_000_000_000,
+                        attributes: &one.event.attributes,
+                        plan: "saas-pro",
+                        version: 0,
+                        period: "2026-11",
+                        period_usage_before: Decimal::from(n),
+                        subscription_discount: None,
+                        rated_quantity: one.event.quantity,
+                        charge: Decimal::new(123_456_789, 9),
+                    },
+                );
+            }
+            black_box(parts(&payload))
+        })
+    });
+    let sealed = parts(&records(1000));
+    group.bench_function("decode_1000_records", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for part in &sealed {
+                let (_, payload) = codec::open_block(part).unwrap();
+                for r in codec::records(payload) {
+                    black_box(r.unwrap());
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 1000);
+        })
+    });
+    group.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sled_group_commit");
+    group.sample_size(20);
+    let dir = std::env::temp_dir().join(format!("ratingd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut store = Store::open(&dir).unwrap();
+    for count in [1_000u64, 10_000] {
+        let sealed = parts(&records(count));
+        group.throughput(Throughput::Elements(count));
+        group.bench_function(format!("{count}_records"), |b| {
+            b.iter(|| {
+                store
+                    .commit(Commit {
+                        parts: sealed.clone(),
+                        accounts: Vec::new(),
+                        ..Commit::default()
+                    })
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, dedupe, shard_step, blocks, group_commit);
+criterion_main!(benches);
