@@ -64,14 +64,15 @@ half=$(python3 -c "print(int($max_rate / 2))")
 half_events=$(python3 -c "print(max(100000, int($half * 20)))")
 $LT run --target "http://$RATINGD_ADDR" --events "$half_events" --rate "$half" "${SHAPE[@]}" --json > "$WORK/half.json"
 
-# 4. Restart with everything written so far in the dedupe window: after a graceful stop (which
-#    writes a checkpoint) and after SIGKILL (replay of the blocks after the last checkpoint).
+# 4. Restart with everything written so far in the dedupe window: after SIGKILL (the last periodic
+#    checkpoint, then a replay of the blocks after it), and after a graceful stop (which writes a
+#    checkpoint of everything).
 records=$(($(field "$WORK/ratingd.json" "['accepted']") + $(field "$WORK/half.json" "['accepted']")))
 disk_bytes=$(du -sb "$WORK/data" | cut -f1)
-kill -TERM "$RD_PID"; wait "$RD_PID" 2>/dev/null || true; pids=()
-start_ratingd; restart_graceful=$STARTUP_S
 kill -KILL "$RD_PID"; wait "$RD_PID" 2>/dev/null || true; pids=()
 start_ratingd; restart_killed=$STARTUP_S
+kill -TERM "$RD_PID"; wait "$RD_PID" 2>/dev/null || true; pids=()
+start_ratingd; restart_graceful=$STARTUP_S
 rss_mib=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$RD_PID/status")
 
 sink_rate=$(field "$WORK/sink.json" "['events_per_sec']")
@@ -82,7 +83,7 @@ echo "| sink ceiling | $(printf %.0f "$sink_rate") events/s ($SINK_EVENTS events
 echo "| ratingd maximum throughput | $(printf %.0f "$max_rate") events/s ($EVENTS events; p99 $(field "$WORK/ratingd.json" "['p99_ms']") ms; daemon $(field "$WORK/ratingd.json" "['daemon']['cpu_cores']") cores, peak RSS $(field "$WORK/ratingd.json" "['daemon']['peak_rss_mib']") MiB) | $today @ $commit |"
 echo "| ratingd / sink, same run | $(python3 -c "print(f'{$max_rate / $sink_rate * 100:.1f}%')") | $today @ $commit |"
 echo "| latency at half load ($half events/s offered) | p50 $(field "$WORK/half.json" "['p50_ms']") ms, p99 $(field "$WORK/half.json" "['p99_ms']") ms, p999 $(field "$WORK/half.json" "['p999_ms']") ms; $(field "$WORK/half.json" "['late_batches']") late batches | $today @ $commit |"
-echo "| restart with $records records in the window | $restart_graceful s after SIGTERM (checkpoint), $restart_killed s after SIGKILL (replay) | $today @ $commit |"
+echo "| restart with $records records in the window, start to listening | $restart_killed s after SIGKILL (checkpoint + replay), $restart_graceful s after SIGTERM (checkpoint only) | $today @ $commit |"
 echo "| RSS after the restart (window and totals loaded) | $rss_mib MiB | $today @ $commit |"
 echo "| disk bytes per rated record | $(python3 -c "print(round($disk_bytes / $records))") ($disk_bytes bytes for $records records) | $today @ $commit |"
 echo

@@ -94,10 +94,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         let store = Store::open(&data_dir)?;
         let settings = store.settings();
         // Seeds from the config, then what the Admin API stored (it wins for the same account and from).
-        let mut subscriptions = seeds;
-        for s in settings.subscriptions()? {
-            subscriptions = subscriptions.with(s).map_err(AppError::Subscriptions)?;
-        }
+        // One pass (the book is cloned once, not once per subscription).
+        let subscriptions = seeds
+            .with_all(settings.subscriptions()?)
+            .map_err(AppError::Subscriptions)?;
         let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
             catalogue,
             subscriptions,

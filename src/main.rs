@@ -8,6 +8,11 @@ use clap::Parser;
 use ratingd::config::Config;
 use tracing::{error, info, warn};
 
+// Events are allocated on the gRPC threads and freed on the shard threads; glibc's allocator
+// spent about a fifth of the daemon's CPU on that under load (BENCHMARKS.md, profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Usage rating and mediation daemon.
 #[derive(Parser)]
 #[command(version, about)]

@@ -172,3 +172,63 @@ async fn sigterm_drains_and_a_new_shard_count_recovers_the_same_totals() {
     let daemon = DaemonProcess::spawn(&config);
     assert_totals_match(&daemon.target, &events).await;
 }
+
+/// A commit without a block (suspense only) still takes a sequence number for good: after a
+/// restart the next commit gets a new one, so suspense entries are never overwritten, and a crash
+/// after a graceful restart loses nothing from the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_numbers_are_never_reused_across_restarts() {
+    let dir = TempDir::new("stop-start-kill");
+    let config = write_config(&dir.0, "");
+    let events = generate(2_000, 0.0, 43);
+    let (first, second) = events.split_at(1_000);
+    let unknown_meter = |id: &str| {
+        let mut batch = proto::UsageBatch {
+            batch_id: 1,
+            events: vec![first[0].clone()],
+        };
+        batch.events[0].event_id = id.to_string();
+        batch.events[0].meter = "no.such.meter".to_string();
+        batch
+    };
+    let suspended = |target: String| async move {
+        let mut admin = proto::admin_client::AdminClient::connect(target).await.unwrap();
+        let request = proto::ListSuspenseRequest {
+            page_size: 1000,
+            ..Default::default()
+        };
+        let page = admin.list_suspense(request).await.unwrap().into_inner();
+        let mut ids: Vec<String> = page.events.into_iter().map(|e| e.event.unwrap().event_id).collect();
+        ids.sort();
+        ids
+    };
+    let mut daemon = DaemonProcess::spawn(&config);
+    let mut pending = pending_batches(first, 100);
+    stream_some(&daemon.target, &mut pending, usize::MAX).await;
+    let mut ingest = proto::ingest_client::IngestClient::connect(daemon.target.clone())
+        .await
+        .unwrap();
+    ingest.submit(unknown_meter("bad-1")).await.unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    assert!(
+        dir.0.join("data/checkpoints/shard-0.ckpt").exists(),
+        "a graceful stop writes checkpoints"
+    );
+    let daemon = DaemonProcess::spawn(&config);
+    let mut ingest = proto::ingest_client::IngestClient::connect(daemon.target.clone())
+        .await
+        .unwrap();
+    ingest.submit(unknown_meter("bad-2")).await.unwrap();
+    assert_eq!(suspended(daemon.target.clone()).await, ["bad-1", "bad-2"]);
+    let mut pending = pending_batches(second, 100);
+    stream_some(&daemon.target, &mut pending, usize::MAX).await;
+    daemon.kill9();
+    let daemon = DaemonProcess::spawn(&config);
+    assert_totals_match(&daemon.target, &events).await;
+    assert_eq!(suspended(daemon.target.clone()).await, ["bad-1", "bad-2"]);
+}

@@ -62,14 +62,10 @@ impl SubscriptionBook {
         self.default_plan.as_deref()
     }
 
-    /// A book with `s` added, or replacing the account's subscription with the same `from`.
-    /// Refused when it would overlap another subscription of the account.
-    pub fn with(&self, s: Subscription) -> Result<SubscriptionBook, String> {
-        self.with_all(vec![s])
-    }
-
-    /// A book with every subscription of `list` added in order (as [`SubscriptionBook::with`]
-    /// one after the other), or the first refusal with its position; the book is cloned once.
+    /// A book with every subscription of `list` added in order, each replacing the account's
+    /// subscription with the same `from`, or the first refusal (an overlap with another
+    /// subscription of the account, or `to` not after `from`) with its position. The book is
+    /// cloned once, however long the list.
     pub fn with_all(&self, list: Vec<Subscription>) -> Result<SubscriptionBook, String> {
         let mut book = self.clone();
         let many = list.len() > 1;

@@ -1,16 +1,18 @@
 //! The committer: gathers shard outputs into group commits (one block, one fsync), then publishes
 //! the changed totals to the committed view and acknowledges each batch part. Checkpoints are
-//! requested from the shards every `checkpoint_every_records` records and written in the same
-//! atomic commit as the block they reflect.
+//! requested from the shards every `checkpoint_every_records` records; each is handed, once the
+//! commits it reflects are durable, to a writer thread (it is large, and writing it must not hold
+//! up acknowledgements).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 use tracing::{error, info};
 
-use super::shard::encode_checkpoint;
+use super::shard::ShardSnapshot;
 use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
+use crate::store::checkpoint::CheckpointFiles;
 use crate::store::codec::{BlockBuilder, frames};
 use crate::store::{BLOCK_PART_BYTES, Commit, Store};
 
@@ -21,7 +23,8 @@ pub struct Committer {
     config: PipelineConfig,
     shard_tx: Vec<Sender<ShardMsg>>,
     records_since_checkpoint: u64,
-    snapshots_pending: usize,
+    /// Checkpoints requested and not yet written.
+    snapshots_pending: Arc<AtomicUsize>,
     alerts: super::alerts::Alerts,
 }
 
@@ -41,21 +44,30 @@ impl Committer {
             config,
             shard_tx,
             records_since_checkpoint: 0,
-            snapshots_pending: 0,
+            snapshots_pending: Arc::new(AtomicUsize::new(0)),
             alerts,
         }
     }
 
-    /// Runs until every shard has stopped and everything they sent is committed.
+    /// Runs until every shard has stopped and everything they sent is committed, and the last
+    /// checkpoints are written.
     pub fn run(mut self, rx: Receiver<CommitterMsg>) {
+        let shards = self.shard_tx.len();
+        // Bound: at most one checkpoint per shard is requested at a time.
+        let (ckpt_tx, ckpt_rx) = crossbeam_channel::bounded::<(usize, u64, ShardSnapshot)>(shards + 1);
+        let files = CheckpointFiles::new(std::path::Path::new(self.store.dir()));
+        let pending = self.snapshots_pending.clone();
+        let writer = std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || write_checkpoints(files, shards, ckpt_rx, pending));
         let mut group: Vec<ShardOutput> = Vec::new();
-        let mut checkpoint: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut snapshots: Vec<(usize, ShardSnapshot)> = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut events = 0usize;
             let mut next = Some(first);
             // Group commit: take whatever is already queued (it arrived while the last fsync ran),
-            // up to the size bound, cutting the group at a snapshot so a checkpoint reflects
-            // exactly the blocks up to its own commit.
+            // up to the size bound, cutting the group at a snapshot: the snapshot reflects exactly
+            // the outputs before it, all of which are durable once this group is.
             while let Some(msg) = next.take() {
                 match msg {
                     CommitterMsg::Output(out) => {
@@ -63,12 +75,7 @@ impl Committer {
                         group.push(out);
                     }
                     CommitterMsg::Snapshot { shard, state } => {
-                        let seq = self.store.next_seq();
-                        checkpoint.push((
-                            (shard as u32).to_be_bytes().to_vec(),
-                            encode_checkpoint(self.shard_tx.len(), seq, &state),
-                        ));
-                        self.snapshots_pending = self.snapshots_pending.saturating_sub(1);
+                        snapshots.push((shard, state));
                         break;
                     }
                 }
@@ -77,12 +84,23 @@ impl Committer {
                 }
                 next = rx.try_recv().ok();
             }
-            self.commit(&mut group, std::mem::take(&mut checkpoint));
+            self.commit(&mut group);
+            for (shard, state) in snapshots.drain(..) {
+                if self.failed.load(Ordering::Acquire) {
+                    break;
+                }
+                // Commits before this seq hold everything the state reflects.
+                let _ = ckpt_tx.send((shard, self.store.next_seq(), state));
+            }
+        }
+        drop(ckpt_tx);
+        if let Ok(writer) = writer {
+            let _ = writer.join();
         }
         info!(committed_through = self.store.next_seq(), "committer stopped");
     }
 
-    fn commit(&mut self, group: &mut Vec<ShardOutput>, checkpoint: Vec<(Vec<u8>, Vec<u8>)>) {
+    fn commit(&mut self, group: &mut Vec<ShardOutput>) {
         if self.failed.load(Ordering::Acquire) {
             for out in group.drain(..) {
                 out.ticket
@@ -91,10 +109,7 @@ impl Committer {
             return;
         }
         let records: u32 = group.iter().map(|o| o.record_count).sum();
-        let mut commit = Commit {
-            checkpoint,
-            ..Commit::default()
-        };
+        let mut commit = Commit::default();
         if records > 0 {
             commit.parts = seal_parts(group);
         }
@@ -110,7 +125,7 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.checkpoint.is_empty() {
+        if commit.parts.is_empty() && commit.suspense.is_empty() {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
             self.publish(group);
@@ -163,14 +178,16 @@ impl Committer {
     }
 
     fn maybe_request_checkpoint(&mut self) {
-        if self.snapshots_pending > 0 || self.records_since_checkpoint < self.config.checkpoint_every_records {
+        if self.snapshots_pending.load(Ordering::Acquire) > 0
+            || self.records_since_checkpoint < self.config.checkpoint_every_records
+        {
             return;
         }
         self.records_since_checkpoint = 0;
         for tx in &self.shard_tx {
             // A full queue means the shard is busy; it will be asked again next round.
             if tx.try_send(ShardMsg::Snapshot).is_ok() {
-                self.snapshots_pending += 1;
+                self.snapshots_pending.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -193,4 +210,30 @@ fn seal_parts(group: &[ShardOutput]) -> Vec<Vec<u8>> {
         parts.push(part.finish());
     }
     parts
+}
+
+/// The checkpoint writer thread: writes each shard state it is handed (a failure is logged; the
+/// previous checkpoint stays and a restart replays a little more).
+fn write_checkpoints(
+    files: CheckpointFiles,
+    shards: usize,
+    rx: Receiver<(usize, u64, ShardSnapshot)>,
+    pending: Arc<AtomicUsize>,
+) {
+    for (shard, next_seq, snapshot) in rx {
+        let started = std::time::Instant::now();
+        let state = snapshot.encode();
+        drop(snapshot);
+        match files.write(shard, shards, next_seq, &state) {
+            Ok(()) => info!(
+                shard,
+                next_seq,
+                bytes = state.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "checkpoint written"
+            ),
+            Err(e) => error!(shard, error = %e, path = %files.path(shard).display(), "checkpoint not written"),
+        }
+        let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+    }
 }

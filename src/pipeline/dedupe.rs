@@ -8,6 +8,10 @@
 //! the whole fingerprint. A resend with other content is a CONFLICT unless its 24 content bits
 //! happen to agree (1 in 16.7 million), in which case it is a DUPLICATE; either way it is never
 //! charged twice.
+//!
+//! The slots live in 64 tables chosen by key bits 32..38 (bits the tables' own bucket choice and
+//! control bytes do not use), so a table that grows rehashes 1/64 of the window: a few
+//! milliseconds of the shard's time instead of a stall of a hundred.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -50,10 +54,54 @@ pub enum Seen {
     Conflict,
 }
 
-#[derive(Default)]
+const TABLES: usize = 64;
+
+/// A copy of a window's slots (see [`DedupeWindow::entries`]).
+pub struct DedupeEntries {
+    main: Vec<(u64, u64)>,
+    overflow: Vec<(u128, u64)>,
+}
+
+impl DedupeEntries {
+    pub fn len(&self) -> usize {
+        self.main.len() + self.overflow.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Read back by [`DedupeWindow::decode`].
+    pub fn encode(&self, w: &mut Writer<'_>) {
+        w.u64(self.main.len() as u64);
+        for (k, v) in &self.main {
+            w.u64(*k);
+            w.u64(*v);
+        }
+        w.u64(self.overflow.len() as u64);
+        for (k, v) in &self.overflow {
+            w.u128(*k);
+            w.u64(*v);
+        }
+    }
+}
+
 pub struct DedupeWindow {
-    main: HashMap<u64, u64, Build>,
+    main: Vec<HashMap<u64, u64, Build>>,
     overflow: HashMap<u128, u64, Build>,
+}
+
+impl Default for DedupeWindow {
+    fn default() -> Self {
+        DedupeWindow {
+            main: (0..TABLES).map(|_| HashMap::default()).collect(),
+            overflow: HashMap::default(),
+        }
+    }
+}
+
+fn table(key: u64) -> usize {
+    ((key >> 32) as usize) & (TABLES - 1)
 }
 
 fn value(fingerprint: u128, day: u16, content: u64) -> u64 {
@@ -75,19 +123,16 @@ fn seen(stored: u64, content: u64) -> Seen {
 
 impl DedupeWindow {
     pub fn len(&self) -> usize {
-        self.main.len() + self.overflow.len()
+        self.main.iter().map(HashMap::len).sum::<usize>() + self.overflow.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn reserve(&mut self, n: usize) {
-        self.main.reserve(n);
-    }
-
     pub fn check(&self, fingerprint: u128, content: u64) -> Seen {
-        match self.main.get(&(fingerprint as u64)) {
+        let key = fingerprint as u64;
+        match self.main[table(key)].get(&key) {
             Some(&v) if same_id(v, fingerprint) => seen(v, content),
             // The overflow outlives its main slot when that one expires first.
             _ if self.overflow.is_empty() => Seen::New,
@@ -98,48 +143,54 @@ impl DedupeWindow {
     /// Claims an id (after [`DedupeWindow::check`] said `New`).
     pub fn insert(&mut self, fingerprint: u128, day: u16, content: u64) {
         let v = value(fingerprint, day, content);
-        match self.main.get_mut(&(fingerprint as u64)) {
+        let key = fingerprint as u64;
+        match self.main[table(key)].get_mut(&key) {
             Some(stored) if !same_id(*stored, fingerprint) => {
                 self.overflow.insert(fingerprint, v);
             }
             Some(stored) => *stored = v,
             None => {
-                self.main.insert(fingerprint as u64, v);
+                self.main[table(key)].insert(key, v);
             }
         }
     }
 
     /// Forgets ids of events from before `oldest_kept` (a day number).
     pub fn retain_from(&mut self, oldest_kept: u16) {
-        self.main.retain(|_, v| (*v >> 48) as u16 >= oldest_kept);
+        for t in &mut self.main {
+            t.retain(|_, v| (*v >> 48) as u16 >= oldest_kept);
+        }
         self.overflow.retain(|_, v| (*v >> 48) as u16 >= oldest_kept);
     }
 
     /// Heap bytes the window takes (table slots and control bytes), for the memory figure.
     pub fn heap_bytes(&self) -> usize {
-        self.main.capacity() * 17 + self.overflow.capacity() * 33
+        self.main.iter().map(HashMap::capacity).sum::<usize>() * 17 + self.overflow.capacity() * 33
     }
 
-    pub fn encode(&self, w: &mut Writer<'_>) {
-        w.u64(self.main.len() as u64);
-        for (k, v) in &self.main {
-            w.u64(*k);
-            w.u64(*v);
+    /// The slots as flat lists, for a checkpoint: a sequential copy, much cheaper than
+    /// cloning the tables.
+    pub fn entries(&self) -> DedupeEntries {
+        let mut main = Vec::with_capacity(self.len());
+        for t in &self.main {
+            main.extend(t.iter().map(|(k, v)| (*k, *v)));
         }
-        w.u64(self.overflow.len() as u64);
-        for (k, v) in &self.overflow {
-            w.u128(*k);
-            w.u64(*v);
+        DedupeEntries {
+            main,
+            overflow: self.overflow.iter().map(|(k, v)| (*k, *v)).collect(),
         }
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<DedupeWindow, CodecError> {
         let mut window = DedupeWindow::default();
         let n = r.u64()?;
-        window.main.reserve(n.min(1 << 28) as usize);
+        let each = (n.min(1 << 30) as usize) / TABLES;
+        for t in &mut window.main {
+            t.reserve(each + each / 16);
+        }
         for _ in 0..n {
             let k = r.u64()?;
-            window.main.insert(k, r.u64()?);
+            window.main[table(k)].insert(k, r.u64()?);
         }
         for _ in 0..r.u64()? {
             let k = r.u128()?;
@@ -180,7 +231,7 @@ mod tests {
         }
         w.insert((9 << 64) | 0x9E37_79B9_7F4A_7C15, 6, 1);
         let mut bytes = Vec::new();
-        w.encode(&mut Writer(&mut bytes));
+        w.entries().encode(&mut Writer(&mut bytes));
         let back = DedupeWindow::decode(&mut Reader::new(&bytes)).expect("decodes");
         assert_eq!(back.len(), w.len());
         for i in 0..1000u128 {

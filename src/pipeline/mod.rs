@@ -156,7 +156,7 @@ pub enum CommitterMsg {
     /// A shard's serialized state, reflecting exactly the outputs it sent before this message.
     Snapshot {
         shard: usize,
-        state: Vec<u8>,
+        state: shard::ShardSnapshot,
     },
 }
 

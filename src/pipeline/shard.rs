@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use tracing::warn;
 
-use super::dedupe::{DedupeWindow, Seen};
+use super::dedupe::{DedupeEntries, DedupeWindow, Seen};
 use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent, shard_of};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::period::Period;
 use crate::domain::tariff::Plan;
 use crate::domain::usage::{EventOutcome, RejectReason};
 use crate::rating::{RatingInput, rate};
+use crate::store::checkpoint::CheckpointFiles;
 use crate::store::codec::{self, CodecError, Reader, RecordRef, SuspenseEntry, Writer};
 use crate::store::{Store, StoreError};
 
@@ -258,30 +259,16 @@ impl ShardState {
         }
     }
 
-    /// Serializes the state for a checkpoint.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.dedupe.len() * 16 + self.accounts.len() * 128 + 32);
-        let mut w = Writer(&mut out);
-        self.dedupe.encode(&mut w);
-        let totals: Vec<&PeriodTotals> = self.accounts.values().flatten().collect();
-        w.u64(totals.len() as u64);
-        for t in totals {
-            w.str(&t.account);
-            w.str(&t.period);
-            w.str(&t.plan);
-            w.u32(t.meters.len() as u32);
-            for m in &t.meters {
-                w.str(&m.meter);
-                w.decimal(m.quantity);
-                w.decimal(m.rated_quantity);
-                w.decimal(m.charge);
-                w.u64(m.events);
-            }
+    /// A copy of the state for a checkpoint (the dedupe slots as a flat list, the totals cloned):
+    /// the shard goes on rating while the copy is encoded and written elsewhere.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            dedupe: self.dedupe.entries(),
+            totals: self.accounts.values().flatten().cloned().collect(),
         }
-        out
     }
 
-    /// Reads a state written by [`ShardState::encode`].
+    /// Reads a state written by [`ShardSnapshot::encode`].
     pub fn decode(bytes: &[u8], ctx: &RatingContext) -> Result<ShardState, CodecError> {
         let mut r = Reader::new(bytes);
         let mut state = ShardState {
@@ -321,6 +308,36 @@ impl ShardState {
             return Err(CodecError::Invalid("trailing bytes"));
         }
         Ok(state)
+    }
+}
+
+/// A shard's state as of one point in its queue, on its way to a checkpoint.
+pub struct ShardSnapshot {
+    dedupe: DedupeEntries,
+    totals: Vec<PeriodTotals>,
+}
+
+impl ShardSnapshot {
+    /// Serializes the state for a checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.dedupe.len() * 16 + self.totals.len() * 128 + 32);
+        let mut w = Writer(&mut out);
+        self.dedupe.encode(&mut w);
+        w.u64(self.totals.len() as u64);
+        for t in &self.totals {
+            w.str(&t.account);
+            w.str(&t.period);
+            w.str(&t.plan);
+            w.u32(t.meters.len() as u32);
+            for m in &t.meters {
+                w.str(&m.meter);
+                w.decimal(m.quantity);
+                w.decimal(m.rated_quantity);
+                w.decimal(m.charge);
+                w.u64(m.events);
+            }
+        }
+        out
     }
 }
 
@@ -394,25 +411,21 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 }
             }
             ShardMsg::Snapshot => {
+                let started = std::time::Instant::now();
+                let snapshot = state.snapshot();
+                tracing::debug!(
+                    shard = index,
+                    ms = started.elapsed().as_millis() as u64,
+                    "state copied for a checkpoint"
+                );
                 let _ = out.send(CommitterMsg::Snapshot {
                     shard: index,
-                    state: state.encode(),
+                    state: snapshot,
                 });
             }
             ShardMsg::Stop => return,
         }
     }
-}
-
-/// A shard checkpoint as stored: the shard count it was taken with, the last block it reflects,
-/// and the state.
-pub fn encode_checkpoint(shards: usize, through_seq: u64, state: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(state.len() + 12);
-    let mut w = Writer(&mut out);
-    w.u32(shards as u32);
-    w.u64(through_seq);
-    out.extend_from_slice(state);
-    out
 }
 
 /// Rebuilds every shard's state: the latest checkpoint of each shard (when they were taken with
@@ -424,35 +437,45 @@ pub fn recover(
     window_days: u32,
 ) -> Result<Vec<ShardState>, StoreError> {
     let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
-    let mut through: Vec<Option<u64>> = vec![None; shards];
-    for (k, slot) in through.iter_mut().enumerate() {
-        let Some(value) = store.checkpoint(&(k as u32).to_be_bytes())? else {
-            continue;
+    // Per shard: the first commit seq its checkpoint does not reflect (0 without one).
+    let mut next: Vec<u64> = vec![0; shards];
+    let files = CheckpointFiles::new(std::path::Path::new(store.dir()));
+    for k in 0..shards {
+        let checkpoint = match files.read(k) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(error) => {
+                warn!(%error, "checkpoint not usable; its shard is rebuilt from the blocks");
+                continue;
+            }
         };
-        let corrupt = |e| store.corrupt(format!("0c/{k}"), e);
-        let mut r = Reader::new(&value);
-        let taken_with = r.u32().map_err(corrupt)? as usize;
-        let seq = r.u64().map_err(corrupt)?;
-        if taken_with != shards {
+        if checkpoint.shards as usize != shards {
             warn!(
                 shard = k,
-                taken_with, shards, "checkpoint was taken with another shard count; replaying all blocks"
+                taken_with = checkpoint.shards,
+                shards,
+                "checkpoint was taken with another shard count; replaying all blocks"
             );
-            through.iter_mut().for_each(|t| *t = None);
+            next = vec![0; shards];
             states = (0..shards).map(|_| ShardState::default()).collect();
             break;
         }
-        states[k] = ShardState::decode(&value[12..], ctx).map_err(corrupt)?;
-        *slot = Some(seq);
+        match ShardState::decode(&checkpoint.state, ctx) {
+            Ok(state) => {
+                states[k] = state;
+                next[k] = checkpoint.next_seq;
+            }
+            Err(error) => warn!(shard = k, %error, "checkpoint not usable; its shard is rebuilt from the blocks"),
+        }
     }
-    let from = through.iter().map(|t| t.map_or(0, |s| s + 1)).min().unwrap_or(0);
+    let from = next.iter().copied().min().unwrap_or(0);
     for item in store.blocks_from(from) {
         let (seq, bytes) = item?;
         let (_, payload) = codec::open_block(&bytes).map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
         for record in codec::records(payload) {
             let record = record.map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
             let k = shard_of(&record.account_id, shards);
-            if through[k].is_some_and(|t| seq <= t) {
+            if seq < next[k] {
                 continue;
             }
             let plan = ctx.catalogue.plan(&record.plan).ok_or_else(|| {

@@ -1,17 +1,19 @@
 //! Durable storage in one sled tree: group-committed blocks of rated records, suspense entries,
-//! the fingerprint key, and checkpoints.
+//! and the fingerprint key. Shard checkpoints are files beside it (see [`checkpoint`]).
 //!
 //! Keys (big-endian numbers so they sort):
 //! - `m/seed`: the 64-bit key of the event fingerprints, made once per data dir;
-//! - `b/<seq u64>`: a block (see [`codec`]) of every record of one group commit;
+//! - `m/next_seq`: the seq of the next commit;
+//! - `b/<seq u64><part u32>`: the records of one group commit, in blocks (see [`codec`]) of about
+//!   [`BLOCK_PART_BYTES`] each;
 //! - `s/<seq u64><n u32>`: a suspense entry written by commit `seq`;
 //! - `x/<seq u64>`: the accounts with records in block `seq` (drill-down by account);
-//! - `c/<shard u32>`: the latest checkpoint of each shard (see `pipeline::shard`);
 //! - `u/<account><from>`: subscriptions stored through the Admin API.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
 
+pub mod checkpoint;
 pub mod codec;
 
 use std::path::Path;
@@ -30,18 +32,14 @@ pub enum StoreError {
 }
 
 const SEED_KEY: &[u8] = b"m/seed";
+/// The seq the next commit gets (big-endian u64), written by every commit.
+const NEXT_SEQ_KEY: &[u8] = b"m/next_seq";
 const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
 const INDEX_PREFIX: &[u8] = b"x/";
 const CLOSE_PREFIX: &[u8] = b"k/";
-/// Shard checkpoints, in chunks: `0c/<shard><chunk>`. The prefix sorts before every other key, so
-/// the checkpoint's leaves are never the ones new blocks are appended to (a leaf is rewritten
-/// whole when it splits).
-pub const CHECKPOINT_PREFIX: &[u8] = b"0c/";
-/// Where checkpoints were kept before they were chunked; removed when a new one is written.
-const LEGACY_CHECKPOINT_PREFIX: &[u8] = b"c/";
-/// Bytes per checkpoint chunk.
-const CHECKPOINT_CHUNK_BYTES: usize = 128 * 1024;
+/// Where checkpoints were kept inside sled by earlier versions; removed at open.
+const LEGACY_CHECKPOINT_PREFIXES: [&[u8]; 2] = [b"c/", b"0c/"];
 
 pub struct Store {
     db: sled::Db,
@@ -58,8 +56,6 @@ pub struct Commit {
     /// of megabytes would be written many times over.
     pub parts: Vec<Vec<u8>>,
     pub suspense: Vec<Vec<u8>>,
-    /// Checkpoint values written in the same atomic batch (key suffix after `c/`, value).
-    pub checkpoint: Vec<(Vec<u8>, Vec<u8>)>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
     pub accounts: Vec<std::sync::Arc<str>>,
 }
@@ -99,10 +95,22 @@ impl Store {
                 seed
             }
         };
-        let next_seq = match db.scan_prefix(BLOCK_PREFIX).keys().next_back() {
+        // Every commit records the next seq, so one without a block (suspense only, or nothing
+        // but a checkpoint) is never numbered twice; data dirs from before it have blocks only.
+        let after_last_block = match db.scan_prefix(BLOCK_PREFIX).keys().next_back() {
             Some(k) => parse_seq(&k?).map_or(0, |s| s + 1),
             None => 0,
         };
+        let recorded = db
+            .get(NEXT_SEQ_KEY)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let next_seq = after_last_block.max(recorded);
+        for prefix in LEGACY_CHECKPOINT_PREFIXES {
+            for k in db.scan_prefix(prefix).keys() {
+                db.remove(k?)?;
+            }
+        }
         Ok(Store {
             db,
             dir: dir.display().to_string(),
@@ -148,9 +156,7 @@ impl Store {
             k.extend_from_slice(&(n as u32).to_be_bytes());
             batch.insert(k, entry);
         }
-        for (suffix, value) in commit.checkpoint {
-            self.put_checkpoint(&mut batch, &suffix, &value)?;
-        }
+        batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         self.next_seq += 1;
@@ -174,69 +180,6 @@ impl Store {
             file: self.dir.clone(),
             key,
             error,
-        }
-    }
-
-    /// Writes a checkpoint as chunks into `batch`: chunk 0 starts with the chunk count, so a
-    /// reader knows it has all of them; chunks of a longer earlier checkpoint are removed.
-    fn put_checkpoint(&self, batch: &mut sled::Batch, suffix: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let mut prefix = CHECKPOINT_PREFIX.to_vec();
-        prefix.extend_from_slice(suffix);
-        let chunks: Vec<&[u8]> = value.chunks(CHECKPOINT_CHUNK_BYTES).collect();
-        let count = chunks.len().max(1) as u32;
-        let chunk_key = |n: u32| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&n.to_be_bytes());
-            k
-        };
-        for old in self.db.range(chunk_key(count)..chunk_key(u32::MAX)).keys() {
-            batch.remove(old?);
-        }
-        let mut legacy = LEGACY_CHECKPOINT_PREFIX.to_vec();
-        legacy.extend_from_slice(suffix);
-        batch.remove(legacy);
-        for n in 0..count {
-            let mut v = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES + 4);
-            if n == 0 {
-                v.extend_from_slice(&count.to_le_bytes());
-            }
-            v.extend_from_slice(chunks.get(n as usize).copied().unwrap_or_default());
-            batch.insert(chunk_key(n), v);
-        }
-        Ok(())
-    }
-
-    /// A checkpoint by its key suffix, its chunks joined; a missing chunk is corruption.
-    pub fn checkpoint(&self, suffix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut prefix = CHECKPOINT_PREFIX.to_vec();
-        prefix.extend_from_slice(suffix);
-        let name = format!("0c/{}", hex(suffix));
-        let mut value = Vec::new();
-        let mut count = None;
-        for (n, item) in self.db.scan_prefix(&prefix).enumerate() {
-            let (k, v) = item?;
-            if k.get(prefix.len()..) != Some(&(n as u32).to_be_bytes()[..]) {
-                return Err(self.corrupt(name, codec::CodecError::Invalid("checkpoint chunk missing")));
-            }
-            if n == 0 {
-                let head: [u8; 4] = v
-                    .get(..4)
-                    .and_then(|h| h.try_into().ok())
-                    .ok_or_else(|| self.corrupt(name.clone(), codec::CodecError::Truncated))?;
-                let total = u32::from_le_bytes(head) as usize;
-                value.reserve(total.saturating_mul(CHECKPOINT_CHUNK_BYTES).min(1 << 34));
-                count = Some(total);
-                value.extend_from_slice(&v[4..]);
-            } else {
-                value.extend_from_slice(&v);
-            }
-            if count == Some(n + 1) {
-                return Ok(Some(value));
-            }
-        }
-        match count {
-            None => Ok(None),
-            Some(_) => Err(self.corrupt(name, codec::CodecError::Invalid("checkpoint chunk missing"))),
         }
     }
 }
