@@ -26,6 +26,23 @@ fn day_of(timestamp_unix_nanos: i64) -> u16 {
     timestamp_unix_nanos.div_euclid(DAY_NANOS).clamp(0, i64::from(u16::MAX)) as u16
 }
 
+/// The (account, period) totals one job changed, each once, in first-touched order: the account's
+/// key and the totals' index in its list (an account's list only grows while a job runs).
+#[derive(Default)]
+struct Touched {
+    seen: ahash::AHashSet<(usize, usize)>,
+    list: Vec<(Arc<str>, usize)>,
+}
+
+impl Touched {
+    fn add(&mut self, account: &Arc<str>, index: usize) {
+        // A totals' own account key (its address) and its index identify it for the job.
+        if self.seen.insert((Arc::as_ptr(account) as *const u8 as usize, index)) {
+            self.list.push((account.clone(), index));
+        }
+    }
+}
+
 /// The state one shard owns.
 pub struct ShardState {
     dedupe: DedupeWindow,
@@ -58,23 +75,24 @@ impl ShardState {
         self.accounts.values().flatten().cloned()
     }
 
-    fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> &mut PeriodTotals {
-        let key = match self.accounts.get_key_value(account) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k: Arc<str> = Arc::from(account);
-                self.accounts.insert(k.clone(), Vec::new());
-                k
-            }
-        };
+    /// The totals of (account, period), created when absent, and their index in the account's
+    /// list. One map lookup when the account is known (its key is kept in every totals).
+    fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> (usize, &mut PeriodTotals) {
+        if !self.accounts.contains_key(account) {
+            self.accounts.insert(Arc::from(account), Vec::new());
+        }
         // Invariant: the account was present or inserted just above.
         let list = self.accounts.get_mut(account).expect("account present");
         match list
             .iter()
             .position(|t| Arc::ptr_eq(&t.period, period) || t.period == *period)
         {
-            Some(i) => &mut list[i],
+            Some(i) => (i, &mut list[i]),
             None => {
+                let key = match list.first() {
+                    Some(t) => t.account.clone(),
+                    None => Arc::from(account),
+                };
                 list.push(PeriodTotals::new(
                     key,
                     period.clone(),
@@ -82,7 +100,7 @@ impl ShardState {
                     plan.currency,
                     plan.rounding,
                 ));
-                list.last_mut().expect("pushed above")
+                (list.len() - 1, list.last_mut().expect("pushed above"))
             }
         }
     }
@@ -108,7 +126,7 @@ impl ShardState {
         self.dedupe
             .insert(record.fingerprint, day_of(record.timestamp_unix_nanos), record.content);
         let period: Arc<str> = Arc::from(record.period.as_str());
-        self.totals_mut(&record.account_id, &period, plan).add(
+        self.totals_mut(&record.account_id, &period, plan).1.add(
             &record.meter,
             record.quantity,
             record.rated_quantity,
@@ -139,7 +157,7 @@ impl ShardState {
             results: Vec::new(),
             totals: Vec::new(),
         };
-        let mut touched: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        let mut touched = Touched::default();
         for r in job.rejected {
             reject(&mut out, r.index, r.entry);
         }
@@ -147,27 +165,15 @@ impl ShardState {
             self.rate_one(ctx, e, &mut out, &mut touched);
         }
         self.count_charges();
-        touched.sort_unstable();
-        touched.dedup();
-        for (account, period) in touched {
-            if let Some(t) = self
-                .accounts
-                .get(&*account)
-                .and_then(|l| l.iter().find(|t| t.period == period))
-            {
+        for (account, index) in touched.list {
+            if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
                 out.totals.push(t.clone());
             }
         }
         out
     }
 
-    fn rate_one(
-        &mut self,
-        ctx: &RatingContext,
-        e: ValidEvent,
-        out: &mut ShardOutput,
-        touched: &mut Vec<(Arc<str>, Arc<str>)>,
-    ) {
+    fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
         let seen = self.dedupe.check(e.fingerprint, e.content);
@@ -201,7 +207,7 @@ impl ShardState {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return reject(out, e.index, suspense_of(&e, RejectReason::PeriodClosed, detail));
         }
-        let totals = self.totals_mut(&ev.account_id, &period, plan);
+        let (index, totals) = self.totals_mut(&ev.account_id, &period, plan);
         let usage = totals.usage(&ev.meter);
         let input = RatingInput {
             meter: &ev.meter,
@@ -216,7 +222,7 @@ impl ShardState {
             Err(error) => return reject(out, e.index, suspense_of(&e, error.reason(), error.to_string())),
         };
         totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
-        touched.push((totals.account.clone(), period.clone()));
+        touched.add(&totals.account, index);
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
             Some((_, sum)) => *sum += rated.charge,

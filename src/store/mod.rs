@@ -64,7 +64,7 @@ pub struct Commit {
 const SLED_CACHE_BYTES: u64 = 128 << 20;
 
 /// Target size of one stored block part.
-pub const BLOCK_PART_BYTES: usize = 128 * 1024;
+pub const BLOCK_PART_BYTES: usize = 1024 * 1024;
 
 fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 12);
