@@ -51,9 +51,9 @@ pub struct Store {
 /// One group commit: an optional block and the suspense entries of the same batches.
 #[derive(Default)]
 pub struct Commit {
-    /// The commit's records as sealed blocks of at most about [`BLOCK_PART_BYTES`] each, stored
-    /// under `b/<seq><part>`: sled rewrites whole leaves of up to 16 values on a split, so values
-    /// of megabytes would be written many times over.
+    /// The commit's records as sealed blocks of about [`BLOCK_PART_BYTES`] each, stored under
+    /// `b/<seq><part>`: a busy daemon's commit holds megabytes, and sled rewrites a leaf of up
+    /// to 16 values whole when it splits.
     pub parts: Vec<Vec<u8>>,
     pub suspense: Vec<Vec<u8>>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
@@ -63,7 +63,8 @@ pub struct Commit {
 /// sled's own cache.
 const SLED_CACHE_BYTES: u64 = 128 << 20;
 
-/// Target size of one stored block part.
+/// Target size of one stored block part: of 32 KiB, 128 KiB and 1 MiB, the one with the least
+/// disk per record at the same rate (BENCHMARKS.md).
 pub const BLOCK_PART_BYTES: usize = 1024 * 1024;
 
 fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
