@@ -62,17 +62,25 @@ impl Committer {
             .spawn(move || write_checkpoints(files, shards, ckpt_rx, pending));
         let mut group: Vec<ShardOutput> = Vec::new();
         let mut snapshots: Vec<(usize, ShardSnapshot)> = Vec::new();
+        let mut cut: Option<usize> = None;
+        // Per shard: the seq from which commits are not reflected by its copy in progress.
+        let mut cut_seq: Vec<Option<u64>> = vec![None; shards];
         while let Ok(first) = rx.recv() {
             let mut events = 0usize;
             let mut next = Some(first);
             // Group commit: take whatever is already queued (it arrived while the last fsync ran),
-            // up to the size bound, cutting the group at a snapshot: the snapshot reflects exactly
-            // the outputs before it, all of which are durable once this group is.
+            // up to the size bound, cutting the group at a shard's checkpoint cut (its copy reflects
+            // exactly the outputs before it) and at the finished copy (whose dedupe part may hold
+            // claims from outputs up to it, all durable once this group is).
             while let Some(msg) = next.take() {
                 match msg {
                     CommitterMsg::Output(out) => {
                         events += out.record_count as usize;
                         group.push(out);
+                    }
+                    CommitterMsg::SnapshotCut { shard } => {
+                        cut = Some(shard);
+                        break;
                     }
                     CommitterMsg::Snapshot { shard, state } => {
                         snapshots.push((shard, state));
@@ -85,12 +93,24 @@ impl Committer {
                 next = rx.try_recv().ok();
             }
             self.commit(&mut group);
+            if let Some(shard) = cut.take() {
+                // Every output the shard sent before its cut is in a commit before this seq.
+                cut_seq[shard] = Some(self.store.next_seq());
+            }
             for (shard, state) in snapshots.drain(..) {
+                // The claims the copy holds are all in commits made by now, so it is written only
+                // after they are durable.
+                let Some(next_seq) = cut_seq[shard].take() else {
+                    // Not reachable (a shard sends its cut before its copy); not counted as pending.
+                    let _ = self
+                        .snapshots_pending
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+                    continue;
+                };
                 if self.failed.load(Ordering::Acquire) {
                     break;
                 }
-                // Commits before this seq hold everything the state reflects.
-                let _ = ckpt_tx.send((shard, self.store.next_seq(), state));
+                let _ = ckpt_tx.send((shard, next_seq, state));
             }
         }
         drop(ckpt_tx);

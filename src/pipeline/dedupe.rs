@@ -56,6 +56,18 @@ pub enum Seen {
 
 const TABLES: usize = 64;
 
+/// A copy of a window's slots being taken (see [`DedupeWindow::begin_copy`]).
+pub struct DedupeCopy {
+    entries: DedupeEntries,
+    next_table: usize,
+}
+
+impl DedupeCopy {
+    pub fn into_entries(self) -> DedupeEntries {
+        self.entries
+    }
+}
+
 /// A copy of a window's slots (see [`DedupeWindow::entries`]).
 pub struct DedupeEntries {
     main: Vec<(u64, u64)>,
@@ -168,17 +180,39 @@ impl DedupeWindow {
         self.main.iter().map(HashMap::capacity).sum::<usize>() * 17 + self.overflow.capacity() * 33
     }
 
-    /// The slots as flat lists, for a checkpoint: a sequential copy, much cheaper than
-    /// cloning the tables.
+    /// Starts a copy of the slots as flat lists, for a checkpoint. The copy is taken a few tables
+    /// at a time ([`DedupeWindow::copy_tables`]), between jobs.
+    pub fn begin_copy(&self) -> DedupeCopy {
+        DedupeCopy {
+            entries: DedupeEntries {
+                main: Vec::with_capacity(self.len() + self.len() / 8),
+                overflow: Vec::new(),
+            },
+            next_table: 0,
+        }
+    }
+
+    /// Copies up to `tables` more tables into `copy`; true once every table (and the overflow)
+    /// is in it. Ids claimed after the copy began may be in it too; ids evicted meanwhile may
+    /// be missing (they are too old to be resent). Both are harmless for a checkpoint: replay
+    /// claims the newer ones again.
+    pub fn copy_tables(&self, copy: &mut DedupeCopy, tables: usize) -> bool {
+        let end = (copy.next_table + tables).min(TABLES);
+        for t in &self.main[copy.next_table..end] {
+            copy.entries.main.extend(t.iter().map(|(k, v)| (*k, *v)));
+        }
+        copy.next_table = end;
+        if end == TABLES && copy.entries.overflow.is_empty() {
+            copy.entries.overflow = self.overflow.iter().map(|(k, v)| (*k, *v)).collect();
+        }
+        end == TABLES
+    }
+
+    /// The slots as flat lists in one go.
     pub fn entries(&self) -> DedupeEntries {
-        let mut main = Vec::with_capacity(self.len());
-        for t in &self.main {
-            main.extend(t.iter().map(|(k, v)| (*k, *v)));
-        }
-        DedupeEntries {
-            main,
-            overflow: self.overflow.iter().map(|(k, v)| (*k, *v)).collect(),
-        }
+        let mut copy = self.begin_copy();
+        self.copy_tables(&mut copy, TABLES);
+        copy.entries
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<DedupeWindow, CodecError> {

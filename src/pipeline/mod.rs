@@ -153,7 +153,13 @@ pub enum ShardMsg {
 /// Messages to the committer, in each shard's order.
 pub enum CommitterMsg {
     Output(ShardOutput),
-    /// A shard's serialized state, reflecting exactly the outputs it sent before this message.
+    /// The point a shard's checkpoint copy reflects: every output the shard sent before this
+    /// message, and nothing after it (the copy follows in a `Snapshot`).
+    SnapshotCut {
+        shard: usize,
+    },
+    /// A shard's state as of its last `SnapshotCut` (its dedupe part may hold later claims too,
+    /// all of them in outputs sent before this message).
     Snapshot {
         shard: usize,
         state: shard::ShardSnapshot,

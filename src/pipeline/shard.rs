@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use tracing::warn;
 
-use super::dedupe::{DedupeEntries, DedupeWindow, Seen};
+use super::dedupe::{DedupeCopy, DedupeEntries, DedupeWindow, Seen};
 use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent, shard_of};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::period::Period;
@@ -55,7 +55,27 @@ pub struct ShardState {
     closed_before: DateTime<Utc>,
     /// The job's charges per currency, for the approximate metric (a handful of entries).
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
+    /// A checkpoint copy being taken between jobs.
+    copying: Option<StateCopy>,
 }
+
+/// A checkpoint copy of a shard's state, taken a little at a time between jobs so no job waits
+/// for all of it: the totals exactly as they were when the copy began (an account's totals are
+/// copied before a job first changes them, or by the sweep), the dedupe slots a few tables at a
+/// time (see [`DedupeWindow::copy_tables`]).
+struct StateCopy {
+    dedupe: DedupeCopy,
+    totals: Vec<PeriodTotals>,
+    /// Accounts whose totals are not copied yet.
+    uncopied: ahash::AHashSet<Arc<str>>,
+    /// The accounts the sweep still has to visit.
+    sweep: Vec<Arc<str>>,
+}
+
+/// Accounts and dedupe tables copied per step: a step costs well under a millisecond, and a copy
+/// completes in about 16 steps.
+const COPY_ACCOUNTS_PER_STEP: usize = 4096;
+const COPY_TABLES_PER_STEP: usize = 4;
 
 impl Default for ShardState {
     fn default() -> Self {
@@ -66,6 +86,7 @@ impl Default for ShardState {
             evicted_through_day: 0,
             closed_before: DateTime::<Utc>::MIN_UTC,
             job_charges: Vec::new(),
+            copying: None,
         }
     }
 }
@@ -78,6 +99,9 @@ impl ShardState {
     /// The totals of (account, period), created when absent, and their index in the account's
     /// list. One map lookup when the account is known (its key is kept in every totals).
     fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> (usize, &mut PeriodTotals) {
+        if self.copying.is_some() {
+            self.copy_before_change(account);
+        }
         if !self.accounts.contains_key(account) {
             self.accounts.insert(Arc::from(account), Vec::new());
         }
@@ -265,13 +289,53 @@ impl ShardState {
         }
     }
 
-    /// A copy of the state for a checkpoint (the dedupe slots as a flat list, the totals cloned):
-    /// the shard goes on rating while the copy is encoded and written elsewhere.
-    pub fn snapshot(&self) -> ShardSnapshot {
-        ShardSnapshot {
-            dedupe: self.dedupe.entries(),
-            totals: self.accounts.values().flatten().cloned().collect(),
+    /// Starts a checkpoint copy of the state as it is now (see [`StateCopy`]).
+    fn begin_copy(&mut self) {
+        let sweep: Vec<Arc<str>> = self.accounts.keys().cloned().collect();
+        self.copying = Some(StateCopy {
+            dedupe: self.dedupe.begin_copy(),
+            totals: Vec::with_capacity(sweep.len() + sweep.len() / 4),
+            uncopied: sweep.iter().cloned().collect(),
+            sweep,
+        });
+    }
+
+    /// Before a job changes `account`'s totals: copies them if a copy is being taken and they
+    /// are not in it yet.
+    fn copy_before_change(&mut self, account: &str) {
+        if let Some(copy) = &mut self.copying
+            && copy.uncopied.remove(account)
+            && let Some(list) = self.accounts.get(account)
+        {
+            copy.totals.extend(list.iter().cloned());
         }
+    }
+
+    /// Takes the copy further; returns it once complete.
+    fn copy_step(&mut self, accounts: usize, tables: usize) -> Option<ShardSnapshot> {
+        let copy = self.copying.as_mut()?;
+        for _ in 0..accounts {
+            let Some(account) = copy.sweep.pop() else { break };
+            if copy.uncopied.remove(&account)
+                && let Some(list) = self.accounts.get(&account)
+            {
+                copy.totals.extend(list.iter().cloned());
+            }
+        }
+        let tables_done = self.dedupe.copy_tables(&mut copy.dedupe, tables);
+        if !tables_done || !copy.sweep.is_empty() {
+            return None;
+        }
+        let copy = self.copying.take()?;
+        Some(ShardSnapshot {
+            dedupe: copy.dedupe.into_entries(),
+            totals: copy.totals,
+        })
+    }
+
+    /// Completes the copy being taken, if any, at once.
+    fn finish_copy(&mut self) -> Option<ShardSnapshot> {
+        self.copy_step(usize::MAX, usize::MAX)
     }
 
     /// Reads a state written by [`ShardSnapshot::encode`].
@@ -398,7 +462,29 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
     let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
     let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
     let mut jobs_since_evict = 0u32;
-    while let Ok(msg) = rx.recv() {
+    let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
+        Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
+        None => true,
+    };
+    loop {
+        // While a checkpoint copy is being taken, an idle shard takes it further every 2 ms.
+        let msg = if state.copying.is_some() {
+            match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                Ok(msg) => msg,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => return,
+            }
+        };
         match msg {
             ShardMsg::Job(job) => {
                 // Bound: check the clock for expiry every 1,024 jobs, not per event.
@@ -415,21 +501,27 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     warn!(shard = index, "committer is gone; shard stops");
                     return;
                 }
+                // After the output: a copy that now holds this job's claims reaches the committer
+                // behind it.
+                if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP))
+                {
+                    return;
+                }
             }
             ShardMsg::Snapshot => {
-                let started = std::time::Instant::now();
-                let snapshot = state.snapshot();
-                tracing::debug!(
-                    shard = index,
-                    ms = started.elapsed().as_millis() as u64,
-                    "state copied for a checkpoint"
-                );
-                let _ = out.send(CommitterMsg::Snapshot {
-                    shard: index,
-                    state: snapshot,
-                });
+                if !send_copy(state.finish_copy()) {
+                    return;
+                }
+                // The cut: the copy reflects every output sent before this message.
+                if out.send(CommitterMsg::SnapshotCut { shard: index }).is_err() {
+                    return;
+                }
+                state.begin_copy();
             }
-            ShardMsg::Stop => return,
+            ShardMsg::Stop => {
+                send_copy(state.finish_copy());
+                return;
+            }
         }
     }
 }
@@ -498,4 +590,100 @@ pub fn recover(
         s.evict(now, window_days);
     }
     Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::subscription::SubscriptionBook;
+    use crate::domain::usage::UsageEvent;
+    use crate::pipeline::BatchTicket;
+
+    fn context() -> RatingContext {
+        let catalogue = crate::domain::tariff_file::parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap();
+        RatingContext {
+            catalogue,
+            subscriptions: SubscriptionBook::new(&[], Some("saas-pro".into())),
+        }
+    }
+
+    fn job(from: u64, count: u64, accounts: u64) -> ShardJob {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let (ticket, _rx) = BatchTicket::new(from, 1, permits.try_acquire_owned().unwrap());
+        let at = Utc::now() - chrono::Duration::hours(1);
+        let events = (from..from + count)
+            .map(|n| {
+                let account = format!("a-{}", n % accounts);
+                let id = format!("e-{n}");
+                ValidEvent {
+                    index: (n - from) as u32,
+                    fingerprint: crate::ingest::convert::fingerprint(7, &account, &id),
+                    content: n,
+                    event: UsageEvent {
+                        event_id: id,
+                        account_id: account,
+                        meter: "api.requests".into(),
+                        quantity: rust_decimal::Decimal::from(1 + n % 7),
+                        timestamp: at,
+                        attributes: Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        ShardJob {
+            ticket,
+            events,
+            rejected: Vec::new(),
+        }
+    }
+
+    fn sorted(mut totals: Vec<PeriodTotals>) -> Vec<(String, String, String, u64)> {
+        totals.sort_by(|a, b| a.account.cmp(&b.account));
+        totals
+            .iter()
+            .map(|t| {
+                let events = t.meters.iter().map(|m| m.events).sum();
+                (
+                    t.account.to_string(),
+                    t.period.to_string(),
+                    t.total_charge.to_string(),
+                    events,
+                )
+            })
+            .collect()
+    }
+
+    /// A copy taken a step at a time while jobs keep changing totals holds the totals exactly as
+    /// they were when it began, and every id claimed before it began.
+    #[test]
+    fn a_copy_taken_between_jobs_is_the_state_at_its_start() {
+        let ctx = context();
+        let mut state = ShardState::default();
+        state.process(&ctx, job(0, 30_000, 9_000));
+        let at_start = sorted(state.all_totals().collect());
+        state.begin_copy();
+        let mut copy = None;
+        let mut next = 30_000;
+        while copy.is_none() {
+            // Jobs touch old accounts (copied before they change) and new ones (not in the copy).
+            state.process(&ctx, job(next, 1_000, 12_000));
+            next += 1_000;
+            copy = state.copy_step(500, 2);
+        }
+        assert!(next > 31_000, "the copy took several steps");
+        let copy = copy.unwrap();
+        assert_eq!(sorted(copy.totals), at_start);
+        assert!(copy.dedupe.len() >= 30_000);
+        let mut bytes = Vec::new();
+        copy.dedupe.encode(&mut Writer(&mut bytes));
+        let window = DedupeWindow::decode(&mut Reader::new(&bytes)).unwrap();
+        for n in 0..30_000u64 {
+            let fp = crate::ingest::convert::fingerprint(7, &format!("a-{}", n % 9_000), &format!("e-{n}"));
+            assert_eq!(
+                window.check(fp, n),
+                Seen::Duplicate,
+                "id {n} claimed before the copy began"
+            );
+        }
+    }
 }
