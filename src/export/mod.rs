@@ -96,7 +96,8 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => false,
             _ = shutdown.changed() => true,
         };
-        exporter.flush().await;
+        // The last flush before a stop goes as fast as it can.
+        exporter.flush(!stop && !*shutdown.borrow()).await;
         if stop || *shutdown.borrow() {
             info!("redis projection stopped");
             return;
@@ -220,11 +221,11 @@ impl Exporter {
     }
 
     /// One flush: the changed keys, or every key when a resync is due.
-    async fn flush(&mut self) {
+    async fn flush(&mut self, paced: bool) {
         let epoch = self.committed.epoch.load(std::sync::atomic::Ordering::Acquire);
         let dirty = self.committed.take_dirty();
         let started = std::time::Instant::now();
-        let result = self.write(&dirty, epoch).await;
+        let result = self.write(&dirty, epoch, paced).await;
         metrics::histogram!(crate::telemetry::REDIS_FLUSH_DURATION).record(started.elapsed().as_secs_f64());
         match result {
             Ok(written) => {
@@ -249,7 +250,12 @@ impl Exporter {
         }
     }
 
-    async fn write(&mut self, dirty: &ahash::AHashSet<TotalsKey>, epoch: u64) -> redis::RedisResult<usize> {
+    async fn write(
+        &mut self,
+        dirty: &ahash::AHashSet<TotalsKey>,
+        epoch: u64,
+        paced: bool,
+    ) -> redis::RedisResult<usize> {
         let mut conn = self.connection().await?;
         let keys = Keys {
             prefix: &self.config.prefix,
@@ -262,7 +268,18 @@ impl Exporter {
             dirty.iter().cloned().collect()
         };
         let updated_at = Utc::now().to_rfc3339();
-        for chunk in targets.chunks(KEYS_PER_PIPELINE) {
+        // Paced: the chunks of a large flush are spread over half the interval, so the projection
+        // takes a steady share of the CPU instead of a burst that every batch in flight waits out.
+        let chunks = targets.len().div_ceil(KEYS_PER_PIPELINE);
+        let pace = if paced && chunks > 1 {
+            Duration::from_millis(self.config.flush_interval_ms) / 2 / chunks as u32
+        } else {
+            Duration::ZERO
+        };
+        for (n, chunk) in targets.chunks(KEYS_PER_PIPELINE).enumerate() {
+            if n > 0 && !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
             let mut pipe = redis::pipe();
             pipe.atomic();
             for key in chunk {
