@@ -16,8 +16,8 @@ use ratingd::ingest::convert::fingerprint;
 use ratingd::pipeline::dedupe::DedupeWindow;
 use ratingd::pipeline::shard::ShardState;
 use ratingd::pipeline::{BatchTicket, RatingContext, ShardJob, ValidEvent};
-use ratingd::store::codec::{self, BlockBuilder, RecordRef};
-use ratingd::store::{BLOCK_PART_BYTES, Commit, Store};
+use ratingd::store::codec::{self, RecordRef};
+use ratingd::store::{Commit, Store};
 
 const SEED: u64 = 0x5EED;
 
@@ -150,18 +150,9 @@ fn records(count: u64) -> Vec<u8> {
     payload
 }
 
-/// Sealed parts of `count` records, as the committer cuts them.
+/// Sealed parts of the records, as the committer cuts them.
 fn parts(payload: &[u8]) -> Vec<Vec<u8>> {
-    let mut parts = Vec::new();
-    let mut part = BlockBuilder::new(BLOCK_PART_BYTES);
-    for frame in codec::frames(payload) {
-        if part.count() > 0 && part.payload_len() + frame.len() > BLOCK_PART_BYTES {
-            parts.push(std::mem::replace(&mut part, BlockBuilder::new(BLOCK_PART_BYTES)).finish());
-        }
-        part.push_frame(frame);
-    }
-    parts.push(part.finish());
-    parts
+    codec::seal_payloads([payload])
 }
 
 fn blocks(c: &mut Criterion) {

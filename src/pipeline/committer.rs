@@ -13,8 +13,8 @@ use tracing::{error, info};
 use super::shard::ShardSnapshot;
 use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
 use crate::store::checkpoint::CheckpointFiles;
-use crate::store::codec::{BlockBuilder, frames};
-use crate::store::{BLOCK_PART_BYTES, Commit, Store};
+use crate::store::codec::seal_payloads;
+use crate::store::{Commit, Store};
 
 pub struct Committer {
     store: Store,
@@ -213,23 +213,9 @@ impl Committer {
     }
 }
 
-/// The group's records, in order, as sealed blocks of about [`BLOCK_PART_BYTES`] each (cut at
-/// record boundaries; a single larger record gets a part of its own).
+/// The group's records, in order, as sealed blocks of about [`crate::store::BLOCK_PART_BYTES`] each.
 fn seal_parts(group: &[ShardOutput]) -> Vec<Vec<u8>> {
-    let mut parts = Vec::new();
-    let mut part = BlockBuilder::new(BLOCK_PART_BYTES);
-    for out in group {
-        for frame in frames(&out.records) {
-            if part.count() > 0 && part.payload_len() + frame.len() > BLOCK_PART_BYTES {
-                parts.push(std::mem::replace(&mut part, BlockBuilder::new(BLOCK_PART_BYTES)).finish());
-            }
-            part.push_frame(frame);
-        }
-    }
-    if part.count() > 0 {
-        parts.push(part.finish());
-    }
-    parts
+    seal_payloads(group.iter().map(|o| o.records.as_slice()))
 }
 
 /// The checkpoint writer thread: writes each shard state it is handed (a failure is logged; the

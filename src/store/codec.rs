@@ -357,6 +357,27 @@ impl BlockBuilder {
     }
 }
 
+/// Framed records (payloads of [`append_framed`] calls, in order) as sealed blocks of about
+/// [`crate::store::BLOCK_PART_BYTES`] each, cut at record boundaries; a single larger record gets
+/// a block of its own.
+pub fn seal_payloads<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+    let target = crate::store::BLOCK_PART_BYTES;
+    let mut parts = Vec::new();
+    let mut part = BlockBuilder::new(target);
+    for payload in payloads {
+        for frame in frames(payload) {
+            if part.count() > 0 && part.payload_len() + frame.len() > target {
+                parts.push(std::mem::replace(&mut part, BlockBuilder::new(target)).finish());
+            }
+            part.push_frame(frame);
+        }
+    }
+    if part.count() > 0 {
+        parts.push(part.finish());
+    }
+    parts
+}
+
 /// The framed records of a payload this process built (length prefix included), in order. A
 /// frame whose length runs past the end ends the iteration.
 pub fn frames(payload: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
