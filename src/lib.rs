@@ -10,8 +10,8 @@
 //! - [`pipeline`]: routing by account hash to shard threads that own their accounts (dedupe,
 //!   period usage, totals) and rate without locks; the committer group-commits to sled, fsyncs,
 //!   publishes the committed view and acknowledges; spend alerts.
-//! - [`store`]: sled: checksummed blocks of rated records, suspense, checkpoints, subscriptions,
-//!   closes, alerts ([`store::codec`] for the encodings).
+//! - [`store`]: sled: checksummed blocks of rated records, suspense, subscriptions, closes,
+//!   alerts ([`store::codec`] for the encodings); shard checkpoint files ([`store::checkpoint`]).
 //! - [`export`]: the Redis projection of the committed totals, and period close.
 //! - [`query`] and [`admin`]: the read side and the operator's API.
 //! - [`telemetry`]: the metric catalogue and the Prometheus exporter.

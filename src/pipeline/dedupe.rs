@@ -208,13 +208,6 @@ impl DedupeWindow {
         end == TABLES
     }
 
-    /// The slots as flat lists in one go.
-    pub fn entries(&self) -> DedupeEntries {
-        let mut copy = self.begin_copy();
-        self.copy_tables(&mut copy, TABLES);
-        copy.entries
-    }
-
     pub fn decode(r: &mut Reader<'_>) -> Result<DedupeWindow, CodecError> {
         let mut window = DedupeWindow::default();
         let n = r.u64()?;
@@ -265,7 +258,9 @@ mod tests {
         }
         w.insert((9 << 64) | 0x9E37_79B9_7F4A_7C15, 6, 1);
         let mut bytes = Vec::new();
-        w.entries().encode(&mut Writer(&mut bytes));
+        let mut copy = w.begin_copy();
+        while !w.copy_tables(&mut copy, 5) {}
+        copy.into_entries().encode(&mut Writer(&mut bytes));
         let back = DedupeWindow::decode(&mut Reader::new(&bytes)).expect("decodes");
         assert_eq!(back.len(), w.len());
         for i in 0..1000u128 {
