@@ -89,6 +89,7 @@ pub async fn run(
         last_success: std::time::Instant::now(),
         resync: true,
         failing: false,
+        in_sets: ahash::AHashSet::new(),
     };
     let interval = Duration::from_millis(exporter.config.flush_interval_ms.max(1));
     loop {
@@ -114,6 +115,9 @@ struct Exporter {
     last_success: std::time::Instant,
     resync: bool,
     failing: bool,
+    /// Aggregates whose account is known to be in its period's accounts set since the last full
+    /// write: their `SADD` is not sent again (one entry per aggregate, like the totals).
+    in_sets: ahash::AHashSet<TotalsKey>,
 }
 
 impl Exporter {
@@ -262,6 +266,9 @@ impl Exporter {
         };
         let meta_present: bool = redis::cmd("EXISTS").arg(keys.meta()).query_async(&mut conn).await?;
         let all = self.resync || !meta_present;
+        if all {
+            self.in_sets.clear();
+        }
         let targets: Vec<TotalsKey> = if all {
             self.committed.totals.iter().map(|e| e.key().clone()).collect()
         } else {
@@ -282,19 +289,27 @@ impl Exporter {
             }
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for key in chunk {
-                let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
-                    continue;
-                };
-                let closed = self.committed.is_closed(&t.plan, &t.period);
-                pipe.hset_multiple(
-                    keys.aggregate(&t.account, &t.period),
-                    &fields(&t, closed, epoch, &updated_at),
-                )
-                .ignore();
-                pipe.sadd(keys.accounts(&t.period), t.account.as_ref()).ignore();
+            let mut added = Vec::new();
+            {
+                let closed_periods = self.committed.closed.read().unwrap_or_else(|e| e.into_inner());
+                for key in chunk {
+                    let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
+                        continue;
+                    };
+                    let closed = closed_periods.contains(&(t.plan.clone(), t.period.clone()));
+                    pipe.hset_multiple(
+                        keys.aggregate(&t.account, &t.period),
+                        &fields(&t, closed, epoch, &updated_at),
+                    )
+                    .ignore();
+                    if !self.in_sets.contains(key) {
+                        pipe.sadd(keys.accounts(&t.period), t.account.as_ref()).ignore();
+                        added.push(key.clone());
+                    }
+                }
             }
             pipe.query_async::<()>(&mut conn).await?;
+            self.in_sets.extend(added);
         }
         self.announce(&mut conn).await?;
         self.announce_alerts(&mut conn).await?;
