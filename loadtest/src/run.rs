@@ -242,7 +242,16 @@ async fn drive(shared: Arc<Shared>, channel: Channel, stream: u32, quota: Option
     let mut buf = Vec::with_capacity(plan.batch * 96 + 16);
     let mut scratch = Vec::with_capacity(256);
     loop {
-        let more = quota.is_none_or(|q| sent_events < q) && deadline.is_none_or(|d| Instant::now() < d);
+        // With --rate every batch due before the deadline is sent, late or not (the offered load
+        // is fixed); without it, sending stops at the deadline.
+        let more = quota.is_none_or(|q| sent_events < q)
+            && deadline.is_none_or(|d| {
+                if interval.is_some() {
+                    due < d
+                } else {
+                    Instant::now() < d
+                }
+            });
         if !more && pending.is_empty() {
             // Everything sent is acknowledged: close our side, then read the server's end.
             tx = None;

@@ -151,6 +151,23 @@ fn the_sink_acknowledges_everything() {
         "50",
         "--json",
     ]));
+    // A fixed offered load for a fixed time: 20 batches of 100 per second for half a second.
+    let (paced_code, paced_stdout, paced_stderr) = loadtest(&args(&[
+        "run",
+        "--target",
+        &target,
+        "--duration-s",
+        "0.5",
+        "--rate",
+        "2000",
+        "--batch",
+        "100",
+        "--streams",
+        "1",
+        "--accounts",
+        "50",
+        "--json",
+    ]));
     sink.kill().unwrap();
     let _ = sink.wait();
     assert_eq!(code, 0, "{stderr}{stdout}");
@@ -158,6 +175,12 @@ fn the_sink_acknowledges_everything() {
     assert_eq!(s["mode"], "sink");
     assert_eq!(s["accepted"], 5000);
     assert_eq!(s["batches"], 20);
+    assert_eq!(paced_code, 0, "{paced_stderr}{paced_stdout}");
+    let paced = summary(&paced_stdout);
+    assert_eq!(paced["offered_rate"], 2000.0);
+    // Batches are due every 50 ms from the start: 10 fall inside half a second (the last at 450 ms).
+    assert_eq!(paced["batches"], 10, "{paced}");
+    assert_eq!(paced["acked_events"], 1000);
 }
 
 #[test]
