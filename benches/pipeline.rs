@@ -12,14 +12,14 @@ use rust_decimal::Decimal;
 use ratingd::domain::subscription::SubscriptionBook;
 use ratingd::domain::tariff_file::parse_catalogue;
 use ratingd::domain::usage::UsageEvent;
-use ratingd::ingest::convert::fingerprint;
 use ratingd::pipeline::dedupe::DedupeWindow;
 use ratingd::pipeline::shard::ShardState;
 use ratingd::pipeline::{BatchTicket, RatingContext, ShardJob, ValidEvent};
+use ratingd::security::keyed::HashKey;
 use ratingd::store::codec::{self, RecordRef};
 use ratingd::store::{Commit, Store};
 
-const SEED: u64 = 0x5EED;
+const KEY: HashKey = HashKey::new(0x5EED, 0x5EED);
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
@@ -47,7 +47,7 @@ fn event(n: u64) -> ValidEvent {
     };
     ValidEvent {
         index: (n % 1000) as u32,
-        fingerprint: fingerprint(SEED, &account, &event_id),
+        fingerprint: KEY.fingerprint(&account, &event_id),
         content: n,
         event: UsageEvent {
             event_id,
@@ -72,7 +72,7 @@ fn dedupe(c: &mut Criterion) {
     // A window of 1,000,000 ids (tables far larger than the CPU caches), then inserts of fresh
     // ids and lookups of random held ones; fingerprints are computed beforehand.
     let fingerprints: Vec<u128> = (0..3_000_000u64)
-        .map(|i| fingerprint(SEED, "acct", &i.to_string()))
+        .map(|i| KEY.fingerprint("acct", &i.to_string()))
         .collect();
     let mut window = DedupeWindow::default();
     for (i, fp) in fingerprints[..1_000_000].iter().enumerate() {

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests need, as "command:debian-package". The Redis projection's tests start
 # their own redis-server on free ports (and use the machine's Redis on 6379 with a unique prefix);
-# the metrics tests run a Prometheus server and promtool.
-needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus")
+# the metrics tests run a Prometheus server and promtool; the TLS tests make certificates with
+# openssl (tests/tls/gen-certs.sh).
+needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus" "openssl:openssl")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")

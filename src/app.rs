@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,6 +24,8 @@ use crate::ingest::proto::query_server::QueryServer;
 use crate::ingest::service::IngestService;
 use crate::pipeline::{Clock, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
+use crate::security::auth::TokenBook;
+use crate::security::guard::GuardLayer;
 use crate::store::{SettingsStore, Store, StoreError};
 
 /// How long open connections may take to finish after a shutdown starts, before they are closed
@@ -56,6 +58,8 @@ pub struct Running {
     pub clock: SharedClock,
     pub admin: Arc<AdminCore>,
     pub recovered_records: usize,
+    /// The bearer tokens in force; [`Running::reload_tokens`] replaces them.
+    tokens: Arc<ArcSwap<TokenBook>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), AppError>>,
 }
@@ -64,6 +68,24 @@ impl Running {
     /// Starts the graceful shutdown (idempotent).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Re-reads `[[tokens]]` from the configuration file (SIGHUP): added tokens work and removed
+    /// or expired ones are refused from the next request on. A file that does not validate
+    /// changes nothing. Other settings need a restart.
+    pub fn reload_tokens(&self, path: &std::path::Path) -> Result<usize, crate::config::ConfigErrors> {
+        match Config::load(path) {
+            Ok(config) => {
+                let n = config.tokens.len();
+                self.tokens.store(Arc::new(TokenBook::new(config.tokens)));
+                info!(tokens = n, config = %path.display(), "tokens reloaded");
+                Ok(n)
+            }
+            Err(errors) => {
+                warn!(config = %path.display(), %errors, "token reload refused; the tokens in force are kept");
+                Err(errors)
+            }
+        }
     }
 
     /// Waits until the daemon has drained and stopped.
@@ -109,6 +131,13 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     })
     .await??;
     let pipeline = Arc::new(pipeline);
+    if !pipeline.committed.damaged.is_empty() {
+        tracing::error!(
+            accounts = pipeline.committed.damaged.len(),
+            "the data dir records accounts whose stored records failed their check: their totals are not \
+             served and their batches are refused (DATA_LOSS) until it is restored (docs/security.md)"
+        );
+    }
     let recovered_records: usize = pipeline
         .committed
         .totals
@@ -150,7 +179,22 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         .register_encoded_file_descriptor_set(crate::ingest::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let server = tonic::transport::Server::builder()
+    let limits = config.limits;
+    let tokens = Arc::new(ArcSwap::from_pointee(TokenBook::new(config.tokens.clone())));
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(
+            (limits.keepalive_interval_seconds > 0).then(|| Duration::from_secs(limits.keepalive_interval_seconds)),
+        )
+        .http2_keepalive_timeout(Some(Duration::from_secs(limits.keepalive_timeout_seconds.max(1))));
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    let server = builder
+        .layer(GuardLayer::new(
+            tokens.clone(),
+            Duration::from_secs(limits.request_timeout_seconds),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
@@ -167,6 +211,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         version = env!("CARGO_PKG_VERSION"),
         config = %config.path.display(),
         %addr,
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        tokens = config.tokens.len(),
         shards = config.shards,
         data_dir = %config.data_dir.display(),
         recovered_records,
@@ -256,6 +303,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         clock,
         admin,
         recovered_records,
+        tokens,
         shutdown: shutdown_tx,
         task,
     })

@@ -14,9 +14,13 @@ use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
 use crate::export::RedisConfig;
+use crate::security::auth::{Role, Token};
+use crate::security::tls::{TlsFiles, plaintext_refused};
 
 /// Longest account id (SPEC section 2).
 pub const MAX_ACCOUNT_BYTES: usize = 128;
+/// Longest event, account and meter id accepted (SPEC section 2); `limits.max_id_bytes` may lower it.
+pub const MAX_ID_BYTES: usize = 128;
 
 /// A validated configuration, with the tariff catalogue it names already loaded.
 #[derive(Debug, Clone)]
@@ -53,6 +57,12 @@ pub struct Config {
     pub subscriptions: Vec<Subscription>,
     /// Spend-alert thresholds per plan id (period charges in the plan's currency).
     pub plan_alerts: Vec<(String, Vec<rust_decimal::Decimal>)>,
+    /// TLS on the gRPC listener; `None` is plaintext (loopback only, unless allowed below).
+    pub tls: Option<TlsFiles>,
+    pub allow_plaintext_non_loopback: bool,
+    pub allow_unauthenticated_non_loopback: bool,
+    /// Bearer tokens; none means every caller may call everything (loopback only, unless allowed).
+    pub tokens: Vec<Token>,
 }
 
 /// Every problem found in a configuration, each with its path.
@@ -81,6 +91,19 @@ pub struct Limits {
     /// Most attributes per event, and their key and value length.
     pub max_attributes: usize,
     pub max_attribute_bytes: usize,
+    /// Longest event id, account id and meter id (at most 128, SPEC section 2).
+    pub max_id_bytes: usize,
+    /// HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// A ping goes to an idle connection this often; one not answered within the timeout closes
+    /// the connection (agents that died without closing it are reaped). 0 turns pings off.
+    pub keepalive_interval_seconds: u64,
+    pub keepalive_timeout_seconds: u64,
+    /// A unary call not answered within this is DEADLINE_EXCEEDED (streams have no such bound).
+    pub request_timeout_seconds: u64,
+    /// A connection that has not finished its TLS handshake within this is closed (a client that
+    /// speaks plaintext to a TLS port, or one that stalls, holds nothing for long).
+    pub tls_handshake_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -92,6 +115,12 @@ impl Default for Limits {
             max_inflight_per_stream: 64,
             max_attributes: 16,
             max_attribute_bytes: 256,
+            max_id_bytes: MAX_ID_BYTES,
+            max_concurrent_streams: 256,
+            keepalive_interval_seconds: 30,
+            keepalive_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            tls_handshake_timeout_seconds: 10,
         }
     }
 }
@@ -149,6 +178,31 @@ struct RawConfig {
     subscriptions: Vec<RawSubscription>,
     #[serde(default)]
     alerts: Vec<RawAlerts>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    allow_plaintext_non_loopback: bool,
+    #[serde(default)]
+    allow_unauthenticated_non_loopback: bool,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    sha256: String,
+    role: String,
+    account_prefix: Option<String>,
+    expires: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -287,9 +341,41 @@ impl Config {
             ("limits.max_inflight_batches", l.max_inflight_batches),
             ("limits.max_inflight_per_stream", l.max_inflight_per_stream),
             ("limits.max_attribute_bytes", l.max_attribute_bytes),
+            ("limits.max_id_bytes", l.max_id_bytes),
+            ("limits.max_concurrent_streams", l.max_concurrent_streams as usize),
+            ("limits.request_timeout_seconds", l.request_timeout_seconds as usize),
+            (
+                "limits.tls_handshake_timeout_seconds",
+                l.tls_handshake_timeout_seconds as usize,
+            ),
         ] {
             if value == 0 {
                 errors.push(format!("{name}: must be at least 1"));
+            }
+        }
+        if l.max_id_bytes > MAX_ID_BYTES {
+            errors.push(format!("limits.max_id_bytes: at most {MAX_ID_BYTES} (SPEC section 2)"));
+        }
+        if l.keepalive_interval_seconds > 0 && l.keepalive_timeout_seconds == 0 {
+            errors.push("limits.keepalive_timeout_seconds: must be at least 1 when pings are on".to_string());
+        }
+        let tls = raw.tls.map(|t| {
+            let handshake = std::time::Duration::from_secs(l.tls_handshake_timeout_seconds);
+            TlsFiles::load(t.cert, t.key, t.client_ca, handshake, &mut errors)
+        });
+        let tokens = tokens(raw.tokens, &mut errors);
+        if let Some(listen) = listen {
+            if plaintext_refused(listen, tls.is_some(), raw.allow_plaintext_non_loopback) {
+                errors.push(format!(
+                    "listen: {listen} is not a loopback address and [tls] is not set; set [tls] \
+                     (docs/security.md), or allow_plaintext_non_loopback = true to accept plaintext"
+                ));
+            }
+            if tokens.is_empty() && !listen.ip().is_loopback() && !raw.allow_unauthenticated_non_loopback {
+                errors.push(format!(
+                    "listen: {listen} is not a loopback address and no [[tokens]] are set; add tokens \
+                     (docs/security.md), or allow_unauthenticated_non_loopback = true to let anyone call"
+                ));
             }
         }
         if let Some(plan) = &raw.default_plan
@@ -342,8 +428,62 @@ impl Config {
             default_plan: raw.default_plan,
             subscriptions,
             plan_alerts,
+            tls,
+            allow_plaintext_non_loopback: raw.allow_plaintext_non_loopback,
+            allow_unauthenticated_non_loopback: raw.allow_unauthenticated_non_loopback,
+            tokens,
         })
     }
+}
+
+/// `[[tokens]]`: unique names and hashes, known roles, a scope only for ingest and read tokens.
+fn tokens(raw: Vec<RawToken>, errors: &mut Vec<String>) -> Vec<Token> {
+    let mut out: Vec<Token> = Vec::with_capacity(raw.len());
+    let mut names = std::collections::BTreeSet::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let path = format!("tokens[{i}]");
+        let before = errors.len();
+        if t.name.is_empty() || !names.insert(t.name.clone()) {
+            errors.push(format!("{path}.name: must be non-empty and unique"));
+        }
+        let hash: Option<[u8; 32]> = crate::store::unhex(&t.sha256).and_then(|h| h.try_into().ok());
+        match hash {
+            None => errors.push(format!(
+                "{path}.sha256: must be 64 lowercase hex digits (the output of `ratectl token hash`)"
+            )),
+            Some(h) if out.iter().any(|o| o.sha256 == h) => {
+                errors.push(format!("{path}.sha256: the same token is configured twice"))
+            }
+            Some(_) => {}
+        }
+        let role = Role::parse(&t.role);
+        match role {
+            None => errors.push(format!("{path}.role: {:?} is not one of ingest, read, admin", t.role)),
+            Some(Role::Admin) if t.account_prefix.is_some() => {
+                errors.push(format!("{path}.account_prefix: admin tokens cannot be scoped"))
+            }
+            Some(_) => {}
+        }
+        if t.account_prefix.as_deref() == Some("") {
+            errors.push(format!("{path}.account_prefix: must be non-empty when set"));
+        }
+        let expires = t
+            .expires
+            .as_deref()
+            .and_then(|e| instant(&format!("{path}.expires"), e, errors));
+        if errors.len() == before
+            && let (Some(sha256), Some(role)) = (hash, role)
+        {
+            out.push(Token {
+                name: t.name.into(),
+                sha256,
+                role,
+                account_prefix: t.account_prefix.map(Into::into),
+                expires,
+            });
+        }
+    }
+    out
 }
 
 /// Alert thresholds: positive decimal strings.

@@ -14,6 +14,8 @@
 //!   alerts ([`store::codec`] for the encodings); shard checkpoint files ([`store::checkpoint`]).
 //! - [`export`]: the Redis projection of the committed totals, and period close.
 //! - [`query`] and [`admin`]: the read side and the operator's API.
+//! - [`security`]: bearer tokens and roles, the guard layer in front of every service (token,
+//!   unary timeout), TLS settings, the data dir's secret hash key.
 //! - [`telemetry`]: the metric catalogue and the Prometheus exporter.
 //! - [`domain`]: pure types and rules: exact money, usage events and reject reasons, the tariff
 //!   catalogue and its file format, billing periods, local time, subscriptions, totals.
@@ -31,9 +33,12 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod pipeline;
 pub mod query;
 pub mod rating;
+pub mod security;
 pub mod store;
 pub mod telemetry;

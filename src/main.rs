@@ -85,7 +85,7 @@ async fn run(config: Config) -> ExitCode {
     };
     // The one line tests and scripts read to find the port (the listen address may be :0).
     println!("ratingd listening on {}", running.addr);
-    wait_for_stop(&running).await;
+    wait_for_stop(&running, &config.path).await;
     info!(grace_seconds = config.shutdown_grace_seconds, "shutting down");
     running.shutdown();
     match tokio::time::timeout(
@@ -106,8 +106,8 @@ async fn run(config: Config) -> ExitCode {
     }
 }
 
-/// Waits for SIGTERM or Ctrl-C; reloads the tariffs on every SIGHUP meanwhile.
-async fn wait_for_stop(running: &ratingd::app::Running) {
+/// Waits for SIGTERM or Ctrl-C; reloads the tariffs and the tokens on every SIGHUP meanwhile.
+async fn wait_for_stop(running: &ratingd::app::Running, config: &std::path::Path) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -122,13 +122,14 @@ async fn wait_for_stop(running: &ratingd::app::Running) {
                 _ = hup.recv() => {
                     // The outcome is logged by the reload itself; a refused file changes nothing.
                     let _ = running.admin.reload_tariffs().await;
+                    let _ = running.reload_tokens(config);
                 }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = running;
+        let _ = (running, config);
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -156,23 +156,16 @@ async fn connect(plan: &Plan) -> Result<Channel, String> {
         .tcp_nodelay(true);
     match tokio::time::timeout(plan.connect_timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(format!("cannot connect to {}: {}", plan.target, source_chain(&e))),
+        Ok(Err(e)) => Err(format!(
+            "cannot connect to {}: {}",
+            plan.target,
+            ratingd::client::connect::error_chain(&e)
+        )),
         Err(_) => Err(format!(
             "cannot connect to {}: no answer within {:?}",
             plan.target, plan.connect_timeout
         )),
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Subscribes the accounts (half to each example plan). `Ok(false)` when the target has no Admin

@@ -169,7 +169,7 @@ impl AdminCore {
                 batch_id: u64::MAX - n as u64,
                 events,
             };
-            let pending = self.ingest.admit(batch).await?;
+            let pending = self.ingest.admit(batch, None).await?;
             let ack = match pending.await {
                 Ok(Ok(ack)) => ack,
                 Ok(Err(e)) => return Err(crate::ingest::service::status_of(e)),

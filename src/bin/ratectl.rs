@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ratingd::client::connect::{Access, Authed};
 use ratingd::client::send::{SendOptions, send_all};
 use ratingd::client::usage_file;
 use ratingd::domain::money::parse_exact;
@@ -27,6 +28,17 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for ratingd (prefer the environment variable: it stays out of shell history).
+    #[arg(long, global = true, env = "RATECTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) that signed ratingd's certificate; turns TLS on.
+    #[arg(long, global = true, env = "RATECTL_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a ratingd that requires them (mutual TLS).
+    #[arg(long, global = true, env = "RATECTL_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "RATECTL_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,7 +96,22 @@ enum Command {
     /// Rejected events waiting in suspense (Admin API).
     #[command(subcommand)]
     Suspense(SuspenseCommand),
+    /// Bearer tokens for the `[[tokens]]` of ratingd's config (offline).
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Read a token from standard input (so it stays out of shell history) and print its SHA-256,
+    /// the value of `sha256` in the config.
+    Hash,
+    /// Make a new random token (256 bits, hex); print it and its SHA-256.
+    New,
+}
+
+/// Shorter tokens can be guessed; `ratectl token new` makes 64 hex digits.
+const MIN_TOKEN_BYTES: usize = 16;
 
 #[derive(Subcommand)]
 enum SuspenseCommand {
@@ -259,7 +286,15 @@ impl Failure {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = ACCESS.set(Access {
+        token: args.token.clone(),
+        ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
+    });
     let result = match args.command {
+        Command::Token(TokenCommand::Hash) => token_hash(args.json),
+        Command::Token(TokenCommand::New) => token_new(args.json),
         Command::Tariffs(TariffsCommand::Check { file }) => return check(&file, args.json),
         Command::Tariffs(TariffsCommand::Quote(q)) => run_quote(&q, args.json),
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(&a, args.json))),
@@ -345,6 +380,7 @@ async fn send(args: &SendArgs, as_json: bool) -> Result<(), Failure> {
     );
     let options = SendOptions {
         target: args.target.clone(),
+        access: ACCESS.get_or_init(Access::default).clone(),
         in_flight: args.in_flight,
         retries: args.retries,
         max_message_bytes: 64 << 20,
@@ -369,9 +405,7 @@ async fn send(args: &SendArgs, as_json: bool) -> Result<(), Failure> {
 }
 
 async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
-    let mut client = QueryClient::connect(args.target.clone())
-        .await
-        .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", args.target)))?;
+    let mut client = query_client(&args.target).await?;
     let request = proto::GetTotalsRequest {
         account_id: args.account.clone(),
         period: args.period.clone(),
@@ -420,10 +454,51 @@ async fn totals(args: &TotalsArgs, as_json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn admin(target: &str) -> Result<AdminClient<tonic::transport::Channel>, Failure> {
-    AdminClient::connect(target.to_string())
+fn token_hash(as_json: bool) -> Result<(), Failure> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| Failure::new(format!("cannot read the token from standard input: {e}")))?;
+    // One trailing line end (from echo or a file) is not part of the token.
+    let token = text.strip_suffix('\n').unwrap_or(&text);
+    let token = token.strip_suffix('\r').unwrap_or(token);
+    if token.len() < MIN_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Failure::new(format!(
+            "a token must be at least {MIN_TOKEN_BYTES} characters without spaces (`ratectl token new` makes one)"
+        )));
+    }
+    let hash = ratingd::security::auth::hash_hex(token);
+    if as_json {
+        println!("{}", json!({ "sha256": hash }));
+    } else {
+        println!("{hash}");
+    }
+    Ok(())
+}
+
+fn token_new(as_json: bool) -> Result<(), Failure> {
+    let token = ratingd::store::hex(&ratingd::security::random_bytes::<32>());
+    let hash = ratingd::security::auth::hash_hex(&token);
+    if as_json {
+        println!("{}", json!({ "token": token, "sha256": hash }));
+    } else {
+        println!("token:  {token}\nsha256: {hash}");
+    }
+    Ok(())
+}
+
+/// Token and TLS trust from the global options, set once at start.
+static ACCESS: std::sync::OnceLock<Access> = std::sync::OnceLock::new();
+
+async fn channel(target: &str) -> Result<Authed, Failure> {
+    ACCESS
+        .get_or_init(Access::default)
+        .authed(target)
         .await
-        .map_err(|e| Failure::new(format!("cannot connect to {target}: {e}")))
+        .map_err(Failure::new)
+}
+
+async fn admin(target: &str) -> Result<AdminClient<Authed>, Failure> {
+    Ok(AdminClient::new(channel(target).await?))
 }
 
 fn rpc_failure(s: tonic::Status) -> Failure {
@@ -494,10 +569,8 @@ async fn subscriptions(command: SubscriptionsCommand, as_json: bool) -> Result<(
     Ok(())
 }
 
-async fn query_client(target: &str) -> Result<QueryClient<tonic::transport::Channel>, Failure> {
-    QueryClient::connect(target.to_string())
-        .await
-        .map_err(|e| Failure::new(format!("cannot connect to {target}: {e}")))
+async fn query_client(target: &str) -> Result<QueryClient<Authed>, Failure> {
+    Ok(QueryClient::new(channel(target).await?))
 }
 
 fn record_json(r: &proto::RatedRecord) -> serde_json::Value {

@@ -48,6 +48,8 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct SendOptions {
     pub target: String,
+    /// Token and TLS trust.
+    pub access: crate::client::connect::Access,
     pub in_flight: usize,
     pub retries: u32,
     pub max_message_bytes: usize,
@@ -98,9 +100,12 @@ async fn one_pass(
     summary: &mut Summary,
     progress: &ProgressBar,
 ) -> Result<(), Status> {
-    let mut client = IngestClient::connect(options.target.clone())
+    let channel = options
+        .access
+        .authed(&options.target)
         .await
-        .map_err(|e| Status::unavailable(format!("cannot connect to {}: {e}", options.target)))?
+        .map_err(Status::unavailable)?;
+    let mut client = IngestClient::new(channel)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
     let (tx, rx) = mpsc::channel(options.in_flight);

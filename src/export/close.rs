@@ -95,6 +95,8 @@ pub async fn close_due(
             .totals
             .iter()
             .filter(|e| e.value().plan == *plan && e.value().period == *period)
+            // A damaged account's totals are unknown: not announced as final (docs/security.md).
+            .filter(|e| !pipeline.committed.damaged.contains_key(&e.value().account))
             .map(|e| e.value().clone())
             .collect();
         finals.sort_by(|a, b| a.account.cmp(&b.account));

@@ -296,6 +296,10 @@ impl Exporter {
                     let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
                         continue;
                     };
+                    // A damaged account's totals are unknown: not projected (docs/security.md).
+                    if self.committed.damaged.contains_key(&t.account) {
+                        continue;
+                    }
                     let closed = closed_periods.contains(&(t.plan.clone(), t.period.clone()));
                     pipe.hset_multiple(
                         keys.aggregate(&t.account, &t.period),

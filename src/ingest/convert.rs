@@ -9,10 +9,8 @@ use crate::config::Limits;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{RejectReason, UsageEvent};
 use crate::pipeline::{RejectedEvent, ValidEvent};
+use crate::security::keyed::HashKey;
 use crate::store::codec::SuspenseEntry;
-
-/// Longest event id and account id (SPEC section 2).
-pub const MAX_ID_BYTES: usize = 128;
 
 /// The time checks of one batch, read from the clock once per batch.
 #[derive(Debug, Clone, Copy)]
@@ -31,16 +29,6 @@ impl Window {
             now_nanos,
         }
     }
-}
-
-/// The keyed 128-bit dedupe fingerprint of an event: (account, event id) under the data dir's key.
-pub fn fingerprint(seed: u64, account: &str, event_id: &str) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
-    h.update(account.as_bytes());
-    // 0xFF never occurs in UTF-8, so ("ab", "c") and ("a", "bc") differ.
-    h.update(&[0xFF]);
-    h.update(event_id.as_bytes());
-    h.digest128()
 }
 
 /// Hash of what must be equal for a resend to be a DUPLICATE rather than a CONFLICT.
@@ -70,7 +58,7 @@ pub enum Converted {
 pub fn convert(
     index: u32,
     e: proto::UsageEvent,
-    seed: u64,
+    key: &HashKey,
     window: &Window,
     limits: &Limits,
     catalogue: &Catalogue,
@@ -78,14 +66,15 @@ pub fn convert(
     let (units, nanos) = e.quantity.map_or((0, 0), |q| (q.units, q.nanos));
     let check = || -> Result<Decimal, (RejectReason, String)> {
         let invalid = |detail: String| Err((RejectReason::InvalidField, detail));
-        if e.event_id.is_empty() || e.event_id.len() > MAX_ID_BYTES {
-            return invalid(format!("event_id must be 1..={MAX_ID_BYTES} bytes"));
-        }
-        if e.account_id.is_empty() || e.account_id.len() > MAX_ID_BYTES {
-            return invalid(format!("account_id must be 1..={MAX_ID_BYTES} bytes"));
-        }
-        if e.meter.is_empty() || e.meter.len() > MAX_ID_BYTES {
-            return invalid(format!("meter must be 1..={MAX_ID_BYTES} bytes"));
+        let max_id = limits.max_id_bytes;
+        for (name, id) in [
+            ("event_id", &e.event_id),
+            ("account_id", &e.account_id),
+            ("meter", &e.meter),
+        ] {
+            if id.is_empty() || id.len() > max_id {
+                return invalid(format!("{name} must be 1..={max_id} bytes"));
+            }
         }
         if e.quantity.is_none() {
             return invalid("quantity is missing".into());
@@ -134,8 +123,8 @@ pub fn convert(
     };
     match check() {
         Ok(quantity) => {
-            let fingerprint = fingerprint(seed, &e.account_id, &e.event_id);
-            let content = content_hash(seed, &e, units, nanos);
+            let fingerprint = key.fingerprint(&e.account_id, &e.event_id);
+            let content = content_hash(key.seed(), &e, units, nanos);
             let timestamp = DateTime::<Utc>::from_timestamp_nanos(e.timestamp_unix_nanos);
             Converted::Valid(ValidEvent {
                 index,

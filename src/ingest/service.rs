@@ -12,6 +12,10 @@ use super::proto::{self, ingest_server::Ingest};
 use crate::config::Limits;
 use crate::domain::usage::Ack;
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::security::{self, auth::Principal};
+
+/// The method named in refusal logs for batches (both paths share the checks).
+const SUBMIT: &str = "/ratingd.v1.Ingest/Submit|Stream";
 
 /// The one mapping of pipeline errors to gRPC status codes.
 pub fn status_of(error: PipelineError) -> Status {
@@ -47,17 +51,53 @@ impl IngestService {
     }
 
     /// Admits one batch (waiting for room: the backpressure point), validates and routes it.
+    /// A batch over the size limit, or holding an account outside the caller's scope, is refused
+    /// whole before anything of it is written.
     pub async fn admit(
         &self,
         batch: proto::UsageBatch,
+        caller: Option<&Principal>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Ack, PipelineError>>, Status> {
         if batch.events.len() > self.limits.max_batch_events {
-            return Err(Status::resource_exhausted(format!(
+            let status = Status::resource_exhausted(format!(
                 "batch {} holds {} events; the limit is {}",
                 batch.batch_id,
                 batch.events.len(),
                 self.limits.max_batch_events
-            )));
+            ));
+            security::note(SUBMIT, &status);
+            return Err(status);
+        }
+        if let Some(caller) = caller
+            && let Some((i, e)) = batch
+                .events
+                .iter()
+                .enumerate()
+                .find(|(_, e)| !caller.may_touch(&e.account_id))
+        {
+            let status = Status::permission_denied(format!(
+                "batch {} refused whole: event {i} has account {:?}, outside the accounts of token {:?} \
+                 (those that start with {:?})",
+                batch.batch_id,
+                e.account_id,
+                caller.name,
+                caller.account_prefix.as_deref().unwrap_or_default()
+            ));
+            security::note(SUBMIT, &status);
+            return Err(status);
+        }
+        let committed = &self.pipeline.committed;
+        if !committed.damaged.is_empty()
+            && let Some(Err(damage)) = batch
+                .events
+                .iter()
+                .map(|e| committed.check_damage(&e.account_id))
+                .find(Result::is_err)
+        {
+            // Its totals and dedupe claims are unknown: rating more would charge on a wrong base.
+            let status = Status::data_loss(format!("batch {} refused whole: {}", batch.batch_id, damage.message()));
+            security::note(SUBMIT, &status);
+            return Err(status);
         }
         let permit = self.pipeline.admit().await.map_err(status_of)?;
         let window = Window::at(self.pipeline.clock.now(), self.window_days, self.skew_seconds);
@@ -66,7 +106,7 @@ impl IngestService {
         let mut valid = Vec::with_capacity(batch.events.len());
         let mut rejected = Vec::new();
         for (i, event) in batch.events.into_iter().enumerate() {
-            match convert(i as u32, event, self.pipeline.seed, &window, &self.limits, catalogue) {
+            match convert(i as u32, event, &self.pipeline.key, &window, &self.limits, catalogue) {
                 Converted::Valid(v) => valid.push(v),
                 Converted::Rejected(r) => rejected.push(r),
             }
@@ -115,6 +155,7 @@ impl Ingest for Arc<IngestService> {
         &self,
         request: Request<Streaming<proto::UsageBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let caller = security::auth::principal(&request).cloned();
         let mut inbound = request.into_inner();
         let in_flight = self.limits.max_inflight_per_stream;
         // Bound: acks waiting to be written back to this agent.
@@ -148,13 +189,14 @@ impl Ingest for Arc<IngestService> {
                         };
                         debug!(?refusal, "stream ended");
                         if let Some(refusal) = refusal {
+                            security::note("/ratingd.v1.Ingest/Stream", &refusal);
                             let _ = tx.send(Err(refusal)).await;
                         }
                         break;
                     }
                 };
                 let started = std::time::Instant::now();
-                let pending = match service.admit(batch).await {
+                let pending = match service.admit(batch, caller.as_ref()).await {
                     Ok(p) => p,
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
@@ -187,7 +229,8 @@ impl Ingest for Arc<IngestService> {
             return Err(Status::unavailable("ratingd is shutting down"));
         }
         let started = std::time::Instant::now();
-        let pending = self.admit(request.into_inner()).await?;
+        let caller = security::auth::principal(&request).cloned();
+        let pending = self.admit(request.into_inner(), caller.as_ref()).await?;
         match pending.await {
             Ok(Ok(ack)) => {
                 metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION).record(started.elapsed().as_secs_f64());

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use dashmap::DashMap;
+
+use crate::security::keyed::HashKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::aggregate::PeriodTotals;
@@ -70,9 +72,22 @@ pub struct Committed {
     pub announcements_pending: AtomicBool,
     /// Set when a spend alert was written and may not be in Redis yet.
     pub alerts_pending: AtomicBool,
+    /// Accounts whose stored records failed their check at start, with why (fixed after start):
+    /// their totals are not served or projected, and their batches are refused.
+    pub damaged: ahash::AHashMap<Arc<str>, Arc<str>>,
 }
 
 impl Committed {
+    /// `DATA_LOSS` naming the damaged block, when `account` is damaged.
+    pub fn check_damage(&self, account: &str) -> Result<(), tonic::Status> {
+        match self.damaged.get(account) {
+            None => Ok(()),
+            Some(why) => Err(tonic::Status::data_loss(format!(
+                "the records of account {account:?} cannot be trusted: {why}; restore the data dir from a backup"
+            ))),
+        }
+    }
+
     pub fn is_closed(&self, plan: &str, period: &str) -> bool {
         let closed = self.closed.read().unwrap_or_else(|e| e.into_inner());
         closed.contains(&(Arc::from(plan), Arc::from(period)))
@@ -241,11 +256,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The shard that owns `account`: stable across restarts for a given shard count.
-pub fn shard_of(account: &str, shards: usize) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(account.as_bytes()) % shards as u64) as usize
-}
-
 /// The running pipeline's handle, shared by the gRPC services.
 pub struct Pipeline {
     shard_tx: Vec<crossbeam_channel::Sender<ShardMsg>>,
@@ -253,7 +263,8 @@ pub struct Pipeline {
     failed: Arc<AtomicBool>,
     pub committed: CommittedView,
     pub context: SharedContext,
-    pub seed: u64,
+    /// The data dir's hash key: event fingerprints and the shard of each account.
+    pub key: HashKey,
     pub clock: SharedClock,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -282,9 +293,17 @@ impl Pipeline {
         plan_alerts: PlanAlerts,
         config: PipelineConfig,
     ) -> Result<Pipeline, StoreError> {
-        let seed = store.seed();
+        let key = store.key();
         let states = shard::recover(&store, &context.load(), config.shards, config.dedupe_window_days)?;
-        let committed: CommittedView = Arc::new(Committed::default());
+        let damaged = store
+            .damaged()?
+            .into_iter()
+            .map(|(account, why)| (Arc::from(account), Arc::from(why)))
+            .collect();
+        let committed: CommittedView = Arc::new(Committed {
+            damaged,
+            ..Committed::default()
+        });
         committed.epoch.store(store.next_seq(), Ordering::Release);
         for state in &states {
             for totals in state.all_totals() {
@@ -348,7 +367,7 @@ impl Pipeline {
             failed,
             committed,
             context,
-            seed,
+            key,
             clock,
             threads: Mutex::new(threads),
         })
@@ -383,10 +402,10 @@ impl Pipeline {
         let mut parts: Vec<(Vec<ValidEvent>, Vec<RejectedEvent>)> =
             (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
         for e in events {
-            parts[shard_of(&e.event.account_id, shards)].0.push(e);
+            parts[self.key.shard_of(&e.event.account_id, shards)].0.push(e);
         }
         for r in rejected {
-            parts[shard_of(&r.entry.account_id, shards)].1.push(r);
+            parts[self.key.shard_of(&r.entry.account_id, shards)].1.push(r);
         }
         let used: Vec<usize> = (0..shards)
             .filter(|&i| !parts[i].0.is_empty() || !parts[i].1.is_empty())

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::dedupe::{DedupeCopy, DedupeEntries, DedupeWindow, Seen};
-use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent, shard_of};
+use super::{CommitterMsg, RatingContext, ShardJob, ShardMsg, ShardOutput, ValidEvent};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::period::Period;
 use crate::domain::tariff::Plan;
@@ -567,24 +567,48 @@ pub fn recover(
         }
     }
     let from = next.iter().copied().min().unwrap_or(0);
+    let key = store.key();
+    let mut damage: Vec<(String, String)> = Vec::new();
     for item in store.blocks_from(from) {
-        let (seq, bytes) = item?;
-        let (_, payload) = codec::open_block(&bytes).map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
-        for record in codec::records(payload) {
-            let record = record.map_err(|e| store.corrupt(format!("b/{seq}"), e))?;
-            let k = shard_of(&record.account_id, shards);
+        let (seq, name, bytes) = item?;
+        let opened = codec::open_block(&bytes)
+            .and_then(|(_, payload)| codec::records(payload).collect::<Result<Vec<_>, CodecError>>());
+        let records = match opened {
+            Ok(records) => records,
+            Err(error) => {
+                // The accounts of the commit come from its index entry; without it, which totals
+                // are wrong is unknown and nothing can be served: refuse to start.
+                let accounts = store
+                    .block_accounts(seq)
+                    .map_err(|_| store.corrupt(name.clone(), error.clone()))?;
+                let why = format!("{name} in {} failed its check ({error})", store.sled_file());
+                error!(
+                    file = %store.sled_file(),
+                    key = %name,
+                    %error,
+                    accounts = accounts.len(),
+                    "stored records are corrupted: the totals of the accounts in this commit are not served \
+                     and their batches are refused until the data dir is restored from a backup"
+                );
+                damage.extend(accounts.into_iter().map(|a| (a, why.clone())));
+                continue;
+            }
+        };
+        for record in records {
+            let k = key.shard_of(&record.account_id, shards);
             if seq < next[k] {
                 continue;
             }
             let plan = ctx.catalogue.plan(&record.plan).ok_or_else(|| {
                 store.corrupt(
-                    format!("b/{seq}"),
+                    name.clone(),
                     CodecError::Invalid("record names a plan missing from the catalogue"),
                 )
             })?;
             states[k].apply(&record, plan);
         }
     }
+    store.record_damage(&damage)?;
     let now = Utc::now();
     for s in &mut states {
         s.evict(now, window_days);
@@ -617,7 +641,7 @@ mod tests {
                 let id = format!("e-{n}");
                 ValidEvent {
                     index: (n - from) as u32,
-                    fingerprint: crate::ingest::convert::fingerprint(7, &account, &id),
+                    fingerprint: crate::security::keyed::HashKey::new(7, 7).fingerprint(&account, &id),
                     content: n,
                     event: UsageEvent {
                         event_id: id,
@@ -678,7 +702,8 @@ mod tests {
         copy.dedupe.encode(&mut Writer(&mut bytes));
         let window = DedupeWindow::decode(&mut Reader::new(&bytes)).unwrap();
         for n in 0..30_000u64 {
-            let fp = crate::ingest::convert::fingerprint(7, &format!("a-{}", n % 9_000), &format!("e-{n}"));
+            let fp =
+                crate::security::keyed::HashKey::new(7, 7).fingerprint(&format!("a-{}", n % 9_000), &format!("e-{n}"));
             assert_eq!(
                 window.check(fp, n),
                 Seen::Duplicate,

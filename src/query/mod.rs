@@ -6,6 +6,7 @@ pub mod statement;
 
 use std::sync::Arc;
 
+use crate::security::auth::{check_account, principal};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
@@ -92,6 +93,7 @@ impl QueryService {
     }
 
     fn totals(&self, account: &str, period: &str) -> Result<PeriodTotals, Status> {
+        self.committed.check_damage(account)?;
         let key: (Arc<str>, Arc<str>) = (Arc::from(account), Arc::from(period));
         self.committed
             .totals
@@ -106,6 +108,7 @@ impl QueryService {
             .totals
             .iter()
             .filter(|e| &*e.key().1 == period)
+            .filter(|e| !self.committed.damaged.contains_key(&e.key().0))
             .map(|e| e.value().clone())
             .collect()
     }
@@ -129,12 +132,19 @@ fn parse_token(token: &str) -> Result<String, Status> {
         .ok_or_else(|| Status::invalid_argument("malformed page_token"))
 }
 
+/// `PERMISSION_DENIED` (counted and logged) when the caller's token does not cover `account`.
+fn scoped<T>(request: &Request<T>, account: &str) -> Result<(), Status> {
+    check_account(request, account).inspect_err(|status| crate::security::note("ratingd.v1.Query", status))
+}
+
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn list_rated_records(
         &self,
         request: Request<proto::ListRatedRecordsRequest>,
     ) -> Result<Response<proto::ListRatedRecordsResponse>, Status> {
+        scoped(&request, &request.get_ref().account_id)?;
+        self.committed.check_damage(&request.get_ref().account_id)?;
         let req = request.into_inner();
         if req.account_id.is_empty() {
             return Err(Status::invalid_argument("account_id is required"));
@@ -198,6 +208,7 @@ impl Query for QueryService {
     }
 
     async fn statement(&self, request: Request<proto::StatementRequest>) -> Result<Response<proto::Statement>, Status> {
+        scoped(&request, &request.get_ref().account_id)?;
         let req = request.into_inner();
         let totals = self.totals(&req.account_id, &req.period)?;
         let store = self.store.clone();
@@ -258,6 +269,8 @@ impl Query for QueryService {
         &self,
         request: Request<proto::ExplainRecordRequest>,
     ) -> Result<Response<proto::ExplainRecordResponse>, Status> {
+        // A scoped token names the account: a search over every account is not within its scope.
+        scoped(&request, &request.get_ref().account_id)?;
         let req = request.into_inner();
         let store = self.store.clone();
         let (account, event_id) = (req.account_id.clone(), req.event_id.clone());
@@ -290,6 +303,9 @@ impl Query for QueryService {
             )));
         }
         let found = found.into_iter().next();
+        if let Some(record) = &found {
+            self.committed.check_damage(&record.account_id)?;
+        }
         let record = found.ok_or_else(|| {
             Status::not_found(format!(
                 "no rated record {:?} for account {:?}",
@@ -326,6 +342,7 @@ impl Query for QueryService {
     }
 
     async fn get_totals(&self, request: Request<proto::GetTotalsRequest>) -> Result<Response<proto::Totals>, Status> {
+        scoped(&request, &request.get_ref().account_id)?;
         let req = request.into_inner();
         if req.account_id.is_empty() || req.period.is_empty() {
             return Err(Status::invalid_argument("account_id and period are required"));
@@ -380,6 +397,7 @@ impl Query for QueryService {
         &self,
         request: Request<proto::ListAccountsRequest>,
     ) -> Result<Response<proto::ListAccountsResponse>, Status> {
+        let caller = principal(&request).cloned();
         let req = request.into_inner();
         let after = if req.page_token.is_empty() {
             None
@@ -392,6 +410,7 @@ impl Query for QueryService {
             .into_iter()
             .map(|t| t.account.to_string())
             .filter(|a| after.as_ref().is_none_or(|after| a > after))
+            .filter(|a| caller.as_ref().is_none_or(|c| c.may_touch(a)))
             .collect();
         accounts.sort();
         let more = accounts.len() > size;
@@ -414,6 +433,7 @@ impl Query for QueryService {
         &self,
         request: Request<proto::TopAccountsRequest>,
     ) -> Result<Response<proto::TopAccountsResponse>, Status> {
+        let caller = principal(&request).cloned();
         let req = request.into_inner();
         if req.n == 0 || req.n as usize > MAX_PAGE {
             return Err(Status::invalid_argument(format!("n must be between 1 and {MAX_PAGE}")));
@@ -422,6 +442,7 @@ impl Query for QueryService {
             .of_period(&req.period)
             .into_iter()
             .filter(|t| req.currency.is_empty() || t.currency.as_str() == req.currency)
+            .filter(|t| caller.as_ref().is_none_or(|c| c.may_touch(&t.account)))
             .collect();
         rows.sort_by(|a, b| {
             b.total_charge
@@ -442,6 +463,10 @@ impl Query for QueryService {
     }
 
     async fn quote(&self, request: Request<proto::QuoteRequest>) -> Result<Response<proto::QuoteResponse>, Status> {
+        // A plan quote reads no account's data; an account quote reads its period usage.
+        if !request.get_ref().account_id.is_empty() {
+            scoped(&request, &request.get_ref().account_id)?;
+        }
         let req = request.into_inner();
         if req.events.len() > MAX_QUOTE_EVENTS {
             return Err(Status::resource_exhausted(format!(
@@ -475,7 +500,14 @@ impl Query for QueryService {
                 detail,
                 ..Default::default()
             };
-            let event = match convert(index, e, 0, &window, &limits, &context.catalogue) {
+            let event = match convert(
+                index,
+                e,
+                &crate::security::keyed::HashKey::new(0, 0),
+                &window,
+                &limits,
+                &context.catalogue,
+            ) {
                 Converted::Valid(v) => v.event,
                 Converted::Rejected(r) => {
                     let reason = crate::domain::usage::RejectReason::from_code(r.entry.reason)

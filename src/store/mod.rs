@@ -2,13 +2,15 @@
 //! and the fingerprint key. Shard checkpoints are files beside it (see [`checkpoint`]).
 //!
 //! Keys (big-endian numbers so they sort):
-//! - `m/seed`: the 64-bit key of the event fingerprints, made once per data dir;
+//! - `m/key`: the data dir's 128-bit SipHash key (event fingerprints, account -> shard; see
+//!   [`crate::security::keyed`]), made once per data dir;
 //! - `m/next_seq`: the seq of the next commit;
 //! - `b/<seq u64><part u32>`: the records of one group commit, in blocks (see [`codec`]) of about
 //!   [`BLOCK_PART_BYTES`] each;
 //! - `s/<seq u64><n u32>`: a suspense entry written by commit `seq`;
 //! - `x/<seq u64>`: the accounts with records in block `seq` (drill-down by account);
-//! - `u/<account><from>`: subscriptions stored through the Admin API.
+//! - `u/<account><from>`: subscriptions stored through the Admin API;
+//! - `d/<account>`: an account whose records failed their checksum at start, with the reason.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
@@ -18,11 +20,19 @@ pub mod codec;
 
 use std::path::Path;
 
+use crate::security::keyed::HashKey;
+
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error(
+        "the data dir {0} was written by an earlier ratingd whose event fingerprints were not keyed \
+         (it has m/seed, not m/key); its dedupe claims cannot be checked by this version: start \
+         with a new data_dir, or keep running the earlier version on it"
+    )]
+    UnkeyedDataDir(String),
     #[error("corrupted value in {file} at key {key}: {error}")]
     Corrupt {
         file: String,
@@ -31,20 +41,24 @@ pub enum StoreError {
     },
 }
 
-const SEED_KEY: &[u8] = b"m/seed";
+/// Data dirs from before the keyed fingerprints hold this instead of `m/key`.
+const LEGACY_SEED_KEY: &[u8] = b"m/seed";
+const HASH_KEY: &[u8] = b"m/key";
 /// The seq the next commit gets (big-endian u64), written by every commit.
 const NEXT_SEQ_KEY: &[u8] = b"m/next_seq";
 const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
 const INDEX_PREFIX: &[u8] = b"x/";
 const CLOSE_PREFIX: &[u8] = b"k/";
+/// `d/<account>`: damage found at start (the reason); see [`Store::damaged`].
+const DAMAGE_PREFIX: &[u8] = b"d/";
 /// Where checkpoints were kept inside sled by earlier versions; removed at open.
 const LEGACY_CHECKPOINT_PREFIXES: [&[u8]; 2] = [b"c/", b"0c/"];
 
 pub struct Store {
     db: sled::Db,
     dir: String,
-    seed: u64,
+    key: HashKey,
     next_seq: u64,
 }
 
@@ -80,20 +94,23 @@ impl Store {
         // sled's page cache (1 GiB by default) would mostly hold blocks just written; reads are
         // drill-downs, which go to the page cache of the OS just as well.
         let db = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).open()?;
-        let seed = match db.get(SEED_KEY)? {
-            Some(v) if v.len() == 8 => u64::from_le_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
-            Some(_) => {
-                return Err(StoreError::Corrupt {
-                    file: dir.display().to_string(),
-                    key: "m/seed".into(),
-                    error: codec::CodecError::Truncated,
-                });
-            }
+        let key = match db.get(HASH_KEY)? {
+            Some(v) => HashKey::from_bytes(&v).ok_or_else(|| StoreError::Corrupt {
+                file: dir.display().to_string(),
+                key: "m/key".into(),
+                error: codec::CodecError::Truncated,
+            })?,
             None => {
-                let seed = fresh_seed();
-                db.insert(SEED_KEY, &seed.to_le_bytes())?;
+                let holds_data =
+                    db.scan_prefix(BLOCK_PREFIX).next().is_some() || db.scan_prefix(SUSPENSE_PREFIX).next().is_some();
+                if holds_data && db.get(LEGACY_SEED_KEY)?.is_some() {
+                    return Err(StoreError::UnkeyedDataDir(dir.display().to_string()));
+                }
+                let key = HashKey::random();
+                db.insert(HASH_KEY, &key.to_bytes())?;
+                db.remove(LEGACY_SEED_KEY)?;
                 db.flush()?;
-                seed
+                key
             }
         };
         // Every commit records the next seq, so one without a block (suspense only, or nothing
@@ -115,14 +132,14 @@ impl Store {
         Ok(Store {
             db,
             dir: dir.display().to_string(),
-            seed,
+            key,
             next_seq,
         })
     }
 
-    /// The key of the event fingerprints, fixed for the life of the data dir.
-    pub fn seed(&self) -> u64 {
-        self.seed
+    /// The hash key of the event fingerprints and account shards, fixed for the life of the data dir.
+    pub fn key(&self) -> HashKey {
+        self.key
     }
 
     pub fn dir(&self) -> &str {
@@ -164,16 +181,69 @@ impl Store {
         Ok(seq)
     }
 
-    /// Every block with a sequence number at or after `from`, in order, checked and opened.
-    pub fn blocks_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + '_ {
+    /// Every stored block part with a sequence number at or after `from`, in order, as stored:
+    /// `(seq, key name, bytes)`; the caller checks them (`codec::open_block`).
+    pub fn blocks_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, String, sled::IVec), StoreError>> + '_ {
         self.db
             .range(key(BLOCK_PREFIX, from)..key(BLOCK_PREFIX, u64::MAX))
             .map(move |item| {
                 let (k, v) = item?;
                 let seq = parse_seq(&k).unwrap_or(u64::MAX);
-                codec::open_block(&v).map_err(|error| self.corrupt(format!("b/{seq}"), error))?;
-                Ok((seq, v))
+                let name = match k.get(10..14) {
+                    Some(part) => format!("b/{seq}/{}", u32::from_be_bytes(part.try_into().unwrap_or_default())),
+                    None => format!("b/{seq}"),
+                };
+                Ok((seq, name, v))
             })
+    }
+
+    /// The accounts with records in commit `seq` (its `x/` index entry).
+    pub fn block_accounts(&self, seq: u64) -> Result<Vec<String>, StoreError> {
+        let corrupt = |error| self.corrupt(format!("x/{seq}"), error);
+        let value = self.db.get(key(INDEX_PREFIX, seq))?.ok_or_else(|| {
+            corrupt(codec::CodecError::Invalid(
+                "the index entry of a stored block is missing",
+            ))
+        })?;
+        let mut r = codec::Reader::new(&value);
+        let n = r.u32().map_err(corrupt)?;
+        (0..n).map(|_| r.str().map_err(corrupt)).collect()
+    }
+
+    /// Accounts whose records could not be read back, with why: their totals are not served and
+    /// their batches are refused until the data dir is restored (see docs/security.md).
+    pub fn damaged(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(DAMAGE_PREFIX) {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k[DAMAGE_PREFIX.len()..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records damage found at start, durably: a later checkpoint no longer replays the damaged
+    /// block, and the damage must not be forgotten with it.
+    pub fn record_damage(&self, damage: &[(String, String)]) -> Result<(), StoreError> {
+        if damage.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (account, why) in damage {
+            let mut k = DAMAGE_PREFIX.to_vec();
+            k.extend_from_slice(account.as_bytes());
+            batch.insert(k, why.as_bytes());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Where sled keeps its data, for messages.
+    pub fn sled_file(&self) -> String {
+        format!("{}/db", self.dir)
     }
 
     pub fn corrupt(&self, key: String, error: codec::CodecError) -> StoreError {
@@ -191,17 +261,6 @@ fn parse_seq(key: &[u8]) -> Option<u64> {
 }
 
 /// A per-data-dir random key, from the process's randomly keyed hasher and the clock.
-fn fresh_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
-
 const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
 
 /// Settings that change through the Admin API (subscriptions), stored beside the records. A

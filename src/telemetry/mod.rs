@@ -32,9 +32,12 @@ pub const AGGREGATES: &str = "ratingd_aggregates";
 pub const RATED_CHARGE: &str = "ratingd_rated_charge_micros_total";
 pub const TARIFF_RELOADS: &str = "ratingd_tariff_reloads_total";
 pub const SUSPENSE_EVENTS: &str = "ratingd_suspense_events";
+/// Requests and batches refused before anything of them was written, by reason (a fixed set:
+/// `security::Refused`).
+pub const REQUESTS_REFUSED: &str = "ratingd_requests_refused_total";
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -53,6 +56,7 @@ pub const ALL: [&str; 18] = [
     RATED_CHARGE,
     TARIFF_RELOADS,
     SUSPENSE_EVENTS,
+    REQUESTS_REFUSED,
 ];
 
 /// Latency buckets (seconds): 100 us .. 10 s.
@@ -110,6 +114,11 @@ fn describe() {
         "Charges rated, by currency, in millionths of the unit. APPROXIMATE (rounded per job, for dashboards); exact totals come from the Query API."
     );
     describe_counter!(TARIFF_RELOADS, "Tariff reloads, by result (ok, refused).");
+    describe_counter!(
+        REQUESTS_REFUSED,
+        "Requests or batches refused whole, nothing written, by reason (unauthenticated, permission_denied, \
+         resource_exhausted, deadline_exceeded, invalid_argument, data_loss)."
+    );
     describe_gauge!(SUSPENSE_EVENTS, "Rejected events waiting in suspense.");
 }
 

@@ -181,11 +181,16 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn spawn(config: &Path) -> DaemonProcess {
+        DaemonProcess::spawn_with_stderr(config, Stdio::inherit())
+    }
+
+    /// As [`DaemonProcess::spawn`], with its log (warnings and errors) going to `stderr`.
+    pub fn spawn_with_stderr(config: &Path, stderr: impl Into<Stdio>) -> DaemonProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ratingd"))
             .args(["--config", config.to_str().unwrap()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("ratingd binary starts");
         let stdout = child.stdout.take().unwrap();
@@ -204,6 +209,16 @@ impl DaemonProcess {
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the graceful exit (which writes checkpoints).
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success(), "graceful exit");
     }
 }
 

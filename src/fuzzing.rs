@@ -1,0 +1,128 @@
+//! The bodies of the fuzz targets (`fuzz/`, `cargo fuzz`), kept in the library so that the inputs
+//! that once failed are replayed by an ordinary test (`tests/fuzz_regressions.rs`) in every CI
+//! run, and so that the targets build with the rest of the crate. Each function takes arbitrary
+//! bytes and panics only when an invariant is broken: that panic is what the fuzzer reports.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+
+use crate::config::Limits;
+use crate::domain::tariff::Catalogue;
+use crate::domain::tariff_file::parse_catalogue;
+use crate::ingest::convert::{Converted, Window, convert};
+use crate::ingest::proto;
+use crate::rating::{RatingInput, rate};
+use crate::security::keyed::HashKey;
+use crate::store::codec;
+
+/// A fixed "now" for the time checks, so a failing input fails again.
+const NOW: &str = "2026-11-15T12:00:00Z";
+
+fn shipped_catalogue() -> &'static Catalogue {
+    static CATALOGUE: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+    CATALOGUE.get_or_init(|| parse_catalogue(include_str!("../config/tariffs.toml")).expect("shipped tariffs parse"))
+}
+
+/// Protobuf bytes -> `UsageBatch` -> per-event validation -> rating: whatever the bytes, no panic;
+/// every event that passes validation is within the limits and the window, and rates to a charge
+/// or a reason, never a panic or an overflow.
+pub fn ingest_batch(data: &[u8]) {
+    let Ok(batch) = proto::UsageBatch::decode(data) else {
+        return;
+    };
+    let limits = Limits::default();
+    let now: DateTime<Utc> = NOW.parse().expect("fixed time");
+    let window = Window::at(now, 35, 300);
+    let catalogue = shipped_catalogue();
+    let key = HashKey::new(1, 2);
+    for (i, event) in batch.events.into_iter().enumerate() {
+        match convert(i as u32, event, &key, &window, &limits, catalogue) {
+            Converted::Valid(v) => {
+                let e = &v.event;
+                assert!(!e.event_id.is_empty() && e.event_id.len() <= limits.max_id_bytes);
+                assert!(!e.account_id.is_empty() && e.account_id.len() <= limits.max_id_bytes);
+                assert!(e.attributes.len() <= limits.max_attributes);
+                assert!(!e.quantity.is_sign_negative() || e.quantity.is_zero());
+                let nanos = e.timestamp.timestamp_nanos_opt().expect("in range");
+                assert!(nanos >= window.oldest_nanos && nanos <= window.newest_nanos);
+                assert_eq!(v.fingerprint, key.fingerprint(&e.account_id, &e.event_id));
+                for plan in catalogue.plans() {
+                    let input = RatingInput {
+                        meter: &e.meter,
+                        quantity: e.quantity,
+                        at: e.timestamp,
+                        attributes: &e.attributes,
+                        period_usage: e.quantity,
+                        subscription_discount: None,
+                    };
+                    // A charge or a reason; `rate` must not panic on any valid event.
+                    let _ = rate(plan, &input);
+                }
+            }
+            Converted::Rejected(r) => assert!(!r.entry.detail.is_empty(), "every rejection has a reason"),
+        }
+    }
+}
+
+/// Text -> tariff catalogue: no panic; what parses parses the same way again.
+pub fn tariff_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match parse_catalogue(text) {
+        Ok(catalogue) => {
+            let again = parse_catalogue(text).expect("a catalogue that parsed parses again");
+            assert_eq!(catalogue.plans().len(), again.plans().len());
+        }
+        Err(errors) => assert!(!errors.0.is_empty(), "a refused file says why"),
+    }
+}
+
+/// Stored bytes -> block, records, suspense entry: no panic on any bytes; and a block made of
+/// records from the input, with one byte changed, is never opened as valid.
+pub fn store_block(data: &[u8]) {
+    if let Ok((count, payload)) = codec::open_block(data) {
+        let decoded = codec::records(payload).take(count as usize + 1).count();
+        assert!(decoded <= count as usize + 1);
+    }
+    let _ = codec::decode_suspense(data);
+    let _ = codec::decode_record(data);
+    // A well-formed block of up to 3 records whose fields come from the input.
+    let Some((&flip, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let mut block = codec::BlockBuilder::new(256);
+    for (i, part) in text.split('|').take(3).enumerate() {
+        let record = codec::Record {
+            fingerprint: i as u128,
+            content: 7,
+            event_id: part.to_string(),
+            account_id: format!("acct-{i}"),
+            meter: "sms.count".into(),
+            quantity: rust_decimal::Decimal::new(i as i64 + 1, 0),
+            timestamp_unix_nanos: 1_700_000_000_000_000_000,
+            attributes: vec![("k".into(), part.chars().rev().collect())],
+            plan: "telecom-standard".into(),
+            version: 1,
+            period: "2026-11".into(),
+            period_usage_before: rust_decimal::Decimal::ZERO,
+            subscription_discount: None,
+            rated_quantity: rust_decimal::Decimal::ONE,
+            charge: rust_decimal::Decimal::new(5, 2),
+        };
+        let mut frame = Vec::new();
+        codec::append_framed(&mut frame, &record.as_ref());
+        block.push_frame(&frame);
+    }
+    let mut sealed = block.finish();
+    let (count, payload) = codec::open_block(&sealed).expect("a sealed block opens");
+    assert_eq!(codec::records(payload).filter(Result::is_ok).count(), count as usize);
+    let at = usize::from(flip) % sealed.len();
+    let mask = rest.first().copied().unwrap_or(1).max(1);
+    sealed[at] ^= mask;
+    assert!(
+        codec::open_block(&sealed).is_err(),
+        "a block with byte {at} changed (xor {mask:#04x}) was opened as valid"
+    );
+}

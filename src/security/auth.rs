@@ -1,0 +1,230 @@
+//! Bearer tokens with roles. The config holds each token's SHA-256 (never the token); a request's
+//! `authorization: Bearer <token>` header is hashed and compared in constant time with every
+//! configured hash, before anything of the request body is read.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+/// What a token may call. Each role includes nothing of the others except `admin`, which may call
+/// everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// `ratingd.v1.Ingest` only: metering agents.
+    Ingest,
+    /// `ratingd.v1.Query` only: billing backends.
+    Read,
+    /// `ratingd.v1.Admin`, and Ingest and Query too.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "ingest" => Some(Role::Ingest),
+            "read" => Some(Role::Read),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// True when a token of this role may call a method of a service that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || self == needed
+    }
+}
+
+/// One configured token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// For logs and metrics (never the token itself).
+    pub name: Arc<str>,
+    pub sha256: [u8; 32],
+    pub role: Role,
+    /// Accounts this token may write or read: those that start with this prefix.
+    pub account_prefix: Option<Arc<str>>,
+    /// Refused from this instant on.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// Who is calling: put into the request's extensions once the token is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: Arc<str>,
+    pub role: Role,
+    pub account_prefix: Option<Arc<str>>,
+}
+
+impl Principal {
+    /// True when this caller may touch `account`.
+    pub fn may_touch(&self, account: &str) -> bool {
+        self.account_prefix.as_deref().is_none_or(|p| account.starts_with(p))
+    }
+
+    /// `PERMISSION_DENIED` naming the account, unless the caller may touch it.
+    pub fn check_account(&self, account: &str) -> Result<(), tonic::Status> {
+        if self.may_touch(account) {
+            return Ok(());
+        }
+        Err(tonic::Status::permission_denied(format!(
+            "token {:?} may only use accounts that start with {:?}, not {account:?}",
+            self.name,
+            self.account_prefix.as_deref().unwrap_or_default()
+        )))
+    }
+}
+
+/// The caller of a request, if tokens are in use; `None` when ratingd runs without tokens.
+pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    request.extensions().get::<Principal>()
+}
+
+/// Checks that the caller (if any) may touch `account`.
+pub fn check_account<T>(request: &tonic::Request<T>, account: &str) -> Result<(), tonic::Status> {
+    principal(request).map_or(Ok(()), |p| p.check_account(account))
+}
+
+/// SHA-256 of a token, as the lowercase hex that goes into the config.
+pub fn hash_hex(token: &str) -> String {
+    crate::store::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    Unknown,
+    Expired,
+}
+
+/// The tokens in force (replaced whole on a config reload).
+#[derive(Debug, Clone, Default)]
+pub struct TokenBook {
+    tokens: Vec<Token>,
+}
+
+impl TokenBook {
+    pub fn new(tokens: Vec<Token>) -> TokenBook {
+        TokenBook { tokens }
+    }
+
+    /// True when requests must carry a token.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The caller behind an `authorization` header value (`Bearer <token>`).
+    pub fn authenticate(&self, header: Option<&[u8]>, now: DateTime<Utc>) -> Result<Principal, Refusal> {
+        let header = header.ok_or(Refusal::Missing)?;
+        let token = header
+            .strip_prefix(b"Bearer ")
+            .or_else(|| header.strip_prefix(b"bearer "))
+            .ok_or(Refusal::Malformed)?;
+        if token.is_empty() {
+            return Err(Refusal::Malformed);
+        }
+        let presented = ring::digest::digest(&ring::digest::SHA256, token);
+        // Every hash is compared, whatever matched before: the time taken does not depend on
+        // which token (if any) matched, nor on how many leading bytes agree.
+        let mut found: Option<&Token> = None;
+        for t in &self.tokens {
+            if constant_time_eq(presented.as_ref(), &t.sha256) {
+                found = Some(t);
+            }
+        }
+        let token = found.ok_or(Refusal::Unknown)?;
+        if token.expires.is_some_and(|e| now >= e) {
+            return Err(Refusal::Expired);
+        }
+        Ok(Principal {
+            name: token.name.clone(),
+            role: token.role,
+            account_prefix: token.account_prefix.clone(),
+        })
+    }
+}
+
+/// Equality of two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    // black_box keeps the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, secret: &str, role: Role, prefix: Option<&str>, expires: Option<&str>) -> Token {
+        let hash = crate::store::unhex(&hash_hex(secret)).unwrap();
+        Token {
+            name: name.into(),
+            sha256: hash.try_into().unwrap(),
+            role,
+            account_prefix: prefix.map(Arc::from),
+            expires: expires.map(|e| e.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_by_hash_role_and_expiry() {
+        let book = TokenBook::new(vec![
+            token("agent", "s3cret-agent", Role::Ingest, Some("tenant-a/"), None),
+            token("old", "s3cret-old", Role::Read, None, Some("2026-01-01T00:00:00Z")),
+        ]);
+        let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+        let agent = book.authenticate(Some(b"Bearer s3cret-agent"), now).unwrap();
+        assert_eq!(agent.role, Role::Ingest);
+        assert!(agent.may_touch("tenant-a/1") && !agent.may_touch("tenant-b/1"));
+        assert_eq!(book.authenticate(None, now), Err(Refusal::Missing));
+        assert_eq!(book.authenticate(Some(b"Basic abc"), now), Err(Refusal::Malformed));
+        assert_eq!(book.authenticate(Some(b"Bearer "), now), Err(Refusal::Malformed));
+        assert_eq!(
+            book.authenticate(Some(b"Bearer s3cret-agenT"), now),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            book.authenticate(Some(b"Bearer s3cret-old"), now),
+            Err(Refusal::Expired)
+        );
+        let before: DateTime<Utc> = "2025-12-31T23:59:59Z".parse().unwrap();
+        assert!(book.authenticate(Some(b"Bearer s3cret-old"), before).is_ok());
+        assert!(Role::Admin.allows(Role::Ingest) && Role::Admin.allows(Role::Read));
+        assert!(!Role::Ingest.allows(Role::Read) && !Role::Read.allows(Role::Admin));
+    }
+
+    #[test]
+    fn the_hash_is_sha256_in_hex() {
+        // sha256("abc") from FIPS 180-2, appendix B.1.
+        assert_eq!(
+            hash_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(
+            constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"ab", b"abc")
+        );
+    }
+}

@@ -1,0 +1,640 @@
+//! Security and limits (SPEC section 10, docs/security.md): the token and role matrix, account
+//! scopes, token revocation on reload, TLS and mutual TLS, the plaintext rule, message and batch
+//! limits on both ingest paths, and many idle streams.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use chrono::{Duration, Utc};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use common::{TempDir, TestDaemon, event, write_config};
+use ratingd::client::connect::{Access, Authed};
+use ratingd::ingest::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
+use ratingd::security::auth::hash_hex;
+
+const AGENT: &str = "agent-token-for-tel-accounts-0001";
+const READER: &str = "reader-token-for-billing-0000001";
+const ADMIN: &str = "admin-token-for-operators-000001";
+const EXPIRED: &str = "expired-agent-token-00000000001";
+const REVOKED: &str = "to-be-revoked-agent-token-000001";
+const SAAS_READER: &str = "reader-token-for-saas-only-00001";
+
+fn token_entry(name: &str, secret: &str, role: &str, extra: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"{role}\"\n{extra}\n",
+        hash_hex(secret)
+    )
+}
+
+fn tokens(with_revoked: bool) -> String {
+    let mut text = String::new();
+    text += &token_entry("agent", AGENT, "ingest", "account_prefix = \"tel-\"");
+    text += &token_entry("reader", READER, "read", "");
+    text += &token_entry("admin", ADMIN, "admin", "");
+    text += &token_entry("expired", EXPIRED, "ingest", "expires = \"2020-01-01T00:00:00Z\"");
+    text += &token_entry("saas-reader", SAAS_READER, "read", "account_prefix = \"saas-\"");
+    if with_revoked {
+        text += &token_entry("revoked", REVOKED, "ingest", "");
+    }
+    text
+}
+
+async fn channel(target: &str, token: Option<&str>) -> Authed {
+    let access = Access {
+        token: token.map(str::to_string),
+        ..Access::default()
+    };
+    access.authed(target).await.expect("connects")
+}
+
+fn batch(id: u64, accounts: &[&str]) -> proto::UsageBatch {
+    let at = Utc::now() - Duration::minutes(5);
+    proto::UsageBatch {
+        batch_id: id,
+        events: accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let meter = if a.starts_with("tel") {
+                    "sms.count"
+                } else {
+                    "api.requests"
+                };
+                event(&format!("b{id}-e{i}"), a, meter, 1, 0, at, &[])
+            })
+            .collect(),
+    }
+}
+
+/// The billing period of the events of [`batch`] (both test plans bill by Berlin months).
+fn period() -> String {
+    (Utc::now() - Duration::minutes(5))
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m")
+        .to_string()
+}
+
+async fn submit(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Result<proto::BatchAck, tonic::Status> {
+    IngestClient::new(channel(target, token).await)
+        .submit(b)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn totals(target: &str, token: Option<&str>, account: &str) -> Result<proto::Totals, tonic::Status> {
+    QueryClient::new(channel(target, token).await)
+        .get_totals(proto::GetTotalsRequest {
+            account_id: account.into(),
+            period: period(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Sends one batch on a new stream; the status that ends the stream (or that refused to open it).
+async fn stream_refusal(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Code {
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(b).await.unwrap();
+    let opened = IngestClient::new(channel(target, token).await)
+        .stream(ReceiverStream::new(rx))
+        .await;
+    let code = match opened {
+        Err(status) => status.code(),
+        Ok(acks) => acks.into_inner().message().await.err().map_or(Code::Ok, |s| s.code()),
+    };
+    drop(tx);
+    code
+}
+
+async fn suspense(target: &str) -> usize {
+    AdminClient::new(channel(target, Some(ADMIN)).await)
+        .list_suspense(proto::ListSuspenseRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("admin lists suspense")
+        .into_inner()
+        .events
+        .len()
+}
+
+#[tokio::test]
+async fn the_auth_matrix_refuses_without_writing_anything() {
+    let dir = TempDir::new("auth-matrix");
+    let config = write_config(&dir.0, &tokens(true));
+    let d = TestDaemon::start(&config).await;
+    let t = d.target.clone();
+    let code = |r: Result<proto::BatchAck, tonic::Status>| r.map(|_| Code::Ok).unwrap_or_else(|s| s.code());
+
+    // Ingest: no token, a wrong one, an expired one, a read token, and a batch half outside the
+    // agent's scope are all refused whole.
+    assert_eq!(
+        code(submit(&t, None, batch(1, &["tel-1"])).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(submit(&t, Some("not-a-configured-token-000000"), batch(2, &["tel-1"])).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(submit(&t, Some(EXPIRED), batch(3, &["tel-1"])).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(submit(&t, Some(READER), batch(4, &["tel-1"])).await),
+        Code::PermissionDenied
+    );
+    let scoped = submit(&t, Some(AGENT), batch(5, &["tel-1", "saas-1"]))
+        .await
+        .unwrap_err();
+    assert_eq!(scoped.code(), Code::PermissionDenied);
+    assert!(
+        scoped.message().contains("saas-1") && scoped.message().contains("event 1"),
+        "{scoped:?}"
+    );
+    // The streaming path checks the same way.
+    assert_eq!(
+        stream_refusal(&t, None, batch(6, &["tel-1"])).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        stream_refusal(&t, Some(AGENT), batch(7, &["saas-2"])).await,
+        Code::PermissionDenied
+    );
+
+    // Nothing of the refused batches was written: no totals, no suspense.
+    for account in ["tel-1", "saas-1", "saas-2"] {
+        assert_eq!(
+            totals(&t, Some(ADMIN), account).await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    assert_eq!(suspense(&t).await, 0);
+
+    // What each role may do.
+    let ack = submit(&t, Some(AGENT), batch(8, &["tel-1", "tel-2"])).await.unwrap();
+    assert_eq!(ack.accepted, 2);
+    assert_eq!(
+        submit(&t, Some(ADMIN), batch(9, &["saas-1"])).await.unwrap().accepted,
+        1
+    );
+    assert_eq!(totals(&t, Some(READER), "tel-1").await.unwrap().account_id, "tel-1");
+    assert_eq!(
+        totals(&t, Some(AGENT), "tel-1").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        totals(&t, None, "tel-1").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // A scoped reader sees its own accounts only.
+    assert_eq!(
+        totals(&t, Some(SAAS_READER), "saas-1").await.unwrap().account_id,
+        "saas-1"
+    );
+    assert_eq!(
+        totals(&t, Some(SAAS_READER), "tel-1").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let listed = QueryClient::new(channel(&t, Some(SAAS_READER)).await)
+        .list_accounts(proto::ListAccountsRequest {
+            period: period(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts;
+    assert_eq!(listed, vec!["saas-1".to_string()]);
+    // Admin needs the admin role.
+    for token in [AGENT, READER] {
+        let denied = AdminClient::new(channel(&t, Some(token)).await)
+            .list_suspense(proto::ListSuspenseRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
+    // Health needs no token (load balancers probe it).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&t, None).await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health answers without a token");
+
+    // Revocation: the token works until the config without it is reloaded.
+    assert_eq!(
+        submit(&t, Some(REVOKED), batch(10, &["tel-3"])).await.unwrap().accepted,
+        1
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&tokens(true), &tokens(false));
+    std::fs::write(&config, text).unwrap();
+    let running = d.running.as_ref().unwrap();
+    assert_eq!(running.reload_tokens(&config).expect("reload"), 5);
+    assert_eq!(
+        code(submit(&t, Some(REVOKED), batch(11, &["tel-4"])).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        totals(&t, Some(ADMIN), "tel-4").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // A reload of a file that does not validate keeps the tokens in force.
+    std::fs::write(&config, "listen = 12").unwrap();
+    assert!(running.reload_tokens(&config).is_err());
+    assert_eq!(
+        submit(&t, Some(AGENT), batch(12, &["tel-5"])).await.unwrap().accepted,
+        1
+    );
+    d.stop().await;
+}
+
+#[test]
+fn configs_that_would_expose_ratingd_are_refused() {
+    let dir = TempDir::new("exposed");
+    let load = |extra: &str| {
+        let path = write_config(&dir.0, extra);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:0", "0.0.0.0:0");
+        std::fs::write(&path, text).unwrap();
+        ratingd::config::Config::load(&path).map_err(|e| e.to_string())
+    };
+    let plain = load("").unwrap_err();
+    assert!(plain.contains("allow_plaintext_non_loopback"), "{plain}");
+    assert!(plain.contains("allow_unauthenticated_non_loopback"), "{plain}");
+    let with_token = load(&format!("allow_plaintext_non_loopback = true\n{}", tokens(false)));
+    assert!(with_token.is_ok(), "{with_token:?}");
+    assert!(load("allow_plaintext_non_loopback = true\nallow_unauthenticated_non_loopback = true\n").is_ok());
+    // Token entries are checked whole.
+    let bad = load(
+        "allow_plaintext_non_loopback = true\n\
+         [[tokens]]\nname = \"a\"\nsha256 = \"abc\"\nrole = \"root\"\n\
+         [[tokens]]\nname = \"a\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"admin\"\naccount_prefix = \"x\"\n",
+    )
+    .unwrap_err();
+    for expected in [
+        "tokens[0].sha256",
+        "tokens[0].role",
+        "tokens[1].name",
+        "tokens[1].account_prefix",
+    ] {
+        assert!(bad.contains(expected), "{expected} in {bad}");
+    }
+    // [tls] files that are missing or not PEM are named.
+    let tls = load("[tls]\ncert = \"/nonexistent/server.pem\"\nkey = \"Cargo.toml\"\n").unwrap_err();
+    assert!(tls.contains("tls.cert: cannot read /nonexistent/server.pem"), "{tls}");
+    assert!(tls.contains("tls.key:") && tls.contains("not a PEM file"), "{tls}");
+}
+
+fn certificates(dir: &Path) {
+    let status = Command::new("bash")
+        .arg(common::repo().join("tests/tls/gen-certs.sh"))
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "tests/tls/gen-certs.sh failed");
+}
+
+// Multi-threaded: the in-process daemon answers ratectl while this test waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_accepts_the_configured_ca_only() {
+    let dir = TempDir::new("mtls");
+    let pki = dir.0.join("pki");
+    certificates(&pki);
+    let p = |name: &str| pki.join(name).display().to_string();
+    let tls = format!(
+        "[limits]\ntls_handshake_timeout_seconds = 1\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n{}",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem"),
+        token_entry("agent", AGENT, "ingest", "") + &token_entry("admin", ADMIN, "admin", "")
+    );
+    let d = TestDaemon::start(&write_config(&dir.0, &tls)).await;
+    let target = d.target.replace("http://", "https://");
+    let access = |client: Option<&str>| Access {
+        token: Some(AGENT.into()),
+        ca_cert: Some(pki.join("ca.pem")),
+        client_cert: client.map(|c| pki.join(format!("{c}.pem"))),
+        client_key: client.map(|c| pki.join(format!("{c}.key"))),
+    };
+    // A trusted client certificate and a token: accepted.
+    let ok = IngestClient::new(access(Some("client")).authed(&target).await.unwrap())
+        .submit(batch(1, &["tel-1"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.accepted, 1);
+    // A certificate from another CA, none at all, or plaintext: no call gets through.
+    let plaintext = Access {
+        token: Some(AGENT.into()),
+        ..Access::default()
+    };
+    for (n, (access, target)) in [
+        (access(Some("rogue-client")), &target),
+        (access(None), &target),
+        (plaintext, &d.target),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let outcome = match access.authed(target).await {
+            Err(connect) => Err(connect),
+            // A plaintext client's channel keeps reconnecting to the TLS port, which closes each
+            // connection after the 1 s handshake timeout: bounded here, the call must not succeed.
+            Ok(channel) => {
+                let mut client = IngestClient::new(channel);
+                let call = client.submit(batch(2 + n as u64, &["tel-2"]));
+                match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+                    Ok(result) => result.map(|_| ()).map_err(|s| s.to_string()),
+                    Err(_) => Err("no answer within 5 s".to_string()),
+                }
+            }
+        };
+        assert!(outcome.is_err(), "case {n} got through: {outcome:?}");
+    }
+    let admin = Access {
+        token: Some(ADMIN.into()),
+        ..access(Some("client"))
+    };
+    let mut query = QueryClient::new(admin.authed(&target).await.unwrap());
+    let none = query
+        .get_totals(proto::GetTotalsRequest {
+            account_id: "tel-2".into(),
+            period: period(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::NotFound);
+    // ratectl over TLS with a client certificate and the token from the environment.
+    let mut ratectl = Command::new(env!("CARGO_BIN_EXE_ratectl"));
+    ratectl
+        .args([
+            "--ca-cert",
+            &p("ca.pem"),
+            "--client-cert",
+            &p("client.pem"),
+            "--client-key",
+            &p("client.key"),
+        ])
+        .args([
+            "totals",
+            "--target",
+            &target,
+            "--account",
+            "tel-1",
+            "--period",
+            &period(),
+        ]);
+    let mut run = |token: &str| {
+        let out = ratectl.env("RATECTL_TOKEN", token).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // The agent token has the ingest role: the TLS handshake and the token pass, the role does not.
+    let (code, text) = run(AGENT);
+    assert!(code == Some(1) && text.contains("PermissionDenied"), "{text}");
+    let (code, text) = run(ADMIN);
+    assert!(code == Some(0) && text.contains("tel-1"), "{text}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn messages_over_the_limits_are_resource_exhausted_on_both_paths_and_others_go_on() {
+    let dir = TempDir::new("limits");
+    let config = write_config(
+        &dir.0,
+        "[limits]\nmax_message_bytes = 4096\nmax_batch_events = 20\nmax_id_bytes = 40\n",
+    );
+    let d = TestDaemon::start(&config).await;
+    let t = d.target.clone();
+    // A stream that keeps working throughout.
+    let (keep_tx, rx) = mpsc::channel(4);
+    let mut keep = d
+        .ingest()
+        .await
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    keep_tx.send(batch(1, &["tel-1"])).await.unwrap();
+    assert_eq!(keep.message().await.unwrap().unwrap().accepted, 1);
+
+    // Over the message size: ~60 KiB of attributes.
+    let mut big = batch(2, &["tel-2"; 10]);
+    for e in &mut big.events {
+        e.attributes = (0..12)
+            .map(|i| proto::Attribute {
+                key: format!("k{i}"),
+                value: "v".repeat(500),
+            })
+            .collect();
+    }
+    let unary = submit(&t, None, big.clone()).await.unwrap_err();
+    assert_eq!(unary.code(), Code::ResourceExhausted, "{unary:?}");
+    assert_eq!(stream_refusal(&t, None, big).await, Code::ResourceExhausted);
+
+    // Over the events per batch.
+    let many: Vec<String> = (0..21).map(|i| format!("tel-{}", i % 8)).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        submit(&t, None, batch(3, &many)).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    assert_eq!(stream_refusal(&t, None, batch(4, &many)).await, Code::ResourceExhausted);
+
+    // An id over max_id_bytes is a per-event rejection with its reason (into suspense).
+    let mut long = batch(5, &["tel-3", "tel-3"]);
+    long.events[1].event_id = "x".repeat(41);
+    let ack = submit(&t, None, long).await.unwrap();
+    assert_eq!((ack.accepted, ack.rejected), (1, 1));
+    assert!(
+        ack.results[0].detail.contains("event_id must be 1..=40 bytes"),
+        "{ack:?}"
+    );
+
+    // The first stream is still served, and nothing of the refused batches was written.
+    keep_tx.send(batch(6, &["tel-1"])).await.unwrap();
+    assert_eq!(keep.message().await.unwrap().unwrap().accepted, 1);
+    assert!(d.totals("tel-2", &period()).await.is_none());
+    assert_eq!(d.totals("tel-1", &period()).await.unwrap().meters[0].events, 2);
+    drop(keep_tx);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_idle_streams_do_not_exhaust_the_server() {
+    let dir = TempDir::new("idle-streams");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    // 4 connections of 250 streams each (the default is 256 streams per connection).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let client = d.ingest().await;
+        for _ in 0..250 {
+            let (tx, rx) = mpsc::channel::<proto::UsageBatch>(1);
+            let acks = client
+                .clone()
+                .stream(ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            idle.push((tx, acks));
+        }
+    }
+    assert_eq!(idle.len(), 1000);
+    // A new caller is served, and so is any of the idle streams when it speaks.
+    let ack = submit(&d.target, None, batch(1, &["tel-1"])).await.unwrap();
+    assert_eq!(ack.accepted, 1);
+    let (tx, acks) = &mut idle[777];
+    tx.send(batch(2, &["tel-2"])).await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().accepted, 1);
+    drop(idle);
+    d.stop().await;
+}
+
+/// Starts the binary with its log in `dir/<name>.log`; returns the process and a reader of the log.
+fn spawn_logged(config: &Path, dir: &Path, name: &str) -> (common::DaemonProcess, impl Fn() -> String) {
+    let path = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&path).unwrap();
+    let daemon = common::DaemonProcess::spawn_with_stderr(config, file);
+    (daemon, move || std::fs::read_to_string(&path).unwrap())
+}
+
+// Multi-threaded: the child processes are waited for with blocking calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refused() {
+    let dir = TempDir::new("flipped-byte");
+    let config = write_config(&dir.0, "");
+    let data = dir.0.join("data");
+    // Two commits, one account each; kill -9 leaves both after the last checkpoint (none).
+    let d = common::DaemonProcess::spawn(&config);
+    assert_eq!(
+        submit(&d.target, None, batch(1, &["tel-1", "tel-1"]))
+            .await
+            .unwrap()
+            .accepted,
+        2
+    );
+    assert_eq!(submit(&d.target, None, batch(2, &["tel-2"])).await.unwrap().accepted, 1);
+    d.kill9();
+
+    // Flip one byte inside the payload of the block that holds tel-1.
+    let seq = {
+        let db = sled::open(&data).unwrap();
+        let seq = db
+            .scan_prefix(b"x/")
+            .map(Result::unwrap)
+            .find(|(_, v)| {
+                let mut r = ratingd::store::codec::Reader::new(v);
+                let n = r.u32().unwrap();
+                (0..n).any(|_| r.str().unwrap() == "tel-1")
+            })
+            .map(|(k, _)| u64::from_be_bytes(k[2..10].try_into().unwrap()))
+            .expect("tel-1 is indexed");
+        let mut k = b"b/".to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k.extend_from_slice(&0u32.to_be_bytes());
+        let mut block = db.get(&k).unwrap().expect("the block").to_vec();
+        let at = block.len() - 20;
+        block[at] ^= 0x01;
+        db.insert(k, block).unwrap();
+        db.flush().unwrap();
+        seq
+    };
+
+    // At start: the file and key are named, the damaged account is refused, the other served.
+    let (d, log) = spawn_logged(&config, &dir.0, "after-flip");
+    let key = format!("b/{seq}/0");
+    let file = format!("{}/db", data.display());
+    let text = log();
+    assert!(
+        text.contains(&key) && text.contains(&file),
+        "log names {key} in {file}: {text}"
+    );
+    let refused = totals(&d.target, None, "tel-1").await.unwrap_err();
+    assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
+    assert!(refused.message().contains(&key), "{refused:?}");
+    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 1);
+    let batch_refused = submit(&d.target, None, batch(3, &["tel-2", "tel-1"]))
+        .await
+        .unwrap_err();
+    assert_eq!(batch_refused.code(), Code::DataLoss);
+    assert_eq!(submit(&d.target, None, batch(4, &["tel-2"])).await.unwrap().accepted, 1);
+    // A graceful stop writes checkpoints past the damaged block: the damage is still known after.
+    d.terminate();
+    let (d, _) = spawn_logged(&config, &dir.0, "after-checkpoint");
+    assert_eq!(
+        totals(&d.target, None, "tel-1").await.unwrap_err().code(),
+        Code::DataLoss
+    );
+    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 2);
+    d.terminate();
+
+    // A flipped byte in a checkpoint: named with its file, and the shard is rebuilt from the blocks.
+    let checkpoints: Vec<_> = std::fs::read_dir(data.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    assert!(!checkpoints.is_empty());
+    for path in &checkpoints {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 1;
+        bytes[at] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let (d, log) = spawn_logged(&config, &dir.0, "after-checkpoint-flip");
+    let text = log();
+    for path in &checkpoints {
+        assert!(
+            text.contains(&path.display().to_string()),
+            "log names {}: {text}",
+            path.display()
+        );
+    }
+    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 2);
+    assert_eq!(
+        totals(&d.target, None, "tel-1").await.unwrap_err().code(),
+        Code::DataLoss
+    );
+    d.kill9();
+}
+
+#[test]
+fn a_data_dir_with_unkeyed_fingerprints_is_refused_only_when_it_holds_data() {
+    let dir = TempDir::new("unkeyed");
+    let (empty, full) = (dir.0.join("empty"), dir.0.join("full"));
+    for (path, with_block) in [(&empty, false), (&full, true)] {
+        let db = sled::open(path).unwrap();
+        db.insert(b"m/seed", &7u64.to_le_bytes()).unwrap();
+        if with_block {
+            db.insert(b"b/\0\0\0\0\0\0\0\0\0\0\0\0", b"RTB1".to_vec()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = ratingd::store::Store::open(&empty).expect("an empty old data dir gets a key");
+    let key = store.key();
+    drop(store);
+    assert_eq!(
+        ratingd::store::Store::open(&empty).unwrap().key(),
+        key,
+        "the key is kept"
+    );
+    let refused = ratingd::store::Store::open(&full).err().expect("refused").to_string();
+    assert!(
+        refused.contains("m/seed") && refused.contains("new data_dir"),
+        "{refused}"
+    );
+}
