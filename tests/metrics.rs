@@ -1,6 +1,6 @@
 //! The Prometheus scrape of the built binary: after a known workload, received = accepted +
-//! duplicate + rejected in the scraped text, rejections by reason, and Redis flush errors while
-//! Redis is unreachable.
+//! duplicate + rejected in the scraped text, rejections by reason, a refused batch by reason, and
+//! Redis flush errors while Redis is unreachable.
 
 mod common;
 
@@ -33,7 +33,10 @@ fn scrape(addr: &str) -> HashMap<String, f64> {
 async fn the_scrape_accounts_for_every_event() {
     let dir = TempDir::new("metrics");
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = write_config(&dir.0, &format!("metrics_listen = \"{addr}\""));
+    let config = write_config(
+        &dir.0,
+        &format!("metrics_listen = \"{addr}\"\n[limits]\nmax_batch_events = 100"),
+    );
     let daemon = DaemonProcess::spawn(&config);
     let at = Utc::now() - chrono::Duration::minutes(5);
     let mut events = generate(500, 0.0, 71);
@@ -47,6 +50,13 @@ async fn the_scrape_accounts_for_every_event() {
     for b in batches(&events, 100) {
         client.submit(b).await.unwrap();
     }
+    // One batch over the limit: refused whole, counted by reason, nothing of it received.
+    let over = proto::UsageBatch {
+        batch_id: 9_999,
+        events: generate(101, 0.0, 72),
+    };
+    let refused = client.submit(over).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     let m = scrape(&addr);
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     assert_eq!(get("ratingd_events_received_total"), events.len() as f64);
@@ -86,6 +96,10 @@ async fn the_scrape_accounts_for_every_event() {
     assert!(get("ratingd_rated_charge_micros_total{currency=\"USD\"}") > 0.0);
     assert!(get("ratingd_rated_charge_micros_total{currency=\"EUR\"}") > 0.0);
     assert!(get("ratingd_commit_duration_seconds_count") > 0.0);
+    assert_eq!(
+        get("ratingd_requests_refused_total{reason=\"resource_exhausted\"}"),
+        1.0
+    );
     // The test config points Redis at a closed port: flushes fail and are counted.
     let deadline = Instant::now() + Duration::from_secs(20);
     while scrape(&addr)
