@@ -1,6 +1,7 @@
 //! The pipeline's pieces, one at a time: dedupe insert and hit, one shard step (dedupe + rate +
 //! aggregate) per event, block encode and decode per record, and a sled group commit (one
-//! atomic batch and one fsync) of 1,000 and 10,000 records. Run: `cargo bench --bench pipeline`.
+//! atomic batch and one fsync) of 1,000 and 10,000 records, and the keyed hashes of an event.
+//! Run: `cargo bench --bench pipeline`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -231,5 +232,41 @@ fn group_commit(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, dedupe, shard_step, blocks, group_commit);
+/// The keyed hashes of each event: its dedupe fingerprint and its account's shard (SipHash-1-3
+/// under the data dir's key), beside the unkeyed xxh3-128 they replaced, in the same run.
+fn keyed_hashes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hash_per_event");
+    let ids: Vec<(String, String)> = (0..1024u64)
+        .map(|n| {
+            (
+                format!("acct-{:06}", n * 97 % 100_000),
+                format!("evt-2026-11-20-{n:012}"),
+            )
+        })
+        .collect();
+    group.throughput(Throughput::Elements(ids.len() as u64));
+    group.bench_function("siphash13_fingerprint_and_shard", |b| {
+        b.iter(|| {
+            for (account, id) in &ids {
+                black_box(KEY.fingerprint(account, id));
+                black_box(KEY.shard_of(account, 2));
+            }
+        })
+    });
+    group.bench_function("xxh3_fingerprint_and_shard_unkeyed", |b| {
+        b.iter(|| {
+            for (account, id) in &ids {
+                let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0x5EED);
+                h.update(account.as_bytes());
+                h.update(&[0xFF]);
+                h.update(id.as_bytes());
+                black_box(h.digest128());
+                black_box(xxhash_rust::xxh3::xxh3_64(account.as_bytes()) % 2);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dedupe, shard_step, blocks, group_commit, keyed_hashes);
 criterion_main!(benches);

@@ -371,7 +371,10 @@ impl Config {
                      (docs/security.md), or allow_plaintext_non_loopback = true to accept plaintext"
                 ));
             }
-            if tokens.is_empty() && !listen.ip().is_loopback() && !raw.allow_unauthenticated_non_loopback {
+            // Client certificates from the configured CA authenticate callers as well as tokens do.
+            let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if tokens.is_empty() && !mutual_tls && !listen.ip().is_loopback() && !raw.allow_unauthenticated_non_loopback
+            {
                 errors.push(format!(
                     "listen: {listen} is not a loopback address and no [[tokens]] are set; add tokens \
                      (docs/security.md), or allow_unauthenticated_non_loopback = true to let anyone call"

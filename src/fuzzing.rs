@@ -25,42 +25,54 @@ fn shipped_catalogue() -> &'static Catalogue {
 
 /// Protobuf bytes -> `UsageBatch` -> per-event validation -> rating: whatever the bytes, no panic;
 /// every event that passes validation is within the limits and the window, and rates to a charge
-/// or a reason, never a panic or an overflow.
+/// or a reason, never a panic or an overflow. Each event is also checked "steered": its time
+/// folded into the window and its meter replaced by a known one (chosen by the meter's length),
+/// so that random bytes reach the rating engine and not only the first checks.
 pub fn ingest_batch(data: &[u8]) {
     let Ok(batch) = proto::UsageBatch::decode(data) else {
         return;
     };
-    let limits = Limits::default();
     let now: DateTime<Utc> = NOW.parse().expect("fixed time");
     let window = Window::at(now, 35, 300);
     let catalogue = shipped_catalogue();
-    let key = HashKey::new(1, 2);
+    let meters: Vec<&str> = catalogue.meters().collect();
     for (i, event) in batch.events.into_iter().enumerate() {
-        match convert(i as u32, event, &key, &window, &limits, catalogue) {
-            Converted::Valid(v) => {
-                let e = &v.event;
-                assert!(!e.event_id.is_empty() && e.event_id.len() <= limits.max_id_bytes);
-                assert!(!e.account_id.is_empty() && e.account_id.len() <= limits.max_id_bytes);
-                assert!(e.attributes.len() <= limits.max_attributes);
-                assert!(!e.quantity.is_sign_negative() || e.quantity.is_zero());
-                let nanos = e.timestamp.timestamp_nanos_opt().expect("in range");
-                assert!(nanos >= window.oldest_nanos && nanos <= window.newest_nanos);
-                assert_eq!(v.fingerprint, key.fingerprint(&e.account_id, &e.event_id));
-                for plan in catalogue.plans() {
-                    let input = RatingInput {
-                        meter: &e.meter,
-                        quantity: e.quantity,
-                        at: e.timestamp,
-                        attributes: &e.attributes,
-                        period_usage: e.quantity,
-                        subscription_discount: None,
-                    };
-                    // A charge or a reason; `rate` must not panic on any valid event.
-                    let _ = rate(plan, &input);
-                }
+        let mut steered = event.clone();
+        let span = window.newest_nanos - window.oldest_nanos;
+        steered.timestamp_unix_nanos = window.oldest_nanos + steered.timestamp_unix_nanos.rem_euclid(span);
+        steered.meter = meters[steered.meter.len() % meters.len()].to_string();
+        check_event(i as u32, event, &window, catalogue);
+        check_event(i as u32, steered, &window, catalogue);
+    }
+}
+
+fn check_event(index: u32, event: proto::UsageEvent, window: &Window, catalogue: &Catalogue) {
+    let limits = Limits::default();
+    let key = HashKey::new(1, 2);
+    match convert(index, event, &key, window, &limits, catalogue) {
+        Converted::Valid(v) => {
+            let e = &v.event;
+            assert!(!e.event_id.is_empty() && e.event_id.len() <= limits.max_id_bytes);
+            assert!(!e.account_id.is_empty() && e.account_id.len() <= limits.max_id_bytes);
+            assert!(e.attributes.len() <= limits.max_attributes);
+            assert!(!e.quantity.is_sign_negative() || e.quantity.is_zero());
+            let nanos = e.timestamp.timestamp_nanos_opt().expect("in range");
+            assert!(nanos >= window.oldest_nanos && nanos <= window.newest_nanos);
+            assert_eq!(v.fingerprint, key.fingerprint(&e.account_id, &e.event_id));
+            for plan in catalogue.plans() {
+                let input = RatingInput {
+                    meter: &e.meter,
+                    quantity: e.quantity,
+                    at: e.timestamp,
+                    attributes: &e.attributes,
+                    period_usage: e.quantity,
+                    subscription_discount: None,
+                };
+                // A charge or a reason; `rate` must not panic on any valid event.
+                let _ = rate(plan, &input);
             }
-            Converted::Rejected(r) => assert!(!r.entry.detail.is_empty(), "every rejection has a reason"),
         }
+        Converted::Rejected(r) => assert!(!r.entry.detail.is_empty(), "every rejection has a reason"),
     }
 }
 

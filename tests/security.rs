@@ -274,6 +274,23 @@ fn configs_that_would_expose_ratingd_are_refused() {
     let with_token = load(&format!("allow_plaintext_non_loopback = true\n{}", tokens(false)));
     assert!(with_token.is_ok(), "{with_token:?}");
     assert!(load("allow_plaintext_non_loopback = true\nallow_unauthenticated_non_loopback = true\n").is_ok());
+    // TLS answers the plaintext rule; client certificates, like tokens, the unauthenticated one.
+    let pki = dir.0.join("pki");
+    certificates(&pki);
+    let tls = |ca: bool| {
+        let p = |name: &str| pki.join(name).display().to_string();
+        let mut text = format!("[tls]\ncert = {:?}\nkey = {:?}\n", p("server.pem"), p("server.key"));
+        if ca {
+            text += &format!("client_ca = {:?}\n", p("ca.pem"));
+        }
+        load(&text)
+    };
+    assert!(tls(true).is_ok(), "{:?}", tls(true).err());
+    let server_only = tls(false).unwrap_err();
+    assert!(
+        server_only.contains("allow_unauthenticated_non_loopback") && !server_only.contains("allow_plaintext"),
+        "{server_only}"
+    );
     // Token entries are checked whole.
     let bad = load(
         "allow_plaintext_non_loopback = true\n\
