@@ -25,8 +25,7 @@ fn shipped_catalogue() -> &'static Catalogue {
 
 /// Protobuf bytes -> `UsageBatch` -> per-event validation -> rating: whatever the bytes, no panic;
 /// every event that passes validation is within the limits and the window, and rates to a charge
-/// or a reason, never a panic or an overflow. Each event is also checked "steered": its time
-/// folded into the window and its meter replaced by a known one (chosen by the meter's length),
+/// or a reason, never a panic or an overflow. Each event is also checked "steered" (see [`steer`]),
 /// so that random bytes reach the rating engine and not only the first checks.
 pub fn ingest_batch(data: &[u8]) {
     let Ok(batch) = proto::UsageBatch::decode(data) else {
@@ -37,13 +36,29 @@ pub fn ingest_batch(data: &[u8]) {
     let catalogue = shipped_catalogue();
     let meters: Vec<&str> = catalogue.meters().collect();
     for (i, event) in batch.events.into_iter().enumerate() {
-        let mut steered = event.clone();
-        let span = window.newest_nanos - window.oldest_nanos;
-        steered.timestamp_unix_nanos = window.oldest_nanos + steered.timestamp_unix_nanos.rem_euclid(span);
-        steered.meter = meters[steered.meter.len() % meters.len()].to_string();
+        let steered = steer(event.clone(), &window, &meters);
         check_event(i as u32, event, &window, catalogue);
         check_event(i as u32, steered, &window, catalogue);
     }
+}
+
+/// The event with what the first checks refuse mended: its time folded into the window, a known
+/// meter, ids present and short enough, a non-negative quantity, at most 16 attributes. What is
+/// left (the quantity, the attributes, the exact time, the ids) is the fuzzer's.
+fn steer(mut e: proto::UsageEvent, window: &Window, meters: &[&str]) -> proto::UsageEvent {
+    let span = window.newest_nanos - window.oldest_nanos;
+    e.timestamp_unix_nanos = window.oldest_nanos + e.timestamp_unix_nanos.rem_euclid(span);
+    e.meter = meters[e.meter.len() % meters.len()].to_string();
+    for (id, fallback) in [(&mut e.event_id, "event"), (&mut e.account_id, "account")] {
+        if id.is_empty() || id.len() > 128 {
+            *id = fallback.to_string();
+        }
+    }
+    let q = e.quantity.get_or_insert(proto::Quantity { units: 1, nanos: 0 });
+    q.units = q.units.checked_abs().unwrap_or(i64::MAX);
+    q.nanos = q.nanos.rem_euclid(1_000_000_000);
+    e.attributes.truncate(16);
+    e
 }
 
 fn check_event(index: u32, event: proto::UsageEvent, window: &Window, catalogue: &Catalogue) {
