@@ -8,7 +8,8 @@
 //! - [`tls`]: the listener's certificates and the plaintext rule.
 //!
 //! Every refusal goes through [`refused`]: one metric, and a log line per reason at most once a
-//! second (with the count of those not logged), so hostile traffic cannot flood the log.
+//! second (with the count of those not logged), so hostile traffic cannot flood the log. Events
+//! rejected one by one into suspense are logged the same way (`telemetry::count_ack`).
 
 pub mod auth;
 pub mod guard;
@@ -82,33 +83,61 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// Per reason: the second of the last log line, and how many refusals were not logged since.
-static LAST_LOGGED: [AtomicU64; Refused::ALL.len()] = [const { AtomicU64::new(0) }; Refused::ALL.len()];
-static UNLOGGED: [AtomicU64; Refused::ALL.len()] = [const { AtomicU64::new(0) }; Refused::ALL.len()];
+/// A log line at most once a second: `allow` says whether to log now and how many were held back
+/// since the last line.
+pub struct RateLimitedLog {
+    last_second: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl RateLimitedLog {
+    pub const fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            last_second: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back)` when a line may be logged now; `None` (and one more held back) otherwise.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.held_back.swap(0, Ordering::Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RateLimitedLog {
+    fn default() -> Self {
+        RateLimitedLog::new()
+    }
+}
+
+/// One limiter per reason.
+static REFUSAL_LOG: [RateLimitedLog; Refused::ALL.len()] = [const { RateLimitedLog::new() }; Refused::ALL.len()];
 
 /// Counts a refusal and logs it, at most once a second per reason.
 pub fn refused(reason: Refused, method: &str, detail: &str) {
     metrics::counter!(crate::telemetry::REQUESTS_REFUSED, "reason" => reason.label()).increment(1);
-    let i = reason as usize;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST_LOGGED[i].load(Ordering::Relaxed);
-    if now > last
-        && LAST_LOGGED[i]
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let also = UNLOGGED[i].swap(0, Ordering::Relaxed);
+    if let Some(held_back) = REFUSAL_LOG[reason as usize].allow() {
         warn!(
             reason = reason.label(),
             method,
             detail,
-            not_logged_since_last = also,
+            not_logged_since_last = held_back,
             "request refused"
         );
-    } else {
-        UNLOGGED[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -116,5 +145,22 @@ pub fn refused(reason: Refused, method: &str, detail: &str) {
 pub fn note(method: &str, status: &tonic::Status) {
     if let Some(reason) = Refused::of(status.code()) {
         refused(reason, method, status.message());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_log_lets_one_line_through_per_second_and_counts_the_rest() {
+        let log = RateLimitedLog::new();
+        assert_eq!(log.allow(), Some(0), "the first line goes out");
+        // Pretend the last line went out in a second that has not ended yet: everything waits.
+        log.last_second.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!((0..3).map(|_| log.allow()).collect::<Vec<_>>(), vec![None; 3]);
+        // A second later the next line goes out and says how many were held back.
+        log.last_second.store(0, Ordering::Relaxed);
+        assert_eq!(log.allow(), Some(3));
     }
 }

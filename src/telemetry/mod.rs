@@ -139,6 +139,8 @@ pub fn install(listen: Option<SocketAddr>) {
     }
 }
 
+static REJECTIONS_LOG: crate::security::RateLimitedLog = crate::security::RateLimitedLog::new();
+
 /// Counts one acknowledged batch.
 pub fn count_ack(ack: &Ack) {
     counter!(EVENTS_RECEIVED).increment(u64::from(ack.accepted + ack.duplicate + ack.rejected));
@@ -154,5 +156,26 @@ pub fn count_ack(ack: &Ack) {
         if n > 0 {
             counter!(EVENTS_REJECTED, "reason" => reason.as_str()).increment(n);
         }
+    }
+    // A bad agent can send nothing but rejects: one line a second at most, with the first
+    // rejection's detail, the batch's counts and how many batches with rejects were not logged.
+    if ack.rejected > 0
+        && let Some(held_back) = REJECTIONS_LOG.allow()
+    {
+        let first = ack.results.iter().find(|r| r.rejected.is_some());
+        let reasons: Vec<String> = RejectReason::ALL
+            .iter()
+            .zip(by_reason)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{}={n}", r.as_str()))
+            .collect();
+        info!(
+            batch = ack.batch_id,
+            rejected = ack.rejected,
+            reasons = reasons.join(","),
+            first_detail = first.map_or("", |r| r.detail.as_str()),
+            batches_not_logged_since_last = held_back,
+            "events rejected into suspense"
+        );
     }
 }
