@@ -1,6 +1,7 @@
 //! Security and limits (SPEC section 10, docs/security.md): the token and role matrix, account
 //! scopes, token revocation on reload, TLS and mutual TLS, the plaintext rule, message and batch
-//! limits on both ingest paths, and many idle streams.
+//! limits on both ingest paths, many idle streams, keepalive reaping of a dead peer, damaged data
+//! and old unkeyed data dirs.
 
 mod common;
 
@@ -654,4 +655,44 @@ fn a_data_dir_with_unkeyed_fingerprints_is_refused_only_when_it_holds_data() {
         refused.contains("m/seed") && refused.contains("new data_dir"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_disconnected() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("keepalive");
+    let config = write_config(
+        &dir.0,
+        "[limits]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 1\n",
+    );
+    let d = TestDaemon::start(&config).await;
+    let addr = d.target.trim_start_matches("http://").to_string();
+    // A "dead" agent: the HTTP/2 preface and an empty SETTINGS frame, then it reads but never
+    // answers anything (no SETTINGS or PING acknowledgements).
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+        // A bound on the wait, not a synchronisation: without keepalive this read never ends.
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match socket.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed,
+        Ok(()),
+        "the server closes the connection of a peer that stopped answering"
+    );
+    d.stop().await;
 }
