@@ -94,8 +94,23 @@ impl Running {
     }
 }
 
+/// What a test may give a daemon besides its configuration; `StartOptions::default()` is
+/// production.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// The pipeline's clock; `None` is the system clock.
+    pub clock: Option<SharedClock>,
+    /// A failpoint around every commit's fsync (`store::FlushHook`).
+    pub flush_hook: Option<Arc<dyn crate::store::FlushHook>>,
+}
+
 /// Builds everything downstream first, then binds and serves.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with a test's clock or failpoint.
+pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, AppError> {
     let started = Instant::now();
     crate::telemetry::install(config.metrics_listen);
     let pipeline_config = PipelineConfig {
@@ -106,14 +121,15 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         checkpoint_every_records: config.checkpoint_every_records,
         close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
     };
-    let clock: SharedClock = Arc::new(Clock::default());
+    let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(Clock::default()));
+    let flush_hook = options.flush_hook;
     let pipeline_clock = clock.clone();
     let data_dir = config.data_dir.clone();
     let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
     let catalogue = config.catalogue.clone();
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let (pipeline, settings) = tokio::task::spawn_blocking(move || -> Result<(Pipeline, SettingsStore), AppError> {
-        let store = Store::open(&data_dir)?;
+        let store = Store::open(&data_dir)?.with_flush_hook(flush_hook);
         let settings = store.settings();
         // Seeds from the config, then what the Admin API stored (it wins for the same account and from).
         // One pass (the book is cloned once, not once per subscription).
@@ -167,6 +183,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         ingest.clone(),
         config.limits.max_batch_events,
         config.tariffs_path.clone(),
+        pipeline.clock.clone(),
     ));
     let max_message = config.limits.max_message_bytes;
     // Health: SERVING from here on (recovery is done before the port is bound), NOT_SERVING as
@@ -203,6 +220,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 pipeline.committed.clone(),
                 pipeline.context.clone(),
                 query_store,
+                pipeline.clock.clone(),
             ))
             .max_decoding_message_size(max_message),
         )

@@ -14,7 +14,7 @@ use crate::domain::tariff_file::parse_catalogue;
 use crate::ingest::convert::{reason_from_proto, reason_to_proto};
 use crate::ingest::proto::{self, admin_server::Admin};
 use crate::ingest::service::IngestService;
-use crate::pipeline::{RatingContext, SharedContext};
+use crate::pipeline::{RatingContext, SharedClock, SharedContext};
 use crate::store::SettingsStore;
 use crate::store::codec::SuspenseEntry;
 
@@ -119,6 +119,8 @@ pub struct AdminCore {
     ingest: Arc<IngestService>,
     max_batch_events: usize,
     tariffs_path: PathBuf,
+    /// The pipeline's clock ("upcoming" is relative to the same now as rating).
+    clock: SharedClock,
     /// Serializes changes: each is read-modify-replace of the whole context.
     writes: tokio::sync::Mutex<()>,
 }
@@ -130,6 +132,7 @@ impl AdminCore {
         ingest: Arc<IngestService>,
         max_batch_events: usize,
         tariffs_path: PathBuf,
+        clock: SharedClock,
     ) -> Self {
         AdminCore {
             context,
@@ -137,6 +140,7 @@ impl AdminCore {
             ingest,
             max_batch_events,
             tariffs_path,
+            clock,
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -420,7 +424,7 @@ impl Admin for AdminService {
         _: Request<proto::ListUpcomingVersionsRequest>,
     ) -> Result<Response<proto::UpcomingVersions>, Status> {
         let context = self.0.context.load();
-        let now = Utc::now();
+        let now = self.0.clock.now();
         let versions = context
             .catalogue
             .plans()

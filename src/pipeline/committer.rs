@@ -167,6 +167,7 @@ impl Committer {
             }
             Err(e) => {
                 error!(error = %e, dir = self.store.dir(), "commit failed; ratingd takes no more work");
+                metrics::counter!(crate::telemetry::COMMIT_FAILURES).increment(1);
                 self.failed.store(true, Ordering::Release);
                 for out in group.drain(..) {
                     out.ticket.fail(PipelineError::StorageFailed(e.to_string()));

@@ -197,7 +197,8 @@ impl DedupeWindow {
     /// be missing (they are too old to be resent). Both are harmless for a checkpoint: replay
     /// claims the newer ones again.
     pub fn copy_tables(&self, copy: &mut DedupeCopy, tables: usize) -> bool {
-        let end = (copy.next_table + tables).min(TABLES);
+        // Saturating: `tables` is usize::MAX when the rest of a copy is finished at once.
+        let end = copy.next_table.saturating_add(tables).min(TABLES);
         for t in &self.main[copy.next_table..end] {
             copy.entries.main.extend(t.iter().map(|(k, v)| (*k, *v)));
         }
@@ -267,6 +268,20 @@ mod tests {
             let fp = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834);
             assert_eq!(back.check(fp, i as u64), Seen::Duplicate);
         }
+    }
+
+    #[test]
+    fn a_copy_begun_step_by_step_can_be_finished_at_once() {
+        // A shutdown (or a second checkpoint request) finishes a copy in progress with
+        // usize::MAX tables; from a copy already under way that overflowed `next + tables`.
+        let mut w = DedupeWindow::default();
+        for i in 0..1000u128 {
+            w.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834), 5, i as u64);
+        }
+        let mut copy = w.begin_copy();
+        assert!(!w.copy_tables(&mut copy, 4));
+        assert!(w.copy_tables(&mut copy, usize::MAX));
+        assert_eq!(copy.into_entries().len(), w.len());
     }
 
     #[test]

@@ -41,11 +41,19 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock that reads `instant` now and runs on from it at the system clock's pace (tests pin
+    /// the daemon to a fixed date, so no assertion depends on the day the suite runs).
+    pub fn starting_at(instant: chrono::DateTime<chrono::Utc>) -> Clock {
+        let clock = Clock::default();
+        clock.advance(instant - chrono::Utc::now());
+        clock
+    }
+
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc::now() + chrono::Duration::nanoseconds(self.offset_nanos.load(Ordering::Relaxed))
     }
 
-    /// Moves this clock forward (tests).
+    /// Moves this clock (tests; a negative duration moves it back).
     pub fn advance(&self, by: chrono::Duration) {
         self.offset_nanos
             .fetch_add(by.num_nanoseconds().unwrap_or(0), Ordering::Relaxed);
@@ -247,7 +255,9 @@ impl BatchTicket {
             // The agent may have gone away; the batch is durable (or failed) either way.
             let _ = reply.send(result);
         }
-        lock(&self.permit).take();
+        if lock(&self.permit).take().is_some() {
+            metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).decrement(1.0);
+        }
     }
 }
 
@@ -294,7 +304,13 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<Pipeline, StoreError> {
         let key = store.key();
-        let states = shard::recover(&store, &context.load(), config.shards, config.dedupe_window_days)?;
+        let states = shard::recover(
+            &store,
+            &context.load(),
+            config.shards,
+            config.dedupe_window_days,
+            clock.now(),
+        )?;
         let damaged = store
             .damaged()?
             .into_iter()
@@ -383,11 +399,15 @@ impl Pipeline {
         if self.failed() {
             return Err(PipelineError::StorageFailed("an earlier commit failed".into()));
         }
-        self.admission
+        let permit = self
+            .admission
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| PipelineError::ShuttingDown)
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        // Per batch, not per event; the ticket that takes the permit counts it down.
+        metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).increment(1.0);
+        Ok(permit)
     }
 
     /// Routes a validated batch to its shards. Returns the receiver of its ack.

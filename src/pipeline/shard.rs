@@ -53,6 +53,8 @@ pub struct ShardState {
     /// Periods that ended at or before this instant are closed (now minus the close grace, read
     /// once per job).
     closed_before: DateTime<Utc>,
+    /// The pipeline clock's now, read once per job (the receipt time of suspense entries).
+    job_now: DateTime<Utc>,
     /// The job's charges per currency, for the approximate metric (a handful of entries).
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
     /// A checkpoint copy being taken between jobs.
@@ -85,6 +87,7 @@ impl Default for ShardState {
             periods: AHashMap::new(),
             evicted_through_day: 0,
             closed_before: DateTime::<Utc>::MIN_UTC,
+            job_now: DateTime::<Utc>::MIN_UTC,
             job_charges: Vec::new(),
             copying: None,
         }
@@ -211,7 +214,11 @@ impl ShardState {
                 });
             } else {
                 let detail = "event_id already rated with different content".to_string();
-                reject(out, e.index, suspense_of(&e, RejectReason::Conflict, detail));
+                reject(
+                    out,
+                    e.index,
+                    suspense_of(&e, RejectReason::Conflict, detail, self.job_now),
+                );
             }
             return;
         }
@@ -220,16 +227,28 @@ impl ShardState {
                 "account {:?} has no subscription and there is no default plan",
                 ev.account_id
             );
-            return reject(out, e.index, suspense_of(&e, RejectReason::NoTariff, detail));
+            return reject(
+                out,
+                e.index,
+                suspense_of(&e, RejectReason::NoTariff, detail, self.job_now),
+            );
         };
         let Some(plan) = ctx.catalogue.plan(plan_id) else {
             let detail = format!("plan {plan_id:?} is not in the tariff catalogue");
-            return reject(out, e.index, suspense_of(&e, RejectReason::NoTariff, detail));
+            return reject(
+                out,
+                e.index,
+                suspense_of(&e, RejectReason::NoTariff, detail, self.job_now),
+            );
         };
         let (period, end) = self.period(plan, ev.timestamp);
         if end <= self.closed_before {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
-            return reject(out, e.index, suspense_of(&e, RejectReason::PeriodClosed, detail));
+            return reject(
+                out,
+                e.index,
+                suspense_of(&e, RejectReason::PeriodClosed, detail, self.job_now),
+            );
         }
         let (index, totals) = self.totals_mut(&ev.account_id, &period, plan);
         let usage = totals.usage(&ev.meter);
@@ -243,7 +262,13 @@ impl ShardState {
         };
         let rated = match rate(plan, &input) {
             Ok(r) => r,
-            Err(error) => return reject(out, e.index, suspense_of(&e, error.reason(), error.to_string())),
+            Err(error) => {
+                return reject(
+                    out,
+                    e.index,
+                    suspense_of(&e, error.reason(), error.to_string(), self.job_now),
+                );
+            }
         };
         totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
         touched.add(&totals.account, index);
@@ -422,7 +447,7 @@ fn reject(out: &mut ShardOutput, index: u32, entry: SuspenseEntry) {
 }
 
 /// The suspense entry of a valid event rejected while rating.
-fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String) -> SuspenseEntry {
+fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String, now: DateTime<Utc>) -> SuspenseEntry {
     let ev = &e.event;
     let nanos_total = ev.quantity.mantissa() * 10i128.pow(9u32.saturating_sub(ev.quantity.scale()));
     SuspenseEntry {
@@ -435,7 +460,7 @@ fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String) -> Suspense
         attributes: ev.attributes.clone(),
         reason: reason.code(),
         detail,
-        received_unix_nanos: Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        received_unix_nanos: now.timestamp_nanos_opt().unwrap_or(0),
     }
 }
 
@@ -493,7 +518,8 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     jobs_since_evict = 0;
                     state.evict(clock.now(), window_days);
                 }
-                state.closed_before = clock.now() - close_grace;
+                state.job_now = clock.now();
+                state.closed_before = state.job_now - close_grace;
                 let output = state.process(&ctx.load(), job);
                 queue_depth.set(rx.len() as f64);
                 window_ids.set(state.dedupe.len() as f64);
@@ -527,12 +553,14 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
 }
 
 /// Rebuilds every shard's state: the latest checkpoint of each shard (when they were taken with
-/// the current shard count), then every block after it, checksums verified.
+/// the current shard count), then every block after it, checksums verified. Ids older than the
+/// window at `now` (the pipeline's clock, the same one ingest checks TOO_OLD against) are dropped.
 pub fn recover(
     store: &Store,
     ctx: &RatingContext,
     shards: usize,
     window_days: u32,
+    now: DateTime<Utc>,
 ) -> Result<Vec<ShardState>, StoreError> {
     let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
     // Per shard: the first commit seq its checkpoint does not reflect (0 without one).
@@ -609,7 +637,6 @@ pub fn recover(
         }
     }
     store.record_damage(&damage)?;
-    let now = Utc::now();
     for s in &mut states {
         s.evict(now, window_days);
     }

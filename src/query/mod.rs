@@ -17,7 +17,7 @@ use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::tariff::Plan;
 use crate::ingest::convert::{Converted, Window, convert, reason_to_proto};
 use crate::ingest::proto::{self, query_server::Query};
-use crate::pipeline::{CommittedView, SharedContext};
+use crate::pipeline::{CommittedView, SharedClock, SharedContext};
 use crate::rating::{RatingInput, Report, rate};
 use crate::store::SettingsStore;
 use crate::store::codec::Record;
@@ -41,6 +41,8 @@ pub struct QueryService {
     committed: CommittedView,
     context: SharedContext,
     store: SettingsStore,
+    /// The pipeline's clock: projections use the same "now" as ingest and period close.
+    clock: SharedClock,
 }
 
 fn record_to_proto(r: &Record) -> proto::RatedRecord {
@@ -84,11 +86,12 @@ fn store_status(e: crate::store::StoreError) -> Status {
 }
 
 impl QueryService {
-    pub fn new(committed: CommittedView, context: SharedContext, store: SettingsStore) -> Self {
+    pub fn new(committed: CommittedView, context: SharedContext, store: SettingsStore, clock: SharedClock) -> Self {
         QueryService {
             committed,
             context,
             store,
+            clock,
         }
     }
 
@@ -375,7 +378,7 @@ impl Query for QueryService {
         meters.sort_by(|a, b| a.meter.cmp(&b.meter));
         let closed = self.committed.is_closed(&t.plan, &t.period);
         let projected_charge = match bounds.as_ref() {
-            Some(p) if !closed => projected(t.total_charge, p.start, p.end, Utc::now()),
+            Some(p) if !closed => projected(t.total_charge, p.start, p.end, self.clock.now()),
             _ => t.total_charge,
         };
         Ok(Response::new(proto::Totals {

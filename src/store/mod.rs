@@ -60,6 +60,17 @@ pub struct Store {
     dir: String,
     key: HashKey,
     next_seq: u64,
+    /// A test's failpoint around each commit's fsync; `None` in production.
+    flush_hook: Option<std::sync::Arc<dyn FlushHook>>,
+}
+
+/// A failpoint around the fsync of every group commit, for tests that prove nothing is
+/// acknowledged before its commit is durable: `before_flush` may stall (block) or fail the flush
+/// (the commit then fails as if the disk had), `after_flush` runs once the real flush returned.
+/// Production never installs one (`app::StartOptions::flush_hook` is `None`).
+pub trait FlushHook: Send + Sync {
+    fn before_flush(&self, seq: u64) -> std::io::Result<()>;
+    fn after_flush(&self, _seq: u64) {}
 }
 
 /// One group commit: an optional block and the suspense entries of the same batches.
@@ -134,7 +145,14 @@ impl Store {
             dir: dir.display().to_string(),
             key,
             next_seq,
+            flush_hook: None,
         })
+    }
+
+    /// Installs a test's failpoint around every commit's fsync (see [`FlushHook`]).
+    pub fn with_flush_hook(mut self, hook: Option<std::sync::Arc<dyn FlushHook>>) -> Store {
+        self.flush_hook = hook;
+        self
     }
 
     /// The hash key of the event fingerprints and account shards, fixed for the life of the data dir.
@@ -176,7 +194,13 @@ impl Store {
         }
         batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
         self.db.apply_batch(batch)?;
+        if let Some(hook) = &self.flush_hook {
+            hook.before_flush(seq).map_err(sled::Error::Io)?;
+        }
         self.db.flush()?;
+        if let Some(hook) = &self.flush_hook {
+            hook.after_flush(seq);
+        }
         self.next_seq += 1;
         Ok(seq)
     }

@@ -20,8 +20,12 @@ pub const PERIODS_CLOSED: &str = "ratingd_periods_closed_total";
 pub const ALERTS: &str = "ratingd_alerts_total";
 pub const BATCH_ACK_DURATION: &str = "ratingd_batch_ack_duration_seconds";
 pub const SHARD_QUEUE_DEPTH: &str = "ratingd_shard_queue_depth";
+/// Batches admitted and not yet acknowledged (at most `limits.max_inflight_batches`).
+pub const BATCHES_IN_FLIGHT: &str = "ratingd_batches_in_flight";
 pub const COMMIT_DURATION: &str = "ratingd_commit_duration_seconds";
 pub const COMMIT_EVENTS: &str = "ratingd_commit_events";
+/// Group commits that failed (write or fsync): ratingd takes no more work until restarted.
+pub const COMMIT_FAILURES: &str = "ratingd_commit_failures_total";
 pub const REDIS_FLUSH_DURATION: &str = "ratingd_redis_flush_duration_seconds";
 pub const REDIS_LAG: &str = "ratingd_redis_lag_seconds";
 pub const DEDUPE_WINDOW_IDS: &str = "ratingd_dedupe_window_ids";
@@ -37,7 +41,7 @@ pub const SUSPENSE_EVENTS: &str = "ratingd_suspense_events";
 pub const REQUESTS_REFUSED: &str = "ratingd_requests_refused_total";
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -47,8 +51,10 @@ pub const ALL: [&str; 19] = [
     ALERTS,
     BATCH_ACK_DURATION,
     SHARD_QUEUE_DEPTH,
+    BATCHES_IN_FLIGHT,
     COMMIT_DURATION,
     COMMIT_EVENTS,
+    COMMIT_FAILURES,
     REDIS_FLUSH_DURATION,
     REDIS_LAG,
     DEDUPE_WINDOW_IDS,
@@ -91,12 +97,20 @@ fn describe() {
         "From a batch's admission to its acknowledgement (after fsync)."
     );
     describe_gauge!(SHARD_QUEUE_DEPTH, "Jobs waiting in a shard's queue, by shard.");
+    describe_gauge!(
+        BATCHES_IN_FLIGHT,
+        "Batches admitted and not yet acknowledged, over all streams (bounded by limits.max_inflight_batches)."
+    );
     describe_histogram!(
         COMMIT_DURATION,
         Unit::Seconds,
         "One group commit: sled batch write plus fsync."
     );
     describe_histogram!(COMMIT_EVENTS, "Rated records per group commit.");
+    describe_counter!(
+        COMMIT_FAILURES,
+        "Group commits that failed (sled write or fsync); after one, ratingd acknowledges nothing more until restarted."
+    );
     describe_histogram!(
         REDIS_FLUSH_DURATION,
         Unit::Seconds,
