@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests need, as "command:debian-package". The Redis projection's tests start
-# their own redis-server on free ports (and use the machine's Redis on 6379 with a unique prefix);
-# the metrics tests run a Prometheus server and promtool; the TLS tests make certificates with
-# openssl (tests/tls/gen-certs.sh).
-needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus" "openssl:openssl")
+# System packages the tests need, as "command:debian-package". The Redis tests start their own
+# redis-server on free ports (nothing depends on a Redis the machine may run); the metrics tests
+# run a Prometheus server and promtool; the TLS tests make certificates with openssl
+# (tests/tls/gen-certs.sh) and read TLS alerts with its s_client; scripts/test-at.sh runs the
+# suite at chosen calendar instants with faketime.
+needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus" "openssl:openssl" "faketime:faketime")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")

@@ -3,9 +3,10 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use common::*;
 use ratingd::ingest::proto::{self, admin_client::AdminClient};
+use rust_decimal::Decimal;
 
 async fn admin(target: &str) -> AdminClient<tonic::transport::Channel> {
     AdminClient::connect(target.to_string()).await.unwrap()
@@ -27,7 +28,7 @@ async fn a_subscription_applies_to_later_events_and_survives_a_restart() {
     let dir = TempDir::new("admin-subs");
     let config = write_config(&dir.0, "");
     let d = TestDaemon::start(&config).await;
-    let at = Utc::now() - Duration::minutes(10);
+    let at = test_now() - Duration::minutes(10);
     let events = vec![
         event("n-1", "newco", "api.requests", 1000, 0, at, &[]),
         event("n-2", "newco", "api.requests", 500, 0, at, &[]),
@@ -82,10 +83,20 @@ async fn a_subscription_applies_to_later_events_and_survives_a_restart() {
         ack.accepted, 2,
         "the rejected events are rated once the subscription exists"
     );
-    let period = at.format("%Y-%m").to_string();
-    let t = d.totals("newco", &period).await.unwrap();
+    let t = d.totals("newco", "2026-11").await.unwrap();
     // 1500 requests at 0.0010, 10% version discount, then 50% subscription discount.
     assert_eq!(t.total_charge, "0.675000000");
+    let mut reference = Reference::shipped();
+    let since_2020 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    reference.subscribe("newco", "saas-pro", since_2020, None, Decimal::from(50));
+    let want = reference.rate(&events).totals;
+    assert_totals_equal(
+        &reference,
+        "newco",
+        "2026-11",
+        &t,
+        &want[&("newco".into(), "2026-11".into())],
+    );
     d.stop().await;
 
     let d = TestDaemon::start(&config).await;
@@ -184,7 +195,7 @@ async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invali
     std::fs::write(&tariffs, &shipped).unwrap();
     let status = a.reload_tariffs(proto::ReloadTariffsRequest {}).await.unwrap_err();
     assert!(status.message().contains("extra"), "{}", status.message());
-    let at = Utc::now() - Duration::minutes(1);
+    let at = test_now() - Duration::minutes(1);
     let ack = d
         .ingest()
         .await
@@ -205,29 +216,31 @@ async fn sighup_reloads_the_tariffs() {
     let (config, tariffs, shipped) = config_with_own_tariffs(&dir);
     let daemon = DaemonProcess::spawn(&config);
     let mut a = admin(&daemon.target).await;
-    assert!(
-        a.upsert_subscription(subscription("swiss", "extra", "2020-01-01T00:00:00Z", ""))
-            .await
-            .is_err()
-    );
-    std::fs::write(&tariffs, format!("{shipped}{EXTRA_PLAN}")).unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &daemon.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    // The reload runs asynchronously after the signal: poll (bounded) until the plan is known.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while a
+    // Before the reload the plan does not exist.
+    let unknown = a
         .upsert_subscription(subscription("swiss", "extra", "2020-01-01T00:00:00Z", ""))
         .await
-        .is_err()
-    {
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains("unknown plan \"extra\""), "{unknown:?}");
+    std::fs::write(&tariffs, format!("{shipped}{EXTRA_PLAN}")).unwrap();
+    daemon.signal("HUP");
+    // The reload runs asynchronously after the signal: poll (bounded) until the plan is known.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match a
+            .upsert_subscription(subscription("swiss", "extra", "2020-01-01T00:00:00Z", ""))
+            .await
+        {
+            Ok(_) => break,
+            Err(status) => assert!(
+                status.code() == tonic::Code::InvalidArgument && status.message().contains("unknown plan"),
+                "only the unknown plan may refuse it: {status:?}"
+            ),
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "SIGHUP did not reload the tariffs"
+            "SIGHUP did not reload the tariffs within 10 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -258,7 +271,7 @@ async fn suspense(
 async fn suspense_lists_and_reprocesses_rejected_events() {
     let dir = TempDir::new("admin-suspense");
     let d = TestDaemon::start(&write_config(&dir.0, "")).await;
-    let at = Utc::now() - Duration::minutes(10);
+    let at = test_now() - Duration::minutes(10);
     let events = vec![
         event("l-1", "later", "api.requests", 10, 0, at, &[]),
         event("l-2", "later", "api.requests", 20, 0, at, &[]),
@@ -269,7 +282,10 @@ async fn suspense_lists_and_reprocesses_rejected_events() {
     let ack = d
         .ingest()
         .await
-        .submit(proto::UsageBatch { batch_id: 1, events })
+        .submit(proto::UsageBatch {
+            batch_id: 1,
+            events: events.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -301,8 +317,21 @@ async fn suspense_lists_and_reprocesses_rejected_events() {
     let r = a.reprocess_suspense(by_reason).await.unwrap().into_inner();
     assert_eq!((r.reprocessed, r.accepted, r.rejected), (3, 3, 0));
     assert!(suspense(&mut a, proto::RejectReason::NoTariff).await.is_empty());
-    let t = d.totals("later", &at.format("%Y-%m").to_string()).await.unwrap();
+    let t = d.totals("later", "2026-11").await.unwrap();
     assert_eq!(t.meters.iter().map(|m| m.events).sum::<u64>(), 3);
+    // Priced as if they had arrived once the plan existed: 30 requests and 2 storage blocks, 10% off.
+    let mut reference = Reference::shipped();
+    let since_2020 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    reference.subscribe("later", "saas-pro", since_2020, None, Decimal::ZERO);
+    let want = reference.rate(&events[..3]).totals;
+    assert_eq!(t.total_charge, "0.927000000");
+    assert_totals_equal(
+        &reference,
+        "later",
+        "2026-11",
+        &t,
+        &want[&("later".into(), "2026-11".into())],
+    );
 
     // By id: an unknown meter is still unknown.
     let fax = suspense(&mut a, proto::RejectReason::UnknownMeter).await;

@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::*;
 use ratingd::ingest::proto;
 
@@ -44,12 +43,14 @@ async fn thresholds_alert_once_each() {
     };
     s.alert_thresholds = vec!["1.5".into()];
     admin.upsert_subscription(s).await.unwrap();
-    let at = Utc::now() - chrono::Duration::minutes(5);
+    let at = test_now() - chrono::Duration::minutes(5);
     // api.requests on saas-pro: 0.0009 each up to 1,000,000 in the month, then 0.00072 each for all.
     let steps = [1_200, 998_800, 1, 120_000];
     let mut client = d.ingest().await;
+    let mut sent = Vec::new();
     for (i, n) in steps.iter().enumerate() {
         let e = event(&format!("s-{i}"), "spender", "api.requests", *n, 0, at, &[]);
+        sent.push(e.clone());
         let ack = client
             .submit(proto::UsageBatch {
                 batch_id: i as u64,
@@ -60,10 +61,22 @@ async fn thresholds_alert_once_each() {
             .into_inner();
         assert_eq!(ack.accepted, 1);
     }
-    let t = d.totals("spender", &at.format("%Y-%m").to_string()).await.unwrap();
+    let t = d.totals("spender", "2026-11").await.unwrap();
     assert_eq!(
         t.total_charge, "806.400720000",
         "above 800 again after dropping to 720.00072"
+    );
+    let mut reference = Reference::shipped();
+    let since_2020 = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    reference.subscribe("spender", "saas-pro", since_2020, None, rust_decimal::Decimal::ZERO);
+    let key = ("spender".to_string(), "2026-11".to_string());
+    assert_totals_equal(&reference, &key.0, &key.1, &t, &reference.rate(&sent).totals[&key]);
+    // The first alert's figure is the charge after the first step alone.
+    assert_eq!(
+        reference.rate(&sent[..1]).totals[&key].total_charge.to_string(),
+        "1.080000000"
     );
     wait_for_alerts(&redis.url(), 3).await;
     let got = alerts(&redis.url());
@@ -73,7 +86,7 @@ async fn thresholds_alert_once_each() {
     let first = got.iter().find(|a| a["threshold"] == "1").unwrap();
     assert_eq!(first["total_charge"], "1.080000000");
     assert_eq!(first["currency"], "USD");
-    assert_eq!(first["alert_id"], format!("spender|{}|1", at.format("%Y-%m")));
+    assert_eq!(first["alert_id"], "spender|2026-11|1");
     d.stop().await;
 
     // A restart raises nothing again.

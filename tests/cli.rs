@@ -1,19 +1,20 @@
 //! The command-line tools as a user runs them: `ratectl tariffs check|quote` and `ratingd`'s
 //! configuration check, through the built binaries.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{output_within, repo};
 
 fn ratectl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ratectl"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("ratectl runs")
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_ratectl"))
+            .current_dir(repo())
+            .args(args),
+        60,
+    )
 }
 
 fn stdout(o: &Output) -> String {
@@ -215,11 +216,12 @@ fn bad_quotes_exit_1_with_one_clear_line() {
 
 #[test]
 fn ratingd_validates_its_config_and_exits_64_on_errors() {
-    let ok = Command::new(env!("CARGO_BIN_EXE_ratingd"))
-        .current_dir(repo())
-        .arg("--check")
-        .output()
-        .unwrap();
+    let ok = output_within(
+        Command::new(env!("CARGO_BIN_EXE_ratingd"))
+            .current_dir(repo())
+            .arg("--check"),
+        60,
+    );
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(
         stdout(&ok).contains("2 plans, 5 meters, 2 subscriptions"),
@@ -232,11 +234,12 @@ fn ratingd_validates_its_config_and_exits_64_on_errors() {
          [[subscriptions]]\naccount = \"a\"\nplan = \"silver\"\nfrom = \"2026-01-01T00:00:00Z\"\n\
          [[subscriptions]]\naccount = \"b\"\nplan = \"saas-pro\"\nfrom = \"2026-02-01T00:00:00Z\"\nto = \"2026-01-01T00:00:00Z\"\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ratingd"))
-        .current_dir(repo())
-        .args(["--check", "--config", bad.path()])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_ratingd"))
+            .current_dir(repo())
+            .args(["--check", "--config", bad.path()]),
+        60,
+    );
     assert_eq!(out.status.code(), Some(64));
     let text = stderr(&out);
     assert!(text.contains("default_plan: unknown plan \"gold\""), "{text}");

@@ -5,19 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::*;
 use ratingd::ingest::proto;
-
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use rust_decimal::Decimal;
 
 fn stream(url: &str) -> Vec<HashMap<String, String>> {
     xrange(url, "r:periods:closed")
@@ -34,7 +25,7 @@ async fn a_period_closes_once_its_grace_has_passed() {
             redis.url()
         ),
     );
-    let at = Utc::now() - chrono::Duration::minutes(5);
+    let at = test_now() - chrono::Duration::minutes(5);
     let events = vec![
         event("c-1", "saas-0", "api.requests", 1000, 0, at, &[]),
         event("c-2", "saas-1", "api.requests", 2000, 0, at, &[]),
@@ -44,20 +35,25 @@ async fn a_period_closes_once_its_grace_has_passed() {
     let ack = d
         .ingest()
         .await
-        .submit(proto::UsageBatch { batch_id: 1, events })
+        .submit(proto::UsageBatch {
+            batch_id: 1,
+            events: events.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(ack.accepted, 3);
-    let plan = catalogue().plan("saas-pro").unwrap().clone();
-    let period = plan.period.period_of(plan.time_zone, at);
+    let reference = Reference::shipped();
+    let want = reference.rate(&events).totals;
+    let plan = reference.plan("saas-pro");
+    let label = plan.period_of(at);
+    let end = plan.period_end(&label);
     // Move the daemon's clock past the period's end plus the 72 h grace.
     let clock = d.running.as_ref().unwrap().clock.clone();
-    clock.advance(period.end + chrono::Duration::hours(72) + chrono::Duration::minutes(1) - Utc::now());
+    clock.advance(end + chrono::Duration::hours(72) + chrono::Duration::minutes(1) - clock.now());
 
     let target = d.target.clone();
-    let label = period.label.clone();
-    wait_until("the close", || {
+    wait_until(20, "the close", || {
         let (target, label) = (target.clone(), label.clone());
         async move {
             totals_at(&target, "saas-1", &label)
@@ -66,7 +62,14 @@ async fn a_period_closes_once_its_grace_has_passed() {
         }
     })
     .await;
-    let t = d.totals("saas-1", &period.label).await.unwrap();
+    let t = d.totals("saas-1", &label).await.unwrap();
+    assert_totals_equal(
+        &reference,
+        "saas-1",
+        &label,
+        &t,
+        &want[&("saas-1".to_string(), label.clone())],
+    );
     assert_eq!(
         t.projected_charge, t.total_charge,
         "a closed period projects what it has"
@@ -80,7 +83,7 @@ async fn a_period_closes_once_its_grace_has_passed() {
         "api.requests",
         1,
         0,
-        period.end + chrono::Duration::hours(1),
+        end + chrono::Duration::hours(1),
         &[],
     );
     let ack = d
@@ -98,23 +101,39 @@ async fn a_period_closes_once_its_grace_has_passed() {
 
     // Redis: status closed, one announcement per account with the final totals.
     let url = redis.url();
-    wait_until("the announcement", || {
+    wait_until(20, "the announcement", || {
         let url = url.clone();
         async move { stream(&url).len() >= 2 }
     })
     .await;
     let entries = stream(&redis.url());
     assert_eq!(entries.len(), 2);
-    let saas1 = entries.iter().find(|e| e["account"] == "saas-1").unwrap();
-    assert_eq!(saas1["close_id"], format!("saas-1|{}", period.label));
-    assert_eq!(saas1["total_charge"], t.total_charge);
-    assert_eq!(saas1["total_amount"], t.total_amount);
-    assert_eq!(saas1["currency"], "USD");
-    let meters: serde_json::Value = serde_json::from_str(&saas1["meters"]).unwrap();
-    assert_eq!(meters["api.requests"]["events"], 1);
+    // Each announcement carries the reference's final totals.
+    for account in ["saas-0", "saas-1"] {
+        let entry = entries.iter().find(|e| e["account"] == account).unwrap();
+        let w = &want[&(account.to_string(), label.clone())];
+        assert_eq!(entry["close_id"], format!("{account}|{label}"));
+        assert_eq!(
+            entry["total_charge"].parse::<Decimal>().unwrap(),
+            w.total_charge,
+            "{account}"
+        );
+        assert_eq!(
+            entry["total_amount"].parse::<Decimal>().unwrap(),
+            w.total_amount,
+            "{account}"
+        );
+        assert_eq!(entry["currency"], "USD");
+        let meters: serde_json::Value = serde_json::from_str(&entry["meters"]).unwrap();
+        for (meter, m) in &w.meters {
+            assert_eq!(meters[meter]["events"], m.events, "{account} {meter}");
+            let charge = meters[meter]["charge"].as_str().unwrap().parse::<Decimal>().unwrap();
+            assert_eq!(charge, m.charge, "{account} {meter}");
+        }
+    }
     let url = redis.url();
-    let key = format!("r:agg:{{saas-1}}:{}", period.label);
-    wait_until("status closed in redis", || {
+    let key = format!("r:agg:{{saas-1}}:{label}");
+    wait_until(20, "status closed in redis", || {
         let (url, key) = (url.clone(), key.clone());
         async move {
             let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -130,8 +149,8 @@ async fn a_period_closes_once_its_grace_has_passed() {
 
     // After a restart the close holds and nothing is announced twice.
     let d = TestDaemon::start(&config).await;
-    d.running.as_ref().unwrap().clock.advance(clock.now() - Utc::now());
-    let t = d.totals("saas-1", &period.label).await.unwrap();
+    d.running.as_ref().unwrap().clock.advance(clock.now() - d.now());
+    let t = d.totals("saas-1", &label).await.unwrap();
     assert_eq!(t.status, "closed");
     let late = event("c-6", "saas-1", "api.requests", 1, 0, at, &[]);
     let ack = d

@@ -15,9 +15,11 @@ const KILLS: usize = 20;
 const IN_FLIGHT: usize = 8;
 
 /// Streams pending batches with `IN_FLIGHT` outstanding until `stop_after` acks (or all) arrive.
-/// Returns how many acks arrived; acknowledged batches leave `pending`.
+/// Returns how many acks arrived; acknowledged batches leave `pending`. Every wait is bounded: a
+/// daemon that does not answer an ack within 60 s fails the test.
 async fn stream_some(target: &str, pending: &mut BTreeMap<u64, proto::UsageBatch>, stop_after: usize) -> usize {
-    let Ok(mut client) = proto::ingest_client::IngestClient::connect(target.to_string()).await else {
+    let connect = proto::ingest_client::IngestClient::connect(target.to_string());
+    let Ok(mut client) = within(60, "a connection to ratingd", connect).await else {
         return 0;
     };
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
@@ -27,13 +29,15 @@ async fn stream_some(target: &str, pending: &mut BTreeMap<u64, proto::UsageBatch
         tx.send(pending[&ids[next]].clone()).await.unwrap();
         next += 1;
     }
-    let Ok(response) = client.stream(ReceiverStream::new(rx)).await else {
+    let Ok(response) = within(60, "the stream to open", client.stream(ReceiverStream::new(rx))).await else {
         return 0;
     };
     let mut acks = response.into_inner();
     let mut received = 0;
     while received < stop_after && received < ids.len() {
-        let Ok(Some(ack)) = acks.message().await else { break };
+        let Ok(Some(ack)) = within(60, "an ack", acks.message()).await else {
+            break;
+        };
         let batch = pending
             .remove(&ack.batch_id)
             .expect("each batch is acknowledged once per send");
@@ -44,7 +48,6 @@ async fn stream_some(target: &str, pending: &mut BTreeMap<u64, proto::UsageBatch
         );
         assert_eq!(ack.rejected, 0, "generated events are all valid: {:?}", ack.results);
         received += 1;
-        eprintln!("ack {} acc {} dup {}", ack.batch_id, ack.accepted, ack.duplicate);
         if next < ids.len() {
             let _ = tx.send(pending[&ids[next]].clone()).await;
             next += 1;
@@ -59,7 +62,8 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     // Small commits and frequent checkpoints, so kills land between blocks, mid-commit and
     // around checkpoints alike.
     let config = write_config(&dir.0, "commit_max_events = 300\ncheckpoint_every_records = 2500");
-    let events = generate(24_000, 0.1, 21);
+    // The binary runs on the real clock: events from safe_now(), in one open period per plan.
+    let events = generate_at(24_000, 0.1, 21, safe_now());
     let mut pending = pending_batches(&events, 100);
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..KILLS {
@@ -78,7 +82,14 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         "the kills happened while batches were still pending"
     );
     let daemon = DaemonProcess::spawn(&config);
+    // Bounded: a daemon that stops taking batches fails the test within a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !pending.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} batches still unacknowledged after 60 s",
+            pending.len()
+        );
         stream_some(&daemon.target, &mut pending, usize::MAX).await;
     }
     assert_totals_match(&daemon.target, &events).await;
@@ -112,10 +123,9 @@ fn jsonl(events: &[proto::UsageEvent]) -> String {
 }
 
 fn ratectl_send(file: &std::path::Path, target: &str) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ratectl"))
-        .args(["send", "--file", file.to_str().unwrap(), "--target", target, "--json"])
-        .output()
-        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ratectl"));
+    command.args(["send", "--file", file.to_str().unwrap(), "--target", target, "--json"]);
+    let out = output_within(&mut command, 300);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -126,7 +136,7 @@ fn ratectl_send(file: &std::path::Path, target: &str) -> serde_json::Value {
 async fn a_file_sent_twice_across_a_kill_9_counts_once() {
     let dir = TempDir::new("send-twice");
     let config = write_config(&dir.0, "");
-    let events = generate(100_000, 0.1, 31);
+    let events = generate_at(100_000, 0.1, 31, safe_now());
     let distinct: u64 = expected_totals(&events)
         .values()
         .flat_map(|m| m.values())
@@ -154,17 +164,13 @@ async fn a_file_sent_twice_across_a_kill_9_counts_once() {
 async fn sigterm_drains_and_a_new_shard_count_recovers_the_same_totals() {
     let dir = TempDir::new("sigterm");
     let config = write_config(&dir.0, "");
-    let events = generate(3_000, 0.1, 41);
+    let events = generate_at(3_000, 0.1, 41, safe_now());
     let mut pending = pending_batches(&events, 100);
     let mut daemon = DaemonProcess::spawn(&config);
     stream_some(&daemon.target, &mut pending, usize::MAX).await;
     assert!(pending.is_empty());
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(daemon.child.wait().unwrap().code(), Some(0), "a graceful stop exits 0");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(), Some(0), "a graceful stop exits 0");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("shards = 2", "shards = 3");
@@ -180,7 +186,7 @@ async fn sigterm_drains_and_a_new_shard_count_recovers_the_same_totals() {
 async fn sequence_numbers_are_never_reused_across_restarts() {
     let dir = TempDir::new("stop-start-kill");
     let config = write_config(&dir.0, "");
-    let events = generate(2_000, 0.0, 43);
+    let events = generate_at(2_000, 0.0, 43, safe_now());
     let (first, second) = events.split_at(1_000);
     let unknown_meter = |id: &str| {
         let mut batch = proto::UsageBatch {
@@ -209,12 +215,8 @@ async fn sequence_numbers_are_never_reused_across_restarts() {
         .await
         .unwrap();
     ingest.submit(unknown_meter("bad-1")).await.unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(), Some(0));
     assert!(
         dir.0.join("data/checkpoints/shard-0.ckpt").exists(),
         "a graceful stop writes checkpoints"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use ratingd::ingest::proto::{self, Outcome, RejectReason};
 use tokio_stream::StreamExt;
@@ -26,7 +26,8 @@ async fn stream(d: &TestDaemon, batches: Vec<proto::UsageBatch>) -> Vec<proto::B
 async fn every_event_gets_its_outcome() {
     let dir = TempDir::new("outcomes");
     let d = TestDaemon::start(&write_config(&dir.0, "")).await;
-    let now = Utc::now() - Duration::minutes(5);
+    // Wednesday 2026-11-18 12:55 in Berlin: peak.
+    let now = test_now() - Duration::minutes(5);
     let uk = [("destination", "+442071234567")];
     let events = vec![
         event("ok-1", "tel-0", "voice.seconds", 61, 0, now, &uk), // 0 accepted
@@ -36,14 +37,14 @@ async fn every_event_gets_its_outcome() {
         event("neg", "tel-0", "sms.count", -1, 0, now, &[]),      // 4 negative quantity
         event("nanos", "tel-0", "sms.count", 1, 1_000_000_000, now, &[]), // 5 nanos out of range
         event("fax", "tel-0", "fax.pages", 1, 0, now, &[]),       // 6 unknown meter
-        event("old", "tel-0", "sms.count", 1, 0, Utc::now() - Duration::days(40), &[]), // 7 too old
+        event("old", "tel-0", "sms.count", 1, 0, test_now() - Duration::days(40), &[]), // 7 too old
         event(
             "future",
             "tel-0",
             "sms.count",
             1,
             0,
-            Utc::now() + Duration::hours(1),
+            test_now() + Duration::hours(1),
             &[],
         ), // 8 future
         event("who", "nobody", "sms.count", 1, 0, now, &[]),      // 9 no tariff
@@ -82,17 +83,23 @@ async fn every_event_gets_its_outcome() {
             .filter(|r| r.outcome == Outcome::Rejected as i32)
             .all(|r| !r.detail.is_empty())
     );
-    // Committed totals: the one accepted call, priced as the engine prices it.
-    let period = catalogue()
-        .plan("telecom-standard")
-        .unwrap()
-        .period
-        .period_of(chrono_tz::Europe::Berlin, now)
-        .label;
-    let t = d.totals("tel-0", &period).await.expect("totals");
+    // Committed totals: the one accepted call, 61 s to +44 at peak (0.0200 a minute) with 60/1
+    // increments and the 0.0100 connect fee: (61 x 0.02 + 60 x 0.01) / 60 = 1.82 / 60, rounded
+    // half-even to 9 places. And 1,000 API requests at 0.0010 less 10%.
+    let t = d.totals("tel-0", "2026-11").await.expect("totals");
     assert_eq!(t.meters.len(), 1);
     assert_eq!(t.meters[0].events, 1);
     assert_eq!(t.currency, "EUR");
+    assert_eq!(t.meters[0].charge, "0.030333333");
+    assert_eq!(t.total_amount, "0.03");
+    let t = d.totals("saas-0", "2026-11").await.expect("totals");
+    assert_eq!(t.total_charge, "0.900000000");
+    // The same from the reference pricer, for the accepted events in their order.
+    let accepted: Vec<proto::UsageEvent> = vec![
+        event("ok-1", "tel-0", "voice.seconds", 61, 0, now, &uk),
+        event("ok-2", "saas-0", "api.requests", 1000, 0, now, &[]),
+    ];
+    assert_totals_match(&d.target, &accepted).await;
     d.stop().await;
 }
 
@@ -299,4 +306,89 @@ async fn malformed_and_oversize_messages_get_a_status_and_nothing_breaks() {
         .into_inner();
     assert_eq!(ack.accepted, 50);
     d.stop().await;
+}
+
+/// The outcome of each event of one acknowledged batch, by index: "accepted", "duplicate" or
+/// the reject reason's name.
+fn outcomes(ack: &proto::BatchAck, n: usize) -> Vec<String> {
+    (0..n as u32)
+        .map(|i| match ack.results.iter().find(|r| r.index == i) {
+            None => "accepted".to_string(),
+            Some(r) if r.outcome == Outcome::Duplicate as i32 => "duplicate".to_string(),
+            Some(r) => RejectReason::try_from(r.reason)
+                .unwrap()
+                .as_str_name()
+                .trim_start_matches("REJECT_REASON_")
+                .to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_resend_is_a_conflict_across_batches_streams_and_restarts() {
+    let dir = TempDir::new("conflict");
+    let config = write_config(&dir.0, "");
+    // Pinned months before the real date: a restart that forgot claims by the system clock
+    // instead of the daemon's (ids older than the window) would accept a changed resend.
+    let now = chrono::DateTime::parse_from_rfc3339("2026-06-17T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    let start = |config: std::path::PathBuf| async move {
+        let clock = std::sync::Arc::new(ratingd::pipeline::Clock::starting_at(now));
+        let options = ratingd::app::StartOptions {
+            clock: Some(clock),
+            ..Default::default()
+        };
+        TestDaemon::start_with(&config, options).await
+    };
+    let at = now - Duration::minutes(5);
+    let original = event("c-1", "tel-0", "sms.count", 150, 0, at, &[]);
+    let changed = [
+        event("c-1", "tel-0", "sms.count", 151, 0, at, &[]),
+        event("c-1", "tel-0", "sms.count", 150, 0, at + Duration::seconds(1), &[]),
+        event("c-1", "tel-0", "sms.count", 150, 0, at, &[("region", "eu")]),
+        event("c-1", "tel-0", "data.mb", 150, 0, at, &[]),
+    ];
+    let d = start(config.clone()).await;
+    let mut client = d.ingest().await;
+    let first = client
+        .submit(batch(1, vec![original.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.accepted, 1);
+    // Another batch (another unary call): each change is a CONFLICT, the same content a DUPLICATE.
+    let mut again = changed.to_vec();
+    again.push(original.clone());
+    let ack = client.submit(batch(2, again.clone())).await.unwrap().into_inner();
+    assert_eq!(
+        outcomes(&ack, again.len()),
+        ["CONFLICT", "CONFLICT", "CONFLICT", "CONFLICT", "duplicate"]
+    );
+    // Another stream, on another connection.
+    let acks = within(20, "a stream's acks", stream(&d, vec![batch(3, again.clone())])).await;
+    assert_eq!(outcomes(&acks[0], again.len()), outcomes(&ack, again.len()));
+    d.stop().await;
+    // After a restart from the checkpoint, and after one that replays the blocks (checkpoints
+    // removed): still conflicts, never re-rated, never overwritten.
+    for replay in [false, true] {
+        if replay {
+            std::fs::remove_dir_all(dir.0.join("data/checkpoints")).unwrap();
+        }
+        let d = start(config.clone()).await;
+        let ack = within(20, "an ack", d.ingest().await.submit(batch(4, again.clone())))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            outcomes(&ack, again.len()),
+            ["CONFLICT", "CONFLICT", "CONFLICT", "CONFLICT", "duplicate"],
+            "replay {replay}"
+        );
+        // The totals are the original's alone: 150 SMS, 100 free, 50 x 0.05 = 2.50.
+        let t = d.totals("tel-0", "2026-06").await.unwrap();
+        assert_eq!(t.total_charge, "2.500000000");
+        assert_totals_match(&d.target, std::slice::from_ref(&original)).await;
+        d.stop().await;
+    }
 }

@@ -104,14 +104,29 @@ fn json_logs_carry_the_start_up_facts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The lines are read on a thread and handed over one by one, so the wait for the start-up
+    // line is bounded (60 s) even if ratingd hangs without closing its standard error.
     let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut start = None;
-    for line in stderr.lines() {
+    while start.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("no \"ratingd serving\" line within 60 s (or standard error closed)");
+        };
         let line = line.unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         if v["fields"]["message"] == "ratingd serving" {
             start = Some(v);
-            break;
         }
     }
     let _ = child.kill();

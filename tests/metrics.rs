@@ -4,30 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::*;
 use ratingd::ingest::proto;
-
-/// GET /metrics with a plain HTTP/1.0 request; the samples by name{labels}.
-fn scrape(addr: &str) -> HashMap<String, f64> {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("ratingd_"))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrape_accounts_for_every_event() {
@@ -38,8 +18,9 @@ async fn the_scrape_accounts_for_every_event() {
         &format!("metrics_listen = \"{addr}\"\n[limits]\nmax_batch_events = 100"),
     );
     let daemon = DaemonProcess::spawn(&config);
-    let at = Utc::now() - chrono::Duration::minutes(5);
-    let mut events = generate(500, 0.0, 71);
+    // The binary runs on the real clock: dates from safe_now(), in one open period.
+    let at = safe_now();
+    let mut events = generate_at(500, 0.0, 71, at);
     events.extend(events[..50].to_vec()); // 50 duplicates
     events.push(event("x-1", "nobody", "api.requests", 1, 0, at, &[])); // NO_TARIFF
     events.push(event("x-2", "saas-0", "fax.pages", 1, 0, at, &[])); // UNKNOWN_METER
@@ -53,11 +34,11 @@ async fn the_scrape_accounts_for_every_event() {
     // One batch over the limit: refused whole, counted by reason, nothing of it received.
     let over = proto::UsageBatch {
         batch_id: 9_999,
-        events: generate(101, 0.0, 72),
+        events: generate_at(101, 0.0, 72, at),
     };
     let refused = client.submit(over).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-    let m = scrape(&addr);
+    let m = scrape_metrics(&addr);
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     assert_eq!(get("ratingd_events_received_total"), events.len() as f64);
     assert_eq!(get("ratingd_events_accepted_total"), 500.0);
@@ -102,7 +83,7 @@ async fn the_scrape_accounts_for_every_event() {
     );
     // The test config points Redis at a closed port: flushes fail and are counted.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scrape(&addr)
+    while scrape_metrics(&addr)
         .get("ratingd_redis_flush_errors_total")
         .copied()
         .unwrap_or(0.0)

@@ -13,6 +13,8 @@ use ratingd::ingest::proto;
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    // Bounded: a server that never finishes its answer fails this read instead of hanging it.
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
@@ -36,7 +38,8 @@ async fn prometheus_scrapes_the_events_sent() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let config = write_config(&dir.0, &format!("metrics_listen = \"{metrics_addr}\""));
     let daemon = DaemonProcess::spawn(&config);
-    let events = generate(700, 0.0, 81);
+    // The binary runs on the real clock: dates from safe_now(), in one open period.
+    let events = generate_at(700, 0.0, 81, safe_now());
     let mut client = proto::ingest_client::IngestClient::connect(daemon.target.clone())
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
 use ratingd::ingest::proto::{self, query_client::QueryClient};
 use rust_decimal::Decimal;
@@ -128,8 +128,8 @@ async fn totals_listing_and_ranking() {
 async fn quotes_price_without_recording() {
     let dir = TempDir::new("quote");
     let d = TestDaemon::start(&write_config(&dir.0, "")).await;
-    let at = Utc::now() - Duration::minutes(30);
-    let period = at.format("%Y-%m").to_string();
+    let at = test_now() - Duration::minutes(30);
+    let period = "2026-11".to_string();
     send_all(&d, &[event("q-0", "saas-1", "api.requests", 999_999, 0, at, &[])]).await;
     let mut q = query(&d.target).await;
     let crossing = vec![
@@ -304,6 +304,13 @@ async fn statements_add_up_to_the_totals() {
         let dec = |x: &str| x.parse::<Decimal>().unwrap();
         assert_eq!(s.total_charge, t.total_charge);
         assert_eq!(s.total_amount, t.total_amount);
+        // Against the reference: the total and its amount, and the subtotal before discounts.
+        let key = (account.clone(), period.clone());
+        let want = &expected(&events).totals[&key];
+        assert_eq!(dec(&s.total_charge), want.total_charge, "{key:?} statement total");
+        assert_eq!(dec(&s.total_amount), want.total_amount, "{key:?} statement amount");
+        let undiscounted = Reference::shipped().without_discounts().rate(&events).totals[&key].total_charge;
+        assert_eq!(dec(&s.subtotal), undiscounted, "{key:?} subtotal before discounts");
         assert_eq!(
             dec(&s.subtotal) + dec(&s.discount),
             dec(&s.total_charge),
@@ -359,8 +366,8 @@ async fn export_writes_every_record_of_the_period() {
         .fold((0u64, Decimal::ZERO), |(n, c), v| (n + v.1, c + v.0));
     for format in ["csv", "jsonl"] {
         let out = dir.0.join(format!("export.{format}"));
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ratectl"))
-            .args([
+        let run = output_within(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ratectl")).args([
                 "export",
                 "--period",
                 &period,
@@ -371,9 +378,9 @@ async fn export_writes_every_record_of_the_period() {
                 "--target",
                 &d.target,
                 "--json",
-            ])
-            .output()
-            .unwrap();
+            ]),
+            120,
+        );
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         assert_eq!(summary["records"], want_records);

@@ -1,5 +1,6 @@
-//! The Redis projection against real Redis servers: the machine's (unique key prefix) for the
-//! layout, and servers of the test's own on free ports for the faults (absent, wiped, killed).
+//! The Redis projection against redis-servers of the test's own on free ports: the documented
+//! layout, and the faults (absent, wiped, killed). Every figure is compared with the reference
+//! pricer's.
 
 mod common;
 
@@ -8,32 +9,36 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ratingd::ingest::proto;
+use rust_decimal::Decimal;
 
 fn hgetall(url: &str, key: &str) -> HashMap<String, String> {
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
     redis::cmd("HGETALL").arg(key).query(&mut c).unwrap_or_default()
 }
 
-/// True when Redis holds exactly the daemon's committed totals for every account of `events`.
-async fn redis_matches(url: &str, prefix: &str, target: &str, events: &[proto::UsageEvent]) -> bool {
+/// True when Redis holds exactly the reference pricer's totals for every account-period of
+/// `events`: currency, exact total, invoice amount, and per meter charge, quantity and events; and
+/// each account is in its period's set.
+async fn redis_matches(url: &str, prefix: &str, events: &[proto::UsageEvent]) -> bool {
     let Ok(mut c) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
         return false;
     };
-    for (account, period) in expected_totals(events).keys() {
-        let Some(t) = totals_at(target, account, period).await else {
-            return false;
-        };
+    let dec = |x: Option<&String>| x.and_then(|x| x.parse::<Decimal>().ok());
+    for ((account, period), want) in expected(events).totals {
         let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(format!("{prefix}:agg:{{{account}}}:{period}"))
             .query(&mut c)
             .unwrap_or_default();
-        if h.get("total:charge") != Some(&t.total_charge) || h.get("total:amount") != Some(&t.total_amount) {
+        if h.get("currency") != Some(&want.currency)
+            || dec(h.get("total:charge")) != Some(want.total_charge)
+            || dec(h.get("total:amount")) != Some(want.total_amount)
+        {
             return false;
         }
-        for m in &t.meters {
-            let field = |f: &str| h.get(&format!("{}:{f}", m.meter)).cloned();
-            if field("charge") != Some(m.charge.clone())
-                || field("quantity") != Some(m.quantity.clone())
+        for (meter, m) in &want.meters {
+            let field = |f: &str| h.get(&format!("{meter}:{f}")).cloned();
+            if dec(field("charge").as_ref()) != Some(m.charge)
+                || dec(field("quantity").as_ref()) != Some(m.quantity)
                 || field("events") != Some(m.events.to_string())
             {
                 return false;
@@ -41,7 +46,7 @@ async fn redis_matches(url: &str, prefix: &str, target: &str, events: &[proto::U
         }
         let member: bool = redis::cmd("SISMEMBER")
             .arg(format!("{prefix}:accounts:{period}"))
-            .arg(account)
+            .arg(&account)
             .query(&mut c)
             .unwrap_or(false);
         if !member {
@@ -52,10 +57,13 @@ async fn redis_matches(url: &str, prefix: &str, target: &str, events: &[proto::U
 }
 
 /// Polls (bounded) until Redis matches the daemon's totals.
-async fn wait_for_redis(url: &str, prefix: &str, target: &str, events: &[proto::UsageEvent]) {
+async fn wait_for_redis(url: &str, prefix: &str, events: &[proto::UsageEvent]) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !redis_matches(url, prefix, target, events).await {
-        assert!(Instant::now() < deadline, "redis never caught up with the totals");
+    while !redis_matches(url, prefix, events).await {
+        assert!(
+            Instant::now() < deadline,
+            "redis never caught up with the totals within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -82,17 +90,14 @@ fn redis_section(url: &str, prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projection_follows_the_documented_layout() {
     let dir = TempDir::new("redis-layout");
-    // The machine's Redis, under a key prefix no other test or run uses.
-    let url = "redis://127.0.0.1:6379";
-    let prefix = format!(
-        "ratingd-test-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap()
-    );
-    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(url, &prefix))).await;
+    let redis = RedisServer::start(free_port());
+    let url = redis.url();
+    let url = url.as_str();
+    let prefix = "billing";
+    let d = TestDaemon::start(&write_config(&dir.0, &redis_section(url, prefix))).await;
     let events = generate(2_000, 0.1, 51);
     send(&d, &events, 0).await;
-    wait_for_redis(url, &prefix, &d.target, &events).await;
+    wait_for_redis(url, prefix, &events).await;
     let (account, period) = expected_totals(&events).keys().next().unwrap().clone();
     let h = hgetall(url, &format!("{prefix}:agg:{{{account}}}:{period}"));
     assert_eq!(h["status"], "open");
@@ -104,12 +109,12 @@ async fn the_projection_follows_the_documented_layout() {
     assert!(chrono::DateTime::parse_from_rfc3339(&h["updated_at"]).is_ok());
     let meta = hgetall(url, &format!("{prefix}:meta"));
     assert!(meta.contains_key("epoch"));
-    d.stop().await;
-    // Leave the shared Redis as it was.
+    // Every key ratingd wrote is under its prefix.
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut c).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL").arg(&keys).query(&mut c).unwrap();
+    assert!(keys.iter().all(|k| k.starts_with("billing:")), "{keys:?}");
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +128,7 @@ async fn redis_absent_during_ingest_catches_up_when_it_starts() {
     send(&d, &events, 0).await;
     assert_totals_match(&d.target, &events).await;
     let _redis = RedisServer::start(port);
-    wait_for_redis(&url, "r", &d.target, &events).await;
+    wait_for_redis(&url, "r", &events).await;
     d.stop().await;
 }
 
@@ -134,11 +139,11 @@ async fn a_wiped_redis_is_resynced_from_sled() {
     let d = TestDaemon::start(&write_config(&dir.0, &redis_section(&redis.url(), "r"))).await;
     let events = generate(2_000, 0.1, 53);
     send(&d, &events, 0).await;
-    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    wait_for_redis(&redis.url(), "r", &events).await;
     let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
     // No new events arrive: only the resync (triggered by the missing meta key) can refill Redis.
-    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    wait_for_redis(&redis.url(), "r", &events).await;
     d.stop().await;
 }
 
@@ -172,6 +177,6 @@ async fn redis_killed_mid_flush_converges_after_it_returns() {
     sender.await.unwrap();
     assert_totals_match(&d.target, &events).await;
     let redis = RedisServer::start(port);
-    wait_for_redis(&redis.url(), "r", &d.target, &events).await;
+    wait_for_redis(&redis.url(), "r", &events).await;
     d.stop().await;
 }

@@ -6,14 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use common::{TempDir, TestDaemon, event, write_config};
+use common::{Reference, TempDir, TestDaemon, event, safe_now, test_now, write_config};
 use ratingd::client::connect::{Access, Authed};
 use ratingd::ingest::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
 use ratingd::security::auth::hash_hex;
@@ -53,8 +53,12 @@ async fn channel(target: &str, token: Option<&str>) -> Authed {
     access.authed(target).await.expect("connects")
 }
 
+/// One event per account, dated just before the in-process daemon's pinned clock.
 fn batch(id: u64, accounts: &[&str]) -> proto::UsageBatch {
-    let at = Utc::now() - Duration::minutes(5);
+    batch_at(id, accounts, test_now() - Duration::minutes(5))
+}
+
+fn batch_at(id: u64, accounts: &[&str], at: DateTime<Utc>) -> proto::UsageBatch {
     proto::UsageBatch {
         batch_id: id,
         events: accounts
@@ -72,12 +76,9 @@ fn batch(id: u64, accounts: &[&str]) -> proto::UsageBatch {
     }
 }
 
-/// The billing period of the events of [`batch`] (both test plans bill by Berlin months).
+/// The billing period of the events of [`batch`]: mid-November in both test plans' zones.
 fn period() -> String {
-    (Utc::now() - Duration::minutes(5))
-        .with_timezone(&chrono_tz::Europe::Berlin)
-        .format("%Y-%m")
-        .to_string()
+    "2026-11".to_string()
 }
 
 async fn submit(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Result<proto::BatchAck, tonic::Status> {
@@ -88,10 +89,19 @@ async fn submit(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Resu
 }
 
 async fn totals(target: &str, token: Option<&str>, account: &str) -> Result<proto::Totals, tonic::Status> {
+    totals_in(target, token, account, &period()).await
+}
+
+async fn totals_in(
+    target: &str,
+    token: Option<&str>,
+    account: &str,
+    period: &str,
+) -> Result<proto::Totals, tonic::Status> {
     QueryClient::new(channel(target, token).await)
         .get_totals(proto::GetTotalsRequest {
             account_id: account.into(),
-            period: period(),
+            period: period.into(),
             ..Default::default()
         })
         .await
@@ -313,14 +323,70 @@ fn configs_that_would_expose_ratingd_are_refused() {
     assert!(tls.contains("tls.key:") && tls.contains("not a PEM file"), "{tls}");
 }
 
+/// The output of `openssl s_client` against `addr` with the test CA and, optionally, a client
+/// certificate. With `until_closed` (`-ign_eof`) it reads until the server closes: TLS 1.3 sends
+/// the refusal of a client certificate after the handshake.
+fn s_client(addr: &str, pki: &Path, client: Option<&str>, until_closed: bool) -> String {
+    let mut command = Command::new("openssl");
+    command.args(["s_client", "-connect", addr]);
+    if until_closed {
+        command.arg("-ign_eof");
+    }
+    command.arg("-CAfile").arg(pki.join("ca.pem"));
+    if let Some(name) = client {
+        command
+            .arg("-cert")
+            .arg(pki.join(format!("{name}.pem")))
+            .arg("-key")
+            .arg(pki.join(format!("{name}.key")));
+    }
+    let out = common::output_within(&mut command, 30);
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// What a TLS port answers to the HTTP/2 preface in plaintext, until it closes (bounded: 10 s).
+fn plaintext_answer(addr: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let mut answer = Vec::new();
+    match socket.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the TLS port neither answered nor closed within 10 s: {e}"),
+    }
+    answer
+}
+
+/// A call that never reached ratingd's services: the connection failed or was closed (a TLS
+/// alert read as HTTP/2 is a protocol error), so no status such as UNAUTHENTICATED from them.
+fn assert_refused_by_transport(status: &tonic::Status, case: &str) {
+    let text = format!("{status:?}");
+    let transport = matches!(
+        status.code(),
+        Code::Unknown | Code::Cancelled | Code::Unavailable | Code::Internal
+    ) && ["transport error", "connection closed", "h2 protocol error"]
+        .iter()
+        .any(|m| text.contains(m));
+    assert!(transport, "{case}: a transport error, not {text}");
+}
+
 fn certificates(dir: &Path) {
-    let status = Command::new("bash")
-        .arg(common::repo().join("tests/tls/gen-certs.sh"))
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "tests/tls/gen-certs.sh failed");
+    let out = common::output_within(
+        Command::new("bash")
+            .arg(common::repo().join("tests/tls/gen-certs.sh"))
+            .arg(dir),
+        120,
+    );
+    assert!(
+        out.status.success(),
+        "tests/tls/gen-certs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // Multi-threaded: the in-process daemon answers ratectl while this test waits for it.
@@ -352,7 +418,27 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.accepted, 1);
-    // A certificate from another CA, none at all, or plaintext: no call gets through.
+    // A certificate from another CA, or none at all: the handshake itself is refused, with the
+    // TLS alert that says why (read with openssl's own client, an independent TLS stack).
+    let addr = d.target.trim_start_matches("http://").to_string();
+    for (client, alert) in [
+        (Some("rogue-client"), "alert unknown ca"),
+        (None, "alert certificate required"),
+    ] {
+        let text = s_client(&addr, &pki, client, true);
+        assert!(text.contains(alert), "{client:?}: expected {alert:?} in {text}");
+    }
+    // Plaintext to the TLS port: answered with a TLS alert record or a close, never HTTP/2.
+    let answer = tokio::task::spawn_blocking(move || plaintext_answer(&addr))
+        .await
+        .unwrap();
+    assert!(
+        answer.is_empty() || answer[0] == 0x15,
+        "a TLS alert (0x15) or nothing, not {:02x?}",
+        &answer[..answer.len().min(16)]
+    );
+    // Through the gRPC client the same three get a transport error, promptly (the channel never
+    // reaches ratingd's services, so never a gRPC status from them such as UNAUTHENTICATED).
     let plaintext = Access {
         token: Some(AGENT.into()),
         ..Access::default()
@@ -365,20 +451,13 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
     .into_iter()
     .enumerate()
     {
-        let outcome = match access.authed(target).await {
-            Err(connect) => Err(connect),
-            // A plaintext client's channel keeps reconnecting to the TLS port, which closes each
-            // connection after the 1 s handshake timeout: bounded here, the call must not succeed.
-            Ok(channel) => {
-                let mut client = IngestClient::new(channel);
-                let call = client.submit(batch(2 + n as u64, &["tel-2"]));
-                match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
-                    Ok(result) => result.map(|_| ()).map_err(|s| s.to_string()),
-                    Err(_) => Err("no answer within 5 s".to_string()),
-                }
-            }
-        };
-        assert!(outcome.is_err(), "case {n} got through: {outcome:?}");
+        let channel = access.authed(target).await.expect("the channel connects lazily");
+        let mut client = IngestClient::new(channel);
+        let call = client.submit(batch(2 + n as u64, &["tel-2"]));
+        let status = common::within(10, "a refused TLS call to fail", call)
+            .await
+            .expect_err("no call gets through");
+        assert_refused_by_transport(&status, &format!("case {n}"));
     }
     let admin = Access {
         token: Some(ADMIN.into()),
@@ -415,7 +494,7 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
             &period(),
         ]);
     let mut run = |token: &str| {
-        let out = ratectl.env("RATECTL_TOKEN", token).output().unwrap();
+        let out = common::output_within(ratectl.env("RATECTL_TOKEN", token), 60);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
@@ -536,6 +615,14 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
     let dir = TempDir::new("flipped-byte");
     let config = write_config(&dir.0, "");
     let data = dir.0.join("data");
+    // The binary runs on the real clock: events from safe_now(), in one open period.
+    let at = safe_now();
+    let batch = |id: u64, accounts: &[&str]| batch_at(id, accounts, at);
+    let label = Reference::shipped().plan("telecom-standard").period_of(at);
+    let totals = |target: String, account: &'static str| {
+        let label = label.clone();
+        async move { totals_in(&target, None, account, &label).await }
+    };
     // Two commits, one account each; kill -9 leaves both after the last checkpoint (none).
     let d = common::DaemonProcess::spawn(&config);
     assert_eq!(
@@ -581,10 +668,10 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
         text.contains(&key) && text.contains(&file),
         "log names {key} in {file}: {text}"
     );
-    let refused = totals(&d.target, None, "tel-1").await.unwrap_err();
+    let refused = totals(d.target.clone(), "tel-1").await.unwrap_err();
     assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
     assert!(refused.message().contains(&key), "{refused:?}");
-    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 1);
+    assert_eq!(totals(d.target.clone(), "tel-2").await.unwrap().meters[0].events, 1);
     let batch_refused = submit(&d.target, None, batch(3, &["tel-2", "tel-1"]))
         .await
         .unwrap_err();
@@ -594,10 +681,10 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
     d.terminate();
     let (d, _) = spawn_logged(&config, &dir.0, "after-checkpoint");
     assert_eq!(
-        totals(&d.target, None, "tel-1").await.unwrap_err().code(),
+        totals(d.target.clone(), "tel-1").await.unwrap_err().code(),
         Code::DataLoss
     );
-    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 2);
+    assert_eq!(totals(d.target.clone(), "tel-2").await.unwrap().meters[0].events, 2);
     d.terminate();
 
     // A flipped byte in a checkpoint: named with its file, and the shard is rebuilt from the blocks.
@@ -622,9 +709,9 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
             path.display()
         );
     }
-    assert_eq!(totals(&d.target, None, "tel-2").await.unwrap().meters[0].events, 2);
+    assert_eq!(totals(d.target.clone(), "tel-2").await.unwrap().meters[0].events, 2);
     assert_eq!(
-        totals(&d.target, None, "tel-1").await.unwrap_err().code(),
+        totals(d.target.clone(), "tel-1").await.unwrap_err().code(),
         Code::DataLoss
     );
     d.kill9();
@@ -693,6 +780,133 @@ async fn a_peer_that_stops_answering_pings_is_disconnected() {
         closed,
         Ok(()),
         "the server closes the connection of a peer that stopped answering"
+    );
+    d.stop().await;
+}
+
+// Multi-threaded: the child process is signalled and waited for with blocking calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_to_the_binary_reloads_the_tokens() {
+    const NEW: &str = "token-added-by-the-reload-000001";
+    let dir = TempDir::new("sighup-tokens");
+    let config = write_config(&dir.0, &tokens(true));
+    let (mut d, log) = spawn_logged(&config, &dir.0, "sighup");
+    // The binary runs on the real clock: events from safe_now().
+    let at = safe_now();
+    let t = d.target.clone();
+    let code = |r: Result<proto::BatchAck, tonic::Status>| r.map(|_| Code::Ok).unwrap_or_else(|s| s.code());
+    assert_eq!(
+        code(submit(&t, Some(REVOKED), batch_at(1, &["tel-1"], at)).await),
+        Code::Ok
+    );
+    assert_eq!(
+        code(submit(&t, Some(NEW), batch_at(2, &["tel-1"], at)).await),
+        Code::Unauthenticated
+    );
+
+    // One token removed and one added in the file, then SIGHUP.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&tokens(true), &(tokens(false) + &token_entry("new", NEW, "ingest", "")));
+    std::fs::write(&config, text).unwrap();
+    d.signal("HUP");
+    common::wait_until(20, "the removed token to be refused after SIGHUP", || {
+        let t = t.clone();
+        async move { code(submit(&t, Some(REVOKED), batch_at(3, &["tel-2"], at)).await) == Code::Unauthenticated }
+    })
+    .await;
+    assert_eq!(code(submit(&t, Some(NEW), batch_at(4, &["tel-2"], at)).await), Code::Ok);
+    assert_eq!(
+        code(submit(&t, Some(AGENT), batch_at(5, &["tel-2"], at)).await),
+        Code::Ok
+    );
+
+    // A file that does not validate, then SIGHUP: refused (said in the log), the tokens in force stay.
+    std::fs::write(&config, "listen = 12").unwrap();
+    d.signal("HUP");
+    common::wait_until(20, "the refusal in the log", || {
+        let refused = log().contains("token reload refused");
+        async move { refused }
+    })
+    .await;
+    assert_eq!(code(submit(&t, Some(NEW), batch_at(6, &["tel-3"], at)).await), Code::Ok);
+    assert_eq!(
+        code(submit(&t, Some(REVOKED), batch_at(7, &["tel-3"], at)).await),
+        Code::Unauthenticated
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), Some(0));
+}
+
+// Multi-threaded: the in-process daemon answers ratectl while this test waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_tls_is_served_and_used_by_ratectl() {
+    let dir = TempDir::new("server-tls");
+    let pki = dir.0.join("pki");
+    certificates(&pki);
+    let p = |name: &str| pki.join(name).display().to_string();
+    let extra = format!(
+        "[limits]\ntls_handshake_timeout_seconds = 1\n[tls]\ncert = {:?}\nkey = {:?}\n{}",
+        p("server.pem"),
+        p("server.key"),
+        token_entry("agent", AGENT, "ingest", "") + &token_entry("reader", READER, "read", "")
+    );
+    let d = TestDaemon::start(&write_config(&dir.0, &extra)).await;
+    let target = d.target.replace("http://", "https://");
+    // A client that trusts the CA, with no certificate of its own: served.
+    let access = Access {
+        token: Some(AGENT.into()),
+        ca_cert: Some(pki.join("ca.pem")),
+        ..Access::default()
+    };
+    let ack = IngestClient::new(access.authed(&target).await.unwrap())
+        .submit(batch(1, &["tel-1", "tel-1"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.accepted, 2);
+    // openssl's client completes the handshake without a certificate and verifies the server's.
+    let addr = d.target.trim_start_matches("http://").to_string();
+    let text = s_client(&addr, &pki, None, false);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(!text.contains("alert"), "{text}");
+    // Plaintext to the TLS port gets nowhere.
+    let plaintext = Access {
+        token: Some(AGENT.into()),
+        ..Access::default()
+    };
+    let mut client = IngestClient::new(plaintext.authed(&d.target).await.unwrap());
+    let refused = common::within(10, "a plaintext call to fail", client.submit(batch(2, &["tel-1"])))
+        .await
+        .unwrap_err();
+    assert_refused_by_transport(&refused, "plaintext");
+    // ratectl over TLS: with the CA it reads the totals; without it, it says what is missing.
+    let ratectl = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ratectl"));
+        command.env("RATECTL_TOKEN", READER).args(args).args([
+            "totals",
+            "--target",
+            &target,
+            "--account",
+            "tel-1",
+            "--period",
+            &period(),
+            "--json",
+        ]);
+        common::output_within(&mut command, 60)
+    };
+    let out = ratectl(&["--ca-cert", &p("ca.pem")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let totals: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(totals["account"], "tel-1");
+    // Two SMS on telecom-standard, both inside the 100 free ones.
+    assert_eq!(totals["total_charge"], "0.000000000");
+    let out = ratectl(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let refusal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        refusal["error"].as_str().unwrap().contains("needs --ca-cert"),
+        "{refusal}"
     );
     d.stop().await;
 }

@@ -151,6 +151,10 @@ const CASES: &[Case] = &[
     // Bands on a non-duration meter: the event's timestamp picks the band.
     models("Wed 10:00 CET is peak: 1000 x 0.002 x 1.5", "calls", "api.peak", "1000", "2026-11-25T09:00:00Z", NONE, "0", "3.000000000", "2026-11-22"),
     models("Wed 18:00 CET is rest: 1000 x 0.002", "calls", "api.peak", "1000", "2026-11-25T17:00:00Z", NONE, "0", "2.000000000", "2026-11-22"),
+    models("Wed 08:59:59 CET, the last second before peak: rest", "calls", "api.peak", "1000", "2026-11-25T07:59:59Z", NONE, "0", "2.000000000", "2026-11-22"),
+    models("Wed 09:00:00 CET, the first second of peak", "calls", "api.peak", "1000", "2026-11-25T08:00:00Z", NONE, "0", "3.000000000", "2026-11-22"),
+    models("Wed 16:59:59 CET, the last second of peak", "calls", "api.peak", "1000", "2026-11-25T15:59:59Z", NONE, "0", "3.000000000", "2026-11-22"),
+    models("Wed 17:00:00 CET, the first second after peak: rest", "calls", "api.peak", "1000", "2026-11-25T16:00:00Z", NONE, "0", "2.000000000", "2026-11-22"),
     // Cumulative models with allowance and 25% discount (daily UTC periods).
     models("graduated with 10 included: 0 -> 15 = 5 billable x 0.10 x 0.75", "tiers", "gb", "15", "2026-11-26T23:59:59Z", NONE, "0", "0.375000000", "2026-11-26"),
     models("graduated across the bound: billable 95 -> 105: 7.6875 - 7.125", "tiers", "gb", "10", "2026-11-26T00:00:00Z", NONE, "105", "0.562500000", "2026-11-26"),

@@ -1,6 +1,9 @@
-//! Test helpers: a temp data dir, a test configuration, the daemon in-process or as the built
-//! binary, event builders, and an independent computation of expected totals.
+//! Test helpers: a temp data dir, a test configuration, the daemon in-process (on a pinned clock)
+//! or as the built binary, event builders, bounded waits, and the expected totals from the
+//! independent reference pricer ([`reference`]).
 #![allow(dead_code)]
+
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -9,14 +12,79 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 
 use ratingd::config::Config;
-use ratingd::domain::tariff::Catalogue;
-use ratingd::domain::tariff_file::parse_catalogue;
 use ratingd::ingest::proto;
-use ratingd::rating::{RatingInput, rate};
+
+pub use reference::Reference;
+
+/// The instant in-process daemons are pinned to (their clock starts here and runs on at the
+/// system clock's pace): Wednesday 2026-11-18 12:00 UTC, mid-month in every test plan's zone and
+/// under saas-pro's version 1, so no figure depends on the day the suite runs.
+pub fn test_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap()
+}
+
+/// For the built binary, whose clock tests cannot move: an instant at least an hour before the
+/// real now such that the day before it lies in one billing period for every test plan's zone
+/// (UTC and Europe/Berlin), an hour or more from either month boundary. Near a month start that
+/// is the end of the previous month, which stays open for the 72 h close grace.
+pub fn safe_now() -> DateTime<Utc> {
+    let now = Utc::now();
+    let zones = [chrono_tz::UTC, chrono_tz::Europe::Berlin];
+    // Month starts in both zones around `now`.
+    let mut boundaries = Vec::new();
+    for zone in zones {
+        let local = now.with_timezone(&zone).date_naive();
+        let mut first = local.with_day0(0).unwrap();
+        for _ in 0..2 {
+            boundaries.push(
+                zone.from_local_datetime(&first.and_hms_opt(0, 0, 0).unwrap())
+                    .earliest()
+                    .unwrap()
+                    .with_timezone(&Utc),
+            );
+            first = (first - chrono::Duration::days(1)).with_day0(0).unwrap();
+        }
+    }
+    let span = chrono::Duration::hours(25);
+    let margin = chrono::Duration::hours(1);
+    let mut base = now - margin;
+    while let Some(earliest) = boundaries
+        .iter()
+        .filter(|b| **b > base - span - margin && **b <= base + margin)
+        .min()
+    {
+        base = *earliest - margin * 2;
+    }
+    assert!(
+        now - base < chrono::Duration::days(3),
+        "{base} is too far back for an open period"
+    );
+    base
+}
+
+/// Awaits `future` for at most `seconds`, or fails the test naming `what`.
+pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(seconds), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {seconds} s waiting for {what}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `seconds`, or fails naming `what`.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(seconds: u64, what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,10 +148,6 @@ pub fn load(path: &Path) -> Config {
     Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
-pub fn catalogue() -> Catalogue {
-    parse_catalogue(include_str!("../../config/tariffs.toml")).unwrap()
-}
-
 /// The plan of a test account.
 pub fn plan_of(account: &str) -> &'static str {
     if account.starts_with("tel") || account == "globex" {
@@ -126,8 +190,23 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
+    /// Starts the daemon with its clock pinned to [`test_now`].
     pub async fn start(config: &Path) -> TestDaemon {
-        let running = ratingd::app::start(&load(config)).await.expect("daemon starts");
+        TestDaemon::start_with(config, ratingd::app::StartOptions::default()).await
+    }
+
+    /// Starts the daemon with a test's options; a missing clock is pinned to [`test_now`].
+    pub async fn start_with(config: &Path, mut options: ratingd::app::StartOptions) -> TestDaemon {
+        if options.clock.is_none() {
+            options.clock = Some(std::sync::Arc::new(ratingd::pipeline::Clock::starting_at(test_now())));
+        }
+        let running = within(
+            60,
+            "the daemon to start",
+            ratingd::app::start_with(&load(config), options),
+        )
+        .await
+        .expect("daemon starts");
         let target = format!("http://{}", running.addr);
         TestDaemon {
             running: Some(running),
@@ -140,14 +219,28 @@ impl TestDaemon {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown();
-            r.wait().await.expect("clean shutdown");
+            within(60, "a graceful stop", r.wait()).await.expect("clean shutdown");
         }
+    }
+
+    /// The daemon's clock now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.running.as_ref().expect("running").clock.now()
     }
 
     pub async fn ingest(&self) -> proto::ingest_client::IngestClient<tonic::transport::Channel> {
         proto::ingest_client::IngestClient::connect(self.target.clone())
             .await
             .unwrap()
+    }
+
+    /// Submits one batch (unary) and waits (bounded) for its ack.
+    pub async fn submit(&self, batch_id: u64, events: Vec<proto::UsageEvent>) -> proto::BatchAck {
+        let mut client = self.ingest().await;
+        within(20, "an ack", client.submit(proto::UsageBatch { batch_id, events }))
+            .await
+            .expect("the batch is acknowledged")
+            .into_inner()
     }
 
     pub async fn totals(&self, account: &str, period: &str) -> Option<proto::Totals> {
@@ -194,8 +287,20 @@ impl DaemonProcess {
             .spawn()
             .expect("ratingd binary starts");
         let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // Bounded: a daemon that never says where it listens fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ratingd did not print its address within 60 s");
+            }
+        };
         let addr = line
             .trim()
             .strip_prefix("ratingd listening on ")
@@ -211,14 +316,31 @@ impl DaemonProcess {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then waits for the graceful exit (which writes checkpoints).
-    pub fn terminate(mut self) {
+    /// Sends a signal (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(status.success());
-        assert!(self.child.wait().unwrap().success(), "graceful exit");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits at most 60 s for the process to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "ratingd did not exit within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the graceful exit (which writes checkpoints).
+    pub fn terminate(mut self) {
+        self.signal("TERM");
+        assert_eq!(self.wait_exit(), Some(0), "graceful exit");
     }
 }
 
@@ -229,50 +351,35 @@ impl Drop for DaemonProcess {
     }
 }
 
-/// Expected totals per (account, period): charge and events per meter, computed independently of
-/// the daemon: each distinct accepted event rated once, in the given order, by the pure engine.
+/// What the daemon should hold after `events` (sent in that order), from the reference pricer
+/// with the test configuration's accounts.
+pub fn expected(events: &[proto::UsageEvent]) -> reference::Outcome {
+    Reference::shipped().rate(events)
+}
+
+/// Expected charge and events per meter, per (account, period), from the reference pricer.
 pub fn expected_totals(events: &[proto::UsageEvent]) -> BTreeMap<(String, String), BTreeMap<String, (Decimal, u64)>> {
-    let catalogue = catalogue();
-    let mut seen = std::collections::HashSet::new();
-    let mut usage: BTreeMap<(String, String, String), Decimal> = BTreeMap::new();
-    let mut out: BTreeMap<(String, String), BTreeMap<String, (Decimal, u64)>> = BTreeMap::new();
-    for e in events {
-        if !seen.insert((e.account_id.clone(), e.event_id.clone())) {
-            continue;
-        }
-        let plan = catalogue.plan(plan_of(&e.account_id)).unwrap();
-        let at = DateTime::<Utc>::from_timestamp_nanos(e.timestamp_unix_nanos);
-        let q = e.quantity.unwrap();
-        let quantity =
-            Decimal::from_i128_with_scale(i128::from(q.units) * 1_000_000_000 + i128::from(q.nanos), 9).normalize();
-        let period = plan.period.period_of(plan.time_zone, at).label;
-        let key = (e.account_id.clone(), period.clone(), e.meter.clone());
-        let before = usage.get(&key).copied().unwrap_or_default();
-        let attributes: Vec<(String, String)> = e.attributes.iter().map(|a| (a.key.clone(), a.value.clone())).collect();
-        let input = RatingInput {
-            meter: &e.meter,
-            quantity,
-            at,
-            attributes: &attributes,
-            period_usage: before,
-            subscription_discount: None,
-        };
-        let rated = rate(plan, &input).expect("generated events are valid");
-        usage.insert(key, before + rated.rated_quantity);
-        let slot = out
-            .entry((e.account_id.clone(), period))
-            .or_default()
-            .entry(e.meter.clone())
-            .or_default();
-        slot.0 += rated.charge;
-        slot.1 += 1;
-    }
-    out
+    expected(events)
+        .totals
+        .into_iter()
+        .map(|(key, t)| {
+            (
+                key,
+                t.meters.into_iter().map(|(m, v)| (m, (v.charge, v.events))).collect(),
+            )
+        })
+        .collect()
 }
 
 /// A deterministic mix of events over the test accounts, every meter of both plans, with about
-/// `dup_ratio` of them resends of earlier events (same id, same content).
+/// `dup_ratio` of them resends of earlier events (same id, same content), dated within the day
+/// before [`test_now`] (for in-process daemons, whose clock is pinned there).
 pub fn generate(n: usize, dup_ratio: f64, seed: u64) -> Vec<proto::UsageEvent> {
+    generate_at(n, dup_ratio, seed, test_now())
+}
+
+/// As [`generate`], dated within the day before `now` ([`safe_now`] for the built binary).
+pub fn generate_at(n: usize, dup_ratio: f64, seed: u64, now: DateTime<Utc>) -> Vec<proto::UsageEvent> {
     let mut rng = seed.max(1);
     let mut next = move || {
         rng ^= rng << 13;
@@ -280,7 +387,6 @@ pub fn generate(n: usize, dup_ratio: f64, seed: u64) -> Vec<proto::UsageEvent> {
         rng ^= rng << 17;
         rng
     };
-    let now = Utc::now();
     let mut events: Vec<proto::UsageEvent> = Vec::with_capacity(n);
     let destinations = ["+442071234567", "+447911123456", "+12125550100", "+33142000000"];
     for i in 0..n {
@@ -348,36 +454,53 @@ pub fn generate(n: usize, dup_ratio: f64, seed: u64) -> Vec<proto::UsageEvent> {
     events
 }
 
-/// Asserts the daemon's committed totals equal the independent computation for every account.
+/// Asserts the daemon's committed totals equal the reference pricer's for every account-period
+/// of `events`: currency, plan, per meter quantity, rated quantity, charge, amount and events, the
+/// exact total and the invoice amount.
 pub async fn assert_totals_match(target: &str, events: &[proto::UsageEvent]) {
-    let expected = expected_totals(events);
-    assert!(!expected.is_empty());
-    for ((account, period), meters) in &expected {
-        let t = totals_at(target, account, period)
+    let reference = Reference::shipped();
+    let expected = reference.rate(events);
+    assert!(!expected.totals.is_empty());
+    for ((account, period), want) in &expected.totals {
+        let got = totals_at(target, account, period)
             .await
             .unwrap_or_else(|| panic!("no totals for {account} {period}"));
-        let mut total = Decimal::ZERO;
-        for (meter, (charge, count)) in meters {
-            let m = t
-                .meters
-                .iter()
-                .find(|m| &m.meter == meter)
-                .unwrap_or_else(|| panic!("{account} {period}: no {meter}"));
-            assert_eq!(
-                m.charge.parse::<Decimal>().unwrap(),
-                *charge,
-                "{account} {period} {meter} charge"
-            );
-            assert_eq!(m.events, *count, "{account} {period} {meter} events");
-            total += *charge;
-        }
-        assert_eq!(
-            t.total_charge.parse::<Decimal>().unwrap(),
-            total,
-            "{account} {period} total"
-        );
-        assert_eq!(t.meters.len(), meters.len(), "{account} {period} meters");
+        assert_totals_equal(&reference, account, period, &got, want);
     }
+}
+
+/// One account-period's totals against the reference's.
+pub fn assert_totals_equal(
+    reference: &Reference,
+    account: &str,
+    period: &str,
+    got: &proto::Totals,
+    want: &reference::Totals,
+) {
+    let dec = |x: &str| x.parse::<Decimal>().unwrap_or_else(|e| panic!("{x:?}: {e}"));
+    let what = format!("{account} {period}");
+    assert_eq!(got.currency, want.currency, "{what} currency");
+    assert_eq!(got.plan, want.plan, "{what} plan");
+    let plan = reference.plan(&want.plan);
+    for (meter, w) in &want.meters {
+        let m = got
+            .meters
+            .iter()
+            .find(|m| &m.meter == meter)
+            .unwrap_or_else(|| panic!("{what}: no {meter}"));
+        assert_eq!(dec(&m.charge), w.charge, "{what} {meter} charge");
+        assert_eq!(dec(&m.amount), plan.amount(w.charge), "{what} {meter} amount");
+        assert_eq!(dec(&m.quantity), w.quantity, "{what} {meter} quantity");
+        assert_eq!(
+            dec(&m.rated_quantity),
+            w.rated_quantity,
+            "{what} {meter} rated quantity"
+        );
+        assert_eq!(m.events, w.events, "{what} {meter} events");
+    }
+    assert_eq!(got.meters.len(), want.meters.len(), "{what} meters");
+    assert_eq!(dec(&got.total_charge), want.total_charge, "{what} total");
+    assert_eq!(dec(&got.total_amount), want.total_amount, "{what} invoice amount");
 }
 
 /// Events cut into batches of `size`, numbered from 0.
@@ -425,6 +548,10 @@ impl RedisServer {
                 "no",
             ])
             .stdout(Stdio::null())
+            // Under scripts/test-at.sh the clock of every process is faked by an LD_PRELOAD
+            // library, which redis-server's allocator does not survive; Redis's own clock plays
+            // no part in these tests (ratingd writes every timestamp it holds).
+            .env_remove("LD_PRELOAD")
             .spawn()
             .expect("redis-server is installed (scripts/test.sh installs it)");
         let server = RedisServer {
@@ -497,5 +624,77 @@ pub async fn wait_for_flushes(url: &str, prefix: &str, n: usize) {
             changes += 1;
             last = now;
         }
+    }
+}
+
+/// GET /metrics with a plain HTTP/1.0 request (bounded by a read timeout); the samples by
+/// `name{labels}`.
+pub fn scrape_metrics(addr: &str) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .expect("the scrape answers within 10 s");
+    text.lines()
+        .filter(|l| l.starts_with("ratingd_"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs `command` to completion with its output captured, for at most `seconds`: one that takes
+/// longer is killed and fails the test, naming it.
+pub fn output_within(command: &mut Command, seconds: u64) -> std::process::Output {
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {seconds} s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
