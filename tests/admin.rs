@@ -9,7 +9,7 @@ use ratingd::ingest::proto::{self, admin_client::AdminClient};
 use rust_decimal::Decimal;
 
 async fn admin(target: &str) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::connect(target.to_string()).await.unwrap()
+    AdminClient::new(common::channel(target).await)
 }
 
 fn subscription(account: &str, plan: &str, from: &str, to: &str) -> proto::Subscription {

@@ -32,9 +32,7 @@ async fn thresholds_alert_once_each() {
     );
     let config = write_config(&dir.0, &extra);
     let d = TestDaemon::start(&config).await;
-    let mut admin = proto::admin_client::AdminClient::connect(d.target.clone())
-        .await
-        .unwrap();
+    let mut admin = proto::admin_client::AdminClient::new(common::channel(&d.target.clone()).await);
     let mut s = proto::Subscription {
         account_id: "spender".into(),
         plan_id: "saas-pro".into(),

@@ -198,7 +198,7 @@ async fn sequence_numbers_are_never_reused_across_restarts() {
         batch
     };
     let suspended = |target: String| async move {
-        let mut admin = proto::admin_client::AdminClient::connect(target).await.unwrap();
+        let mut admin = proto::admin_client::AdminClient::new(common::channel(&target).await);
         let request = proto::ListSuspenseRequest {
             page_size: 1000,
             ..Default::default()
@@ -211,9 +211,7 @@ async fn sequence_numbers_are_never_reused_across_restarts() {
     let mut daemon = DaemonProcess::spawn(&config);
     let mut pending = pending_batches(first, 100);
     stream_some(&daemon.target, &mut pending, usize::MAX).await;
-    let mut ingest = proto::ingest_client::IngestClient::connect(daemon.target.clone())
-        .await
-        .unwrap();
+    let mut ingest = proto::ingest_client::IngestClient::new(common::channel(&daemon.target.clone()).await);
     ingest.submit(unknown_meter("bad-1")).await.unwrap();
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(), Some(0));
@@ -222,9 +220,7 @@ async fn sequence_numbers_are_never_reused_across_restarts() {
         "a graceful stop writes checkpoints"
     );
     let daemon = DaemonProcess::spawn(&config);
-    let mut ingest = proto::ingest_client::IngestClient::connect(daemon.target.clone())
-        .await
-        .unwrap();
+    let mut ingest = proto::ingest_client::IngestClient::new(common::channel(&daemon.target.clone()).await);
     ingest.submit(unknown_meter("bad-2")).await.unwrap();
     assert_eq!(suspended(daemon.target.clone()).await, ["bad-1", "bad-2"]);
     let mut pending = pending_batches(second, 100);

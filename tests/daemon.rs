@@ -17,7 +17,7 @@ async fn stream(d: &TestDaemon, batches: Vec<proto::UsageBatch>) -> Vec<proto::B
     let mut client = d.ingest().await;
     let n = batches.len();
     let acks = client.stream(tokio_stream::iter(batches)).await.unwrap().into_inner();
-    let acks: Vec<proto::BatchAck> = acks.map(|a| a.unwrap()).collect().await;
+    let acks: Vec<proto::BatchAck> = within(60, "every ack of the stream", acks.map(|a| a.unwrap()).collect()).await;
     assert_eq!(acks.len(), n);
     acks
 }
@@ -185,7 +185,7 @@ async fn an_oversize_batch_is_refused_whole_on_both_paths() {
         .await
         .unwrap()
         .into_inner();
-    let status = acks.next().await.unwrap().unwrap_err();
+    let status = within(20, "the refusal", acks.next()).await.unwrap().unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     // Nothing of it was written, and other requests keep working.
     let ok = client
@@ -274,7 +274,7 @@ async fn malformed_and_oversize_messages_get_a_status_and_nothing_breaks() {
         )
         .await;
     let status = match response {
-        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Ok(r) => within(20, "the refusal", r.into_inner().message()).await.unwrap_err(),
         Err(s) => s,
     };
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
@@ -291,7 +291,7 @@ async fn malformed_and_oversize_messages_get_a_status_and_nothing_breaks() {
         )
         .await;
     let status = match response {
-        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Ok(r) => within(20, "the refusal", r.into_inner().message()).await.unwrap_err(),
         Err(s) => s,
     };
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");

@@ -48,7 +48,10 @@ async fn health_is_serving_and_reflection_lists_every_service() {
         .await
         .unwrap()
         .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
+    let response = within(20, "the service list", responses.message())
+        .await
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("no service list")
     };
@@ -72,12 +75,16 @@ async fn health_is_serving_and_reflection_lists_every_service() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        watch.message().await.unwrap().unwrap().status,
+        within(20, "the first health status", watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         ServingStatus::Serving as i32
     );
     let running = d.running.as_ref().unwrap();
     running.shutdown();
-    let next = watch.message().await;
+    let next = within(20, "the status after the drain starts", watch.message()).await;
     let drained = match next {
         Ok(Some(r)) => r.status == ServingStatus::NotServing as i32,
         // The stream may also simply end when the server closes it.

@@ -25,9 +25,7 @@ async fn the_scrape_accounts_for_every_event() {
     events.push(event("x-1", "nobody", "api.requests", 1, 0, at, &[])); // NO_TARIFF
     events.push(event("x-2", "saas-0", "fax.pages", 1, 0, at, &[])); // UNKNOWN_METER
     events.push(event("x-3", "saas-0", "fax.pages", 1, 0, at, &[])); // UNKNOWN_METER
-    let mut client = proto::ingest_client::IngestClient::connect(daemon.target.clone())
-        .await
-        .unwrap();
+    let mut client = proto::ingest_client::IngestClient::new(common::channel(&daemon.target.clone()).await);
     for b in batches(&events, 100) {
         client.submit(b).await.unwrap();
     }

@@ -276,9 +276,7 @@ fn reference() -> Reference {
 }
 
 async fn records_of(target: &str, account: &str) -> Vec<proto::RatedRecord> {
-    let mut q = proto::query_client::QueryClient::connect(target.to_string())
-        .await
-        .unwrap();
+    let mut q = proto::query_client::QueryClient::new(common::channel(target).await);
     let request = proto::ListRatedRecordsRequest {
         account_id: account.into(),
         page_size: 1000,
@@ -304,9 +302,7 @@ async fn every_figure_matches_the_hand_computation_and_the_reference() {
         ),
     );
     let d = TestDaemon::start(&config).await;
-    let mut admin = proto::admin_client::AdminClient::connect(d.target.clone())
-        .await
-        .unwrap();
+    let mut admin = proto::admin_client::AdminClient::new(common::channel(&d.target.clone()).await);
     admin
         .upsert_subscription(proto::Subscription {
             account_id: "vip".into(),
@@ -421,9 +417,7 @@ async fn every_figure_matches_the_hand_computation_and_the_reference() {
     }
 
     // Statements: the same totals; the subtotal is the undiscounted price, the discount the rest.
-    let mut q = proto::query_client::QueryClient::connect(d.target.clone())
-        .await
-        .unwrap();
+    let mut q = proto::query_client::QueryClient::new(common::channel(&d.target.clone()).await);
     let undiscounted = reference.without_discounts().rate(&events).totals;
     for (account, charge, amount, _) in TOTALS {
         let s = q

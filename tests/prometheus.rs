@@ -40,9 +40,7 @@ async fn prometheus_scrapes_the_events_sent() {
     let daemon = DaemonProcess::spawn(&config);
     // The binary runs on the real clock: dates from safe_now(), in one open period.
     let events = generate_at(700, 0.0, 81, safe_now());
-    let mut client = proto::ingest_client::IngestClient::connect(daemon.target.clone())
-        .await
-        .unwrap();
+    let mut client = proto::ingest_client::IngestClient::new(common::channel(&daemon.target.clone()).await);
     for b in batches(&events, 100) {
         client.submit(b).await.unwrap();
     }

@@ -8,7 +8,7 @@ use ratingd::ingest::proto::{self, query_client::QueryClient};
 use rust_decimal::Decimal;
 
 async fn query(target: &str) -> QueryClient<tonic::transport::Channel> {
-    QueryClient::connect(target.to_string()).await.unwrap()
+    QueryClient::new(common::channel(target).await)
 }
 
 async fn send_all(d: &TestDaemon, events: &[proto::UsageEvent]) {

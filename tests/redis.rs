@@ -161,7 +161,7 @@ async fn redis_killed_mid_flush_converges_after_it_returns() {
         let target = d.target.clone();
         let second = second.to_vec();
         tokio::spawn(async move {
-            let mut client = proto::ingest_client::IngestClient::connect(target).await.unwrap();
+            let mut client = proto::ingest_client::IngestClient::new(common::channel(&target).await);
             for b in batches(&second, 100) {
                 client
                     .submit(proto::UsageBatch {

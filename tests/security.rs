@@ -50,7 +50,9 @@ async fn channel(target: &str, token: Option<&str>) -> Authed {
         token: token.map(str::to_string),
         ..Access::default()
     };
-    access.authed(target).await.expect("connects")
+    common::within(20, "a connection", access.authed(target))
+        .await
+        .expect("connects")
 }
 
 /// One event per account, dated just before the in-process daemon's pinned clock.
@@ -82,8 +84,8 @@ fn period() -> String {
 }
 
 async fn submit(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Result<proto::BatchAck, tonic::Status> {
-    IngestClient::new(channel(target, token).await)
-        .submit(b)
+    let mut client = IngestClient::new(channel(target, token).await);
+    common::within(60, "an answer to Submit", client.submit(b))
         .await
         .map(|r| r.into_inner())
 }
@@ -98,12 +100,13 @@ async fn totals_in(
     account: &str,
     period: &str,
 ) -> Result<proto::Totals, tonic::Status> {
-    QueryClient::new(channel(target, token).await)
-        .get_totals(proto::GetTotalsRequest {
-            account_id: account.into(),
-            period: period.into(),
-            ..Default::default()
-        })
+    let mut client = QueryClient::new(channel(target, token).await);
+    let request = proto::GetTotalsRequest {
+        account_id: account.into(),
+        period: period.into(),
+        ..Default::default()
+    };
+    common::within(60, "an answer to GetTotals", client.get_totals(request))
         .await
         .map(|r| r.into_inner())
 }
@@ -112,12 +115,14 @@ async fn totals_in(
 async fn stream_refusal(target: &str, token: Option<&str>, b: proto::UsageBatch) -> Code {
     let (tx, rx) = mpsc::channel(1);
     tx.send(b).await.unwrap();
-    let opened = IngestClient::new(channel(target, token).await)
-        .stream(ReceiverStream::new(rx))
-        .await;
+    let mut client = IngestClient::new(channel(target, token).await);
+    let opened = common::within(60, "the stream to open", client.stream(ReceiverStream::new(rx))).await;
     let code = match opened {
         Err(status) => status.code(),
-        Ok(acks) => acks.into_inner().message().await.err().map_or(Code::Ok, |s| s.code()),
+        Ok(acks) => common::within(20, "the stream's answer", acks.into_inner().message())
+            .await
+            .err()
+            .map_or(Code::Ok, |s| s.code()),
     };
     drop(tx);
     code
@@ -525,7 +530,14 @@ async fn messages_over_the_limits_are_resource_exhausted_on_both_paths_and_other
         .unwrap()
         .into_inner();
     keep_tx.send(batch(1, &["tel-1"])).await.unwrap();
-    assert_eq!(keep.message().await.unwrap().unwrap().accepted, 1);
+    assert_eq!(
+        common::within(20, "an ack", keep.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .accepted,
+        1
+    );
 
     // Over the message size: ~60 KiB of attributes.
     let mut big = batch(2, &["tel-2"; 10]);
@@ -562,7 +574,14 @@ async fn messages_over_the_limits_are_resource_exhausted_on_both_paths_and_other
 
     // The first stream is still served, and nothing of the refused batches was written.
     keep_tx.send(batch(6, &["tel-1"])).await.unwrap();
-    assert_eq!(keep.message().await.unwrap().unwrap().accepted, 1);
+    assert_eq!(
+        common::within(20, "an ack", keep.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .accepted,
+        1
+    );
     assert!(d.totals("tel-2", &period()).await.is_none());
     assert_eq!(d.totals("tel-1", &period()).await.unwrap().meters[0].events, 2);
     drop(keep_tx);
@@ -594,7 +613,14 @@ async fn a_thousand_idle_streams_do_not_exhaust_the_server() {
     assert_eq!(ack.accepted, 1);
     let (tx, acks) = &mut idle[777];
     tx.send(batch(2, &["tel-2"])).await.unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().accepted, 1);
+    assert_eq!(
+        common::within(20, "an ack", acks.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .accepted,
+        1
+    );
     drop(idle);
     d.stop().await;
 }

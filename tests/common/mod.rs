@@ -66,6 +66,18 @@ pub fn safe_now() -> DateTime<Utc> {
     base
 }
 
+/// A channel to a daemon whose every call is bounded: 10 s to connect, 60 s per request (a unary
+/// call's answer, a stream's opening), so a daemon that stops answering fails the test.
+pub async fn channel(target: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(target.to_string())
+        .expect("a valid target")
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60));
+    within(20, "a connection to the daemon", endpoint.connect())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {target}: {e}"))
+}
+
 /// Awaits `future` for at most `seconds`, or fails the test naming `what`.
 pub async fn within<T>(seconds: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(seconds), future).await {
@@ -229,9 +241,7 @@ impl TestDaemon {
     }
 
     pub async fn ingest(&self) -> proto::ingest_client::IngestClient<tonic::transport::Channel> {
-        proto::ingest_client::IngestClient::connect(self.target.clone())
-            .await
-            .unwrap()
+        proto::ingest_client::IngestClient::new(channel(&self.target).await)
     }
 
     /// Submits one batch (unary) and waits (bounded) for its ack.
@@ -249,9 +259,7 @@ impl TestDaemon {
 }
 
 pub async fn totals_at(target: &str, account: &str, period: &str) -> Option<proto::Totals> {
-    let mut q = proto::query_client::QueryClient::connect(target.to_string())
-        .await
-        .unwrap();
+    let mut q = proto::query_client::QueryClient::new(channel(target).await);
     match q
         .get_totals(proto::GetTotalsRequest {
             account_id: account.into(),
