@@ -14,9 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("ratingd_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    // A message that does not parse is INVALID_ARGUMENT, not INTERNAL (see src/ingest/codec.rs).
+    // A message that does not parse is INVALID_ARGUMENT, not INTERNAL (see src/wire/codec.rs).
     tonic_prost_build::configure()
-        .codec_path("crate::ingest::codec::StrictCodec")
+        .codec_path("crate::wire::codec::StrictCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

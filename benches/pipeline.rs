@@ -10,13 +10,13 @@ use chrono::{DateTime, Duration, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 
+use ratingd::domain::keyed::HashKey;
 use ratingd::domain::subscription::SubscriptionBook;
 use ratingd::domain::tariff_file::parse_catalogue;
 use ratingd::domain::usage::UsageEvent;
 use ratingd::pipeline::dedupe::DedupeWindow;
 use ratingd::pipeline::shard::ShardState;
 use ratingd::pipeline::{BatchTicket, RatingContext, ShardJob, ValidEvent};
-use ratingd::security::keyed::HashKey;
 use ratingd::store::codec::{self, RecordRef};
 use ratingd::store::{Commit, Store};
 

@@ -18,15 +18,15 @@ use arc_swap::ArcSwap;
 use crate::admin::{AdminCore, AdminService};
 use crate::config::Config;
 use crate::domain::subscription::SubscriptionBook;
-use crate::ingest::proto::admin_server::AdminServer;
-use crate::ingest::proto::ingest_server::IngestServer;
-use crate::ingest::proto::query_server::QueryServer;
 use crate::ingest::service::IngestService;
 use crate::pipeline::{Clock, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
 use crate::security::guard::GuardLayer;
 use crate::store::{SettingsStore, Store, StoreError};
+use crate::wire::proto::admin_server::AdminServer;
+use crate::wire::proto::ingest_server::IngestServer;
+use crate::wire::proto::query_server::QueryServer;
 
 /// How long open connections may take to finish after a shutdown starts, before they are closed
 /// (well inside the default 30 s grace, leaving time for the pipeline drain).
@@ -193,7 +193,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         health.set_service_status(name, ServingStatus::Serving).await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::ingest::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let limits = config.limits;

@@ -13,7 +13,6 @@ use crate::domain::money::parse_exact;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
-use crate::export::RedisConfig;
 use crate::security::auth::{Role, Token};
 use crate::security::tls::{TlsFiles, plaintext_refused};
 
@@ -21,6 +20,14 @@ use crate::security::tls::{TlsFiles, plaintext_refused};
 pub const MAX_ACCOUNT_BYTES: usize = 128;
 /// Longest event, account and meter id accepted (SPEC section 2); `limits.max_id_bytes` may lower it.
 pub const MAX_ID_BYTES: usize = 128;
+
+/// Settings of the Redis projection (`[redis]`; the key layout is `export::Keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub flush_interval_ms: u64,
+}
 
 /// A validated configuration, with the tariff catalogue it names already loaded.
 #[derive(Debug, Clone)]
@@ -449,7 +456,7 @@ fn tokens(raw: Vec<RawToken>, errors: &mut Vec<String>) -> Vec<Token> {
         if t.name.is_empty() || !names.insert(t.name.clone()) {
             errors.push(format!("{path}.name: must be non-empty and unique"));
         }
-        let hash: Option<[u8; 32]> = crate::store::unhex(&t.sha256).and_then(|h| h.try_into().ok());
+        let hash: Option<[u8; 32]> = crate::domain::hex::unhex(&t.sha256).and_then(|h| h.try_into().ok());
         match hash {
             None => errors.push(format!(
                 "{path}.sha256: must be 64 lowercase hex digits (the output of `ratectl token hash`)"

@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 
 use crate::config::Limits;
+use crate::domain::keyed::HashKey;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
 use crate::ingest::convert::{Converted, Window, convert};
-use crate::ingest::proto;
 use crate::rating::{RatingInput, rate};
-use crate::security::keyed::HashKey;
 use crate::store::codec;
+use crate::wire::proto;
 
 /// A fixed "now" for the time checks, so a failing input fails again.
 const NOW: &str = "2026-11-15T12:00:00Z";

@@ -42,3 +42,4 @@ pub mod rating;
 pub mod security;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

@@ -5,7 +5,7 @@ mod common;
 
 use chrono::{Duration, TimeZone, Utc};
 use common::*;
-use ratingd::ingest::proto::{self, admin_client::AdminClient};
+use ratingd::wire::proto::{self, admin_client::AdminClient};
 use rust_decimal::Decimal;
 
 async fn admin(target: &str) -> AdminClient<tonic::transport::Channel> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 fn at() -> chrono::DateTime<chrono::Utc> {
     test_now() - chrono::Duration::minutes(5)

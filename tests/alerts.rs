@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 fn alerts(url: &str) -> Vec<HashMap<String, String>> {
     xrange(url, "r:alerts")

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 use tokio_stream::StreamExt;
 
 fn at() -> chrono::DateTime<chrono::Utc> {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 use rust_decimal::Decimal;
 
 fn stream(url: &str) -> Vec<HashMap<String, String>> {

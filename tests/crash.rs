@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

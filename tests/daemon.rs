@@ -5,7 +5,7 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use ratingd::ingest::proto::{self, Outcome, RejectReason};
+use ratingd::wire::proto::{self, Outcome, RejectReason};
 use tokio_stream::StreamExt;
 
 fn batch(batch_id: u64, events: Vec<proto::UsageEvent>) -> proto::UsageBatch {

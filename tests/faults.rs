@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::Duration;
 use common::*;
-use ratingd::ingest::proto;
 use ratingd::store::FlushHook;
+use ratingd::wire::proto;
 use tokio_stream::StreamExt;
 
 /// Holds flushes while `held`, fails them while `failing`, and logs what happened in order.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use prost::Message;
 use ratingd::fuzzing;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 fn replay(target: &str, body: fn(&[u8])) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ratingd::ingest::proto::{self, Outcome, RejectReason};
+use ratingd::wire::proto::{self, Outcome, RejectReason};
 use tokio_stream::StreamExt;
 
 fn at() -> chrono::DateTime<chrono::Utc> {

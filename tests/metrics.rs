@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrape_accounts_for_every_event() {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 use rust_decimal::Decimal;
 
 fn dec(text: &str) -> Decimal {

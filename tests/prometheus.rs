@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;

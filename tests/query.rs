@@ -4,7 +4,7 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use ratingd::ingest::proto::{self, query_client::QueryClient};
+use ratingd::wire::proto::{self, query_client::QueryClient};
 use rust_decimal::Decimal;
 
 async fn query(target: &str) -> QueryClient<tonic::transport::Channel> {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 use rust_decimal::Decimal;
 
 fn hgetall(url: &str, key: &str) -> HashMap<String, String> {

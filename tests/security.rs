@@ -15,8 +15,8 @@ use tonic::Code;
 
 use common::{Reference, TempDir, TestDaemon, event, safe_now, test_now, write_config};
 use ratingd::client::connect::{Access, Authed};
-use ratingd::ingest::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
 use ratingd::security::auth::hash_hex;
+use ratingd::wire::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
 
 const AGENT: &str = "agent-token-for-tel-accounts-0001";
 const READER: &str = "reader-token-for-billing-0000001";

@@ -238,7 +238,7 @@ pub fn begin_batch(out: &mut Vec<u8>, batch_id: u64) {
 mod tests {
     use super::*;
     use prost::Message;
-    use ratingd::ingest::proto;
+    use ratingd::wire::proto;
 
     fn generator(invalid_ratio: f64) -> Generator {
         Generator {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use hdrhistogram::Histogram;
-use ratingd::ingest::proto::{self, admin_client::AdminClient};
+use ratingd::wire::proto::{self, admin_client::AdminClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use ratingd::ingest::proto::{self, ingest_server::Ingest, ingest_server::IngestServer};
+use ratingd::wire::proto::{self, ingest_server::Ingest, ingest_server::IngestServer};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 

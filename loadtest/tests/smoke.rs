@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 /// Runs loadtest to completion, for at most 5 minutes (a hung run is killed and fails the test).
 fn loadtest(args: &[String]) -> (i32, String, String) {

@@ -12,11 +12,11 @@ use crate::domain::money::parse_exact;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff_file::parse_catalogue;
 use crate::ingest::convert::{reason_from_proto, reason_to_proto};
-use crate::ingest::proto::{self, admin_server::Admin};
 use crate::ingest::service::IngestService;
 use crate::pipeline::{RatingContext, SharedClock, SharedContext};
 use crate::store::SettingsStore;
 use crate::store::codec::SuspenseEntry;
+use crate::wire::proto::{self, admin_server::Admin};
 
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +159,8 @@ impl AdminCore {
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
                 let entry = self.settings.suspense_entry(id).map_err(store_status)?;
-                let entry =
-                    entry.ok_or_else(|| Status::not_found(format!("no suspense entry {}", crate::store::hex(id))))?;
+                let entry = entry
+                    .ok_or_else(|| Status::not_found(format!("no suspense entry {}", crate::domain::hex::hex(id))))?;
                 found.push((id.clone(), entry));
             }
             found
@@ -306,7 +306,10 @@ impl Admin for AdminService {
         let after = if req.page_token.is_empty() {
             None
         } else {
-            Some(crate::store::unhex(&req.page_token).ok_or_else(|| Status::invalid_argument("malformed page_token"))?)
+            Some(
+                crate::domain::hex::unhex(&req.page_token)
+                    .ok_or_else(|| Status::invalid_argument("malformed page_token"))?,
+            )
         };
         let size = crate::query::page_size(req.page_size);
         let mut page = self
@@ -317,14 +320,14 @@ impl Admin for AdminService {
         let more = page.len() > size;
         page.truncate(size);
         let next_page_token = if more {
-            page.last().map(|(k, _)| crate::store::hex(k)).unwrap_or_default()
+            page.last().map(|(k, _)| crate::domain::hex::hex(k)).unwrap_or_default()
         } else {
             String::new()
         };
         let events = page
             .iter()
             .map(|(k, e)| proto::SuspendedEvent {
-                id: crate::store::hex(k),
+                id: crate::domain::hex::hex(k),
                 event: Some(suspended_to_proto(e)),
                 reason: crate::domain::usage::RejectReason::from_code(e.reason)
                     .map_or(0, |r| reason_to_proto(r) as i32),
@@ -350,7 +353,9 @@ impl Admin for AdminService {
         let ids = req
             .ids
             .iter()
-            .map(|id| crate::store::unhex(id).ok_or_else(|| Status::invalid_argument(format!("malformed id {id:?}"))))
+            .map(|id| {
+                crate::domain::hex::unhex(id).ok_or_else(|| Status::invalid_argument(format!("malformed id {id:?}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let [reprocessed, accepted, duplicate, rejected] = self.0.reprocess_suspense(reason, &ids).await?;
         Ok(Response::new(proto::ReprocessSuspenseResponse {

@@ -19,8 +19,8 @@ use ratingd::client::usage_file;
 use ratingd::domain::money::parse_exact;
 use ratingd::domain::tariff::Catalogue;
 use ratingd::domain::tariff_file::{TariffErrors, parse_catalogue};
-use ratingd::ingest::proto::{self, admin_client::AdminClient, query_client::QueryClient};
 use ratingd::rating::{Quote, RatingInput, Report, quote};
+use ratingd::wire::proto::{self, admin_client::AdminClient, query_client::QueryClient};
 
 #[derive(Parser)]
 #[command(name = "ratectl", version, about = "ratingd client and tariff tool")]
@@ -476,7 +476,7 @@ fn token_hash(as_json: bool) -> Result<(), Failure> {
 }
 
 fn token_new(as_json: bool) -> Result<(), Failure> {
-    let token = ratingd::store::hex(&ratingd::security::random_bytes::<32>());
+    let token = ratingd::domain::hex::hex(&ratingd::security::random_bytes::<32>());
     let hash = ratingd::security::auth::hash_hex(&token);
     if as_json {
         println!("{}", json!({ "token": token, "sha256": hash }));

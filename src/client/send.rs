@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use crate::ingest::proto::{self, ingest_client::IngestClient};
+use crate::wire::proto::{self, ingest_client::IngestClient};
 
 /// What the daemon said about everything sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

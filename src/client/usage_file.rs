@@ -4,7 +4,7 @@
 use chrono::DateTime;
 
 use crate::domain::money::parse_exact;
-use crate::ingest::proto;
+use crate::wire::proto;
 
 /// A problem in a usage file, with its line number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

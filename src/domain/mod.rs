@@ -2,6 +2,8 @@
 //! Nothing here does I/O or knows of tokio, tonic, sled or redis.
 
 pub mod aggregate;
+pub mod hex;
+pub mod keyed;
 pub mod localtime;
 pub mod money;
 pub mod period;

@@ -12,20 +12,13 @@ use tracing::{info, warn};
 
 pub mod close;
 
+use crate::config::RedisConfig;
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::{CommittedView, TotalsKey};
 use crate::store::SettingsStore;
 
 /// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
 const KEYS_PER_PIPELINE: usize = 500;
-
-/// Settings of the projection, from the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    pub url: String,
-    pub prefix: String,
-    pub flush_interval_ms: u64,
-}
 
 /// The key names of the contract.
 pub struct Keys<'a> {

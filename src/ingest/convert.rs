@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::proto;
 use crate::config::Limits;
+use crate::domain::keyed::HashKey;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{RejectReason, UsageEvent};
 use crate::pipeline::{RejectedEvent, ValidEvent};
-use crate::security::keyed::HashKey;
 use crate::store::codec::SuspenseEntry;
+use crate::wire::proto;
 
 /// The time checks of one batch, read from the clock once per batch.
 #[derive(Debug, Clone, Copy)]

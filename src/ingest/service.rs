@@ -8,11 +8,11 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::convert::{Converted, Window, convert, reason_to_proto};
-use super::proto::{self, ingest_server::Ingest};
 use crate::config::Limits;
 use crate::domain::usage::Ack;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::security::{self, auth::Principal};
+use crate::wire::proto::{self, ingest_server::Ingest};
 
 /// The method named in refusal logs for batches (both paths share the checks).
 const SUBMIT: &str = "/ratingd.v1.Ingest/Submit|Stream";

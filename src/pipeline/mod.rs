@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 
 use dashmap::DashMap;
 
-use crate::security::keyed::HashKey;
+use crate::domain::keyed::HashKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::aggregate::PeriodTotals;

@@ -668,7 +668,7 @@ mod tests {
                 let id = format!("e-{n}");
                 ValidEvent {
                     index: (n - from) as u32,
-                    fingerprint: crate::security::keyed::HashKey::new(7, 7).fingerprint(&account, &id),
+                    fingerprint: crate::domain::keyed::HashKey::new(7, 7).fingerprint(&account, &id),
                     content: n,
                     event: UsageEvent {
                         event_id: id,
@@ -730,7 +730,7 @@ mod tests {
         let window = DedupeWindow::decode(&mut Reader::new(&bytes)).unwrap();
         for n in 0..30_000u64 {
             let fp =
-                crate::security::keyed::HashKey::new(7, 7).fingerprint(&format!("a-{}", n % 9_000), &format!("e-{n}"));
+                crate::domain::keyed::HashKey::new(7, 7).fingerprint(&format!("a-{}", n % 9_000), &format!("e-{n}"));
             assert_eq!(
                 window.check(fp, n),
                 Seen::Duplicate,

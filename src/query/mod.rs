@@ -16,11 +16,11 @@ use crate::domain::aggregate::PeriodTotals;
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::tariff::Plan;
 use crate::ingest::convert::{Converted, Window, convert, reason_to_proto};
-use crate::ingest::proto::{self, query_server::Query};
 use crate::pipeline::{CommittedView, SharedClock, SharedContext};
 use crate::rating::{RatingInput, Report, rate};
 use crate::store::SettingsStore;
 use crate::store::codec::Record;
+use crate::wire::proto::{self, query_server::Query};
 
 /// Most rows one page of any listing carries (bounds the memory and time of one answer).
 pub const MAX_PAGE: usize = 1000;
@@ -130,7 +130,7 @@ fn projected(total: Decimal, start: DateTime<Utc>, end: DateTime<Utc>, now: Date
 }
 
 fn parse_token(token: &str) -> Result<String, Status> {
-    crate::store::unhex(token)
+    crate::domain::hex::unhex(token)
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| Status::invalid_argument("malformed page_token"))
 }
@@ -159,7 +159,7 @@ impl Query for QueryService {
         let after: Option<(u64, u32)> = if req.page_token.is_empty() {
             None
         } else {
-            let bytes = crate::store::unhex(&req.page_token).filter(|b| b.len() == 12);
+            let bytes = crate::domain::hex::unhex(&req.page_token).filter(|b| b.len() == 12);
             let bytes = bytes.ok_or_else(|| Status::invalid_argument("malformed page_token"))?;
             let seq = u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
             let index = u32::from_be_bytes(bytes[8..].try_into().unwrap_or_default());
@@ -200,7 +200,7 @@ impl Query for QueryService {
             (true, Some((seq, index))) => {
                 let mut bytes = seq.to_be_bytes().to_vec();
                 bytes.extend_from_slice(&index.to_be_bytes());
-                crate::store::hex(&bytes)
+                crate::domain::hex::hex(&bytes)
             }
             _ => String::new(),
         };
@@ -421,7 +421,7 @@ impl Query for QueryService {
         let next_page_token = if more {
             accounts
                 .last()
-                .map(|a| crate::store::hex(a.as_bytes()))
+                .map(|a| crate::domain::hex::hex(a.as_bytes()))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -506,7 +506,7 @@ impl Query for QueryService {
             let event = match convert(
                 index,
                 e,
-                &crate::security::keyed::HashKey::new(0, 0),
+                &crate::domain::keyed::HashKey::new(0, 0),
                 &window,
                 &limits,
                 &context.catalogue,

@@ -94,7 +94,7 @@ pub fn check_account<T>(request: &tonic::Request<T>, account: &str) -> Result<()
 
 /// SHA-256 of a token, as the lowercase hex that goes into the config.
 pub fn hash_hex(token: &str) -> String {
-    crate::store::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
+    crate::domain::hex::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
 /// Why a presented token was refused.
@@ -179,7 +179,7 @@ mod tests {
     use super::*;
 
     fn token(name: &str, secret: &str, role: Role, prefix: Option<&str>, expires: Option<&str>) -> Token {
-        let hash = crate::store::unhex(&hash_hex(secret)).unwrap();
+        let hash = crate::domain::hex::unhex(&hash_hex(secret)).unwrap();
         Token {
             name: name.into(),
             sha256: hash.try_into().unwrap(),

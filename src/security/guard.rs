@@ -226,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_is_checked_before_the_service_is_called() {
-        let hash = crate::store::unhex(&crate::security::auth::hash_hex("reader-token-0000")).unwrap();
+        let hash = crate::domain::hex::unhex(&crate::security::auth::hash_hex("reader-token-0000")).unwrap();
         let book = TokenBook::new(vec![crate::security::auth::Token {
             name: "reader".into(),
             sha256: hash.try_into().unwrap(),

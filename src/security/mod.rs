@@ -4,7 +4,6 @@
 //! - [`guard`]: the tower layer in front of every gRPC service: checks the token before the
 //!   request body is read, bounds unary calls in time, and reports over-size messages as
 //!   `RESOURCE_EXHAUSTED`;
-//! - [`keyed`]: the data dir's secret hash key for client-chosen strings;
 //! - [`tls`]: the listener's certificates and the plaintext rule.
 //!
 //! Every refusal goes through [`refused`]: one metric, and a log line per reason at most once a
@@ -13,12 +12,11 @@
 
 pub mod auth;
 pub mod guard;
-pub mod keyed;
 pub mod tls;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tracing::warn;
+
+use crate::telemetry::RateLimitedLog;
 
 /// Why a request (or a whole batch) was refused; the label of `ratingd_requests_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,47 +81,6 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// A log line at most once a second: `allow` says whether to log now and how many were held back
-/// since the last line.
-pub struct RateLimitedLog {
-    last_second: AtomicU64,
-    held_back: AtomicU64,
-}
-
-impl RateLimitedLog {
-    pub const fn new() -> RateLimitedLog {
-        RateLimitedLog {
-            last_second: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(held back)` when a line may be logged now; `None` (and one more held back) otherwise.
-    pub fn allow(&self) -> Option<u64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_second.load(Ordering::Relaxed);
-        if now > last
-            && self
-                .last_second
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            Some(self.held_back.swap(0, Ordering::Relaxed))
-        } else {
-            self.held_back.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-impl Default for RateLimitedLog {
-    fn default() -> Self {
-        RateLimitedLog::new()
-    }
-}
-
 /// One limiter per reason.
 static REFUSAL_LOG: [RateLimitedLog; Refused::ALL.len()] = [const { RateLimitedLog::new() }; Refused::ALL.len()];
 
@@ -145,22 +102,5 @@ pub fn refused(reason: Refused, method: &str, detail: &str) {
 pub fn note(method: &str, status: &tonic::Status) {
     if let Some(reason) = Refused::of(status.code()) {
         refused(reason, method, status.message());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rate_limited_log_lets_one_line_through_per_second_and_counts_the_rest() {
-        let log = RateLimitedLog::new();
-        assert_eq!(log.allow(), Some(0), "the first line goes out");
-        // Pretend the last line went out in a second that has not ended yet: everything waits.
-        log.last_second.store(u64::MAX, Ordering::Relaxed);
-        assert_eq!((0..3).map(|_| log.allow()).collect::<Vec<_>>(), vec![None; 3]);
-        // A second later the next line goes out and says how many were held back.
-        log.last_second.store(0, Ordering::Relaxed);
-        assert_eq!(log.allow(), Some(3));
     }
 }

@@ -20,7 +20,8 @@ pub mod codec;
 
 use std::path::Path;
 
-use crate::security::keyed::HashKey;
+use crate::domain::hex::hex;
+use crate::domain::keyed::HashKey;
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,7 @@ impl Store {
                 if holds_data && db.get(LEGACY_SEED_KEY)?.is_some() {
                     return Err(StoreError::UnkeyedDataDir(dir.display().to_string()));
                 }
-                let key = HashKey::random();
+                let key = random_key();
                 db.insert(HASH_KEY, &key.to_bytes())?;
                 db.remove(LEGACY_SEED_KEY)?;
                 db.flush()?;
@@ -277,6 +278,17 @@ impl Store {
             error,
         }
     }
+}
+
+/// A new hash key from the operating system's random source.
+fn random_key() -> HashKey {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // Invariant: the OS random source (getrandom) does not fail on Linux once booted.
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the OS random source works");
+    HashKey::from_bytes(&bytes).expect("16 bytes")
 }
 
 fn parse_seq(key: &[u8]) -> Option<u64> {
@@ -521,22 +533,6 @@ impl SettingsStore {
     }
 }
 
-/// Lowercase hex of bytes (suspense ids, page tokens).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bytes of a lowercase hex string.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// A closed (plan, period) as stored: whether its announcement reached Redis, and its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredClose {
@@ -649,5 +645,13 @@ impl SettingsStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_data_dir_gets_its_own_random_key() {
+        assert_ne!(super::random_key(), super::random_key());
     }
 }

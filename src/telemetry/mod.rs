@@ -1,9 +1,11 @@
 //! The metric catalogue: every name ratingd exports, declared and described once, and the
 //! Prometheus exporter (`GET /metrics` on `metrics_listen`). Names follow
 //! `ratingd_<what>_<unit>[_total]`; labels come from fixed sets only (never an account id).
-//! Hot paths count per batch, not per event.
+//! Hot paths count per batch, not per event. [`RateLimitedLog`] keeps repeated log lines (refused
+//! requests, rejected events) to one a second.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -153,7 +155,7 @@ pub fn install(listen: Option<SocketAddr>) {
     }
 }
 
-static REJECTIONS_LOG: crate::security::RateLimitedLog = crate::security::RateLimitedLog::new();
+static REJECTIONS_LOG: RateLimitedLog = RateLimitedLog::new();
 
 /// Counts one acknowledged batch.
 pub fn count_ack(ack: &Ack) {
@@ -191,5 +193,63 @@ pub fn count_ack(ack: &Ack) {
             batches_not_logged_since_last = held_back,
             "events rejected into suspense"
         );
+    }
+}
+
+/// A log line at most once a second: `allow` says whether to log now and how many were held back
+/// since the last line.
+pub struct RateLimitedLog {
+    last_second: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl RateLimitedLog {
+    pub const fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            last_second: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back)` when a line may be logged now; `None` (and one more held back) otherwise.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.held_back.swap(0, Ordering::Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RateLimitedLog {
+    fn default() -> Self {
+        RateLimitedLog::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_log_lets_one_line_through_per_second_and_counts_the_rest() {
+        let log = RateLimitedLog::new();
+        assert_eq!(log.allow(), Some(0), "the first line goes out");
+        // Pretend the last line went out in a second that has not ended yet: everything waits.
+        log.last_second.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!((0..3).map(|_| log.allow()).collect::<Vec<_>>(), vec![None; 3]);
+        // A second later the next line goes out and says how many were held back.
+        log.last_second.store(0, Ordering::Relaxed);
+        assert_eq!(log.allow(), Some(3));
     }
 }

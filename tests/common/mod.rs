@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 
 use ratingd::config::Config;
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 pub use reference::Reference;
 

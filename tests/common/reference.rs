@@ -15,7 +15,7 @@ use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
-use ratingd::ingest::proto;
+use ratingd::wire::proto;
 
 /// A plan as the reference reads it.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Generated protobuf and gRPC types of package `ratingd.v1`. They never leave `ingest` / `query`.
+//! Generated protobuf and gRPC types of package `ratingd.v1`.
 #![allow(clippy::all, missing_docs)]
 
 tonic::include_proto!("ratingd.v1");

@@ -1,4 +1,5 @@
 //! The data dir's secret hash key, for everything keyed by strings that clients choose.
+//! (Pure: the store makes the key from the operating system's random source and keeps it.)
 //!
 //! Event fingerprints (the dedupe window's keys) and the shard an account belongs to are SipHash-1-3
 //! under a 128-bit key made at random when the data dir is created (`m/key` in sled). An agent
@@ -28,11 +29,6 @@ impl std::fmt::Debug for HashKey {
 impl HashKey {
     pub const fn new(k0: u64, k1: u64) -> HashKey {
         HashKey { k0, k1 }
-    }
-
-    /// A fresh key from the operating system's random source.
-    pub fn random() -> HashKey {
-        HashKey::from_bytes(&super::random_bytes::<16>()).expect("16 bytes")
     }
 
     pub fn to_bytes(self) -> [u8; 16] {
@@ -88,6 +84,5 @@ mod tests {
         assert_eq!(HashKey::from_bytes(&[0; 15]), None);
         let spread: std::collections::BTreeSet<usize> = (0..64).map(|i| a.shard_of(&format!("acct-{i}"), 4)).collect();
         assert_eq!(spread.len(), 4, "64 accounts over 4 shards use every shard");
-        assert_ne!(HashKey::random(), HashKey::random());
     }
 }
