@@ -11,13 +11,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use rust_decimal::Decimal;
 
 use ratingd::domain::keyed::HashKey;
+use ratingd::domain::record::RatedRecordRef;
 use ratingd::domain::subscription::SubscriptionBook;
 use ratingd::domain::tariff_file::parse_catalogue;
 use ratingd::domain::usage::UsageEvent;
 use ratingd::pipeline::dedupe::DedupeWindow;
 use ratingd::pipeline::shard::ShardState;
-use ratingd::pipeline::{BatchTicket, RatingContext, ShardJob, ValidEvent};
-use ratingd::store::codec::{self, RecordRef};
+use ratingd::pipeline::{Admitted, BatchTicket, RatingContext, ShardJob, ValidEvent};
+use ratingd::store::codec;
 use ratingd::store::{Commit, Store};
 
 const KEY: HashKey = HashKey::new(0x5EED, 0x5EED);
@@ -64,7 +65,7 @@ fn event(n: u64) -> ValidEvent {
 fn ticket() -> Arc<BatchTicket> {
     let permits = Arc::new(tokio::sync::Semaphore::new(1));
     let permit = permits.try_acquire_owned().unwrap();
-    BatchTicket::new(1, 1, permit).0.clone()
+    BatchTicket::new(1, 1, Admitted::new(permit)).0.clone()
 }
 
 fn dedupe(c: &mut Criterion) {
@@ -129,7 +130,7 @@ fn records(count: u64) -> Vec<u8> {
         let e = event(n);
         codec::append_framed(
             &mut payload,
-            &RecordRef {
+            &RatedRecordRef {
                 fingerprint: e.fingerprint,
                 content: e.content,
                 event_id: &e.event.event_id,
@@ -167,7 +168,7 @@ fn blocks(c: &mut Criterion) {
             for n in 0..1000u64 {
                 codec::append_framed(
                     &mut payload,
-                    &RecordRef {
+                    &RatedRecordRef {
                         fingerprint: one.fingerprint ^ u128::from(n),
                         content: n,
                         event_id: &one.event.event_id,

@@ -1,29 +1,28 @@
 //! Composition root: opens storage, recovers the pipeline, starts the Redis projection, binds the
 //! gRPC listener, and on shutdown drains in a fixed order: stop reading new batches, acknowledge
 //! what is in flight, stop the server, stop the shards (each writes a checkpoint), commit, flush
-//! Redis one last time, close storage.
+//! Redis one last time, close storage. The only module that knows every other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use arc_swap::ArcSwap;
-
 use crate::admin::{AdminCore, AdminService};
 use crate::config::Config;
-use crate::domain::subscription::SubscriptionBook;
+use crate::domain::subscription::{SubscriptionBook, SubscriptionError};
 use crate::ingest::service::IngestService;
-use crate::pipeline::{Clock, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
+use crate::pipeline::{Clock, EventLimits, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
 use crate::security::guard::GuardLayer;
-use crate::store::{SettingsStore, Store, StoreError};
+use crate::store::{Alerts, Closes, Records, Store, StoreError, Subscriptions, Suspense};
 use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
@@ -46,7 +45,7 @@ pub enum AppError {
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
     #[error("stored subscriptions conflict with the configured ones: {0}")]
-    Subscriptions(String),
+    Subscriptions(#[from] SubscriptionError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -109,53 +108,72 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     start_with(config, StartOptions::default()).await
 }
 
-/// [`start`] with a test's clock or failpoint.
-pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, AppError> {
-    let started = Instant::now();
-    crate::telemetry::install(config.metrics_listen);
+/// The table handles the services and the projection read and write.
+struct Tables {
+    records: Records,
+    suspense: Suspense,
+    subscriptions: Subscriptions,
+    closes: Closes,
+    alerts: Alerts,
+}
+
+/// Opens the data dir, puts the stored subscriptions in force over the configured ones, and
+/// recovers and starts the pipeline (blocking: run off the async threads).
+fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(Pipeline, Tables), AppError> {
+    let store = Store::open(&config.data_dir)?.with_flush_hook(options.flush_hook);
+    let tables = Tables {
+        records: store.records(),
+        suspense: store.suspense(),
+        subscriptions: store.subscriptions(),
+        closes: store.closes(),
+        alerts: store.alerts(),
+    };
+    // Seeds from the config, then what the Admin API stored (it wins for the same account and
+    // from). One pass: the book is cloned once, not once per subscription.
+    let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
+    let subscriptions = seeds.with_all(tables.subscriptions.all()?)?;
+    let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
+        catalogue: config.catalogue.clone(),
+        subscriptions,
+    }));
     let pipeline_config = PipelineConfig {
         shards: config.shards,
         max_inflight_batches: config.limits.max_inflight_batches,
         commit_max_events: config.commit_max_events,
         dedupe_window_days: config.dedupe_window_days,
+        future_skew_seconds: config.future_skew_seconds,
+        event_limits: EventLimits {
+            max_id_bytes: config.limits.max_id_bytes,
+            max_attributes: config.limits.max_attributes,
+            max_attribute_bytes: config.limits.max_attribute_bytes,
+        },
         checkpoint_every_records: config.checkpoint_every_records,
         close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
     };
-    let clock: SharedClock = options.clock.unwrap_or_else(|| Arc::new(Clock::default()));
-    let flush_hook = options.flush_hook;
-    let pipeline_clock = clock.clone();
-    let data_dir = config.data_dir.clone();
-    let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
-    let catalogue = config.catalogue.clone();
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
-    let (pipeline, settings) = tokio::task::spawn_blocking(move || -> Result<(Pipeline, SettingsStore), AppError> {
-        let store = Store::open(&data_dir)?.with_flush_hook(flush_hook);
-        let settings = store.settings();
-        // Seeds from the config, then what the Admin API stored (it wins for the same account and from).
-        // One pass (the book is cloned once, not once per subscription).
-        let subscriptions = seeds
-            .with_all(settings.subscriptions()?)
-            .map_err(AppError::Subscriptions)?;
-        let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
-            catalogue,
-            subscriptions,
-        }));
-        Ok((
-            Pipeline::start(store, context, pipeline_clock, plan_alerts, pipeline_config)?,
-            settings,
-        ))
-    })
-    .await??;
+    let pipeline = Pipeline::start(store, context, clock, plan_alerts, pipeline_config)?;
+    Ok((pipeline, tables))
+}
+
+/// [`start`] with a test's clock or failpoint.
+pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, AppError> {
+    let started = Instant::now();
+    crate::telemetry::install(config.metrics_listen);
+    let clock: SharedClock = options.clock.clone().unwrap_or_else(|| Arc::new(Clock::default()));
+    let (pipeline, tables) = {
+        let (config, clock) = (config.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || open(&config, clock, options)).await??
+    };
     let pipeline = Arc::new(pipeline);
-    if !pipeline.committed.damaged.is_empty() {
+    let committed = pipeline.committed().clone();
+    if !committed.damaged.is_empty() {
         tracing::error!(
-            accounts = pipeline.committed.damaged.len(),
+            accounts = committed.damaged.len(),
             "the data dir records accounts whose stored records failed their check: their totals are not \
              served and their batches are refused (DATA_LOSS) until it is restored (docs/security.md)"
         );
     }
-    let recovered_records: usize = pipeline
-        .committed
+    let recovered_records: usize = committed
         .totals
         .iter()
         .map(|t| t.meters.iter().map(|m| m.events as usize).sum::<usize>())
@@ -171,19 +189,16 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ingest = Arc::new(IngestService::new(
         pipeline.clone(),
-        config.limits,
-        config.dedupe_window_days,
-        config.future_skew_seconds,
+        config.limits.max_batch_events,
+        config.limits.max_inflight_per_stream,
         shutdown_rx.clone(),
     ));
-    let query_store = settings.clone();
     let admin = Arc::new(AdminCore::new(
-        pipeline.context.clone(),
-        settings.clone(),
-        ingest.clone(),
+        pipeline.clone(),
+        tables.subscriptions.clone(),
+        tables.suspense.clone(),
         config.limits.max_batch_events,
         config.tariffs_path.clone(),
-        pipeline.clock.clone(),
     ));
     let max_message = config.limits.max_message_bytes;
     // Health: SERVING from here on (recovery is done before the port is bound), NOT_SERVING as
@@ -192,10 +207,14 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     for name in SERVICES {
         health.set_service_status(name, ServingStatus::Serving).await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: v1, and v1alpha for the clients that only speak it (grpcurl before
+    // 1.8.8, Python's grpcio-reflection, several GUI clients).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
     let limits = config.limits;
     let tokens = Arc::new(ArcSwap::from_pointee(TokenBook::new(config.tokens.clone())));
     let mut builder = tonic::transport::Server::builder()
@@ -213,16 +232,12 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
             Duration::from_secs(limits.request_timeout_seconds),
         ))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
-            QueryServer::new(QueryService::new(
-                pipeline.committed.clone(),
-                pipeline.context.clone(),
-                query_store,
-                pipeline.clock.clone(),
-            ))
-            .max_decoding_message_size(max_message),
+            QueryServer::new(QueryService::new(pipeline.clone(), tables.records.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminService(admin.clone())).max_decoding_message_size(max_message));
     info!(
@@ -241,32 +256,19 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     // The projection stops after the pipeline has drained, so its last flush holds every commit.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
     // Closes recorded before: in force again, and announced if they were not yet.
-    for close in settings.closes()? {
-        let key = (Arc::from(close.plan.as_str()), Arc::from(close.period.as_str()));
-        pipeline
-            .committed
-            .closed
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key);
-        if !close.announced {
-            pipeline
-                .committed
-                .announcements_pending
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
-    metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).set(settings.suspense_count() as f64);
-    metrics::gauge!(crate::telemetry::AGGREGATES).set(pipeline.committed.totals.len() as f64);
+    crate::export::close::restore(&pipeline, &tables.closes)?;
+    metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).set(tables.suspense.count() as f64);
+    metrics::gauge!(crate::telemetry::AGGREGATES).set(committed.totals.len() as f64);
     let exporter = tokio::spawn(crate::export::run(
         config.redis.clone(),
-        pipeline.committed.clone(),
-        settings.clone(),
+        committed.clone(),
+        tables.closes.clone(),
+        tables.alerts.clone(),
         export_stop_rx,
     ));
     let closer = tokio::spawn(crate::export::close::run(
         pipeline.clone(),
-        settings.clone(),
+        tables.closes.clone(),
         chrono::Duration::hours(i64::from(config.period_close_grace_hours)),
         std::time::Duration::from_millis(config.redis.flush_interval_ms),
         shutdown_rx.clone(),

@@ -16,10 +16,7 @@ use crate::domain::tariff_file::parse_catalogue;
 use crate::security::auth::{Role, Token};
 use crate::security::tls::{TlsFiles, plaintext_refused};
 
-/// Longest account id (SPEC section 2).
-pub const MAX_ACCOUNT_BYTES: usize = 128;
-/// Longest event, account and meter id accepted (SPEC section 2); `limits.max_id_bytes` may lower it.
-pub const MAX_ID_BYTES: usize = 128;
+use crate::domain::usage::{MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
 
 /// Settings of the Redis projection (`[redis]`; the key layout is `export::Keys`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 
 use crate::config::Limits;
-use crate::domain::keyed::HashKey;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
-use crate::ingest::convert::{Converted, Window, convert};
+use crate::pipeline::intake::{EventLimits, Window, accept, check};
 use crate::rating::{RatingInput, rate};
 use crate::store::codec;
+use crate::wire::convert::raw_event;
 use crate::wire::proto;
 
 /// A fixed "now" for the time checks, so a failing input fails again.
@@ -35,10 +35,10 @@ pub fn ingest_batch(data: &[u8]) {
     let window = Window::at(now, 35, 300);
     let catalogue = shipped_catalogue();
     let meters: Vec<&str> = catalogue.meters().collect();
-    for (i, event) in batch.events.into_iter().enumerate() {
+    for event in batch.events {
         let steered = steer(event.clone(), &window, &meters);
-        check_event(i as u32, event, &window, catalogue);
-        check_event(i as u32, steered, &window, catalogue);
+        check_event(event, &window, catalogue);
+        check_event(steered, &window, catalogue);
     }
 }
 
@@ -61,19 +61,23 @@ fn steer(mut e: proto::UsageEvent, window: &Window, meters: &[&str]) -> proto::U
     e
 }
 
-fn check_event(index: u32, event: proto::UsageEvent, window: &Window, catalogue: &Catalogue) {
-    let limits = Limits::default();
-    let key = HashKey::new(1, 2);
-    match convert(index, event, &key, window, &limits, catalogue) {
-        Converted::Valid(v) => {
-            let e = &v.event;
+fn check_event(event: proto::UsageEvent, window: &Window, catalogue: &Catalogue) {
+    let defaults = Limits::default();
+    let limits = EventLimits {
+        max_id_bytes: defaults.max_id_bytes,
+        max_attributes: defaults.max_attributes,
+        max_attribute_bytes: defaults.max_attribute_bytes,
+    };
+    let raw = raw_event(event);
+    match check(&raw, &limits, Some(window), catalogue) {
+        Ok(quantity) => {
+            let e = &accept(raw, quantity);
             assert!(!e.event_id.is_empty() && e.event_id.len() <= limits.max_id_bytes);
             assert!(!e.account_id.is_empty() && e.account_id.len() <= limits.max_id_bytes);
             assert!(e.attributes.len() <= limits.max_attributes);
             assert!(!e.quantity.is_sign_negative() || e.quantity.is_zero());
             let nanos = e.timestamp.timestamp_nanos_opt().expect("in range");
             assert!(nanos >= window.oldest_nanos && nanos <= window.newest_nanos);
-            assert_eq!(v.fingerprint, key.fingerprint(&e.account_id, &e.event_id));
             for plan in catalogue.plans() {
                 let input = RatingInput {
                     meter: &e.meter,
@@ -87,7 +91,7 @@ fn check_event(index: u32, event: proto::UsageEvent, window: &Window, catalogue:
                 let _ = rate(plan, &input);
             }
         }
-        Converted::Rejected(r) => assert!(!r.entry.detail.is_empty(), "every rejection has a reason"),
+        Err((_, detail)) => assert!(!detail.is_empty(), "every rejection has a reason"),
     }
 }
 
@@ -125,7 +129,7 @@ pub fn store_block(data: &[u8]) {
     let text = String::from_utf8_lossy(rest);
     let mut block = codec::BlockBuilder::new(256);
     for (i, part) in text.split('|').take(3).enumerate() {
-        let record = codec::Record {
+        let record = crate::domain::record::RatedRecord {
             fingerprint: i as u128,
             content: 7,
             event_id: part.to_string(),

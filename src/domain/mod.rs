@@ -2,11 +2,13 @@
 //! Nothing here does I/O or knows of tokio, tonic, sled or redis.
 
 pub mod aggregate;
+pub mod alert;
 pub mod hex;
 pub mod keyed;
 pub mod localtime;
 pub mod money;
 pub mod period;
+pub mod record;
 pub mod subscription;
 pub mod tariff;
 pub mod tariff_file;

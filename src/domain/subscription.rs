@@ -30,6 +30,23 @@ impl Subscription {
     }
 }
 
+/// Why a subscription cannot be added; `index` is its position when several came at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{}`to` must be after `from`", at(*.index))]
+    EndsBeforeStart { index: Option<usize> },
+    #[error("{}overlaps the subscription to {plan:?} from {}", at(*.index), .from.to_rfc3339())]
+    Overlaps {
+        index: Option<usize>,
+        plan: String,
+        from: DateTime<Utc>,
+    },
+}
+
+fn at(index: Option<usize>) -> String {
+    index.map(|i| format!("subscription {i}: ")).unwrap_or_default()
+}
+
 /// Every subscription by account, plus the default plan: which plan prices an account's event.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionBook {
@@ -66,25 +83,21 @@ impl SubscriptionBook {
     /// subscription with the same `from`, or the first refusal (an overlap with another
     /// subscription of the account, or `to` not after `from`) with its position. The book is
     /// cloned once, however long the list.
-    pub fn with_all(&self, list: Vec<Subscription>) -> Result<SubscriptionBook, String> {
+    pub fn with_all(&self, list: Vec<Subscription>) -> Result<SubscriptionBook, SubscriptionError> {
         let mut book = self.clone();
         let many = list.len() > 1;
         for (i, s) in list.into_iter().enumerate() {
-            let at = if many {
-                format!("subscription {i}: ")
-            } else {
-                String::new()
-            };
+            let index = many.then_some(i);
             if s.to.is_some_and(|to| to <= s.from) {
-                return Err(format!("{at}`to` must be after `from`"));
+                return Err(SubscriptionError::EndsBeforeStart { index });
             }
             let list = book.by_account.entry(s.account_id.clone()).or_default();
             if let Some(o) = list.iter().find(|o| o.from != s.from && o.overlaps(&s)) {
-                return Err(format!(
-                    "{at}overlaps the subscription to {:?} from {}",
-                    o.plan_id,
-                    o.from.to_rfc3339()
-                ));
+                return Err(SubscriptionError::Overlaps {
+                    index,
+                    plan: o.plan_id.clone(),
+                    from: o.from,
+                });
             }
             list.retain(|o| o.from != s.from);
             list.push(s);

@@ -1,4 +1,6 @@
-//! Usage events as the domain sees them, and the fixed set of reasons an event can be rejected.
+//! Usage events as the domain sees them: as received ([`RawEvent`]), validated ([`UsageEvent`]),
+//! or rejected into suspense with one of the fixed reasons ([`Rejected`]); and the acknowledgement
+//! of a batch.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -16,6 +18,52 @@ pub struct UsageEvent {
     pub timestamp: DateTime<Utc>,
     /// Small bounded map, kept as pairs: a handful of entries is faster to scan than to hash.
     pub attributes: Vec<(String, String)>,
+}
+
+/// Longest account id (SPEC section 2).
+pub const MAX_ACCOUNT_BYTES: usize = 128;
+/// Longest event, account and meter id accepted (SPEC section 2); `limits.max_id_bytes` may lower it.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// An event as an agent sent it, before any check: fields may be empty, too long or out of range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawEvent {
+    pub event_id: String,
+    pub account_id: String,
+    pub meter: String,
+    /// Whole units and nanos (both as sent); `None` when the quantity is missing.
+    pub quantity: Option<(i64, i32)>,
+    pub timestamp_unix_nanos: i64,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// An event that was not rated, as it waits in suspense: the event as received, the reason and
+/// a detail for people, and when ratingd received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub event: RawEvent,
+    pub reason: RejectReason,
+    pub detail: String,
+    pub received_unix_nanos: i64,
+}
+
+impl UsageEvent {
+    /// The event in its received form (for suspense, when a valid event is rejected by rating).
+    pub fn to_raw(&self) -> RawEvent {
+        // The quantity has at most 9 fractional digits (checked at the door): exact in nanos.
+        let nanos = self.quantity.mantissa() * 10i128.pow(9u32.saturating_sub(self.quantity.scale()));
+        RawEvent {
+            event_id: self.event_id.clone(),
+            account_id: self.account_id.clone(),
+            meter: self.meter.clone(),
+            quantity: Some((
+                i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+                (nanos % 1_000_000_000) as i32,
+            )),
+            timestamp_unix_nanos: self.timestamp.timestamp_nanos_opt().unwrap_or(0),
+            attributes: self.attributes.clone(),
+        }
+    }
 }
 
 /// Looks an attribute up by name in an event's attribute pairs.

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::Pipeline;
-use crate::store::{SettingsStore, StoredClose};
+use crate::store::{Closes, StoreError, StoredClose};
 
 /// The announcement of one account's final totals: one `periods:closed` stream entry.
 pub fn announcement(t: &PeriodTotals) -> String {
@@ -40,10 +40,24 @@ pub fn announcement(t: &PeriodTotals) -> String {
     .to_string()
 }
 
+/// Puts the closes recorded before in force again (their totals stay final after a restart), and
+/// flags the projection when one was not yet announced.
+pub fn restore(pipeline: &Pipeline, closes: &Closes) -> Result<(), StoreError> {
+    let committed = pipeline.committed();
+    for close in closes.all()? {
+        let key = (Arc::from(close.plan.as_str()), Arc::from(close.period.as_str()));
+        committed.closed.write().unwrap_or_else(|e| e.into_inner()).insert(key);
+        if !close.announced {
+            committed.announcements_pending.store(true, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
 /// Checks for periods due every `interval` until shutdown.
 pub async fn run(
     pipeline: Arc<Pipeline>,
-    settings: SettingsStore,
+    closes: Closes,
     grace: chrono::Duration,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -53,28 +67,24 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(error) = close_due(&pipeline, &settings, grace).await {
+        if let Err(error) = close_due(&pipeline, &closes, grace).await {
             warn!(%error, "period close failed; will retry");
         }
     }
 }
 
 /// Closes every (plan, period) whose end plus `grace` has passed. Returns how many.
-pub async fn close_due(
-    pipeline: &Pipeline,
-    settings: &SettingsStore,
-    grace: chrono::Duration,
-) -> Result<usize, String> {
-    let cutoff = pipeline.clock.now() - grace;
-    let context = pipeline.context.load();
+pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Duration) -> Result<usize, String> {
+    let cutoff = pipeline.clock().now() - grace;
+    let context = pipeline.context().load();
     let mut seen: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
-    for entry in pipeline.committed.totals.iter() {
+    for entry in pipeline.committed().totals.iter() {
         let t = entry.value();
         seen.insert((t.plan.clone(), t.period.clone()));
     }
     let due: Vec<(Arc<str>, Arc<str>)> = seen
         .into_iter()
-        .filter(|(plan, period)| !pipeline.committed.is_closed(plan, period))
+        .filter(|(plan, period)| !pipeline.committed().is_closed(plan, period))
         .filter(|(plan, period)| {
             let bounds = context
                 .catalogue
@@ -91,12 +101,12 @@ pub async fn close_due(
     pipeline.barrier().await.map_err(|e| e.to_string())?;
     for (plan, period) in &due {
         let mut finals: Vec<PeriodTotals> = pipeline
-            .committed
+            .committed()
             .totals
             .iter()
             .filter(|e| e.value().plan == *plan && e.value().period == *period)
             // A damaged account's totals are unknown: not announced as final (docs/security.md).
-            .filter(|e| !pipeline.committed.damaged.contains_key(&e.value().account))
+            .filter(|e| !pipeline.committed().damaged.contains_key(&e.value().account))
             .map(|e| e.value().clone())
             .collect();
         finals.sort_by(|a, b| a.account.cmp(&b.account));
@@ -106,21 +116,24 @@ pub async fn close_due(
             announced: false,
             entries: finals.iter().map(announcement).collect(),
         };
-        let store = settings.clone();
-        tokio::task::spawn_blocking(move || store.put_close(&close))
+        let table = closes.clone();
+        tokio::task::spawn_blocking(move || table.put(&close))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         pipeline
-            .committed
+            .committed()
             .closed
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert((plan.clone(), period.clone()));
         pipeline
-            .committed
+            .committed()
             .mark_dirty(finals.iter().map(|t| (t.account.clone(), t.period.clone())));
-        pipeline.committed.announcements_pending.store(true, Ordering::Release);
+        pipeline
+            .committed()
+            .announcements_pending
+            .store(true, Ordering::Release);
         metrics::counter!(crate::telemetry::PERIODS_CLOSED).increment(1);
         info!(%plan, %period, accounts = finals.len(), "billing period closed");
     }

@@ -14,8 +14,9 @@ pub mod close;
 
 use crate::config::RedisConfig;
 use crate::domain::aggregate::PeriodTotals;
+use crate::domain::alert::SpendAlert;
 use crate::pipeline::{CommittedView, TotalsKey};
-use crate::store::SettingsStore;
+use crate::store::{Alerts, Closes, StoredAlert};
 
 /// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
 const KEYS_PER_PIPELINE: usize = 500;
@@ -71,13 +72,15 @@ pub fn fields(t: &PeriodTotals, closed: bool, epoch: u64, updated_at: &str) -> V
 pub async fn run(
     config: RedisConfig,
     committed: CommittedView,
-    settings: SettingsStore,
+    closes: Closes,
+    alerts: Alerts,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut exporter = Exporter {
         config,
         committed,
-        settings,
+        closes,
+        alerts,
         conn: None,
         last_success: std::time::Instant::now(),
         resync: true,
@@ -102,7 +105,8 @@ pub async fn run(
 struct Exporter {
     config: RedisConfig,
     committed: CommittedView,
-    settings: SettingsStore,
+    closes: Closes,
+    alerts: Alerts,
     conn: Option<ConnectionManager>,
     /// When a flush last succeeded (start-up counts as one): the Redis lag is measured from it.
     last_success: std::time::Instant,
@@ -125,7 +129,7 @@ impl Exporter {
         let keys = Keys {
             prefix: &self.config.prefix,
         };
-        let stored = match self.settings.alerts() {
+        let stored = match self.alerts.all() {
             Ok(a) => a,
             Err(e) => {
                 self.committed.alerts_pending.store(true, Ordering::Release);
@@ -136,19 +140,19 @@ impl Exporter {
                 )));
             }
         };
-        for mut alert in stored.into_iter().filter(|a| !a.announced) {
+        for StoredAlert { alert, .. } in stored.into_iter().filter(|a| !a.announced) {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(keys.alerts()).arg("*");
-            for (k, v) in entry_fields(&alert.entry) {
+            for (k, v) in alert_fields(&alert) {
                 cmd.arg(k).arg(v);
             }
             if let Err(e) = cmd.query_async::<()>(conn).await {
                 self.committed.alerts_pending.store(true, Ordering::Release);
                 return Err(e);
             }
-            alert.announced = true;
-            if let Err(e) = self.settings.put_alert(&alert) {
-                warn!(error = %e, alert = %alert.id, "cannot record the alert as announced");
+            let id = alert.id();
+            if let Err(e) = self.alerts.put(&StoredAlert { alert, announced: true }) {
+                warn!(error = %e, alert = %id, "cannot record the alert as announced");
             }
         }
         Ok(())
@@ -168,7 +172,7 @@ impl Exporter {
         let keys = Keys {
             prefix: &self.config.prefix,
         };
-        let closes = self.settings.closes().map_err(|e| {
+        let closes = self.closes.all().map_err(|e| {
             self.committed
                 .announcements_pending
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -193,7 +197,7 @@ impl Exporter {
                 return Err(e);
             }
             close.announced = true;
-            if let Err(e) = self.settings.put_close(&close) {
+            if let Err(e) = self.closes.put(&close) {
                 // Announced but not recorded: the next start announces again, with identical content.
                 warn!(error = %e, plan = %close.plan, period = %close.period, "cannot record the announcement");
             }
@@ -323,6 +327,22 @@ impl Exporter {
         self.resync = false;
         Ok(targets.len())
     }
+}
+
+/// The fields of an `<prefix>:alerts` stream entry (docs/redis.md): the members of the alert's
+/// JSON object, in the object's order.
+fn alert_fields(a: &SpendAlert) -> Vec<(String, String)> {
+    let entry = serde_json::json!({
+        "alert_id": a.id(),
+        "account": a.account,
+        "period": a.period,
+        "plan": a.plan,
+        "currency": a.currency,
+        "threshold": a.threshold.normalize().to_string(),
+        "total_charge": a.total_charge.to_string(),
+        "crossed_at": a.crossed_at.to_rfc3339(),
+    });
+    entry_fields(&entry.to_string())
 }
 
 /// The stream fields of an announcement: its JSON object's members, `meters` kept as JSON.

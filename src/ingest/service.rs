@@ -7,135 +7,81 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::convert::{Converted, Window, convert, reason_to_proto};
-use crate::config::Limits;
-use crate::domain::usage::Ack;
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::pipeline::{Pending, Pipeline, PipelineError};
 use crate::security::{self, auth::Principal};
+use crate::wire::ApiError;
+use crate::wire::convert::{ack_to_proto, raw_event};
 use crate::wire::proto::{self, ingest_server::Ingest};
 
 /// The method named in refusal logs for batches (both paths share the checks).
 const SUBMIT: &str = "/ratingd.v1.Ingest/Submit|Stream";
 
-/// The one mapping of pipeline errors to gRPC status codes.
-pub fn status_of(error: PipelineError) -> Status {
-    match error {
-        PipelineError::StorageFailed(m) => Status::unavailable(m),
-        PipelineError::ShuttingDown => Status::unavailable("ratingd is shutting down"),
-    }
-}
-
 pub struct IngestService {
     pipeline: Arc<Pipeline>,
-    limits: Limits,
-    window_days: u32,
-    skew_seconds: u32,
+    /// Most events in one batch; a larger one is refused whole.
+    max_batch_events: usize,
+    /// Batches in flight on one stream; past it the stream is not read (HTTP/2 flow control).
+    max_inflight_per_stream: usize,
     shutdown: watch::Receiver<bool>,
+}
+
+/// A refusal as the status returned, counted and logged (at most once a second per reason).
+fn refuse(error: ApiError) -> Status {
+    let status = Status::from(error);
+    security::note(SUBMIT, &status);
+    status
 }
 
 impl IngestService {
     pub fn new(
         pipeline: Arc<Pipeline>,
-        limits: Limits,
-        window_days: u32,
-        skew_seconds: u32,
+        max_batch_events: usize,
+        max_inflight_per_stream: usize,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         IngestService {
             pipeline,
-            limits,
-            window_days,
-            skew_seconds,
+            max_batch_events,
+            max_inflight_per_stream,
             shutdown,
         }
     }
 
-    /// Admits one batch (waiting for room: the backpressure point), validates and routes it.
-    /// A batch over the size limit, or holding an account outside the caller's scope, is refused
-    /// whole before anything of it is written.
-    pub async fn admit(
-        &self,
-        batch: proto::UsageBatch,
-        caller: Option<&Principal>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Ack, PipelineError>>, Status> {
-        if batch.events.len() > self.limits.max_batch_events {
-            let status = Status::resource_exhausted(format!(
-                "batch {} holds {} events; the limit is {}",
-                batch.batch_id,
-                batch.events.len(),
-                self.limits.max_batch_events
-            ));
-            security::note(SUBMIT, &status);
-            return Err(status);
+    /// Checks one batch against the size limit and the caller's account scope (refused whole,
+    /// before anything of it is written), then takes it into the pipeline (waiting for room: the
+    /// backpressure point).
+    async fn take(&self, batch: proto::UsageBatch, caller: Option<&Principal>) -> Result<Pending, ApiError> {
+        let batch_id = batch.batch_id;
+        if batch.events.len() > self.max_batch_events {
+            return Err(ApiError::BatchTooLarge {
+                batch_id,
+                events: batch.events.len(),
+                limit: self.max_batch_events,
+            });
         }
         if let Some(caller) = caller
-            && let Some((i, e)) = batch
+            && let Some((index, e)) = batch
                 .events
                 .iter()
                 .enumerate()
                 .find(|(_, e)| !caller.may_touch(&e.account_id))
         {
-            let status = Status::permission_denied(format!(
-                "batch {} refused whole: event {i} has account {:?}, outside the accounts of token {:?} \
-                 (those that start with {:?})",
-                batch.batch_id,
-                e.account_id,
-                caller.name,
-                caller.account_prefix.as_deref().unwrap_or_default()
-            ));
-            security::note(SUBMIT, &status);
-            return Err(status);
+            return Err(ApiError::BatchOutOfScope {
+                batch_id,
+                index,
+                account: e.account_id.clone(),
+                token: caller.name.to_string(),
+                prefix: caller.prefix().to_string(),
+            });
         }
-        let committed = &self.pipeline.committed;
-        if !committed.damaged.is_empty()
-            && let Some(Err(damage)) = batch
-                .events
-                .iter()
-                .map(|e| committed.check_damage(&e.account_id))
-                .find(Result::is_err)
-        {
-            // Its totals and dedupe claims are unknown: rating more would charge on a wrong base.
-            let status = Status::data_loss(format!("batch {} refused whole: {}", batch.batch_id, damage.message()));
-            security::note(SUBMIT, &status);
-            return Err(status);
-        }
-        let permit = self.pipeline.admit().await.map_err(status_of)?;
-        let window = Window::at(self.pipeline.clock.now(), self.window_days, self.skew_seconds);
-        let context = self.pipeline.context.load();
-        let catalogue = &context.catalogue;
-        let mut valid = Vec::with_capacity(batch.events.len());
-        let mut rejected = Vec::new();
-        for (i, event) in batch.events.into_iter().enumerate() {
-            match convert(i as u32, event, &self.pipeline.key, &window, &self.limits, catalogue) {
-                Converted::Valid(v) => valid.push(v),
-                Converted::Rejected(r) => rejected.push(r),
-            }
-        }
-        Ok(self.pipeline.submit(batch.batch_id, permit, valid, rejected))
-    }
-}
-
-/// The proto form of an acknowledgement.
-pub fn ack_to_proto(ack: Ack) -> proto::BatchAck {
-    proto::BatchAck {
-        batch_id: ack.batch_id,
-        accepted: ack.accepted,
-        duplicate: ack.duplicate,
-        rejected: ack.rejected,
-        results: ack
-            .results
-            .into_iter()
-            .map(|r| proto::EventResult {
-                index: r.index,
-                outcome: if r.rejected.is_some() {
-                    proto::Outcome::Rejected
-                } else {
-                    proto::Outcome::Duplicate
-                } as i32,
-                reason: r.rejected.map_or(proto::RejectReason::Unspecified, reason_to_proto) as i32,
-                detail: r.detail,
+        let events = batch.events.into_iter().map(raw_event);
+        self.pipeline
+            .intake(batch_id, events)
+            .await
+            .map_err(|cause| match cause {
+                PipelineError::Damaged { .. } => ApiError::BatchRefused { batch_id, cause },
+                other => ApiError::Pipeline(other),
             })
-            .collect(),
     }
 }
 
@@ -157,7 +103,7 @@ impl Ingest for Arc<IngestService> {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let caller = security::auth::principal(&request).cloned();
         let mut inbound = request.into_inner();
-        let in_flight = self.limits.max_inflight_per_stream;
+        let in_flight = self.max_inflight_per_stream;
         // Bound: acks waiting to be written back to this agent.
         let (tx, rx) = mpsc::channel(in_flight);
         let service = self.clone();
@@ -184,7 +130,9 @@ impl Ingest for Arc<IngestService> {
                         // away just ends the stream.
                         let refusal = match status.code() {
                             Code::InvalidArgument => Some(status),
-                            Code::OutOfRange => Some(Status::resource_exhausted(status.message().to_string())),
+                            Code::OutOfRange => {
+                                Some(Status::from(ApiError::MessageTooLarge(status.message().to_string())))
+                            }
                             _ => None,
                         };
                         debug!(?refusal, "stream ended");
@@ -196,23 +144,22 @@ impl Ingest for Arc<IngestService> {
                     }
                 };
                 let started = std::time::Instant::now();
-                let pending = match service.admit(batch, caller.as_ref()).await {
+                let pending = match service.take(batch, caller.as_ref()).await {
                     Ok(p) => p,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                    Err(error) => {
+                        let _ = tx.send(Err(refuse(error))).await;
                         break;
                     }
                 };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let reply = match pending.await {
-                        Ok(Ok(ack)) => {
+                    let reply = match pending.ack().await {
+                        Ok(ack) => {
                             metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION)
                                 .record(started.elapsed().as_secs_f64());
                             Ok(ack_to_proto(ack))
                         }
-                        Ok(Err(e)) => Err(status_of(e)),
-                        Err(_) => Err(Status::unavailable("ratingd is shutting down")),
+                        Err(e) => Err(Status::from(ApiError::Pipeline(e))),
                     };
                     let _ = tx.send(reply).await;
                     drop(slot);
@@ -226,18 +173,13 @@ impl Ingest for Arc<IngestService> {
 
     async fn submit(&self, request: Request<proto::UsageBatch>) -> Result<Response<proto::BatchAck>, Status> {
         if *self.shutdown.borrow() {
-            return Err(Status::unavailable("ratingd is shutting down"));
+            return Err(Status::from(ApiError::Pipeline(PipelineError::ShuttingDown)));
         }
         let started = std::time::Instant::now();
         let caller = security::auth::principal(&request).cloned();
-        let pending = self.admit(request.into_inner(), caller.as_ref()).await?;
-        match pending.await {
-            Ok(Ok(ack)) => {
-                metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION).record(started.elapsed().as_secs_f64());
-                Ok(Response::new(ack_to_proto(ack)))
-            }
-            Ok(Err(e)) => Err(status_of(e)),
-            Err(_) => Err(Status::unavailable("ratingd is shutting down")),
-        }
+        let pending = self.take(request.into_inner(), caller.as_ref()).await.map_err(refuse)?;
+        let ack = pending.ack().await.map_err(|e| Status::from(ApiError::Pipeline(e)))?;
+        metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(Response::new(ack_to_proto(ack)))
     }
 }

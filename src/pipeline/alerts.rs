@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 
 use ahash::AHashSet;
 use rust_decimal::Decimal;
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Committed, PlanAlerts, SharedClock, SharedContext};
 use crate::domain::aggregate::PeriodTotals;
-use crate::store::{SettingsStore, StoreError, StoredAlert};
+use crate::domain::alert::{SpendAlert, alert_id};
+use crate::store::{StoreError, StoredAlert};
 
 pub struct Alerts {
     plan: PlanAlerts,
     context: SharedContext,
-    settings: SettingsStore,
+    table: crate::store::Alerts,
     clock: SharedClock,
     /// Ids of every alert raised so far (bounded by accounts x periods x thresholds).
     raised: AHashSet<String>,
@@ -28,19 +28,19 @@ impl Alerts {
     pub fn load(
         plan: PlanAlerts,
         context: SharedContext,
-        settings: SettingsStore,
+        table: crate::store::Alerts,
         clock: SharedClock,
         committed: &Committed,
     ) -> Result<Alerts, StoreError> {
-        let stored = settings.alerts()?;
+        let stored = table.all()?;
         if stored.iter().any(|a| !a.announced) {
             committed.alerts_pending.store(true, Ordering::Release);
         }
-        let raised = stored.into_iter().map(|a| a.id).collect();
+        let raised = stored.into_iter().map(|a| a.alert.id()).collect();
         Ok(Alerts {
             plan,
             context,
-            settings,
+            table,
             clock,
             raised,
         })
@@ -66,25 +66,22 @@ impl Alerts {
                 .collect()
         };
         for threshold in crossed {
-            let id = format!("{}|{}|{}", after.account, after.period, threshold.normalize());
+            let id = alert_id(&after.account, &after.period, threshold);
             if self.raised.contains(&id) {
                 continue;
             }
-            let entry = json!({
-                "alert_id": id,
-                "account": after.account.as_ref(),
-                "period": after.period.as_ref(),
-                "plan": after.plan.as_ref(),
-                "currency": after.currency.to_string(),
-                "threshold": threshold.normalize().to_string(),
-                "total_charge": after.total_charge.to_string(),
-                "crossed_at": self.clock.now().to_rfc3339(),
-            })
-            .to_string();
-            match self.settings.put_alert(&StoredAlert {
-                id: id.clone(),
+            let alert = SpendAlert {
+                account: after.account.to_string(),
+                period: after.period.to_string(),
+                plan: after.plan.to_string(),
+                currency: after.currency.to_string(),
+                threshold: threshold.normalize(),
+                total_charge: after.total_charge,
+                crossed_at: self.clock.now(),
+            };
+            match self.table.put(&StoredAlert {
+                alert,
                 announced: false,
-                entry,
             }) {
                 Ok(()) => {
                     metrics::counter!(crate::telemetry::ALERTS).increment(1);

@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod committer;
 pub mod dedupe;
+pub mod intake;
 pub mod shard;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,15 +24,17 @@ use std::thread::JoinHandle;
 
 use dashmap::DashMap;
 
-use crate::domain::keyed::HashKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::domain::keyed::HashKey;
 
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::subscription::SubscriptionBook;
 use crate::domain::tariff::Catalogue;
-use crate::domain::usage::{Ack, EventOutcome, UsageEvent};
-use crate::store::codec::SuspenseEntry;
+use crate::domain::usage::{Ack, EventOutcome, Rejected, UsageEvent};
 use crate::store::{Store, StoreError};
+
+pub use intake::{EventLimits, Pending};
 
 /// The time source of the pipeline: the system clock, plus an offset that only tests move (to
 /// reach a period's close without waiting for it).
@@ -86,13 +89,14 @@ pub struct Committed {
 }
 
 impl Committed {
-    /// `DATA_LOSS` naming the damaged block, when `account` is damaged.
-    pub fn check_damage(&self, account: &str) -> Result<(), tonic::Status> {
+    /// [`PipelineError::Damaged`] naming the damaged block, when `account` is damaged.
+    pub fn check_damage(&self, account: &str) -> Result<(), PipelineError> {
         match self.damaged.get(account) {
             None => Ok(()),
-            Some(why) => Err(tonic::Status::data_loss(format!(
-                "the records of account {account:?} cannot be trusted: {why}; restore the data dir from a backup"
-            ))),
+            Some(why) => Err(PipelineError::Damaged {
+                account: account.to_string(),
+                why: why.clone(),
+            }),
         }
     }
 
@@ -140,7 +144,7 @@ pub struct ValidEvent {
 #[derive(Debug)]
 pub struct RejectedEvent {
     pub index: u32,
-    pub entry: SuspenseEntry,
+    pub rejected: Rejected,
 }
 
 /// The part of one batch that belongs to one shard.
@@ -189,13 +193,36 @@ pub enum CommitterMsg {
     },
 }
 
-/// Why a batch could not be acknowledged.
+/// Why a batch could not be taken in or acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
+    /// A commit failed (its error as text): nothing more is taken until a restart.
     #[error("storage failed, ratingd takes no more work until restarted: {0}")]
     StorageFailed(String),
     #[error("ratingd is shutting down")]
     ShuttingDown,
+    /// The account's stored records failed their check at start (`why` names the file and key).
+    #[error("the records of account {account:?} cannot be trusted: {why}; restore the data dir from a backup")]
+    Damaged { account: String, why: Arc<str> },
+}
+
+/// A batch's place in the pipeline (an admission permit). Given back when the batch is
+/// acknowledged or fails, or when it is refused before being routed.
+pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Admitted {
+    /// A place from a permit of the admission semaphore (the pipeline's; benches make their own).
+    pub fn new(permit: OwnedSemaphorePermit) -> Admitted {
+        // Per batch, not per event.
+        metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).increment(1.0);
+        Admitted(permit)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).decrement(1.0);
+    }
 }
 
 /// One admitted batch: collects the shards' outcomes and sends the ack when the last part is durable.
@@ -204,14 +231,14 @@ pub struct BatchTicket {
     parts_left: AtomicUsize,
     ack: Mutex<Ack>,
     reply: Mutex<Option<oneshot::Sender<Result<Ack, PipelineError>>>>,
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    admitted: Mutex<Option<Admitted>>,
 }
 
 impl BatchTicket {
     pub fn new(
         batch_id: u64,
         parts: usize,
-        permit: OwnedSemaphorePermit,
+        admitted: Admitted,
     ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
         let (tx, rx) = oneshot::channel();
         let ticket = BatchTicket {
@@ -222,7 +249,7 @@ impl BatchTicket {
                 ..Ack::default()
             }),
             reply: Mutex::new(Some(tx)),
-            permit: Mutex::new(Some(permit)),
+            admitted: Mutex::new(Some(admitted)),
         };
         (Arc::new(ticket), rx)
     }
@@ -255,9 +282,7 @@ impl BatchTicket {
             // The agent may have gone away; the batch is durable (or failed) either way.
             let _ = reply.send(result);
         }
-        if lock(&self.permit).take().is_some() {
-            metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).decrement(1.0);
-        }
+        lock(&self.admitted).take();
     }
 }
 
@@ -266,16 +291,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The running pipeline's handle, shared by the gRPC services.
+/// The running pipeline's handle, shared by the gRPC services. Batches come in through
+/// [`Pipeline::intake`] only; readers see the committed view, the rating context and the clock.
 pub struct Pipeline {
     shard_tx: Vec<crossbeam_channel::Sender<ShardMsg>>,
     admission: Arc<Semaphore>,
     failed: Arc<AtomicBool>,
-    pub committed: CommittedView,
-    pub context: SharedContext,
+    committed: CommittedView,
+    context: SharedContext,
     /// The data dir's hash key: event fingerprints and the shard of each account.
-    pub key: HashKey,
-    pub clock: SharedClock,
+    key: HashKey,
+    clock: SharedClock,
+    config: PipelineConfig,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -285,7 +312,11 @@ pub struct PipelineConfig {
     pub shards: usize,
     pub max_inflight_batches: usize,
     pub commit_max_events: usize,
+    /// Events older than this are TOO_OLD; also the dedupe window.
     pub dedupe_window_days: u32,
+    /// Events further than this in the future are TOO_FAR_IN_FUTURE.
+    pub future_skew_seconds: u32,
+    pub event_limits: EventLimits,
     pub checkpoint_every_records: u64,
     /// A period closes this long after its end.
     pub close_grace_seconds: i64,
@@ -356,13 +387,7 @@ impl Pipeline {
             );
         }
         drop(out_tx);
-        let alerts = alerts::Alerts::load(
-            plan_alerts,
-            context.clone(),
-            store.settings(),
-            clock.clone(),
-            &committed,
-        )?;
+        let alerts = alerts::Alerts::load(plan_alerts, context.clone(), store.alerts(), clock.clone(), &committed)?;
         let committer = committer::Committer::new(
             store,
             committed.clone(),
@@ -385,8 +410,24 @@ impl Pipeline {
             context,
             key,
             clock,
+            config,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Durable totals only, published after each fsync.
+    pub fn committed(&self) -> &CommittedView {
+        &self.committed
+    }
+
+    /// The tariffs and subscriptions in force (replaced whole by a reload or an upsert).
+    pub fn context(&self) -> &SharedContext {
+        &self.context
+    }
+
+    /// The clock of ingest's window, period close and projections.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// True once a commit failed: no more work is taken.
@@ -394,8 +435,8 @@ impl Pipeline {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Waits for room in the pipeline (the backpressure point), then hands out a permit.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, PipelineError> {
+    /// Waits for room in the pipeline (the backpressure point), then hands out a place.
+    async fn admit(&self) -> Result<Admitted, PipelineError> {
         if self.failed() {
             return Err(PipelineError::StorageFailed("an earlier commit failed".into()));
         }
@@ -405,16 +446,14 @@ impl Pipeline {
             .acquire_owned()
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
-        // Per batch, not per event; the ticket that takes the permit counts it down.
-        metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT).increment(1.0);
-        Ok(permit)
+        Ok(Admitted::new(permit))
     }
 
-    /// Routes a validated batch to its shards. Returns the receiver of its ack.
-    pub fn submit(
+    /// Routes a checked batch to its shards. Returns the receiver of its ack.
+    fn submit(
         &self,
         batch_id: u64,
-        permit: OwnedSemaphorePermit,
+        admitted: Admitted,
         events: Vec<ValidEvent>,
         rejected: Vec<RejectedEvent>,
     ) -> oneshot::Receiver<Result<Ack, PipelineError>> {
@@ -425,14 +464,14 @@ impl Pipeline {
             parts[self.key.shard_of(&e.event.account_id, shards)].0.push(e);
         }
         for r in rejected {
-            parts[self.key.shard_of(&r.entry.account_id, shards)].1.push(r);
+            parts[self.key.shard_of(&r.rejected.event.account_id, shards)].1.push(r);
         }
         let used: Vec<usize> = (0..shards)
             .filter(|&i| !parts[i].0.is_empty() || !parts[i].1.is_empty())
             .collect();
         // An empty batch still goes through one shard and the committer, so its ack keeps order.
         let used = if used.is_empty() { vec![0] } else { used };
-        let (ticket, rx) = BatchTicket::new(batch_id, used.len(), permit);
+        let (ticket, rx) = BatchTicket::new(batch_id, used.len(), admitted);
         for i in used {
             let (events, rejected) = std::mem::take(&mut parts[i]);
             let job = ShardJob {
@@ -450,9 +489,9 @@ impl Pipeline {
     /// Waits until everything every shard handled before this call is committed (a no-op job
     /// through every shard and the committer, in order).
     pub async fn barrier(&self) -> Result<(), PipelineError> {
-        let permit = self.admit().await?;
+        let admitted = self.admit().await?;
         let shards = self.shard_tx.len();
-        let (ticket, rx) = BatchTicket::new(u64::MAX, shards, permit);
+        let (ticket, rx) = BatchTicket::new(u64::MAX, shards, admitted);
         for tx in &self.shard_tx {
             let job = ShardJob {
                 ticket: ticket.clone(),

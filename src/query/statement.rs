@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use crate::domain::aggregate::PeriodTotals;
+use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
-use crate::rating::{ModelKind, RateSource, RatingInput, rate};
-use crate::store::codec::Record;
+use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate, rerate};
+use crate::wire::convert::status_label;
+use crate::wire::proto;
 
 /// One line: `amount` is `None` for detail lines that explain the line above.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +47,7 @@ struct MeterSum {
 }
 
 /// Builds the statement of `records` (one account, one period, all under `plan`).
-pub fn build(plan: &Plan, records: &[Record]) -> Result<Statement, String> {
+pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateError> {
     let mut undiscounted_plan = plan.clone();
     for v in &mut undiscounted_plan.versions {
         v.discount_percent = None;
@@ -53,30 +55,18 @@ pub fn build(plan: &Plan, records: &[Record]) -> Result<Statement, String> {
     let mut meters: BTreeMap<String, MeterSum> = BTreeMap::new();
     let mut discounts: BTreeMap<String, ()> = BTreeMap::new();
     for r in records {
-        let at = DateTime::<Utc>::from_timestamp_nanos(r.timestamp_unix_nanos);
-        let input = RatingInput {
-            meter: &r.meter,
-            quantity: r.quantity,
-            at,
-            attributes: &r.attributes,
-            period_usage: r.period_usage_before,
-            subscription_discount: r.subscription_discount,
-        };
-        let charged = rate(plan, &input).map_err(|e| format!("record {:?}: {e}", r.event_id))?;
-        if charged.charge != r.charge {
-            return Err(format!(
-                "record {:?} no longer rates to its stored charge: was a version in force edited?",
-                r.event_id
-            ));
-        }
+        let charged = rerate(plan, r)?;
         let plain = rate(
             &undiscounted_plan,
             &RatingInput {
                 subscription_discount: None,
-                ..input
+                ..r.rating_input()
             },
         )
-        .map_err(|e| format!("record {:?}: {e}", r.event_id))?;
+        .map_err(|error| RerateError::Rating {
+            event_id: r.event_id.clone(),
+            error,
+        })?;
         let e = &charged.explanation;
         if let Some(d) = e.version_discount {
             discounts.insert(format!("{d}% (plan version {})", e.version), ());
@@ -210,4 +200,34 @@ pub fn build(plan: &Plan, records: &[Record]) -> Result<Statement, String> {
         discount,
         total,
     })
+}
+
+/// The proto form of a statement of (account, period) with its totals.
+pub fn to_proto(
+    account: String,
+    period: String,
+    totals: &PeriodTotals,
+    closed: bool,
+    s: Statement,
+) -> proto::Statement {
+    proto::Statement {
+        account_id: account,
+        period,
+        plan: totals.plan.to_string(),
+        currency: totals.currency.to_string(),
+        status: status_label(closed).to_string(),
+        lines: s
+            .lines
+            .into_iter()
+            .map(|l| proto::StatementLine {
+                meter: l.meter,
+                description: l.description,
+                amount: l.amount.map(|a| a.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        subtotal: s.subtotal.to_string(),
+        discount: s.discount.to_string(),
+        total_charge: s.total.to_string(),
+        total_amount: totals.rounding.apply(s.total).to_string(),
+    }
 }

@@ -30,24 +30,13 @@ use crate::domain::tariff::{
 };
 use crate::domain::usage::{RejectReason, attribute};
 
+use crate::domain::record::RatedRecord;
+pub use crate::domain::record::RatingInput;
 pub use explain::Report;
 
 /// Longest duration split into bands: a month of seconds. Longer "calls" are input errors, and the
 /// bound keeps the split loop short.
 pub const MAX_BANDED_DURATION_SECONDS: i64 = 31 * 24 * 3600;
-
-/// What the engine needs to price one event.
-#[derive(Debug, Clone, Copy)]
-pub struct RatingInput<'a> {
-    pub meter: &'a str,
-    pub quantity: Decimal,
-    pub at: DateTime<Utc>,
-    pub attributes: &'a [(String, String)],
-    /// The account's period-to-date rated quantity of this meter before this event.
-    pub period_usage: Decimal,
-    /// A subscription's own percentage discount, applied after the version's.
-    pub subscription_discount: Option<Decimal>,
-}
 
 /// A priced event.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +86,45 @@ impl RatingError {
             | RatingError::Inexact => RejectReason::InvalidField,
         }
     }
+}
+
+/// Why a stored record does not rate again to its stored charge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RerateError {
+    #[error("cannot re-rate record {event_id:?}: {error}")]
+    Rating { event_id: String, error: RatingError },
+    /// Versions in force are never edited; if one was, it is said rather than explained wrongly.
+    #[error(
+        "plan {plan:?} version {version} no longer gives the stored charge {stored} of record {event_id:?} \
+         (now {now}): was a version in force edited?"
+    )]
+    Changed {
+        event_id: String,
+        plan: String,
+        version: u32,
+        stored: Decimal,
+        now: Decimal,
+    },
+}
+
+/// Rates a stored record again under `plan` (the plan it names) from its stored inputs, and
+/// checks that the version and charge are those stored: the one way a rating (and with it an
+/// explanation) is rebuilt from a record.
+pub fn rerate(plan: &Plan, record: &RatedRecord) -> Result<Rated, RerateError> {
+    let rated = rate(plan, &record.rating_input()).map_err(|error| RerateError::Rating {
+        event_id: record.event_id.clone(),
+        error,
+    })?;
+    if rated.charge != record.charge || rated.explanation.version != record.version {
+        return Err(RerateError::Changed {
+            event_id: record.event_id.clone(),
+            plan: record.plan.clone(),
+            version: record.version,
+            stored: record.charge,
+            now: rated.charge,
+        });
+    }
+    Ok(rated)
 }
 
 /// Everything needed to explain a charge, compact enough to keep with the rated record. Names

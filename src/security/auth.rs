@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::wire::ApiError;
+
 /// What a token may call. Each role includes nothing of the others except `admin`, which may call
 /// everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,16 +71,21 @@ impl Principal {
         self.account_prefix.as_deref().is_none_or(|p| account.starts_with(p))
     }
 
-    /// `PERMISSION_DENIED` naming the account, unless the caller may touch it.
-    pub fn check_account(&self, account: &str) -> Result<(), tonic::Status> {
+    /// [`ApiError::AccountOutOfScope`] naming the account, unless the caller may touch it.
+    pub fn check_account(&self, account: &str) -> Result<(), ApiError> {
         if self.may_touch(account) {
             return Ok(());
         }
-        Err(tonic::Status::permission_denied(format!(
-            "token {:?} may only use accounts that start with {:?}, not {account:?}",
-            self.name,
-            self.account_prefix.as_deref().unwrap_or_default()
-        )))
+        Err(ApiError::AccountOutOfScope {
+            token: self.name.to_string(),
+            prefix: self.prefix().to_string(),
+            account: account.to_string(),
+        })
+    }
+
+    /// The account prefix the token is limited to ("" when it is not).
+    pub fn prefix(&self) -> &str {
+        self.account_prefix.as_deref().unwrap_or_default()
     }
 }
 
@@ -88,22 +95,13 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
 }
 
 /// Checks that the caller (if any) may touch `account`.
-pub fn check_account<T>(request: &tonic::Request<T>, account: &str) -> Result<(), tonic::Status> {
+pub fn check_account<T>(request: &tonic::Request<T>, account: &str) -> Result<(), ApiError> {
     principal(request).map_or(Ok(()), |p| p.check_account(account))
 }
 
 /// SHA-256 of a token, as the lowercase hex that goes into the config.
 pub fn hash_hex(token: &str) -> String {
     crate::domain::hex::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
-}
-
-/// Why a presented token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Missing,
-    Malformed,
-    Unknown,
-    Expired,
 }
 
 /// The tokens in force (replaced whole on a config reload).
@@ -131,14 +129,16 @@ impl TokenBook {
     }
 
     /// The caller behind an `authorization` header value (`Bearer <token>`).
-    pub fn authenticate(&self, header: Option<&[u8]>, now: DateTime<Utc>) -> Result<Principal, Refusal> {
-        let header = header.ok_or(Refusal::Missing)?;
+    /// A token that is missing, malformed, unknown or expired is refused with the matching
+    /// `ApiError` (UNAUTHENTICATED).
+    pub fn authenticate(&self, header: Option<&[u8]>, now: DateTime<Utc>) -> Result<Principal, ApiError> {
+        let header = header.ok_or(ApiError::MissingToken)?;
         let token = header
             .strip_prefix(b"Bearer ")
             .or_else(|| header.strip_prefix(b"bearer "))
-            .ok_or(Refusal::Malformed)?;
+            .ok_or(ApiError::MalformedToken)?;
         if token.is_empty() {
-            return Err(Refusal::Malformed);
+            return Err(ApiError::MalformedToken);
         }
         let presented = ring::digest::digest(&ring::digest::SHA256, token);
         // Every hash is compared, whatever matched before: the time taken does not depend on
@@ -149,9 +149,9 @@ impl TokenBook {
                 found = Some(t);
             }
         }
-        let token = found.ok_or(Refusal::Unknown)?;
+        let token = found.ok_or(ApiError::UnknownToken)?;
         if token.expires.is_some_and(|e| now >= e) {
-            return Err(Refusal::Expired);
+            return Err(ApiError::ExpiredToken);
         }
         Ok(Principal {
             name: token.name.clone(),
@@ -199,17 +199,12 @@ mod tests {
         let agent = book.authenticate(Some(b"Bearer s3cret-agent"), now).unwrap();
         assert_eq!(agent.role, Role::Ingest);
         assert!(agent.may_touch("tenant-a/1") && !agent.may_touch("tenant-b/1"));
-        assert_eq!(book.authenticate(None, now), Err(Refusal::Missing));
-        assert_eq!(book.authenticate(Some(b"Basic abc"), now), Err(Refusal::Malformed));
-        assert_eq!(book.authenticate(Some(b"Bearer "), now), Err(Refusal::Malformed));
-        assert_eq!(
-            book.authenticate(Some(b"Bearer s3cret-agenT"), now),
-            Err(Refusal::Unknown)
-        );
-        assert_eq!(
-            book.authenticate(Some(b"Bearer s3cret-old"), now),
-            Err(Refusal::Expired)
-        );
+        let refusal = |header: &[u8]| book.authenticate(Some(header), now).unwrap_err();
+        assert!(matches!(book.authenticate(None, now), Err(ApiError::MissingToken)));
+        assert!(matches!(refusal(b"Basic abc"), ApiError::MalformedToken));
+        assert!(matches!(refusal(b"Bearer "), ApiError::MalformedToken));
+        assert!(matches!(refusal(b"Bearer s3cret-agenT"), ApiError::UnknownToken));
+        assert!(matches!(refusal(b"Bearer s3cret-old"), ApiError::ExpiredToken));
         let before: DateTime<Utc> = "2025-12-31T23:59:59Z".parse().unwrap();
         assert!(book.authenticate(Some(b"Bearer s3cret-old"), before).is_ok());
         assert!(Role::Admin.allows(Role::Ingest) && Role::Admin.allows(Role::Read));

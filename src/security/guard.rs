@@ -22,8 +22,9 @@ use http::{HeaderValue, Request, Response};
 use tonic::Status;
 use tonic::body::Body;
 
-use super::auth::{Principal, Refusal, Role, TokenBook};
+use super::auth::{Principal, Role, TokenBook};
 use super::{Refused, refused};
+use crate::wire::ApiError;
 
 /// Methods that stream requests: no request timeout for them.
 const STREAMING: [&str; 3] = [
@@ -80,7 +81,8 @@ pub struct Guard<S> {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-fn refuse(reason: Refused, path: &str, status: Status) -> BoxFuture {
+fn refuse(reason: Refused, path: &str, error: ApiError) -> BoxFuture {
+    let status = Status::from(error);
     refused(reason, path, status.message());
     Box::pin(std::future::ready(Ok(status.into_http())))
 }
@@ -112,23 +114,15 @@ where
                         request.extensions_mut().insert::<Principal>(principal);
                     }
                     Ok(principal) => {
-                        let status = Status::permission_denied(format!(
-                            "token {:?} has role {}; {path} needs {}",
-                            principal.name,
-                            principal.role.name(),
-                            needed.name()
-                        ));
-                        return refuse(Refused::PermissionDenied, &path, status);
-                    }
-                    Err(refusal) => {
-                        let why = match refusal {
-                            Refusal::Missing => "no authorization header (want \"Bearer <token>\")",
-                            Refusal::Malformed => "the authorization header is not \"Bearer <token>\"",
-                            Refusal::Unknown => "unknown or revoked token",
-                            Refusal::Expired => "the token has expired",
+                        let error = ApiError::RoleNotAllowed {
+                            token: principal.name.to_string(),
+                            role: principal.role.name(),
+                            method: path.clone(),
+                            needed: needed.name(),
                         };
-                        return refuse(Refused::Unauthenticated, &path, Status::unauthenticated(why));
+                        return refuse(Refused::PermissionDenied, &path, error);
                     }
+                    Err(error) => return refuse(Refused::Unauthenticated, &path, error),
                 }
             }
         }
@@ -142,10 +136,9 @@ where
         let timeout = self.layer.unary_timeout;
         Box::pin(async move {
             let Ok(response) = tokio::time::timeout(timeout, response).await else {
-                let status = Status::deadline_exceeded(format!(
-                    "not answered within the request timeout of {} s",
-                    timeout.as_secs_f64()
-                ));
+                let status = Status::from(ApiError::Timeout {
+                    seconds: timeout.as_secs_f64(),
+                });
                 refused(Refused::DeadlineExceeded, &path, status.message());
                 return Ok(status.into_http());
             };

@@ -1,4 +1,6 @@
-//! Binary encoding of rated records, suspense entries and blocks, with checksums.
+//! Binary encoding of everything stored: blocks of rated records (with checksums), the block
+//! index, suspense entries, subscriptions, closes and alerts. It only encodes and decodes; the
+//! types are the domain's (and the tables' small wrappers).
 //!
 //! A block is the unit of group commit: one sled value holding every record of one commit.
 //! `magic "RTB1" | count u32 | payload_len u32 | xxh3-64(payload, seed = count) u64 | payload`, the payload being
@@ -6,6 +8,12 @@
 //! value is reported (never trusted, never a panic).
 
 use rust_decimal::Decimal;
+
+use crate::domain::alert::SpendAlert;
+use crate::domain::record::{RatedRecord, RatedRecordRef};
+use crate::domain::subscription::Subscription;
+use crate::domain::usage::{RawEvent, RejectReason, Rejected};
+use crate::store::tables::{StoredAlert, StoredClose};
 
 const BLOCK_MAGIC: &[u8; 4] = b"RTB1";
 const BLOCK_HEADER: usize = 4 + 4 + 4 + 8;
@@ -21,88 +29,6 @@ pub enum CodecError {
     Checksum,
     #[error("invalid field encoding: {0}")]
     Invalid(&'static str),
-}
-
-/// A rated record as stored: the event, how it was priced, and its charge.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Keyed 128-bit fingerprint of (account, event id): the dedupe key.
-    pub fingerprint: u128,
-    /// Hash of the event's content (meter, quantity, time, attributes): DUPLICATE vs CONFLICT.
-    pub content: u64,
-    pub event_id: String,
-    pub account_id: String,
-    pub meter: String,
-    pub quantity: Decimal,
-    pub timestamp_unix_nanos: i64,
-    pub attributes: Vec<(String, String)>,
-    pub plan: String,
-    pub version: u32,
-    pub period: String,
-    /// The period-to-date rated quantity of the meter before this event: with the (immutable) plan
-    /// version it reproduces the rating and its explanation exactly.
-    pub period_usage_before: Decimal,
-    pub subscription_discount: Option<Decimal>,
-    pub rated_quantity: Decimal,
-    pub charge: Decimal,
-}
-
-/// The same fields borrowed, for encoding on the hot path without copying strings.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordRef<'a> {
-    pub fingerprint: u128,
-    pub content: u64,
-    pub event_id: &'a str,
-    pub account_id: &'a str,
-    pub meter: &'a str,
-    pub quantity: Decimal,
-    pub timestamp_unix_nanos: i64,
-    pub attributes: &'a [(String, String)],
-    pub plan: &'a str,
-    pub version: u32,
-    pub period: &'a str,
-    pub period_usage_before: Decimal,
-    pub subscription_discount: Option<Decimal>,
-    pub rated_quantity: Decimal,
-    pub charge: Decimal,
-}
-
-impl Record {
-    pub fn as_ref(&self) -> RecordRef<'_> {
-        RecordRef {
-            fingerprint: self.fingerprint,
-            content: self.content,
-            event_id: &self.event_id,
-            account_id: &self.account_id,
-            meter: &self.meter,
-            quantity: self.quantity,
-            timestamp_unix_nanos: self.timestamp_unix_nanos,
-            attributes: &self.attributes,
-            plan: &self.plan,
-            version: self.version,
-            period: &self.period,
-            period_usage_before: self.period_usage_before,
-            subscription_discount: self.subscription_discount,
-            rated_quantity: self.rated_quantity,
-            charge: self.charge,
-        }
-    }
-}
-
-/// A rejected event waiting in suspense, as received (fields may be invalid).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SuspenseEntry {
-    pub event_id: String,
-    pub account_id: String,
-    pub meter: String,
-    pub quantity_units: i64,
-    pub quantity_nanos: i32,
-    pub timestamp_unix_nanos: i64,
-    pub attributes: Vec<(String, String)>,
-    /// `RejectReason` as its index in `RejectReason::ALL`.
-    pub reason: u8,
-    pub detail: String,
-    pub received_unix_nanos: i64,
 }
 
 /// Appends little-endian fields to a buffer.
@@ -210,7 +136,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Encodes one record (without its length prefix).
-pub fn encode_record(out: &mut Vec<u8>, r: &RecordRef<'_>) {
+pub fn encode_record(out: &mut Vec<u8>, r: &RatedRecordRef<'_>) {
     let mut w = Writer(out);
     w.u128(r.fingerprint);
     w.u64(r.content);
@@ -235,7 +161,7 @@ pub fn encode_record(out: &mut Vec<u8>, r: &RecordRef<'_>) {
     w.pairs(r.attributes);
 }
 
-pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+pub fn decode_record(bytes: &[u8]) -> Result<RatedRecord, CodecError> {
     let mut r = Reader::new(bytes);
     let fingerprint = r.u128()?;
     let content = r.u64()?;
@@ -250,7 +176,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
         1 => Some(r.decimal()?),
         _ => return Err(CodecError::Invalid("discount flag")),
     };
-    let record = Record {
+    let record = RatedRecord {
         fingerprint,
         content,
         timestamp_unix_nanos,
@@ -273,35 +199,181 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
     Ok(record)
 }
 
-pub fn encode_suspense(e: &SuspenseEntry) -> Vec<u8> {
+/// Encodes a suspense entry: the reason as its code, the quantity as sent (a missing one as 0).
+pub fn encode_suspense(r: &Rejected) -> Vec<u8> {
+    let e = &r.event;
+    let (units, nanos) = e.quantity.unwrap_or((0, 0));
     let mut out = Vec::with_capacity(128);
     let mut w = Writer(&mut out);
-    w.u8(e.reason);
-    w.i64(e.quantity_units);
-    w.u32(e.quantity_nanos as u32);
+    w.u8(r.reason.code());
+    w.i64(units);
+    w.u32(nanos as u32);
     w.i64(e.timestamp_unix_nanos);
-    w.i64(e.received_unix_nanos);
+    w.i64(r.received_unix_nanos);
     w.str(&e.event_id);
     w.str(&e.account_id);
     w.str(&e.meter);
-    w.str(&e.detail);
+    w.str(&r.detail);
     w.pairs(&e.attributes);
     out
 }
 
-pub fn decode_suspense(bytes: &[u8]) -> Result<SuspenseEntry, CodecError> {
+pub fn decode_suspense(bytes: &[u8]) -> Result<Rejected, CodecError> {
     let mut r = Reader::new(bytes);
-    Ok(SuspenseEntry {
-        reason: r.u8()?,
-        quantity_units: r.i64()?,
-        quantity_nanos: r.u32()? as i32,
-        timestamp_unix_nanos: r.i64()?,
-        received_unix_nanos: r.i64()?,
-        event_id: r.str()?,
-        account_id: r.str()?,
-        meter: r.str()?,
-        detail: r.str()?,
-        attributes: r.pairs()?,
+    let reason = RejectReason::from_code(r.u8()?).ok_or(CodecError::Invalid("reject reason"))?;
+    let quantity = Some((r.i64()?, r.u32()? as i32));
+    let timestamp_unix_nanos = r.i64()?;
+    let received_unix_nanos = r.i64()?;
+    let (event_id, account_id, meter, detail) = (r.str()?, r.str()?, r.str()?, r.str()?);
+    Ok(Rejected {
+        event: RawEvent {
+            event_id,
+            account_id,
+            meter,
+            quantity,
+            timestamp_unix_nanos,
+            attributes: r.pairs()?,
+        },
+        reason,
+        detail,
+        received_unix_nanos,
+    })
+}
+
+/// The `x/<seq>` index entry: the accounts with records in one commit.
+pub fn encode_index(accounts: &[std::sync::Arc<str>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(accounts.len() * 16 + 4);
+    let mut w = Writer(&mut out);
+    w.u32(accounts.len() as u32);
+    for a in accounts {
+        w.str(a);
+    }
+    out
+}
+
+pub fn decode_index(bytes: &[u8]) -> Result<Vec<String>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let n = r.u32()?;
+    (0..n).map(|_| r.str()).collect()
+}
+
+/// A subscription (`to` absent as `i64::MIN`, at most 255 alert thresholds).
+pub fn encode_subscription(s: &Subscription) -> Vec<u8> {
+    let mut value = Vec::with_capacity(64);
+    let mut w = Writer(&mut value);
+    w.str(&s.account_id);
+    w.str(&s.plan_id);
+    w.i64(s.from.timestamp_nanos_opt().unwrap_or(i64::MIN));
+    w.i64(s.to.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(i64::MIN));
+    match s.discount_percent {
+        Some(d) => {
+            w.u8(1);
+            w.decimal(d);
+        }
+        None => w.u8(0),
+    }
+    w.u8(u8::try_from(s.alert_thresholds.len()).unwrap_or(u8::MAX));
+    for t in s.alert_thresholds.iter().take(usize::from(u8::MAX)) {
+        w.decimal(*t);
+    }
+    value
+}
+
+pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, CodecError> {
+    let mut r = Reader::new(bytes);
+    let account_id = r.str()?;
+    let plan_id = r.str()?;
+    let from = chrono::DateTime::from_timestamp_nanos(r.i64()?);
+    let to = r.i64()?;
+    let discount_percent = match r.u8()? {
+        0 => None,
+        _ => Some(r.decimal()?),
+    };
+    let count = r.u8()?;
+    let alert_thresholds = (0..count).map(|_| r.decimal()).collect::<Result<Vec<_>, _>>()?;
+    Ok(Subscription {
+        account_id,
+        plan_id,
+        from,
+        to: (to != i64::MIN).then(|| chrono::DateTime::from_timestamp_nanos(to)),
+        discount_percent,
+        alert_thresholds,
+    })
+}
+
+/// A close: the announced flag, plan, period, and the announcement's entries.
+pub fn encode_close(close: &StoredClose) -> Vec<u8> {
+    let mut value = Vec::new();
+    let mut w = Writer(&mut value);
+    w.u8(u8::from(close.announced));
+    w.str(&close.plan);
+    w.str(&close.period);
+    w.u32(close.entries.len() as u32);
+    for e in &close.entries {
+        w.blob(e.as_bytes());
+    }
+    value
+}
+
+pub fn decode_close(bytes: &[u8]) -> Result<StoredClose, CodecError> {
+    let mut r = Reader::new(bytes);
+    let announced = r.u8()? != 0;
+    let plan = r.str()?;
+    let period = r.str()?;
+    let n = r.u32()?;
+    let mut entries = Vec::with_capacity(n.min(65_536) as usize);
+    for _ in 0..n {
+        let len = r.u32()? as usize;
+        let bytes = r.bytes(len)?;
+        entries.push(String::from_utf8(bytes.to_vec()).map_err(|_| CodecError::Invalid("utf-8"))?);
+    }
+    Ok(StoredClose {
+        plan,
+        period,
+        announced,
+        entries,
+    })
+}
+
+/// An alert: the announced flag, then the alert as a JSON object (the layout of data dirs from
+/// before the domain type: the same object the Redis stream entry is made of).
+pub fn encode_alert(stored: &StoredAlert) -> Vec<u8> {
+    let a = &stored.alert;
+    let entry = serde_json::json!({
+        "alert_id": a.id(),
+        "account": a.account,
+        "period": a.period,
+        "plan": a.plan,
+        "currency": a.currency,
+        "threshold": a.threshold.normalize().to_string(),
+        "total_charge": a.total_charge.to_string(),
+        "crossed_at": a.crossed_at.to_rfc3339(),
+    })
+    .to_string();
+    let mut value = vec![u8::from(stored.announced)];
+    value.extend_from_slice(entry.as_bytes());
+    value
+}
+
+pub fn decode_alert(bytes: &[u8]) -> Result<StoredAlert, CodecError> {
+    let (flag, entry) = bytes.split_first().ok_or(CodecError::Truncated)?;
+    let v: serde_json::Value = serde_json::from_slice(entry).map_err(|_| CodecError::Invalid("alert JSON"))?;
+    let text = |name: &'static str| v[name].as_str().ok_or(CodecError::Invalid(name));
+    let decimal = |name: &'static str| text(name)?.parse().map_err(|_| CodecError::Invalid(name));
+    let crossed_at = chrono::DateTime::parse_from_rfc3339(text("crossed_at")?)
+        .map_err(|_| CodecError::Invalid("crossed_at"))?
+        .to_utc();
+    Ok(StoredAlert {
+        alert: SpendAlert {
+            account: text("account")?.to_string(),
+            period: text("period")?.to_string(),
+            plan: text("plan")?.to_string(),
+            currency: text("currency")?.to_string(),
+            threshold: decimal("threshold")?,
+            total_charge: decimal("total_charge")?,
+            crossed_at,
+        },
+        announced: *flag != 0,
     })
 }
 
@@ -391,7 +463,7 @@ pub fn frames(payload: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
 }
 
 /// Appends one record with its length prefix to a block payload.
-pub fn append_framed(payload: &mut Vec<u8>, record: &RecordRef<'_>) {
+pub fn append_framed(payload: &mut Vec<u8>, record: &RatedRecordRef<'_>) {
     let at = payload.len();
     payload.extend_from_slice(&[0; 4]);
     encode_record(payload, record);
@@ -422,7 +494,7 @@ pub fn open_block(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 }
 
 /// Iterates the records of an opened block payload.
-pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<Record, CodecError>> + '_ {
+pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<RatedRecord, CodecError>> + '_ {
     let mut rest = payload;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -447,8 +519,8 @@ pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<Record, CodecError
 mod tests {
     use super::*;
 
-    fn record() -> Record {
-        Record {
+    fn record() -> RatedRecord {
+        RatedRecord {
             fingerprint: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
             content: 42,
             event_id: "e-1".into(),
@@ -473,7 +545,7 @@ mod tests {
         append_framed(&mut payload, &record().as_ref());
         append_framed(
             &mut payload,
-            &Record {
+            &RatedRecord {
                 event_id: "e-2".into(),
                 ..record()
             }
@@ -482,7 +554,7 @@ mod tests {
         let block = seal_block(2, &payload);
         let (count, body) = open_block(&block).unwrap();
         assert_eq!(count, 2);
-        let decoded: Vec<Record> = records(body).collect::<Result<_, _>>().unwrap();
+        let decoded: Vec<RatedRecord> = records(body).collect::<Result<_, _>>().unwrap();
         assert_eq!(decoded[0], record());
         assert_eq!(decoded[1].event_id, "e-2");
     }
@@ -502,18 +574,40 @@ mod tests {
 
     #[test]
     fn suspense_round_trip() {
-        let e = SuspenseEntry {
-            event_id: "x".into(),
-            account_id: "".into(),
-            meter: "m".into(),
-            quantity_units: -1,
-            quantity_nanos: 5,
-            timestamp_unix_nanos: 7,
-            attributes: vec![],
-            reason: 0,
+        let e = Rejected {
+            event: RawEvent {
+                event_id: "x".into(),
+                account_id: "".into(),
+                meter: "m".into(),
+                quantity: Some((-1, 5)),
+                timestamp_unix_nanos: 7,
+                attributes: vec![("k".into(), "v".into())],
+            },
+            reason: RejectReason::InvalidField,
             detail: "account_id: must be 1..=128 bytes".into(),
             received_unix_nanos: 9,
         };
-        assert_eq!(decode_suspense(&encode_suspense(&e)).unwrap(), e);
+        let bytes = encode_suspense(&e);
+        assert_eq!(decode_suspense(&bytes).unwrap(), e);
+        // The layout of data dirs written before the domain type: reason code first.
+        assert_eq!(bytes[0], 0);
+        assert_eq!(&bytes[1..9], &(-1i64).to_le_bytes());
+        let mut unknown_reason = bytes.clone();
+        unknown_reason[0] = 200;
+        assert!(decode_suspense(&unknown_reason).is_err());
+    }
+
+    #[test]
+    fn an_alert_stored_before_the_domain_type_reads_back_and_encodes_the_same() {
+        // The bytes a data dir holds from before (the flag, then the JSON the committer wrote).
+        let old = concat!(
+            "\u{0}",
+            r#"{"account":"spender","alert_id":"spender|2026-11|800","crossed_at":"2026-11-30T17:39:19.007980871+00:00","#,
+            r#""currency":"USD","period":"2026-11","plan":"saas-pro","threshold":"800","total_charge":"806.400720000"}"#
+        );
+        let stored = decode_alert(old.as_bytes()).unwrap();
+        assert_eq!(stored.alert.id(), "spender|2026-11|800");
+        assert!(!stored.announced);
+        assert_eq!(encode_alert(&stored), old.as_bytes());
     }
 }

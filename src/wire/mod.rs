@@ -4,4 +4,9 @@
 //! rating, store, pipeline, telemetry) names tonic or a proto type.
 
 pub mod codec;
+pub mod convert;
+pub mod paging;
 pub mod proto;
+pub mod status;
+
+pub use status::ApiError;

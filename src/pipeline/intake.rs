@@ -1,0 +1,226 @@
+//! The door into the pipeline: [`Pipeline::intake`] takes a batch of events as received, refuses
+//! it whole when an account's records are damaged, waits for room (the backpressure point),
+//! reads the clock once, checks every event ([`check`]: INVALID_FIELD, TOO_OLD,
+//! TOO_FAR_IN_FUTURE, UNKNOWN_METER), fingerprints the valid ones with the data dir's key, and
+//! routes them to their shards. Every caller (the Ingest service, suspense reprocessing) comes in
+//! here; nothing else reads the key, the clock or the context for a batch.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use tokio::sync::oneshot;
+
+use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
+use crate::domain::tariff::Catalogue;
+use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected, UsageEvent};
+
+/// Bounds on one event's fields (from `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Longest event id, account id and meter.
+    pub max_id_bytes: usize,
+    pub max_attributes: usize,
+    /// Longest attribute key or value.
+    pub max_attribute_bytes: usize,
+}
+
+/// The time checks of one batch, read from the clock once per batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub oldest_nanos: i64,
+    pub newest_nanos: i64,
+    pub now_nanos: i64,
+}
+
+impl Window {
+    pub fn at(now: DateTime<Utc>, window_days: u32, skew_seconds: u32) -> Window {
+        let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        Window {
+            oldest_nanos: now_nanos.saturating_sub(i64::from(window_days) * 86_400 * 1_000_000_000),
+            newest_nanos: now_nanos.saturating_add(i64::from(skew_seconds) * 1_000_000_000),
+            now_nanos,
+        }
+    }
+}
+
+/// Why an event fails its checks: the reason and a detail for the agent.
+pub type Rejection = (RejectReason, String);
+
+/// Checks one event as received: its exact quantity when it passes. Without a window (quotes) any
+/// time is accepted. Never panics on any input.
+pub fn check(
+    e: &RawEvent,
+    limits: &EventLimits,
+    window: Option<&Window>,
+    catalogue: &Catalogue,
+) -> Result<Decimal, Rejection> {
+    let invalid = |detail: String| Err((RejectReason::InvalidField, detail));
+    let max_id = limits.max_id_bytes;
+    for (name, id) in [
+        ("event_id", &e.event_id),
+        ("account_id", &e.account_id),
+        ("meter", &e.meter),
+    ] {
+        if id.is_empty() || id.len() > max_id {
+            return invalid(format!("{name} must be 1..={max_id} bytes"));
+        }
+    }
+    let Some((units, nanos)) = e.quantity else {
+        return invalid("quantity is missing".into());
+    };
+    if units < 0 || !(0..1_000_000_000).contains(&nanos) {
+        return invalid("quantity must be >= 0 with 0 <= nanos < 1e9".into());
+    }
+    if e.attributes.len() > limits.max_attributes {
+        return invalid(format!("more than {} attributes", limits.max_attributes));
+    }
+    for (i, (key, value)) in e.attributes.iter().enumerate() {
+        if key.is_empty() || key.len() > limits.max_attribute_bytes || value.len() > limits.max_attribute_bytes {
+            return invalid(format!(
+                "attribute keys must be 1..={0} bytes and values at most {0}",
+                limits.max_attribute_bytes
+            ));
+        }
+        if e.attributes[..i].iter().any(|(k, _)| k == key) {
+            return invalid(format!("attribute {key:?} given twice"));
+        }
+    }
+    if let Some(window) = window {
+        if e.timestamp_unix_nanos < window.oldest_nanos {
+            return Err((RejectReason::TooOld, "timestamp is older than the dedupe window".into()));
+        }
+        if e.timestamp_unix_nanos > window.newest_nanos {
+            return Err((
+                RejectReason::TooFarInFuture,
+                "timestamp is beyond the allowed clock skew".into(),
+            ));
+        }
+    }
+    if !catalogue.knows_meter(&e.meter) {
+        return Err((
+            RejectReason::UnknownMeter,
+            format!("no tariff defines meter {:?}", e.meter),
+        ));
+    }
+    Ok(if nanos == 0 {
+        Decimal::from(units)
+    } else {
+        Decimal::from_i128_with_scale(i128::from(units) * 1_000_000_000 + i128::from(nanos), 9).normalize()
+    })
+}
+
+/// The domain event of a raw event that passed [`check`] with `quantity`.
+pub fn accept(e: RawEvent, quantity: Decimal) -> UsageEvent {
+    UsageEvent {
+        event_id: e.event_id,
+        account_id: e.account_id,
+        meter: e.meter,
+        quantity,
+        timestamp: DateTime::<Utc>::from_timestamp_nanos(e.timestamp_unix_nanos),
+        attributes: e.attributes,
+    }
+}
+
+/// Hash of what must be equal for a resend to be a DUPLICATE rather than a CONFLICT. Its value is
+/// stored in records and checkpoints: the bytes hashed never change.
+fn content_hash(seed: u64, e: &RawEvent) -> u64 {
+    let (units, nanos) = e.quantity.unwrap_or((0, 0));
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    h.update(e.meter.as_bytes());
+    h.update(&[0xFF]);
+    h.update(&units.to_le_bytes());
+    h.update(&nanos.to_le_bytes());
+    h.update(&e.timestamp_unix_nanos.to_le_bytes());
+    for (key, value) in &e.attributes {
+        h.update(key.as_bytes());
+        h.update(&[0xFF]);
+        h.update(value.as_bytes());
+        h.update(&[0xFE]);
+    }
+    h.digest()
+}
+
+/// Keeps oversize input storable in suspense: at most 1 KiB a string, cut at a char boundary.
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 1024;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// The suspense form of an event refused at the door (strings bounded, attributes capped).
+fn rejected_at_door(e: RawEvent, (reason, detail): Rejection, limits: &EventLimits, now_nanos: i64) -> Rejected {
+    Rejected {
+        event: RawEvent {
+            event_id: truncate(e.event_id),
+            account_id: truncate(e.account_id),
+            meter: truncate(e.meter),
+            quantity: e.quantity,
+            timestamp_unix_nanos: e.timestamp_unix_nanos,
+            attributes: e
+                .attributes
+                .into_iter()
+                .take(limits.max_attributes)
+                .map(|(k, v)| (truncate(k), truncate(v)))
+                .collect(),
+        },
+        reason,
+        detail,
+        received_unix_nanos: now_nanos,
+    }
+}
+
+/// A batch inside the pipeline: its acknowledgement once every part of it is durable.
+pub struct Pending(oneshot::Receiver<Result<Ack, PipelineError>>);
+
+impl Pending {
+    /// Waits for the acknowledgement (sent only after the fsync of the commits holding the batch).
+    pub async fn ack(self) -> Result<Ack, PipelineError> {
+        self.0.await.unwrap_or(Err(PipelineError::ShuttingDown))
+    }
+}
+
+impl Pipeline {
+    /// Takes one batch in (see the module documentation). `events` are in the batch's order; the
+    /// acknowledgement reports them by index. Refused whole, before anything is written, when an
+    /// account's records are damaged, when storage failed, or while shutting down.
+    pub async fn intake(
+        &self,
+        batch_id: u64,
+        events: impl ExactSizeIterator<Item = RawEvent>,
+    ) -> Result<Pending, PipelineError> {
+        let admitted = self.admit().await?;
+        let config = &self.config;
+        let window = Window::at(self.clock.now(), config.dedupe_window_days, config.future_skew_seconds);
+        let context = self.context.load();
+        // Damage is rare (found at start only): the lookup runs only when some exists.
+        let any_damage = !self.committed.damaged.is_empty();
+        let mut valid = Vec::with_capacity(events.len());
+        let mut rejected = Vec::new();
+        for (i, e) in events.enumerate() {
+            if any_damage {
+                // Refused whole: its totals and dedupe claims are unknown, rating more would charge
+                // on a wrong base. Nothing was routed yet; the admission is given back on return.
+                self.committed.check_damage(&e.account_id)?;
+            }
+            let index = i as u32;
+            match check(&e, &config.event_limits, Some(&window), &context.catalogue) {
+                Ok(quantity) => valid.push(ValidEvent {
+                    index,
+                    fingerprint: self.key.fingerprint(&e.account_id, &e.event_id),
+                    content: content_hash(self.key.seed(), &e),
+                    event: accept(e, quantity),
+                }),
+                Err(why) => rejected.push(RejectedEvent {
+                    index,
+                    rejected: rejected_at_door(e, why, &config.event_limits, window.now_nanos),
+                }),
+            }
+        }
+        Ok(Pending(self.submit(batch_id, admitted, valid, rejected)))
+    }
+}

@@ -1,0 +1,234 @@
+//! A shard: the single owner of its accounts' dedupe window, period-to-date usage and totals.
+//! It rates each event of a job in order, without locks ([`rate`]), and hands the encoded
+//! records, the suspense entries and the changed totals to the committer; between jobs it takes
+//! checkpoint copies a little at a time ([`copy`]); at start its state is rebuilt from the last
+//! checkpoint and the blocks after it ([`recover`]).
+
+mod copy;
+mod rate;
+mod recover;
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use tracing::warn;
+
+use super::dedupe::DedupeWindow;
+use super::{CommitterMsg, ShardMsg};
+use crate::domain::aggregate::PeriodTotals;
+use crate::domain::period::Period;
+use crate::domain::record::RatedRecord;
+use crate::domain::tariff::Plan;
+
+pub use copy::ShardSnapshot;
+use copy::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP, StateCopy};
+pub use recover::recover;
+
+const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
+
+fn day_of(timestamp_unix_nanos: i64) -> u16 {
+    timestamp_unix_nanos.div_euclid(DAY_NANOS).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+/// The state one shard owns.
+pub struct ShardState {
+    dedupe: DedupeWindow,
+    accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
+    /// The most recent period per plan (by plan id): most events fall in it.
+    periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
+    evicted_through_day: u16,
+    /// Periods that ended at or before this instant are closed (now minus the close grace, read
+    /// once per job).
+    closed_before: DateTime<Utc>,
+    /// The pipeline clock's now, read once per job (the receipt time of suspense entries).
+    job_now: DateTime<Utc>,
+    /// The job's charges per currency, for the approximate metric (a handful of entries).
+    job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
+    /// A checkpoint copy being taken between jobs.
+    copying: Option<StateCopy>,
+}
+
+impl Default for ShardState {
+    fn default() -> Self {
+        ShardState {
+            dedupe: DedupeWindow::default(),
+            accounts: AHashMap::new(),
+            periods: AHashMap::new(),
+            evicted_through_day: 0,
+            closed_before: DateTime::<Utc>::MIN_UTC,
+            job_now: DateTime::<Utc>::MIN_UTC,
+            job_charges: Vec::new(),
+            copying: None,
+        }
+    }
+}
+
+impl ShardState {
+    pub fn all_totals(&self) -> impl Iterator<Item = PeriodTotals> + '_ {
+        self.accounts.values().flatten().cloned()
+    }
+
+    /// The totals of (account, period), created when absent, and their index in the account's
+    /// list. One map lookup when the account is known (its key is kept in every totals).
+    fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> (usize, &mut PeriodTotals) {
+        if self.copying.is_some() {
+            self.copy_before_change(account);
+        }
+        if !self.accounts.contains_key(account) {
+            self.accounts.insert(Arc::from(account), Vec::new());
+        }
+        // Invariant: the account was present or inserted just above.
+        let list = self.accounts.get_mut(account).expect("account present");
+        match list
+            .iter()
+            .position(|t| Arc::ptr_eq(&t.period, period) || t.period == *period)
+        {
+            Some(i) => (i, &mut list[i]),
+            None => {
+                let key = match list.first() {
+                    Some(t) => t.account.clone(),
+                    None => Arc::from(account),
+                };
+                list.push(PeriodTotals::new(
+                    key,
+                    period.clone(),
+                    Arc::from(plan.id.as_str()),
+                    plan.currency,
+                    plan.rounding,
+                ));
+                (list.len() - 1, list.last_mut().expect("pushed above"))
+            }
+        }
+    }
+
+    /// The billing period of `at` under `plan`, from the per-plan cache when it holds.
+    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
+        if let Some((p, label)) = self.periods.get(plan.id.as_str())
+            && p.start <= at
+            && at < p.end
+        {
+            return (label.clone(), p.end);
+        }
+        let period = plan.period.period_of(plan.time_zone, at);
+        let label: Arc<str> = Arc::from(period.label.as_str());
+        let end = period.end;
+        self.periods
+            .insert(Arc::from(plan.id.as_str()), (period, label.clone()));
+        (label, end)
+    }
+
+    /// Applies a stored record (recovery): claims its id and adds it to its totals.
+    fn apply(&mut self, record: &RatedRecord, plan: &Plan) {
+        self.dedupe
+            .insert(record.fingerprint, day_of(record.timestamp_unix_nanos), record.content);
+        let period: Arc<str> = Arc::from(record.period.as_str());
+        self.totals_mut(&record.account_id, &period, plan).1.add(
+            &record.meter,
+            record.quantity,
+            record.rated_quantity,
+            record.charge,
+        );
+    }
+
+    /// Forgets ids whose events are older than the window: a resend of them is TOO_OLD anyway.
+    fn evict(&mut self, now: DateTime<Utc>, window_days: u32) {
+        let today = day_of(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        // One day of margin beyond the window, so an id is never forgotten while still resendable.
+        let oldest_kept = today.saturating_sub(window_days as u16).saturating_sub(1);
+        if oldest_kept <= self.evicted_through_day {
+            return;
+        }
+        self.dedupe.retain_from(oldest_kept);
+        self.evicted_through_day = oldest_kept;
+    }
+}
+
+/// What a shard thread reads besides its queue.
+pub struct ShardEnv {
+    pub index: usize,
+    pub context: super::SharedContext,
+    pub clock: super::SharedClock,
+    /// A period closes this long after its end.
+    pub close_grace: chrono::Duration,
+    pub window_days: u32,
+}
+
+/// The shard thread: handles its queue in order until told to stop.
+pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Sender<CommitterMsg>) {
+    let ShardEnv {
+        index,
+        context: ctx,
+        clock,
+        close_grace,
+        window_days,
+    } = env;
+    // Handles resolved once: the loop only sets them.
+    let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
+    let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
+    let mut jobs_since_evict = 0u32;
+    let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
+        Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
+        None => true,
+    };
+    loop {
+        // While a checkpoint copy is being taken, an idle shard takes it further every 2 ms.
+        let msg = if state.copying.is_some() {
+            match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                Ok(msg) => msg,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => return,
+            }
+        };
+        match msg {
+            ShardMsg::Job(job) => {
+                // Bound: check the clock for expiry every 1,024 jobs, not per event.
+                jobs_since_evict += 1;
+                if jobs_since_evict >= 1024 {
+                    jobs_since_evict = 0;
+                    state.evict(clock.now(), window_days);
+                }
+                state.job_now = clock.now();
+                state.closed_before = state.job_now - close_grace;
+                let output = state.process(&ctx.load(), job);
+                queue_depth.set(rx.len() as f64);
+                window_ids.set(state.dedupe.len() as f64);
+                if out.send(CommitterMsg::Output(output)).is_err() {
+                    warn!(shard = index, "committer is gone; shard stops");
+                    return;
+                }
+                // After the output: a copy that now holds this job's claims reaches the committer
+                // behind it.
+                if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP))
+                {
+                    return;
+                }
+            }
+            ShardMsg::Snapshot => {
+                if !send_copy(state.finish_copy()) {
+                    return;
+                }
+                // The cut: the copy reflects every output sent before this message.
+                if out.send(CommitterMsg::SnapshotCut { shard: index }).is_err() {
+                    return;
+                }
+                state.begin_copy();
+            }
+            ShardMsg::Stop => {
+                send_copy(state.finish_copy());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The small tables kept beside the blocks, one handle each (cheap to clone, usable from any
+//! thread): [`Subscriptions`] stored through the Admin API, [`Suspense`] (rejected events waiting
+//! to be fixed), [`Closes`] (closed billing periods and their announcements) and [`Alerts`]
+//! (spend alerts raised). Every write is durable (fsync) before it returns.
+
+use super::{Db, SUSPENSE_PREFIX, StoreError, codec};
+use crate::domain::alert::SpendAlert;
+use crate::domain::hex::hex;
+use crate::domain::subscription::Subscription;
+use crate::domain::usage::{RejectReason, Rejected};
+
+const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
+const CLOSE_PREFIX: &[u8] = b"k/";
+const ALERT_PREFIX: &[u8] = b"a/";
+
+/// Subscriptions stored through the Admin API (`u/<account>\xFF<from>`).
+#[derive(Clone)]
+pub struct Subscriptions(pub(super) Db);
+
+fn subscription_key(account: &str, from_nanos: i64) -> Vec<u8> {
+    let mut k = SUBSCRIPTION_PREFIX.to_vec();
+    k.extend_from_slice(account.as_bytes());
+    k.push(0xFF);
+    // Order-preserving: flip the sign bit.
+    k.extend_from_slice(&((from_nanos as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+impl Subscriptions {
+    /// Writes subscriptions durably (one atomic batch, one fsync) before they are put in force.
+    pub fn put(&self, list: &[Subscription]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in list {
+            let from = s.from.timestamp_nanos_opt().unwrap_or(i64::MIN);
+            batch.insert(subscription_key(&s.account_id, from), codec::encode_subscription(s));
+        }
+        self.0.db.apply_batch(batch)?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored subscription.
+    pub fn all(&self) -> Result<Vec<Subscription>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(SUBSCRIPTION_PREFIX) {
+            let (k, v) = item?;
+            let key = || format!("u/{}", String::from_utf8_lossy(&k[2..]));
+            out.push(codec::decode_subscription(&v).map_err(|e| self.0.corrupt(key(), e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// The key of a suspense entry (`s/<seq><n>`): its id, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SuspenseId(pub Vec<u8>);
+
+/// Rejected events waiting in suspense, oldest first. Entries are written by the commits that
+/// acknowledge them (`Commit::suspense`); reprocessing removes them.
+#[derive(Clone)]
+pub struct Suspense(pub(super) Db);
+
+impl Suspense {
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<Rejected, StoreError> {
+        codec::decode_suspense(value).map_err(|e| self.0.corrupt(format!("s/{}", hex(&key[2..])), e))
+    }
+
+    /// Entries after `after` (exclusive), oldest first, optionally of one reason.
+    pub fn page(
+        &self,
+        after: Option<&SuspenseId>,
+        reason: Option<RejectReason>,
+        limit: usize,
+    ) -> Result<Vec<(SuspenseId, Rejected)>, StoreError> {
+        let start = match after {
+            Some(id) => {
+                let mut k = id.0.clone();
+                k.push(0);
+                k
+            }
+            None => SUSPENSE_PREFIX.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.0.db.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(SUSPENSE_PREFIX) || out.len() >= limit {
+                break;
+            }
+            let entry = self.decode(&k, &v)?;
+            if reason.is_none_or(|r| r == entry.reason) {
+                out.push((SuspenseId(k.to_vec()), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One entry by id.
+    pub fn get(&self, id: &SuspenseId) -> Result<Option<Rejected>, StoreError> {
+        if !id.0.starts_with(SUSPENSE_PREFIX) {
+            return Ok(None);
+        }
+        match self.0.db.get(&id.0)? {
+            None => Ok(None),
+            Some(v) => self.decode(&id.0, &v).map(Some),
+        }
+    }
+
+    /// How many entries wait (a key scan, at start-up).
+    pub fn count(&self) -> usize {
+        self.0.db.scan_prefix(SUSPENSE_PREFIX).keys().count()
+    }
+
+    /// Removes entries that left suspense (or were replaced by a newer entry), durably.
+    pub fn remove(&self, ids: &[SuspenseId]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.0.as_slice());
+        }
+        self.0.db.apply_batch(batch)?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+}
+
+/// A closed (plan, period) as stored: whether its announcement reached Redis, and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClose {
+    pub plan: String,
+    pub period: String,
+    pub announced: bool,
+    /// The announcement: one JSON object per account with the final totals (`export::close`).
+    pub entries: Vec<String>,
+}
+
+/// Closed billing periods (`k/<plan>\xFF<period>`).
+#[derive(Clone)]
+pub struct Closes(pub(super) Db);
+
+fn close_key(plan: &str, period: &str) -> Vec<u8> {
+    let mut k = CLOSE_PREFIX.to_vec();
+    k.extend_from_slice(plan.as_bytes());
+    k.push(0xFF);
+    k.extend_from_slice(period.as_bytes());
+    k
+}
+
+impl Closes {
+    /// Records a close durably (fsync), announced or not.
+    pub fn put(&self, close: &StoredClose) -> Result<(), StoreError> {
+        self.0
+            .db
+            .insert(close_key(&close.plan, &close.period), codec::encode_close(close))?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored close.
+    pub fn all(&self) -> Result<Vec<StoredClose>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(CLOSE_PREFIX) {
+            let (k, v) = item?;
+            let key = || format!("k/{}", String::from_utf8_lossy(&k[2..]));
+            out.push(codec::decode_close(&v).map_err(|e| self.0.corrupt(key(), e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// A spend alert as stored: raised once per (account, period, threshold), announced once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    pub alert: SpendAlert,
+    pub announced: bool,
+}
+
+/// Spend alerts raised (`a/<account>|<period>|<threshold>`).
+#[derive(Clone)]
+pub struct Alerts(pub(super) Db);
+
+impl Alerts {
+    /// Records an alert durably (fsync).
+    pub fn put(&self, stored: &StoredAlert) -> Result<(), StoreError> {
+        let mut key = ALERT_PREFIX.to_vec();
+        key.extend_from_slice(stored.alert.id().as_bytes());
+        self.0.db.insert(key, codec::encode_alert(stored))?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored alert.
+    pub fn all(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(ALERT_PREFIX) {
+            let (k, v) = item?;
+            let key = || format!("a/{}", String::from_utf8_lossy(&k[2..]));
+            out.push(codec::decode_alert(&v).map_err(|e| self.0.corrupt(key(), e))?);
+        }
+        Ok(out)
+    }
+}

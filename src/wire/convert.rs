@@ -1,0 +1,276 @@
+//! Every conversion between proto and domain types, in one place: events in, acknowledgements
+//! and reasons out, records, totals, subscriptions, suspense entries, statements and quotes.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::proto;
+use super::status::{ApiError, SubscriptionInputError};
+use crate::domain::aggregate::{MeterTotals, PeriodTotals};
+use crate::domain::money::{InvoiceRounding, parse_exact};
+use crate::domain::period::Period;
+use crate::domain::record::RatedRecord;
+use crate::domain::subscription::Subscription;
+use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected};
+
+/// An event as received: the proto fields, moved (no check here: the pipeline's intake checks).
+pub fn raw_event(e: proto::UsageEvent) -> RawEvent {
+    RawEvent {
+        event_id: e.event_id,
+        account_id: e.account_id,
+        meter: e.meter,
+        quantity: e.quantity.map(|q| (q.units, q.nanos)),
+        timestamp_unix_nanos: e.timestamp_unix_nanos,
+        attributes: e.attributes.into_iter().map(|a| (a.key, a.value)).collect(),
+    }
+}
+
+fn attributes_to_proto(pairs: &[(String, String)]) -> Vec<proto::Attribute> {
+    pairs
+        .iter()
+        .map(|(k, v)| proto::Attribute {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+/// An event in its proto form (suspense listings).
+pub fn event_to_proto(e: &RawEvent) -> proto::UsageEvent {
+    let (units, nanos) = e.quantity.unwrap_or((0, 0));
+    proto::UsageEvent {
+        event_id: e.event_id.clone(),
+        account_id: e.account_id.clone(),
+        meter: e.meter.clone(),
+        quantity: Some(proto::Quantity { units, nanos }),
+        timestamp_unix_nanos: e.timestamp_unix_nanos,
+        attributes: attributes_to_proto(&e.attributes),
+    }
+}
+
+/// The domain reason as its proto enum.
+pub fn reason_to_proto(reason: RejectReason) -> proto::RejectReason {
+    match reason {
+        RejectReason::InvalidField => proto::RejectReason::InvalidField,
+        RejectReason::UnknownMeter => proto::RejectReason::UnknownMeter,
+        RejectReason::NoTariff => proto::RejectReason::NoTariff,
+        RejectReason::TooOld => proto::RejectReason::TooOld,
+        RejectReason::TooFarInFuture => proto::RejectReason::TooFarInFuture,
+        RejectReason::PeriodClosed => proto::RejectReason::PeriodClosed,
+        RejectReason::Conflict => proto::RejectReason::Conflict,
+    }
+}
+
+/// The proto enum as the domain reason (`None` for UNSPECIFIED).
+pub fn reason_from_proto(reason: proto::RejectReason) -> Option<RejectReason> {
+    match reason {
+        proto::RejectReason::Unspecified => None,
+        proto::RejectReason::InvalidField => Some(RejectReason::InvalidField),
+        proto::RejectReason::UnknownMeter => Some(RejectReason::UnknownMeter),
+        proto::RejectReason::NoTariff => Some(RejectReason::NoTariff),
+        proto::RejectReason::TooOld => Some(RejectReason::TooOld),
+        proto::RejectReason::TooFarInFuture => Some(RejectReason::TooFarInFuture),
+        proto::RejectReason::PeriodClosed => Some(RejectReason::PeriodClosed),
+        proto::RejectReason::Conflict => Some(RejectReason::Conflict),
+    }
+}
+
+/// A reason filter of a request (0 = any).
+pub fn reason_filter(reason: i32) -> Result<Option<RejectReason>, ApiError> {
+    let reason = proto::RejectReason::try_from(reason).map_err(|_| ApiError::UnknownReason)?;
+    Ok(reason_from_proto(reason))
+}
+
+/// The proto form of an acknowledgement.
+pub fn ack_to_proto(ack: Ack) -> proto::BatchAck {
+    proto::BatchAck {
+        batch_id: ack.batch_id,
+        accepted: ack.accepted,
+        duplicate: ack.duplicate,
+        rejected: ack.rejected,
+        results: ack
+            .results
+            .into_iter()
+            .map(|r| proto::EventResult {
+                index: r.index,
+                outcome: if r.rejected.is_some() {
+                    proto::Outcome::Rejected
+                } else {
+                    proto::Outcome::Duplicate
+                } as i32,
+                reason: r.rejected.map_or(proto::RejectReason::Unspecified, reason_to_proto) as i32,
+                detail: r.detail,
+            })
+            .collect(),
+    }
+}
+
+pub fn record_to_proto(r: &RatedRecord) -> proto::RatedRecord {
+    proto::RatedRecord {
+        event_id: r.event_id.clone(),
+        account_id: r.account_id.clone(),
+        meter: r.meter.clone(),
+        quantity: r.quantity.normalize().to_string(),
+        timestamp: r.at().to_rfc3339(),
+        attributes: attributes_to_proto(&r.attributes),
+        plan_id: r.plan.clone(),
+        version: r.version,
+        period: r.period.clone(),
+        rated_quantity: r.rated_quantity.normalize().to_string(),
+        charge: r.charge.to_string(),
+        period_usage_before: r.period_usage_before.normalize().to_string(),
+    }
+}
+
+pub fn meter_to_proto(m: &MeterTotals, rounding: InvoiceRounding) -> proto::MeterTotals {
+    proto::MeterTotals {
+        meter: m.meter.to_string(),
+        quantity: m.quantity.normalize().to_string(),
+        rated_quantity: m.rated_quantity.normalize().to_string(),
+        charge: m.charge.to_string(),
+        events: m.events,
+        amount: rounding.apply(m.charge).to_string(),
+    }
+}
+
+/// The totals of one account-period: `meters` already chosen and sorted, the status, the
+/// projected period-end charge and the period's bounds (when the plan is still known).
+pub fn totals_to_proto(
+    t: &PeriodTotals,
+    meters: Vec<proto::MeterTotals>,
+    closed: bool,
+    projected: Decimal,
+    bounds: Option<&Period>,
+) -> proto::Totals {
+    proto::Totals {
+        account_id: t.account.to_string(),
+        period: t.period.to_string(),
+        currency: t.currency.to_string(),
+        plan: t.plan.to_string(),
+        total_charge: t.total_charge.to_string(),
+        total_amount: t.amount().to_string(),
+        meters,
+        status: status_label(closed).to_string(),
+        projected_charge: projected.to_string(),
+        period_start: bounds.map(|p| p.start.to_rfc3339()).unwrap_or_default(),
+        period_end: bounds.map(|p| p.end.to_rfc3339()).unwrap_or_default(),
+    }
+}
+
+/// `closed` or `open`, as every reply and the Redis hash say it.
+pub fn status_label(closed: bool) -> &'static str {
+    if closed { "closed" } else { "open" }
+}
+
+pub fn account_charge(t: &PeriodTotals) -> proto::AccountCharge {
+    proto::AccountCharge {
+        account_id: t.account.to_string(),
+        currency: t.currency.to_string(),
+        total_charge: t.total_charge.to_string(),
+        total_amount: t.amount().to_string(),
+    }
+}
+
+/// An RFC 3339 field of a request.
+pub fn instant(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::BadTime {
+            field,
+            text: text.to_string(),
+        })
+}
+
+/// An optional RFC 3339 field (empty = absent), as unix nanos.
+pub fn optional_instant(field: &'static str, text: &str) -> Result<Option<i64>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    instant(field, text)?
+        .timestamp_nanos_opt()
+        .map(Some)
+        .ok_or(ApiError::BadTime {
+            field,
+            text: text.to_string(),
+        })
+}
+
+fn subscription_input(p: proto::Subscription) -> Result<Subscription, SubscriptionInputError> {
+    if p.account_id.is_empty() || p.account_id.len() > crate::domain::usage::MAX_ACCOUNT_BYTES {
+        return Err(SubscriptionInputError::AccountId);
+    }
+    let discount = if p.discount_percent.is_empty() {
+        None
+    } else {
+        let d =
+            parse_exact(&p.discount_percent).map_err(|m| SubscriptionInputError::DiscountNotExact(m.to_string()))?;
+        if d <= Decimal::ZERO || d > Decimal::ONE_HUNDRED {
+            return Err(SubscriptionInputError::DiscountRange);
+        }
+        Some(d)
+    };
+    let mut alert_thresholds = Vec::with_capacity(p.alert_thresholds.len());
+    for text in &p.alert_thresholds {
+        match parse_exact(text) {
+            Ok(d) if d > Decimal::ZERO => alert_thresholds.push(d),
+            _ => return Err(SubscriptionInputError::AlertThreshold(text.clone())),
+        }
+    }
+    let time = |field: &'static str, text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| SubscriptionInputError::Time {
+                field,
+                text: text.to_string(),
+            })
+    };
+    Ok(Subscription {
+        account_id: p.account_id,
+        plan_id: p.plan_id,
+        from: time("from", &p.from)?,
+        to: if p.to.is_empty() {
+            None
+        } else {
+            Some(time("to", &p.to)?)
+        },
+        discount_percent: discount,
+        alert_thresholds,
+    })
+}
+
+/// A subscription of a request; `index` is its position when a call carries several.
+pub fn subscription_from_proto(p: proto::Subscription, index: Option<usize>) -> Result<Subscription, ApiError> {
+    subscription_input(p).map_err(|error| ApiError::BadSubscription { index, error })
+}
+
+pub fn subscription_to_proto(s: &Subscription) -> proto::Subscription {
+    proto::Subscription {
+        account_id: s.account_id.clone(),
+        plan_id: s.plan_id.clone(),
+        from: s.from.to_rfc3339(),
+        to: s.to.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        discount_percent: s.discount_percent.map(|d| d.to_string()).unwrap_or_default(),
+        alert_thresholds: s.alert_thresholds.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A suspense entry in its proto form; `id` is its page-token form.
+pub fn suspended_to_proto(id: String, r: &Rejected) -> proto::SuspendedEvent {
+    proto::SuspendedEvent {
+        id,
+        event: Some(event_to_proto(&r.event)),
+        reason: reason_to_proto(r.reason) as i32,
+        detail: r.detail.clone(),
+        received_at: DateTime::<Utc>::from_timestamp_nanos(r.received_unix_nanos).to_rfc3339(),
+    }
+}
+
+/// A quoted event that could not be priced.
+pub fn quote_refused(index: u32, reason: RejectReason, detail: String) -> proto::QuotedEvent {
+    proto::QuotedEvent {
+        index,
+        reason: reason_to_proto(reason) as i32,
+        detail,
+        ..Default::default()
+    }
+}

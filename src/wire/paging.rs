@@ -1,0 +1,59 @@
+//! One page-size rule for every listing, and the page tokens: opaque lowercase hex of the last
+//! position returned (a record's commit and index, an account id, a suspense entry's key).
+
+use super::status::ApiError;
+use crate::domain::hex::{hex, unhex};
+use crate::store::SuspenseId;
+
+/// Most rows one page of any listing carries (bounds the memory and time of one answer).
+pub const MAX_PAGE: usize = 1000;
+/// Rows of a page when the request leaves it to ratingd.
+const DEFAULT_PAGE: usize = 100;
+
+/// The page size of a listing request: 0 means the default, anything larger is capped.
+pub fn page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// The token after a record at (commit seq, index in the commit).
+pub fn record_token((seq, index): (u64, u32)) -> String {
+    let mut bytes = seq.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&index.to_be_bytes());
+    hex(&bytes)
+}
+
+pub fn parse_record_token(token: &str) -> Result<(u64, u32), ApiError> {
+    let bytes = unhex(token).filter(|b| b.len() == 12).ok_or(ApiError::BadPageToken)?;
+    let seq = u64::from_be_bytes(bytes[..8].try_into().map_err(|_| ApiError::BadPageToken)?);
+    let index = u32::from_be_bytes(bytes[8..].try_into().map_err(|_| ApiError::BadPageToken)?);
+    Ok((seq, index))
+}
+
+/// The token after an account id.
+pub fn account_token(account: &str) -> String {
+    hex(account.as_bytes())
+}
+
+pub fn parse_account_token(token: &str) -> Result<String, ApiError> {
+    unhex(token)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(ApiError::BadPageToken)
+}
+
+/// A suspense entry's id as clients see it (also the token after it).
+pub fn suspense_id(id: &SuspenseId) -> String {
+    hex(&id.0)
+}
+
+pub fn parse_suspense_token(token: &str) -> Result<SuspenseId, ApiError> {
+    unhex(token).map(SuspenseId).ok_or(ApiError::BadPageToken)
+}
+
+pub fn parse_suspense_id(id: &str) -> Result<SuspenseId, ApiError> {
+    unhex(id)
+        .map(SuspenseId)
+        .ok_or_else(|| ApiError::BadSuspenseId(id.to_string()))
+}
