@@ -1,5 +1,9 @@
-//! Client side of ratectl: reading usage files and sending them with retries.
+//! Client side of ratectl: its commands ([`commands`], one module each), what it prints
+//! ([`output`]), how it reaches ratingd ([`connect`]), reading usage files ([`usage_file`]) and
+//! sending them with retries ([`send`]).
 
+pub mod commands;
 pub mod connect;
+pub mod output;
 pub mod send;
 pub mod usage_file;

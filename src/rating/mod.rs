@@ -15,23 +15,22 @@
 //! places. The differences telescope, so a period's record charges sum exactly to `R(total)` in any
 //! order and batching of arrival.
 
+mod bands;
+mod cumulative;
 pub mod explain;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::localtime::offset_seconds;
 use crate::domain::money::{Inexact, ceil_div, discount_factor, exact_add, exact_mul, exact_sub, round_quotient};
 use crate::domain::period::Period;
-use crate::domain::tariff::{
-    Bands, Catalogue, Increments, MINUTES_PER_WEEK, Model, PerUnit, Plan, RateTable, Tier, Version,
-};
-use crate::domain::usage::{RejectReason, attribute};
-
 use crate::domain::record::RatedRecord;
 pub use crate::domain::record::RatingInput;
+use crate::domain::tariff::{Bands, Catalogue, Increments, Model, PerUnit, Plan, RateTable, Version};
+use crate::domain::usage::{RejectReason, attribute};
+pub use cumulative::period_price;
 pub use explain::Report;
 
 /// Longest duration split into bands: a month of seconds. Longer "calls" are input errors, and the
@@ -283,7 +282,7 @@ pub fn rate(plan: &Plan, input: &RatingInput<'_>) -> Result<Rated, RatingError> 
             &discounts,
             &mut explanation,
         )?,
-        model => rate_cumulative(model, tariff.per, tariff.included, input, &discounts, &mut explanation)?,
+        model => cumulative::rate_cumulative(model, tariff.per, tariff.included, input, &discounts, &mut explanation)?,
     };
     debug_assert_eq!(charge.scale(), crate::domain::money::RECORD_SCALE);
     explanation.charge = charge;
@@ -354,9 +353,9 @@ fn rate_per_unit(
         None => exact_mul(exact_sub(rated, free)?, price)?,
         Some(bands) => {
             let mut parts = if model.duration {
-                split_by_bands(bands, tz, input.at, rated)?
+                bands::split_by_bands(bands, tz, input.at, rated)?
             } else {
-                let band = bands.segment_at(minute_of_week(tz, input.at)).band;
+                let band = bands.segment_at(bands::minute_of_week(tz, input.at)).band;
                 vec![part(band, input.at, rated)]
             };
             let numerator = price_parts(bands, &mut parts, price, free)?;
@@ -459,207 +458,6 @@ pub fn select_rate(rates: &RateTable, attributes: &[(String, String)]) -> Option
         price,
         source: RateSource::Default,
     })
-}
-
-/// Minute of the week (Monday 00:00 = 0) of `at` in zone `tz`.
-fn minute_of_week(tz: Tz, at: DateTime<Utc>) -> u32 {
-    local_minute_of_week(&at.with_timezone(&tz).naive_local())
-}
-
-fn local_minute_of_week(local: &NaiveDateTime) -> u32 {
-    local.weekday().num_days_from_monday() * 1440 + local.hour() * 60 + local.minute()
-}
-
-/// Longest step of the band split between two checks of the UTC offset: no zone changes its offset
-/// twice within a day, so comparing the offsets at both ends of a step finds any transition in it.
-const MAX_SPLIT_STEP_NANOS: i64 = 86_400 * NANOS_PER_SECOND;
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
-
-/// Lays `seconds` from `start` and cuts it where the band changes in local time, or where a
-/// daylight-saving transition moves local time (the band is looked up again after it).
-fn split_by_bands(bands: &Bands, tz: Tz, start: DateTime<Utc>, seconds: Decimal) -> Result<Vec<Part>, RatingError> {
-    if seconds > Decimal::from(MAX_BANDED_DURATION_SECONDS) {
-        return Err(RatingError::DurationTooLong);
-    }
-    let mut remaining = to_nanos(seconds).ok_or(RatingError::Inexact)?;
-    let mut parts: Vec<Part> = Vec::with_capacity(2);
-    let mut cursor = start;
-    let mut offset = offset_seconds(tz, cursor);
-    // Most calls are short and far from a transition: one look at the offset where the call ends
-    // then covers every step.
-    let uniform =
-        remaining <= MAX_SPLIT_STEP_NANOS && offset_seconds(tz, cursor + Duration::nanoseconds(remaining)) == offset;
-    while remaining > 0 {
-        // Local wall-clock seconds since the epoch; 1970-01-01 was a Thursday (Monday = 0 -> 3).
-        let local_seconds = cursor.timestamp() + i64::from(offset);
-        let weekday = (local_seconds.div_euclid(86_400) + 3).rem_euclid(7) as u32;
-        let second_of_day = local_seconds.rem_euclid(86_400) as u32;
-        let minute = weekday * 1440 + second_of_day / 60;
-        let segment = bands.segment_at(minute);
-        debug_assert!(segment.start <= minute && minute < segment.end && segment.end <= MINUTES_PER_WEEK);
-        let into_minute = i64::from(second_of_day % 60) * NANOS_PER_SECOND + i64::from(cursor.timestamp_subsec_nanos());
-        let to_segment_end = i64::from(segment.end - minute) * 60 * NANOS_PER_SECOND - into_minute;
-        let mut step = to_segment_end.min(MAX_SPLIT_STEP_NANOS).min(remaining);
-        let end = cursor + Duration::nanoseconds(step);
-        if !uniform && offset_seconds(tz, end) != offset {
-            let transition = transition_at(tz, offset, cursor, end);
-            step = (transition - cursor).num_nanoseconds().unwrap_or(step);
-            offset = offset_seconds(tz, transition);
-        }
-        let quantity = Decimal::from_i128_with_scale(i128::from(step), 9);
-        match parts.last_mut() {
-            Some(last) if usize::from(last.band) == segment.band => last.quantity = exact_add(last.quantity, quantity)?,
-            _ => parts.push(part(segment.band, cursor, quantity)),
-        }
-        remaining -= step;
-        cursor += Duration::nanoseconds(step);
-    }
-    Ok(parts)
-}
-
-/// Whole nanoseconds in `seconds`, when it has at most 9 fractional digits and fits an `i64`.
-fn to_nanos(seconds: Decimal) -> Option<i64> {
-    let scale = seconds.scale();
-    if scale > 9 {
-        return None;
-    }
-    let nanos = seconds.mantissa().checked_mul(10i128.pow(9 - scale))?;
-    i64::try_from(nanos).ok()
-}
-
-/// The first whole second in `(from, to]` whose UTC offset is not `before` (the offset at `from`),
-/// given that the offset at `to` differs. Callers keep `to - from` within a day, so there is
-/// exactly one transition in between.
-fn transition_at(tz: Tz, before: i32, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
-    let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or(to);
-    // Search invariant: offset(lo) == before, offset(hi) != before (or hi is `to`'s second).
-    let (mut lo, mut hi) = (from.timestamp(), to.timestamp());
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if offset_seconds(tz, at(mid)) == before {
-            lo = mid
-        } else {
-            hi = mid
-        }
-    }
-    at(hi).max(from + Duration::nanoseconds(1)).min(to)
-}
-
-fn rate_cumulative(
-    model: &Model,
-    per: u32,
-    included: Decimal,
-    input: &RatingInput<'_>,
-    discounts: &Discounts,
-    explanation: &mut Explanation,
-) -> Result<Decimal, RatingError> {
-    let before = input.period_usage;
-    let after = exact_add(before, input.quantity)?;
-    let billable = |usage: Decimal| -> Result<Decimal, Inexact> { Ok(exact_sub(usage, included)?.max(Decimal::ZERO)) };
-    let (b0, b1) = (billable(before)?, billable(after)?);
-    if !included.is_zero() {
-        let free = exact_sub(input.quantity, exact_sub(b1, b0)?)?;
-        explanation.allowance = Some(Allowance {
-            included,
-            used_before: before,
-            free,
-        });
-    }
-    let price_of = |units: Decimal| -> Result<Decimal, Inexact> {
-        let exact = period_price(model, units)?;
-        round_quotient(discounts.apply(exact)?, per)
-    };
-    let (price_before, price_after) = (price_of(b0)?, price_of(b1)?);
-    let (kind, steps, blocks) = match model {
-        Model::Graduated(tiers) => (ModelKind::Graduated, graduated_steps(tiers, b0, b1)?, None),
-        Model::Volume(tiers) => {
-            let steps = [b0, b1]
-                .iter()
-                .map(|&u| {
-                    let i = volume_tier(tiers, u);
-                    TierStep {
-                        tier: i,
-                        quantity: u,
-                        price: tiers[i].price,
-                    }
-                })
-                .collect();
-            (ModelKind::Volume, steps, None)
-        }
-        Model::Package { block_size, .. } => (
-            ModelKind::Package,
-            Vec::new(),
-            Some((ceil_div(b0, *block_size)?, ceil_div(b1, *block_size)?)),
-        ),
-        Model::PerUnit(_) => unreachable!("per-unit meters are rated by rate_per_unit"),
-    };
-    explanation.model = kind;
-    explanation.numerator = discounts.apply(period_price(model, b1)?)?;
-    explanation.cumulative = Some(Box::new(Cumulative {
-        usage_before: before,
-        usage_after: after,
-        steps,
-        blocks,
-        price_before,
-        price_after,
-    }));
-    Ok(exact_sub(price_after, price_before)?)
-}
-
-/// The exact (undiscounted, undivided) price of `units` of a period under a cumulative model.
-pub fn period_price(model: &Model, units: Decimal) -> Result<Decimal, Inexact> {
-    match model {
-        Model::Graduated(tiers) => {
-            let mut total = Decimal::ZERO;
-            let mut lower = Decimal::ZERO;
-            for tier in tiers {
-                if units <= lower {
-                    break;
-                }
-                let upper = tier.up_to.map_or(units, |u| u.min(units));
-                total = exact_add(total, exact_mul(exact_sub(upper, lower)?, tier.price)?)?;
-                lower = upper;
-            }
-            Ok(total)
-        }
-        Model::Volume(tiers) => exact_mul(units, tiers[volume_tier(tiers, units)].price),
-        Model::Package {
-            block_size,
-            block_price,
-        } => exact_mul(ceil_div(units, *block_size)?, *block_price),
-        Model::PerUnit(_) => unreachable!("per-unit meters have no period price"),
-    }
-}
-
-/// The tier a period quantity reaches: the first whose `up_to` it does not exceed.
-fn volume_tier(tiers: &[Tier], units: Decimal) -> usize {
-    tiers
-        .iter()
-        .position(|t| t.up_to.is_none_or(|u| units <= u))
-        .unwrap_or(tiers.len() - 1)
-}
-
-/// The units of `(b0, b1]` falling into each graduated tier.
-fn graduated_steps(tiers: &[Tier], b0: Decimal, b1: Decimal) -> Result<Vec<TierStep>, Inexact> {
-    let mut steps = Vec::new();
-    let mut lower = Decimal::ZERO;
-    for (i, tier) in tiers.iter().enumerate() {
-        let upper = tier.up_to;
-        let from = b0.max(lower);
-        let to = upper.map_or(b1, |u| u.min(b1));
-        if to > from {
-            steps.push(TierStep {
-                tier: i,
-                quantity: exact_sub(to, from)?,
-                price: tier.price,
-            });
-        }
-        match upper {
-            Some(u) if u < b1 => lower = u,
-            _ => break,
-        }
-    }
-    Ok(steps)
 }
 
 /// Why a quote could not be given.

@@ -1,5 +1,6 @@
 //! Tariff files: TOML -> raw serde structs (unknown keys refused) -> validation that gathers every
-//! error with its path -> the typed [`Catalogue`].
+//! error with its path -> the typed [`Catalogue`]. The raw shape is in `raw`, the parsing of days,
+//! clocks and the week's band segments in `week`.
 //!
 //! Parsing is pure (a `&str` in, a catalogue or a list of errors out); reading the file is the
 //! caller's job. Money is never read from a TOML float: prices are strings (`"0.0200"`) or integers.
@@ -10,14 +11,19 @@ use std::fmt;
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
-use super::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE, RoundingMode, parse_exact};
-use super::period::BillingPeriod;
-use super::tariff::{
+use crate::domain::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE};
+use crate::domain::period::BillingPeriod;
+use crate::domain::tariff::{
     Band, Bands, Catalogue, FastMap, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model, PerUnit, Plan,
-    PrefixTable, RateTable, Segment, Tier, Version,
+    PrefixTable, RateTable, Tier, Version,
 };
+
+mod raw;
+mod week;
+
+use raw::*;
+use week::*;
 
 /// Longest meter name, attribute name or value accepted in a tariff (SPEC section 2 bounds ids).
 const MAX_NAME_BYTES: usize = 128;
@@ -80,150 +86,6 @@ pub fn parse_catalogue(text: &str) -> Result<Catalogue, TariffErrors> {
         .flat_map(|v| v.meters.keys().cloned())
         .collect();
     Ok(Catalogue { plans, index, meters })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw file shape
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    plans: Vec<RawPlan>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlan {
-    id: String,
-    name: Option<String>,
-    currency: String,
-    time_zone: String,
-    rounding: RawRounding,
-    billing_period: Option<RawPeriod>,
-    #[serde(default)]
-    versions: Vec<RawVersion>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRounding {
-    places: u32,
-    mode: RoundingMode,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPeriod {
-    kind: String,
-    anchor_day: Option<u32>,
-    week_start: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVersion {
-    effective_from: RawInstant,
-    discount_percent: Option<Dec>,
-    #[serde(default)]
-    meters: BTreeMap<String, RawMeter>,
-}
-
-/// A TOML offset date-time, or the same written as an RFC 3339 string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawInstant {
-    Native(toml::value::Datetime),
-    Text(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMeter {
-    model: String,
-    per: Option<u32>,
-    included: Option<Dec>,
-    price: Option<Dec>,
-    prefix_attribute: Option<String>,
-    prefixes: Option<BTreeMap<String, Dec>>,
-    #[serde(rename = "match")]
-    matches: Option<Vec<RawMatch>>,
-    duration: Option<bool>,
-    increments: Option<RawIncrements>,
-    connect_fee: Option<Dec>,
-    minimum_charge: Option<Dec>,
-    bands: Option<Vec<RawBand>>,
-    tiers: Option<Vec<RawTier>>,
-    block_size: Option<Dec>,
-    block_price: Option<Dec>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    attributes: BTreeMap<String, String>,
-    price: Dec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIncrements {
-    first: Dec,
-    next: Dec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBand {
-    name: String,
-    factor: Dec,
-    windows: Vec<RawWindow>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWindow {
-    days: Vec<String>,
-    from: String,
-    to: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTier {
-    up_to: Option<Dec>,
-    price: Dec,
-}
-
-/// A decimal read from a TOML string or integer. A TOML float is refused: it is binary, not exact.
-struct Dec(Result<Decimal, String>);
-
-impl<'de> Deserialize<'de> for Dec {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Dec;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a decimal string such as \"0.0200\", or an integer")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Dec, E> {
-                Ok(Dec(parse_exact(text)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dec, E> {
-                Ok(Dec(Ok(Decimal::from(n))))
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dec, E> {
-                Ok(Dec(Ok(Decimal::from(n))))
-            }
-            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Dec, E> {
-                Err(E::custom(format!(
-                    "{n} is a TOML float, which is not exact; write the amount as a string, e.g. \"{n}\""
-                )))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -883,90 +745,5 @@ impl Validator {
         days.sort_unstable();
         days.dedup();
         days.iter().flat_map(|&d| (d * 1440 + from)..(d * 1440 + to)).collect()
-    }
-}
-
-fn gaps(owner: &[Option<usize>]) -> Vec<(u32, u32)> {
-    let mut gaps = Vec::new();
-    let mut start = None;
-    for (m, o) in owner.iter().enumerate() {
-        let m = m as u32;
-        match (o, start) {
-            (None, None) => start = Some(m),
-            (Some(_), Some(s)) => {
-                gaps.push((s, m));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        gaps.push((s, MINUTES_PER_WEEK));
-    }
-    gaps
-}
-
-fn segments(owner: &[Option<usize>]) -> Vec<Segment> {
-    let mut segments: Vec<Segment> = Vec::new();
-    for (m, o) in owner.iter().enumerate() {
-        // Invariant: called only once every minute has exactly one owner.
-        let band = o.expect("bands cover the week");
-        let m = m as u32;
-        match segments.last_mut() {
-            Some(last) if last.band == band => last.end = m + 1,
-            _ => segments.push(Segment {
-                start: m,
-                end: m + 1,
-                band,
-            }),
-        }
-    }
-    segments
-}
-
-const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-fn minute_label(minute: u32) -> String {
-    let day = (minute / 1440) as usize;
-    if day >= 7 {
-        return "mon 00:00 (end of week)".to_string();
-    }
-    let in_day = minute % 1440;
-    format!("{} {:02}:{:02}", DAY_NAMES[day], in_day / 60, in_day % 60)
-}
-
-fn parse_weekday(text: &str) -> Option<Weekday> {
-    let i = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(text))?;
-    Weekday::try_from(i as u8).ok()
-}
-
-/// `"mon"` or a range `"mon-fri"` (no wrap-around) -> day numbers, Monday = 0.
-fn parse_days(spec: &str) -> Option<Vec<u32>> {
-    let day = |s: &str| {
-        DAY_NAMES
-            .iter()
-            .position(|d| d.eq_ignore_ascii_case(s.trim()))
-            .map(|i| i as u32)
-    };
-    match spec.split_once('-') {
-        None => Some(vec![day(spec)?]),
-        Some((a, b)) => {
-            let (a, b) = (day(a)?, day(b)?);
-            (a <= b).then(|| (a..=b).collect())
-        }
-    }
-}
-
-/// `"HH:MM"` -> minutes since midnight; `"24:00"` is the end of the day.
-fn parse_clock(text: &str) -> Option<u32> {
-    let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    match (h, m) {
-        (24, 0) => Some(24 * 60),
-        (0..=23, 0..=59) => Some(h * 60 + m),
-        _ => None,
     }
 }

@@ -1,0 +1,25 @@
+//! ratectl's commands, one module each. Each takes its parsed arguments (and, when it talks to
+//! ratingd, the connection settings as a value) and returns what it has to say as a
+//! [`super::output::Printed`]; `src/bin/ratectl.rs` only parses and dispatches.
+
+pub mod explain;
+pub mod export;
+pub mod records;
+pub mod send;
+pub mod statement;
+pub mod subscriptions;
+pub mod suspense;
+pub mod tariffs;
+pub mod token;
+pub mod totals;
+
+/// Where ratingd listens unless `--target` says otherwise.
+pub const DEFAULT_TARGET: &str = "http://127.0.0.1:50051";
+
+/// A current-thread runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, super::output::Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| super::output::Failure::new(format!("cannot start the async runtime: {e}")))
+}
