@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # redis-server on free ports (nothing depends on a Redis the machine may run); the metrics tests
 # run a Prometheus server and promtool; the TLS tests make certificates with openssl
 # (tests/tls/gen-certs.sh) and read TLS alerts with its s_client; scripts/test-at.sh runs the
-# suite at chosen calendar instants with faketime.
-needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus" "openssl:openssl" "faketime:faketime")
+# suite at chosen calendar instants with faketime; tests/proto.rs compiles the gRPC contract
+# with stock protoc, as other languages' tools do (the build itself needs no protoc).
+needs=("redis-server:redis-server" "prometheus:prometheus" "promtool:prometheus" "openssl:openssl" "faketime:faketime" "protoc:protobuf-compiler")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")

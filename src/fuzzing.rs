@@ -25,7 +25,7 @@ fn shipped_catalogue() -> &'static Catalogue {
 
 /// Protobuf bytes -> `UsageBatch` -> per-event validation -> rating: whatever the bytes, no panic;
 /// every event that passes validation is within the limits and the window, and rates to a charge
-/// or a reason, never a panic or an overflow. Each event is also checked "steered" (see [`steer`]),
+/// or a reason, never a panic or an overflow. Each event is also checked "steered" (see `steer`),
 /// so that random bytes reach the rating engine and not only the first checks.
 pub fn ingest_batch(data: &[u8]) {
     let Ok(batch) = proto::UsageBatch::decode(data) else {

@@ -2,30 +2,36 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data's path (ARCHITECTURE.md draws it):
+//! The modules follow the data's path (ARCHITECTURE.md draws it, and its table of allowed
+//! dependencies is enforced by `tests/architecture.rs`):
 //!
-//! - [`ingest`]: the gRPC front end. Proto <-> domain conversion and every input check
-//!   ([`ingest::convert`]), the `Ingest` service; batches are admitted under a bound and handed to
-//!   the pipeline.
-//! - [`pipeline`]: routing by account hash to shard threads that own their accounts (dedupe,
-//!   period usage, totals) and rate without locks; the committer group-commits to sled, fsyncs,
-//!   publishes the committed view and acknowledges; spend alerts.
-//! - [`store`]: sled: checksummed blocks of rated records, suspense, subscriptions, closes,
-//!   alerts ([`store::codec`] for the encodings); shard checkpoint files ([`store::checkpoint`]).
-//! - [`export`]: the Redis projection of the committed totals, and period close.
+//! - [`ingest`]: the Ingest service: a batch's size and the token's scope, then the pipeline.
+//! - [`pipeline`]: the one door ([`pipeline::Pipeline::intake`]: admission, the clock, every
+//!   event check, fingerprints), routing by account hash to shard threads that own their accounts
+//!   (dedupe, period usage, totals) and rate without locks; the committer group-commits to sled,
+//!   fsyncs, publishes the committed view and acknowledges; spend alerts.
+//! - [`store`]: sled: checksummed blocks of rated records ([`store::blocks`]), the tables kept
+//!   beside them ([`store::tables`]: subscriptions, suspense, closes, alerts), every encoding
+//!   ([`store::codec`]); shard checkpoint files ([`store::checkpoint`]).
+//! - [`export`]: the Redis projection of the committed totals, alerts, and period close.
 //! - [`query`] and [`admin`]: the read side and the operator's API.
+//! - [`wire`]: the gRPC contract's generated types, every proto <-> domain conversion, and the
+//!   one mapping of errors to gRPC statuses ([`wire::ApiError`]).
 //! - [`security`]: bearer tokens and roles, the guard layer in front of every service (token,
-//!   unary timeout), TLS settings, the data dir's secret hash key.
-//! - [`telemetry`]: the metric catalogue and the Prometheus exporter.
-//! - [`domain`]: pure types and rules: exact money, usage events and reject reasons, the tariff
-//!   catalogue and its file format, billing periods, local time, subscriptions, totals.
+//!   unary timeout), TLS settings.
+//! - [`telemetry`]: the metric catalogue, the Prometheus exporter, rate-limited log lines.
+//! - [`domain`]: pure types and rules: exact money, usage events (as received, checked,
+//!   rejected), rated records, the tariff catalogue and its file format, billing periods, local
+//!   time, subscriptions, totals, alerts, the keyed hash.
 //! - [`rating`]: the rating engine: `rate(plan, event, period usage)` -> exact charge and an
-//!   [`rating::Explanation`]; [`rating::Report`] renders it.
+//!   [`rating::Explanation`]; `rerate` rebuilds one from a stored record; [`rating::Report`]
+//!   renders it.
 //! - [`config`]: the configuration file, validated whole; [`app`] wires everything;
-//!   [`client`] is ratectl's side (usage files, the retrying sender).
+//!   [`client`] is ratectl's side (one module per command, usage files, the retrying sender).
 //!
-//! Dependencies point one way: `domain` and `rating` do no I/O; `pipeline` uses them and `store`;
-//! the services talk to `pipeline`; only `app` wires everything.
+//! Dependencies point one way: `domain` and `rating` do no I/O; nothing below the services names
+//! tonic or a proto type; services talk to `pipeline` and `wire`, never to each other; only
+//! `app` wires everything.
 
 pub mod admin;
 pub mod app;

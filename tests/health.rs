@@ -68,6 +68,53 @@ async fn health_is_serving_and_reflection_lists_every_service() {
         ]
     );
 
+    // The older reflection protocol too (grpcurl before 1.8.8, Python's grpcio-reflection).
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+        let mut alpha = AlphaClient::new(common::channel(&d.target).await);
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::ListServices(String::new())),
+        };
+        let mut responses = alpha
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1alpha reflection is served")
+            .into_inner();
+        let response = within(20, "the v1alpha service list", responses.message())
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(AlphaResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("no v1alpha service list")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == "ratingd.v1.Query"), "{names:?}");
+        // And it describes a method's types, as a generic client needs.
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::FileContainingSymbol("ratingd.v1.Query".into())),
+        };
+        let mut responses = alpha
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = within(20, "a v1alpha file descriptor", responses.message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                response.message_response,
+                Some(AlphaResponse::FileDescriptorResponse(_))
+            ),
+            "{response:?}"
+        );
+    }
+
     // While draining, the server reports NOT_SERVING on the connections it still has.
     let mut watch = health
         .watch(HealthCheckRequest { service: String::new() })

@@ -68,7 +68,7 @@ impl DedupeCopy {
     }
 }
 
-/// A copy of a window's slots (see [`DedupeWindow::entries`]).
+/// A copy of a window's slots (see [`DedupeWindow::begin_copy`]).
 pub struct DedupeEntries {
     main: Vec<(u64, u64)>,
     overflow: Vec<(u128, u64)>,

@@ -445,7 +445,7 @@ impl QueryService {
     }
 }
 
-/// Every method answers through [`refuse`]: one mapping to a status, refusals counted.
+/// Every method answers through `refuse`: one mapping to a status, scope refusals counted.
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn list_rated_records(

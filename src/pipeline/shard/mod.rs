@@ -1,8 +1,8 @@
 //! A shard: the single owner of its accounts' dedupe window, period-to-date usage and totals.
-//! It rates each event of a job in order, without locks ([`rate`]), and hands the encoded
+//! It rates each event of a job in order, without locks (`rate`), and hands the encoded
 //! records, the suspense entries and the changed totals to the committer; between jobs it takes
-//! checkpoint copies a little at a time ([`copy`]); at start its state is rebuilt from the last
-//! checkpoint and the blocks after it ([`recover`]).
+//! checkpoint copies a little at a time (`copy`); at start its state is rebuilt from the last
+//! checkpoint and the blocks after it (`recover`).
 
 mod copy;
 mod rate;
