@@ -40,6 +40,8 @@ pub enum AppError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::StartError),
     #[error("cannot listen on {addr}: {error}")]
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error("gRPC server: {0}")]

@@ -206,6 +206,17 @@ pub enum PipelineError {
     Damaged { account: String, why: Arc<str> },
 }
 
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Recovery could not read the data dir.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A shard or the committer thread could not be started.
+    #[error("cannot start a pipeline thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// A batch's place in the pipeline (an admission permit). Given back when the batch is
 /// acknowledged or fails, or when it is refused before being routed.
 pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
@@ -333,7 +344,7 @@ impl Pipeline {
         clock: SharedClock,
         plan_alerts: PlanAlerts,
         config: PipelineConfig,
-    ) -> Result<Pipeline, StoreError> {
+    ) -> Result<Pipeline, StartError> {
         let key = store.key();
         let states = shard::recover(
             &store,
@@ -383,7 +394,7 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("shard-{index}"))
                     .spawn(move || shard::run(env, state, rx, out))
-                    .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
+                    .map_err(StartError::Thread)?,
             );
         }
         drop(out_tx);
@@ -400,7 +411,7 @@ impl Pipeline {
             std::thread::Builder::new()
                 .name("committer".into())
                 .spawn(move || committer.run(out_rx))
-                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
+                .map_err(StartError::Thread)?,
         );
         Ok(Pipeline {
             shard_tx,
