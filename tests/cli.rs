@@ -249,3 +249,22 @@ fn ratingd_validates_its_config_and_exits_64_on_errors() {
     );
     assert!(text.contains("subscriptions[1].to: must be after from"), "{text}");
 }
+
+/// Every help text of ratectl, as users and scripts have known it: `tests/data/ratectl-help.txt`
+/// (made with the loop in its own first lines' order: `ratectl <command> --help` for each). A
+/// change to a command's arguments or wording is a deliberate edit of that file.
+#[test]
+fn every_help_text_is_as_recorded() {
+    let recorded = std::fs::read_to_string(repo().join("tests/data/ratectl-help.txt")).unwrap();
+    let mut now = String::new();
+    for header in recorded.lines().filter(|l| l.starts_with("=== ratectl ")) {
+        let args: Vec<&str> = header.trim_start_matches("=== ratectl ").split_whitespace().collect();
+        let out = ratectl(&args);
+        assert!(out.status.success(), "{header}: {}", stderr(&out));
+        now.push_str(header);
+        now.push('\n');
+        now.push_str(&stdout(&out));
+    }
+    assert!(now.matches("=== ratectl").count() >= 20);
+    assert_eq!(now, recorded, "a help text changed");
+}

@@ -1,0 +1,179 @@
+//! ratectl against a daemon, as users and scripts read it: the text and `--json` output of every
+//! command that talks to ratingd, line by line, for a small workload on the pinned clock.
+
+mod common;
+
+use std::process::Command;
+
+use chrono::Duration;
+use common::*;
+use ratingd::wire::proto;
+
+/// Runs ratectl (bounded) and gives (exit code, standard output, standard error).
+async fn ratectl(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = output_within(Command::new(env!("CARGO_BIN_EXE_ratectl")).args(&args), 60);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn args(target: &str, list: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    out.push("--target".into());
+    out.push(target.into());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_daemon_command_prints_what_users_read() {
+    let dir = TempDir::new("ratectl");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let t = d.target.clone();
+    let at = test_now() - Duration::minutes(5);
+    let ack = d
+        .submit(
+            1,
+            vec![
+                event(
+                    "call-1",
+                    "tel-0",
+                    "voice.seconds",
+                    61,
+                    0,
+                    at,
+                    &[("destination", "+442071234567")],
+                ),
+                event("api-1", "saas-0", "api.requests", 1000, 0, at, &[]),
+                event("bad-1", "saas-0", "fax.pages", 1, 0, at, &[]),
+            ],
+        )
+        .await;
+    assert_eq!((ack.accepted, ack.rejected), (2, 1));
+
+    let (code, out, _) = ratectl(args(&t, &["totals", "--account", "tel-0", "--period", "2026-11"])).await;
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "account tel-0 period 2026-11 plan telecom-standard (EUR)");
+    assert_eq!(
+        lines[1],
+        "  voice.seconds        quantity               61  events        1  charge 0.030333333"
+    );
+    assert_eq!(lines[2], "total charge 0.030333333  invoice amount 0.03 EUR");
+    assert!(
+        lines[3].starts_with("status open, projected period-end charge "),
+        "{out}"
+    );
+
+    let (_, out, _) = ratectl(args(
+        &t,
+        &["totals", "--account", "saas-0", "--period", "2026-11", "--json"],
+    ))
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total_charge"], "0.900000000");
+    assert_eq!(v["total_amount"], "0.90");
+    assert_eq!(v["meters"]["api.requests"]["events"], 1);
+
+    let (code, _, err) = ratectl(args(&t, &["totals", "--account", "nobody", "--period", "2026-11"])).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "ratectl: NotFound: no usage for account \"nobody\" in period \"2026-11\""
+    );
+    let (code, out, _) = ratectl(args(
+        &t,
+        &["totals", "--account", "nobody", "--period", "2026-11", "--json"],
+    ))
+    .await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        out.trim(),
+        r#"{"error":"NotFound: no usage for account \"nobody\" in period \"2026-11\""}"#
+    );
+
+    let (_, out, _) = ratectl(args(&t, &["records", "--account", "tel-0"])).await;
+    assert_eq!(
+        out.trim(),
+        "2026-11-18T11:55:00+00:00 call-1 voice.seconds 61 2026-11 -> 0.030333333 (telecom-standard v1)"
+    );
+    let (_, out, _) = ratectl(args(&t, &["explain", "--account", "tel-0", "--event-id", "call-1"])).await;
+    assert!(
+        out.contains("charge    0.030333333 EUR (rounded once, half-even, to 9 places)"),
+        "{out}"
+    );
+
+    let (_, out, _) = ratectl(args(&t, &["statement", "--account", "saas-0", "--period", "2026-11"])).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "statement saas-0 2026-11 (saas-pro, USD, open)");
+    let last = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .map(|l| l.split_whitespace().last().unwrap_or_default().to_string())
+    };
+    assert_eq!(last("subtotal").as_deref(), Some("1.000000000"));
+    assert_eq!(last("discount").as_deref(), Some("-0.100000000"));
+    assert_eq!(last("total (exact)").as_deref(), Some("0.900000000"));
+    assert_eq!(last("amount due (USD)").as_deref(), Some("0.90"));
+
+    let (_, out, _) = ratectl(args(
+        &t,
+        &[
+            "subscriptions",
+            "set",
+            "--account",
+            "newco",
+            "--plan",
+            "saas-pro",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--discount",
+            "5",
+        ],
+    ))
+    .await;
+    assert_eq!(
+        out.trim(),
+        "newco -> saas-pro from 2026-01-01T00:00:00+00:00 to open-ended, 5% off"
+    );
+    let (_, out, _) = ratectl(args(&t, &["subscriptions", "get", "--account", "newco", "--json"])).await;
+    assert_eq!(
+        out.trim(),
+        r#"{"subscriptions":[{"account":"newco","discount_percent":"5","from":"2026-01-01T00:00:00+00:00","plan":"saas-pro","to":""}]}"#
+    );
+
+    let (_, out, _) = ratectl(args(&t, &["suspense", "list"])).await;
+    let fields: Vec<&str> = out.trim().splitn(4, ' ').collect();
+    assert_eq!(fields[1], "UNKNOWN_METER");
+    assert_eq!(
+        fields[3], "saas-0/bad-1: no tariff defines meter \"fax.pages\"",
+        "{out}"
+    );
+    let (_, out, _) = ratectl(args(&t, &["suspense", "reprocess", "--reason", "UNKNOWN_METER"])).await;
+    assert_eq!(out.trim(), "reprocessed 1: accepted 0, duplicate 0, still rejected 1");
+
+    let (_, out, _) = ratectl(args(&t, &["tariffs", "upcoming"])).await;
+    assert_eq!(out.trim(), "saas-pro version 2 effective 2027-01-01T00:00:00+00:00");
+    let (_, out, _) = ratectl(args(&t, &["tariffs", "reload", "--json"])).await;
+    assert_eq!(out.trim(), r#"{"meters":5,"plans":2,"versions":3}"#);
+
+    // Nothing of this changed the totals.
+    let mut q = proto::query_client::QueryClient::new(channel(&t).await);
+    let totals = q
+        .get_totals(proto::GetTotalsRequest {
+            account_id: "tel-0".into(),
+            period: "2026-11".into(),
+            meter: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(totals.total_charge, "0.030333333");
+    d.stop().await;
+}
