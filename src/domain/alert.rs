@@ -22,6 +22,21 @@ impl SpendAlert {
     pub fn id(&self) -> String {
         alert_id(&self.account, &self.period, self.threshold)
     }
+
+    /// The alert as one JSON object of strings: what the store keeps, and what the Redis stream
+    /// entry is made of (docs/redis.md), so the two can never differ.
+    pub fn entry(&self) -> serde_json::Value {
+        serde_json::json!({
+            "alert_id": self.id(),
+            "account": self.account,
+            "period": self.period,
+            "plan": self.plan,
+            "currency": self.currency,
+            "threshold": self.threshold.normalize().to_string(),
+            "total_charge": self.total_charge.to_string(),
+            "crossed_at": self.crossed_at.to_rfc3339(),
+        })
+    }
 }
 
 /// The id of the alert for `threshold` of (account, period).

@@ -332,17 +332,7 @@ impl Exporter {
 /// The fields of an `<prefix>:alerts` stream entry (docs/redis.md): the members of the alert's
 /// JSON object, in the object's order.
 fn alert_fields(a: &SpendAlert) -> Vec<(String, String)> {
-    let entry = serde_json::json!({
-        "alert_id": a.id(),
-        "account": a.account,
-        "period": a.period,
-        "plan": a.plan,
-        "currency": a.currency,
-        "threshold": a.threshold.normalize().to_string(),
-        "total_charge": a.total_charge.to_string(),
-        "crossed_at": a.crossed_at.to_rfc3339(),
-    });
-    entry_fields(&entry.to_string())
+    entry_fields(&a.entry().to_string())
 }
 
 /// The stream fields of an announcement: its JSON object's members, `meters` kept as JSON.

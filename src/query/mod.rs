@@ -445,6 +445,11 @@ impl QueryService {
     }
 }
 
+/// A method's answer: its reply, or its error through `refuse`.
+fn answer<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(refuse)
+}
+
 /// Every method answers through `refuse`: one mapping to a status, scope refusals counted.
 #[tonic::async_trait]
 impl Query for QueryService {
@@ -452,54 +457,39 @@ impl Query for QueryService {
         &self,
         request: Request<proto::ListRatedRecordsRequest>,
     ) -> Result<Response<proto::ListRatedRecordsResponse>, Status> {
-        QueryService::list_rated_records(self, request)
-            .await
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::list_rated_records(self, request).await)
     }
 
     async fn statement(&self, request: Request<proto::StatementRequest>) -> Result<Response<proto::Statement>, Status> {
-        QueryService::statement(self, request)
-            .await
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::statement(self, request).await)
     }
 
     async fn explain_record(
         &self,
         request: Request<proto::ExplainRecordRequest>,
     ) -> Result<Response<proto::ExplainRecordResponse>, Status> {
-        QueryService::explain_record(self, request)
-            .await
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::explain_record(self, request).await)
     }
 
     async fn get_totals(&self, request: Request<proto::GetTotalsRequest>) -> Result<Response<proto::Totals>, Status> {
-        QueryService::get_totals(self, request)
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::get_totals(self, request))
     }
 
     async fn list_accounts(
         &self,
         request: Request<proto::ListAccountsRequest>,
     ) -> Result<Response<proto::ListAccountsResponse>, Status> {
-        QueryService::list_accounts(self, request)
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::list_accounts(self, request))
     }
 
     async fn top_accounts(
         &self,
         request: Request<proto::TopAccountsRequest>,
     ) -> Result<Response<proto::TopAccountsResponse>, Status> {
-        QueryService::top_accounts(self, request)
-            .map(Response::new)
-            .map_err(refuse)
+        answer(QueryService::top_accounts(self, request))
     }
 
     async fn quote(&self, request: Request<proto::QuoteRequest>) -> Result<Response<proto::QuoteResponse>, Status> {
-        QueryService::quote(self, request).map(Response::new).map_err(refuse)
+        answer(QueryService::quote(self, request))
     }
 }

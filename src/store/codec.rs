@@ -338,18 +338,7 @@ pub fn decode_close(bytes: &[u8]) -> Result<StoredClose, CodecError> {
 /// An alert: the announced flag, then the alert as a JSON object (the layout of data dirs from
 /// before the domain type: the same object the Redis stream entry is made of).
 pub fn encode_alert(stored: &StoredAlert) -> Vec<u8> {
-    let a = &stored.alert;
-    let entry = serde_json::json!({
-        "alert_id": a.id(),
-        "account": a.account,
-        "period": a.period,
-        "plan": a.plan,
-        "currency": a.currency,
-        "threshold": a.threshold.normalize().to_string(),
-        "total_charge": a.total_charge.to_string(),
-        "crossed_at": a.crossed_at.to_rfc3339(),
-    })
-    .to_string();
+    let entry = stored.alert.entry().to_string();
     let mut value = vec![u8::from(stored.announced)];
     value.extend_from_slice(entry.as_bytes());
     value
