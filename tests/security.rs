@@ -392,22 +392,34 @@ fn certificates(dir: &Path) {
     );
 }
 
+/// A daemon serving TLS with the test PKI (client certificates required when `mutual`), a 1 s
+/// handshake timeout and `tokens`; with the PKI's directory and the https:// target.
+async fn tls_daemon(dir: &TempDir, mutual: bool, tokens: &str) -> (TestDaemon, std::path::PathBuf, String) {
+    let pki = dir.0.join("pki");
+    certificates(&pki);
+    let p = |name: &str| pki.join(name).display().to_string();
+    let client_ca = if mutual {
+        format!("client_ca = {:?}\n", p("ca.pem"))
+    } else {
+        String::new()
+    };
+    let extra = format!(
+        "[limits]\ntls_handshake_timeout_seconds = 1\n[tls]\ncert = {:?}\nkey = {:?}\n{client_ca}{tokens}",
+        p("server.pem"),
+        p("server.key"),
+    );
+    let d = TestDaemon::start(&write_config(&dir.0, &extra)).await;
+    let target = d.target.replace("http://", "https://");
+    (d, pki, target)
+}
+
 // Multi-threaded: the in-process daemon answers ratectl while this test waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_accepts_the_configured_ca_only() {
     let dir = TempDir::new("mtls");
-    let pki = dir.0.join("pki");
-    certificates(&pki);
+    let tokens = token_entry("agent", AGENT, "ingest", "") + &token_entry("admin", ADMIN, "admin", "");
+    let (d, pki, target) = tls_daemon(&dir, true, &tokens).await;
     let p = |name: &str| pki.join(name).display().to_string();
-    let tls = format!(
-        "[limits]\ntls_handshake_timeout_seconds = 1\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n{}",
-        p("server.pem"),
-        p("server.key"),
-        p("ca.pem"),
-        token_entry("agent", AGENT, "ingest", "") + &token_entry("admin", ADMIN, "admin", "")
-    );
-    let d = TestDaemon::start(&write_config(&dir.0, &tls)).await;
-    let target = d.target.replace("http://", "https://");
     let access = |client: Option<&str>| Access {
         token: Some(AGENT.into()),
         ca_cert: Some(pki.join("ca.pem")),
@@ -866,17 +878,9 @@ async fn sighup_to_the_binary_reloads_the_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_only_tls_is_served_and_used_by_ratectl() {
     let dir = TempDir::new("server-tls");
-    let pki = dir.0.join("pki");
-    certificates(&pki);
+    let tokens = token_entry("agent", AGENT, "ingest", "") + &token_entry("reader", READER, "read", "");
+    let (d, pki, target) = tls_daemon(&dir, false, &tokens).await;
     let p = |name: &str| pki.join(name).display().to_string();
-    let extra = format!(
-        "[limits]\ntls_handshake_timeout_seconds = 1\n[tls]\ncert = {:?}\nkey = {:?}\n{}",
-        p("server.pem"),
-        p("server.key"),
-        token_entry("agent", AGENT, "ingest", "") + &token_entry("reader", READER, "read", "")
-    );
-    let d = TestDaemon::start(&write_config(&dir.0, &extra)).await;
-    let target = d.target.replace("http://", "https://");
     // A client that trusts the CA, with no certificate of its own: served.
     let access = Access {
         token: Some(AGENT.into()),
