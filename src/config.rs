@@ -16,7 +16,7 @@ use crate::domain::tariff_file::parse_catalogue;
 use crate::security::auth::{Role, Token};
 use crate::security::tls::{TlsFiles, plaintext_refused};
 
-use crate::domain::usage::{MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
+use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
 
 /// Settings of the Redis projection (`[redis]`; the key layout is `export::Keys`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +117,8 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024 * 1024,
             max_inflight_batches: 256,
             max_inflight_per_stream: 64,
-            max_attributes: 16,
-            max_attribute_bytes: 256,
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
             max_id_bytes: MAX_ID_BYTES,
             max_concurrent_streams: 256,
             keepalive_interval_seconds: 30,

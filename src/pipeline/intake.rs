@@ -1,6 +1,6 @@
-//! The door into the pipeline: [`Pipeline::intake`] takes a batch of events as received, refuses
-//! it whole when an account's records are damaged, waits for room (the backpressure point),
-//! reads the clock once, checks every event ([`check`]: INVALID_FIELD, TOO_OLD,
+//! The door into the pipeline: [`Pipeline::intake`] takes a batch of events as received, waits
+//! for room (the backpressure point), refuses it whole when an account's records are damaged
+//! (before anything is routed), reads the clock once, checks every event ([`check`]: INVALID_FIELD, TOO_OLD,
 //! TOO_FAR_IN_FUTURE, UNKNOWN_METER), fingerprints the valid ones with the data dir's key, and
 //! routes them to their shards. Every caller (the Ingest service, suspense reprocessing) comes in
 //! here; nothing else reads the key, the clock or the context for a batch.

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::record::RatedRecord;
-use crate::domain::usage::{MAX_ID_BYTES, RawEvent};
+use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ID_BYTES, RawEvent};
 use crate::pipeline::Pipeline;
 use crate::pipeline::intake::{EventLimits, accept, check};
 use crate::rating::{RatingInput, Report, quote, rerate};
@@ -33,8 +33,8 @@ const MAX_QUOTE_EVENTS: usize = 10_000;
 /// The checks a quoted event passes (the default limits: a quote writes nothing).
 const QUOTE_LIMITS: EventLimits = EventLimits {
     max_id_bytes: MAX_ID_BYTES,
-    max_attributes: 16,
-    max_attribute_bytes: 256,
+    max_attributes: DEFAULT_MAX_ATTRIBUTES,
+    max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
 };
 
 pub struct QueryService {

@@ -45,7 +45,7 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0
             .decode(buf)
-            .map_err(|s| super::status::status(super::ApiError::MalformedMessage(s.message().to_string())))
+            .map_err(|s| Status::from(super::ApiError::MalformedMessage(s.message().to_string())))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -228,11 +228,6 @@ impl From<ApiError> for Status {
     }
 }
 
-/// The status of an error, for the places that hand a `Status` on (the guard, the codec).
-pub fn status(e: ApiError) -> Status {
-    Status::from(e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
