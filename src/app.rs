@@ -17,12 +17,13 @@ use tracing::{info, warn};
 use crate::admin::{AdminCore, AdminService};
 use crate::config::Config;
 use crate::domain::subscription::{SubscriptionBook, SubscriptionError};
+use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
 use crate::ingest::service::IngestService;
 use crate::pipeline::{Clock, EventLimits, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
 use crate::security::guard::GuardLayer;
-use crate::store::{Alerts, Closes, Records, Store, StoreError, Subscriptions, Suspense};
+use crate::store::{Alerts, Closes, Records, Store, StoreError, Subscriptions, Suspense, Versions};
 use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
@@ -50,6 +51,11 @@ pub enum AppError {
     Subscriptions(#[from] SubscriptionError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "the tariff file edits versions in force (a version in force is never edited: add a version with a later \
+         effective_from, or restore the file):\n{0}"
+    )]
+    VersionsEdited(String),
 }
 
 /// A running daemon.
@@ -117,6 +123,7 @@ struct Tables {
     subscriptions: Subscriptions,
     closes: Closes,
     alerts: Alerts,
+    versions: Versions,
 }
 
 /// Opens the data dir, puts the stored subscriptions in force over the configured ones, and
@@ -129,11 +136,20 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         subscriptions: store.subscriptions(),
         closes: store.closes(),
         alerts: store.alerts(),
+        versions: store.versions(),
     };
+    // The file must not edit a version in force since an earlier start or reload.
+    let edits = edited_in_force(&tables.versions.all()?, &config.catalogue, clock.now());
+    if !edits.is_empty() {
+        return Err(AppError::VersionsEdited(edits.join("\n")));
+    }
+    tables
+        .versions
+        .record(&KnownVersion::of(&config.catalogue), clock.now())?;
     // Seeds from the config, then what the Admin API stored (it wins for the same account and
     // from). One pass: the book is cloned once, not once per subscription.
     let seeds = SubscriptionBook::new(&config.subscriptions, config.default_plan.clone());
-    let subscriptions = seeds.with_all(tables.subscriptions.all()?)?;
+    let subscriptions = seeds.with_all(tables.subscriptions.all()?, &config.catalogue)?;
     let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
         catalogue: config.catalogue.clone(),
         subscriptions,
@@ -178,7 +194,13 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let recovered_records: usize = committed
         .totals
         .iter()
-        .map(|t| t.meters.iter().map(|m| m.events as usize).sum::<usize>())
+        .flat_map(|t| {
+            t.parts
+                .iter()
+                .flat_map(|p| &p.meters)
+                .map(|m| m.events as usize)
+                .collect::<Vec<_>>()
+        })
         .sum();
     let listener = TcpListener::bind(config.listen).await.map_err(|error| AppError::Bind {
         addr: config.listen,
@@ -199,6 +221,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         pipeline.clone(),
         tables.subscriptions.clone(),
         tables.suspense.clone(),
+        tables.versions.clone(),
         config.limits.max_batch_events,
         config.tariffs_path.clone(),
     ));

@@ -396,7 +396,7 @@ impl Config {
             .enumerate()
             .filter_map(|(i, s)| subscription(&catalogue, &format!("subscriptions[{i}]"), s, &mut errors))
             .collect::<Vec<_>>();
-        overlapping(&subscriptions, &mut errors);
+        overlapping(&subscriptions, &catalogue, &mut errors);
         let mut plan_alerts = Vec::new();
         for (i, a) in raw.alerts.iter().enumerate() {
             if catalogue.plan(&a.plan).is_none() {
@@ -563,17 +563,22 @@ fn subscription(
     })
 }
 
-/// Two subscriptions of one account may not both be in force at the same instant.
-fn overlapping(subscriptions: &[Subscription], errors: &mut Vec<String>) {
+/// Two subscriptions of one account in force at the same instant must not clash: one base
+/// subscription at a time, and a meter priced by one subscription at a time (add-ons).
+fn overlapping(subscriptions: &[Subscription], catalogue: &Catalogue, errors: &mut Vec<String>) {
     for (i, a) in subscriptions.iter().enumerate() {
         for (j, b) in subscriptions.iter().enumerate().skip(i + 1) {
-            let overlap =
-                a.account_id == b.account_id && a.to.is_none_or(|to| b.from < to) && b.to.is_none_or(|to| a.from < to);
-            if overlap {
-                errors.push(format!(
+            match crate::domain::subscription::clash(a, b, catalogue) {
+                None => {}
+                Some(crate::domain::subscription::Clash::Overlap) => errors.push(format!(
                     "subscriptions[{j}]: account {:?} already has a subscription in force then (subscriptions[{i}])",
                     b.account_id
-                ));
+                )),
+                Some(crate::domain::subscription::Clash::SharedMeter(meter)) => errors.push(format!(
+                    "subscriptions[{j}]: meter {meter:?} is also priced by subscriptions[{i}] (plan {:?}), in force \
+                     at the same time",
+                    a.plan_id
+                )),
             }
         }
     }

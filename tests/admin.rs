@@ -362,3 +362,78 @@ async fn suspense_lists_and_reprocesses_rejected_events() {
     assert_eq!(nothing.code(), tonic::Code::InvalidArgument);
     d.stop().await;
 }
+
+/// A reload that edits a version in force is refused, naming the plan, the version and what
+/// changed; earlier records keep their explanation and new events their price. A version not yet
+/// in force may change. The check survives a restart: a start with the edited file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_in_force_is_never_edited() {
+    let dir = TempDir::new("admin-edit");
+    let (config, tariffs, shipped) = config_with_own_tariffs(&dir);
+    let d = TestDaemon::start(&config).await;
+    let at = test_now() - Duration::minutes(1);
+    // 1000 requests at volume tier 1 (0.0010), 10% off: 0.9.
+    let e1 = event("e-1", "saas-0", "api.requests", 1000, 0, at, &[]);
+    assert_eq!(d.submit(1, vec![e1]).await.accepted, 1);
+    let mut a = admin(&d.target).await;
+
+    // saas-pro version 1 has been in force since 2026-01-01: its first tier may not change.
+    let edited = shipped.replacen(
+        "{ up_to = 1000000, price = \"0.0010\" }",
+        "{ up_to = 1000000, price = \"0.0020\" }",
+        1,
+    );
+    assert_ne!(edited, shipped);
+    std::fs::write(&tariffs, &edited).unwrap();
+    let status = a.reload_tariffs(proto::ReloadTariffsRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains(
+            "plan \"saas-pro\" version 1 (in force since 2026-01-01T00:00:00+00:00) was edited: \
+             meters.\"api.requests\".tiers[0].price: 0.001 -> 0.002"
+        ),
+        "{}",
+        status.message()
+    );
+    // The tariffs in force stay: the next 1000 requests are priced as before.
+    let e2 = event("e-2", "saas-0", "api.requests", 1000, 0, at, &[]);
+    assert_eq!(d.submit(2, vec![e2]).await.accepted, 1);
+    let t = d.totals("saas-0", "2026-11").await.unwrap();
+    assert_eq!(t.total_charge, "1.800000000");
+    let explained = proto::query_client::QueryClient::new(channel(&d.target).await)
+        .explain_record(proto::ExplainRecordRequest {
+            account_id: "saas-0".into(),
+            event_id: "e-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.record.unwrap().charge, "0.900000000");
+
+    // Version 2 takes effect in 2027: editing it now is allowed.
+    let upcoming = shipped.replacen(
+        "{ up_to = 1000000, price = \"0.0009\" }",
+        "{ up_to = 1000000, price = \"0.00085\" }",
+        1,
+    );
+    assert_ne!(upcoming, shipped);
+    std::fs::write(&tariffs, &upcoming).unwrap();
+    a.reload_tariffs(proto::ReloadTariffsRequest {}).await.unwrap();
+    d.stop().await;
+
+    // Edited while the daemon was down: the start is refused, with the same reason.
+    std::fs::write(&tariffs, &edited).unwrap();
+    let options = ratingd::app::StartOptions {
+        clock: Some(std::sync::Arc::new(ratingd::pipeline::Clock::starting_at(test_now()))),
+        ..Default::default()
+    };
+    let error = ratingd::app::start_with(&load(&config), options)
+        .await
+        .err()
+        .expect("a start with an edited version in force is refused")
+        .to_string();
+    assert!(
+        error.contains("plan \"saas-pro\" version 1") && error.contains("tiers[0].price: 0.001 -> 0.002"),
+        "{error}"
+    );
+}

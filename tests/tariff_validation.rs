@@ -343,3 +343,43 @@ mod never_panics {
         }
     }
 }
+
+/// A one-plan file with this currency and rounding.
+fn priced_in(currency: &str, rounding: &str) -> String {
+    format!(
+        "[[plans]]\nid = \"p\"\ncurrency = \"{currency}\"\ntime_zone = \"UTC\"\nrounding = {rounding}\n\n\
+         [[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n\
+         [plans.versions.meters.\"api.requests\"]\nmodel = \"per_unit\"\nprice = \"1\"\n"
+    )
+}
+
+#[test]
+fn currencies_come_from_iso_4217_with_their_minor_units() {
+    let half_up = |places: u32| format!("{{ places = {places}, mode = \"half-up\" }}");
+    // Three capitals that are no currency.
+    let e = errors(&priced_in("XYZ", &half_up(2)));
+    assert!(has(&e, "plans[0].currency", "not an ISO 4217 currency code"), "{e:?}");
+    // Invoice places must be the currency's minor unit: JPY has none, KWD three.
+    for (currency, places, unit) in [("JPY", 2, 0), ("KWD", 2, 3), ("EUR", 3, 2)] {
+        let e = errors(&priced_in(currency, &half_up(places)));
+        assert!(
+            has(
+                &e,
+                "plans[0].rounding.places",
+                &format!("minor unit of {currency} ({unit})")
+            ),
+            "{currency}: {e:?}"
+        );
+    }
+    // Gold has no minor unit: only with an explicit override.
+    let e = errors(&priced_in("XAU", &half_up(4)));
+    assert!(has(&e, "plans[0].rounding.places", "no ISO 4217 minor unit"), "{e:?}");
+    for ok in [
+        priced_in("JPY", &half_up(0)),
+        priced_in("KWD", &half_up(3)),
+        priced_in("XAU", "{ places = 4, mode = \"half-up\", minor_unit_override = true }"),
+        priced_in("EUR", "{ places = 4, mode = \"down\", minor_unit_override = true }"),
+    ] {
+        assert!(parse_catalogue(&ok).is_ok(), "{ok}");
+    }
+}

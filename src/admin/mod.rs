@@ -9,10 +9,11 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::domain::subscription::Subscription;
+use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
 use crate::domain::tariff_file::parse_catalogue;
 use crate::domain::usage::RejectReason;
 use crate::pipeline::{Pipeline, RatingContext};
-use crate::store::{Subscriptions, Suspense, SuspenseId};
+use crate::store::{Subscriptions, Suspense, SuspenseId, Versions};
 use crate::wire::ApiError;
 use crate::wire::convert::{reason_filter, subscription_from_proto, subscription_to_proto, suspended_to_proto};
 use crate::wire::paging::{self, page_size};
@@ -38,6 +39,7 @@ pub struct AdminCore {
     pipeline: Arc<Pipeline>,
     subscriptions: Subscriptions,
     suspense: Suspense,
+    versions: Versions,
     max_batch_events: usize,
     tariffs_path: PathBuf,
     /// Serializes changes: each is read-modify-replace of the whole context.
@@ -49,6 +51,7 @@ impl AdminCore {
         pipeline: Arc<Pipeline>,
         subscriptions: Subscriptions,
         suspense: Suspense,
+        versions: Versions,
         max_batch_events: usize,
         tariffs_path: PathBuf,
     ) -> Self {
@@ -56,6 +59,7 @@ impl AdminCore {
             pipeline,
             subscriptions,
             suspense,
+            versions,
             max_batch_events,
             tariffs_path,
             writes: tokio::sync::Mutex::new(()),
@@ -121,9 +125,9 @@ impl AdminCore {
                 });
             }
         }
-        let book = current.subscriptions.with_all(list.clone())?;
+        let book = current.subscriptions.with_all(list.clone(), &current.catalogue)?;
         // Durable first, then in force.
-        self.subscriptions.put(&list)?;
+        self.subscriptions.put(&list, &current.catalogue)?;
         context.store(Arc::new(RatingContext {
             catalogue: current.catalogue.clone(),
             subscriptions: book,
@@ -171,6 +175,24 @@ impl AdminCore {
         if !missing.is_empty() {
             return Err(ApiError::PlansInUseMissing(missing));
         }
+        if let Some((account, a, b, clash)) = current.subscriptions.first_clash(&catalogue) {
+            let error = clash.error(None, &a);
+            return Err(ApiError::SubscriptionsClash(format!(
+                "account {account:?}, subscription to {:?} from {}: {error}",
+                b.plan_id,
+                b.from.to_rfc3339()
+            )));
+        }
+        // Versions in force stay as they are: the ones stored at earlier starts and reloads, and
+        // the ones of the catalogue being replaced (some took effect since it was loaded).
+        let now = self.pipeline.clock().now();
+        let mut known = self.versions.all()?;
+        known.extend(KnownVersion::of(&current.catalogue));
+        let edits = edited_in_force(&known, &catalogue, now);
+        if !edits.is_empty() {
+            return Err(ApiError::VersionsEdited(edits));
+        }
+        self.versions.record(&KnownVersion::of(&catalogue), now)?;
         let counts = (
             catalogue.plans().len(),
             catalogue.plans().iter().map(|p| p.versions.len()).sum(),

@@ -85,3 +85,87 @@ impl PeriodTotals {
         self.rounding.apply(self.total_charge)
     }
 }
+
+/// One account's totals in one billing period (by label): one part per plan that rated usage in
+/// it, in the order of first use. A plan change inside the period starts a new part, so the new
+/// plan's tiers and allowances count from zero; two subscriptions to the same plan in one period
+/// share a part. Sums are only ever taken within one currency.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountPeriod {
+    pub parts: Vec<PeriodTotals>,
+}
+
+/// The exact charge and invoice amount of one currency within an account's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrencyTotal {
+    pub currency: Currency,
+    pub charge: Decimal,
+    /// The sum of the parts' amounts, each rounded with its own plan's rounding.
+    pub amount: Decimal,
+}
+
+impl AccountPeriod {
+    pub fn part(&self, plan: &str) -> Option<&PeriodTotals> {
+        self.parts.iter().find(|t| &*t.plan == plan)
+    }
+
+    /// Puts `totals` in place of the part of its plan (or adds it); the part's charge before.
+    pub fn upsert(&mut self, totals: PeriodTotals) -> Option<Decimal> {
+        match self.parts.iter_mut().find(|t| t.plan == totals.plan) {
+            Some(part) => Some(std::mem::replace(part, totals).total_charge),
+            None => {
+                self.parts.push(totals);
+                None
+            }
+        }
+    }
+
+    /// The totals per currency, sorted by currency code.
+    pub fn by_currency(&self) -> Vec<CurrencyTotal> {
+        let mut sums: Vec<CurrencyTotal> = Vec::with_capacity(1);
+        for t in &self.parts {
+            match sums.iter_mut().find(|s| s.currency == t.currency) {
+                Some(s) => {
+                    s.charge += t.total_charge;
+                    s.amount += t.amount();
+                }
+                None => sums.push(CurrencyTotal {
+                    currency: t.currency,
+                    charge: t.total_charge,
+                    amount: t.amount(),
+                }),
+            }
+        }
+        sums.sort_by(|a, b| a.currency.as_str().cmp(b.currency.as_str()));
+        sums
+    }
+
+    /// The period's one currency, or `None` when its parts are billed in several.
+    pub fn single_currency(&self) -> Option<Currency> {
+        let first = self.parts.first()?.currency;
+        self.parts.iter().all(|t| t.currency == first).then_some(first)
+    }
+
+    /// The plan of the part used last (the subscription in force most recently).
+    pub fn latest_plan(&self) -> Option<&Arc<str>> {
+        self.parts.last().map(|t| &t.plan)
+    }
+
+    /// Every meter's totals summed over the parts (call only when the period has one currency:
+    /// the charges are added).
+    pub fn merged_meters(&self) -> Vec<MeterTotals> {
+        let mut merged: Vec<MeterTotals> = Vec::new();
+        for m in self.parts.iter().flat_map(|t| t.meters.iter()) {
+            match merged.iter_mut().find(|x| x.meter == m.meter) {
+                Some(x) => {
+                    x.quantity += m.quantity;
+                    x.rated_quantity += m.rated_quantity;
+                    x.charge += m.charge;
+                    x.events += m.events;
+                }
+                None => merged.push(m.clone()),
+            }
+        }
+        merged
+    }
+}

@@ -193,6 +193,14 @@ impl Currency {
         // Invariant: built only from three ASCII uppercase letters in `from_str`.
         std::str::from_utf8(&self.0).expect("currency codes are ASCII")
     }
+
+    /// The ISO 4217 minor unit (decimal places of the smallest coin: EUR 2, JPY 0, KWD 3), or
+    /// `None` for codes without one (gold, SDR).
+    pub fn minor_unit(&self) -> Option<u32> {
+        iso_currency::Currency::from_code(self.as_str())
+            .and_then(|c| c.exponent())
+            .map(u32::from)
+    }
 }
 
 impl FromStr for Currency {
@@ -202,6 +210,9 @@ impl FromStr for Currency {
         let bytes = code.as_bytes();
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_uppercase) {
             return Err(format!("currency must be 3 uppercase letters, got {code:?}"));
+        }
+        if iso_currency::Currency::from_code(code).is_none() {
+            return Err(format!("{code:?} is not an ISO 4217 currency code"));
         }
         Ok(Currency([bytes[0], bytes[1], bytes[2]]))
     }
@@ -280,7 +291,7 @@ mod tests {
     #[test]
     fn currencies_are_three_uppercase_letters() {
         assert!("EUR".parse::<Currency>().is_ok());
-        for bad in ["eur", "EURO", "E1R", ""] {
+        for bad in ["eur", "EURO", "E1R", "", "XYZ"] {
             assert!(bad.parse::<Currency>().is_err(), "{bad}");
         }
     }

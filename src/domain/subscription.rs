@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use super::tariff::{Catalogue, Plan};
+
 /// Account -> plan from `from` (inclusive) until `to` (exclusive, open-ended when `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -41,6 +43,63 @@ pub enum SubscriptionError {
         plan: String,
         from: DateTime<Utc>,
     },
+    #[error(
+        "{}meter {meter:?} is also priced by the subscription to {plan:?} from {}, in force at the same time: \
+         a meter is priced by one subscription at a time",
+        at(*.index),
+        .from.to_rfc3339()
+    )]
+    SharedMeter {
+        index: Option<usize>,
+        meter: String,
+        plan: String,
+        from: DateTime<Utc>,
+    },
+}
+
+/// Why two subscriptions of one account cannot be in force at the same time, if they cannot:
+/// two base subscriptions, the same add-on twice, or two plans pricing one meter. An add-on
+/// beside a base subscription (or beside other add-ons) is fine when their meters differ.
+pub fn clash(a: &Subscription, b: &Subscription, catalogue: &Catalogue) -> Option<Clash> {
+    if !a.overlaps(b) {
+        return None;
+    }
+    let (pa, pb) = (catalogue.plan(&a.plan_id), catalogue.plan(&b.plan_id));
+    let addon = |p: Option<&Plan>| p.is_some_and(|p| p.addon);
+    if a.plan_id == b.plan_id || (!addon(pa) && !addon(pb)) {
+        return Some(Clash::Overlap);
+    }
+    let meter = pa.zip(pb).and_then(|(pa, pb)| pa.shared_meter(pb))?;
+    Some(Clash::SharedMeter(meter.to_string()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clash {
+    Overlap,
+    SharedMeter(String),
+}
+
+impl Clash {
+    /// The refusal of `index` (when several came at once) because of the subscription `other`.
+    pub fn error(self, index: Option<usize>, other: &Subscription) -> SubscriptionError {
+        let (plan, from) = (other.plan_id.clone(), other.from);
+        match self {
+            Clash::Overlap => SubscriptionError::Overlaps { index, plan, from },
+            Clash::SharedMeter(meter) => SubscriptionError::SharedMeter {
+                index,
+                meter,
+                plan,
+                from,
+            },
+        }
+    }
+}
+
+/// True when `b` replaces `a` in a book: the same account, start and plan, or two base
+/// subscriptions starting at the same instant (a base subscription is changed by upserting it).
+fn same_slot(a: &Subscription, b: &Subscription, catalogue: &Catalogue) -> bool {
+    let addon = |s: &Subscription| catalogue.plan(&s.plan_id).is_some_and(|p| p.addon);
+    a.account_id == b.account_id && a.from == b.from && (a.plan_id == b.plan_id || (!addon(a) && !addon(b)))
 }
 
 fn at(index: Option<usize>) -> String {
@@ -80,10 +139,15 @@ impl SubscriptionBook {
     }
 
     /// A book with every subscription of `list` added in order, each replacing the account's
-    /// subscription with the same `from`, or the first refusal (an overlap with another
-    /// subscription of the account, or `to` not after `from`) with its position. The book is
-    /// cloned once, however long the list.
-    pub fn with_all(&self, list: Vec<Subscription>) -> Result<SubscriptionBook, SubscriptionError> {
+    /// subscription in the same slot (same start, and the same plan or both base plans), or the
+    /// first refusal with its position: `to` not after `from`, or a clash with another
+    /// subscription of the account in force at the same time ([`clash`]). The book is cloned
+    /// once, however long the list.
+    pub fn with_all(
+        &self,
+        list: Vec<Subscription>,
+        catalogue: &Catalogue,
+    ) -> Result<SubscriptionBook, SubscriptionError> {
         let mut book = self.clone();
         let many = list.len() > 1;
         for (i, s) in list.into_iter().enumerate() {
@@ -92,25 +156,110 @@ impl SubscriptionBook {
                 return Err(SubscriptionError::EndsBeforeStart { index });
             }
             let list = book.by_account.entry(s.account_id.clone()).or_default();
-            if let Some(o) = list.iter().find(|o| o.from != s.from && o.overlaps(&s)) {
-                return Err(SubscriptionError::Overlaps {
-                    index,
-                    plan: o.plan_id.clone(),
-                    from: o.from,
-                });
+            list.retain(|o| !same_slot(o, &s, catalogue));
+            if let Some((o, c)) = list.iter().find_map(|o| clash(o, &s, catalogue).map(|c| (o, c))) {
+                return Err(c.error(index, o));
             }
-            list.retain(|o| o.from != s.from);
             list.push(s);
-            list.sort_by_key(|o| o.from);
+            list.sort_by(|a, b| a.from.cmp(&b.from).then_with(|| a.plan_id.cmp(&b.plan_id)));
         }
         Ok(book)
     }
 
-    pub fn plan_for(&self, account: &str, at: DateTime<Utc>) -> Option<(&str, Option<Decimal>)> {
-        if let Some(list) = self.by_account.get(account)
-            && let Some(s) = list.iter().find(|s| s.covers(at))
-        {
-            return Some((&s.plan_id, s.discount_percent));
+    /// The first clash between the book's subscriptions under `catalogue` (a reload may give an
+    /// add-on a meter its base plan prices): the account, the two plans and the clash.
+    pub fn first_clash(&self, catalogue: &Catalogue) -> Option<(String, Subscription, Subscription, Clash)> {
+        self.by_account.values().find_map(|list| {
+            list.iter().enumerate().find_map(|(i, a)| {
+                list[i + 1..]
+                    .iter()
+                    .find_map(|b| clash(a, b, catalogue).map(|c| (a.account_id.clone(), a.clone(), b.clone(), c)))
+            })
+        })
+    }
+
+    /// The part of `[start, end)` covered by the account's subscriptions to `plan`: from the
+    /// first one's start to the last one's end, clipped to the span; the whole span when none
+    /// names the plan (usage priced by the default plan).
+    pub fn coverage(
+        &self,
+        account: &str,
+        plan: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> (DateTime<Utc>, DateTime<Utc>) {
+        let within = self
+            .of(account)
+            .iter()
+            .filter(|s| s.plan_id == plan && s.from < end && s.to.is_none_or(|to| to > start));
+        let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+        for s in within {
+            let (from, to) = (s.from.max(start), s.to.map_or(end, |to| to.min(end)));
+            span = Some(span.map_or((from, to), |(a, b)| (a.min(from), b.max(to))));
+        }
+        span.unwrap_or((start, end))
+    }
+
+    /// Why no plan prices the account's event at `at`: the account's subscription windows (at
+    /// most the first five), or that it has none and there is no default plan.
+    pub fn no_plan_detail(&self, account: &str, at: DateTime<Utc>) -> String {
+        const SHOWN: usize = 5;
+        let list = self.of(account);
+        if list.is_empty() {
+            return format!("account {account:?} has no subscription and there is no default plan");
+        }
+        let mut windows: Vec<String> = list
+            .iter()
+            .take(SHOWN)
+            .map(|s| {
+                let to =
+                    s.to.map_or_else(|| "open-ended".to_string(), |t| format!("to {}", t.to_rfc3339()));
+                format!("{} from {} {to}", s.plan_id, s.from.to_rfc3339())
+            })
+            .collect();
+        if list.len() > SHOWN {
+            windows.push(format!("and {} more", list.len() - SHOWN));
+        }
+        format!(
+            "account {account:?} has no subscription in force at {} and there is no default plan; its subscriptions: {}",
+            at.to_rfc3339(),
+            windows.join(", ")
+        )
+    }
+
+    /// The plan (and subscription discount) that prices the account's `meter` at `at`: the one
+    /// subscription in force then; with several (a base and add-ons), the one whose plan prices
+    /// the meter, else the base one (whose plan then refuses the meter); with none, the default
+    /// plan.
+    pub fn plan_for(
+        &self,
+        account: &str,
+        at: DateTime<Utc>,
+        meter: &str,
+        catalogue: &Catalogue,
+    ) -> Option<(&str, Option<Decimal>)> {
+        fn of(s: &Subscription) -> (&str, Option<Decimal>) {
+            (s.plan_id.as_str(), s.discount_percent)
+        }
+        if let Some(list) = self.by_account.get(account) {
+            let mut covering = list.iter().filter(|s| s.covers(at));
+            if let Some(first) = covering.next() {
+                // Usually one subscription is in force at an instant: no meter lookup.
+                let Some(second) = covering.next() else {
+                    return Some(of(first));
+                };
+                let mut base = None;
+                for s in [first, second].into_iter().chain(covering) {
+                    let plan = catalogue.plan(&s.plan_id);
+                    if plan.is_some_and(|p| p.prices(meter, at)) {
+                        return Some(of(s));
+                    }
+                    if !plan.is_some_and(|p| p.addon) {
+                        base = Some(s);
+                    }
+                }
+                return Some(of(base.unwrap_or(first)));
+            }
         }
         self.default_plan.as_deref().map(|p| (p, None))
     }

@@ -52,6 +52,9 @@ impl Catalogue {
 pub struct Plan {
     pub id: String,
     pub name: Option<String>,
+    /// An add-on plan: an account holds it beside its one base subscription, and it may price
+    /// only meters no other subscription in force at the same time prices.
+    pub addon: bool,
     pub currency: Currency,
     pub rounding: InvoiceRounding,
     pub time_zone: Tz,
@@ -65,6 +68,28 @@ impl Plan {
     pub fn version_at(&self, at: DateTime<Utc>) -> Option<&Version> {
         let after = self.versions.partition_point(|v| v.effective_from <= at);
         after.checked_sub(1).map(|i| &self.versions[i])
+    }
+
+    /// True when the version in force at `at` prices `meter`.
+    pub fn prices(&self, meter: &str, at: DateTime<Utc>) -> bool {
+        self.version_at(at).is_some_and(|v| v.meters.contains_key(meter))
+    }
+
+    /// A meter that some version of both plans prices, if any (the first in name order).
+    pub fn shared_meter<'a>(&'a self, other: &Plan) -> Option<&'a str> {
+        let mine: BTreeSet<&str> = self
+            .versions
+            .iter()
+            .flat_map(|v| v.meters.keys())
+            .map(String::as_str)
+            .collect();
+        let theirs: BTreeSet<&str> = other
+            .versions
+            .iter()
+            .flat_map(|v| v.meters.keys())
+            .map(String::as_str)
+            .collect();
+        mine.into_iter().find(|m| theirs.contains(m))
     }
 
     /// Versions published in advance: effective after `now`.
@@ -82,6 +107,9 @@ pub struct Version {
     /// Percentage off every charge of this version (0 < d <= 100), if any.
     pub discount_percent: Option<Decimal>,
     pub meters: FastMap<String, MeterTariff>,
+    /// The version's content as sorted `path = value` lines (`tariff_file::content`): compared
+    /// at every reload and start, so a version in force is never edited.
+    pub content: String,
 }
 
 /// How one meter is priced in one version.

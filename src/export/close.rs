@@ -17,8 +17,11 @@ use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::Pipeline;
 use crate::store::{Closes, StoreError, StoredClose};
 
-/// The announcement of one account's final totals: one `periods:closed` stream entry.
-pub fn announcement(t: &PeriodTotals) -> String {
+/// The announcement of one account's final totals under one plan: one `periods:closed` stream
+/// entry. `close_id` is `<account>|<period>` when the plan is the only one of the account's
+/// period, and `<account>|<period>|<plan>` when the account changed plan or holds several (a
+/// plan that closes first while alone keeps the short id: a later plan then sees two).
+pub fn announcement(t: &PeriodTotals, alone: bool) -> String {
     let meters: serde_json::Map<String, serde_json::Value> = t
         .meters
         .iter()
@@ -28,7 +31,11 @@ pub fn announcement(t: &PeriodTotals) -> String {
         })
         .collect();
     json!({
-        "close_id": format!("{}|{}", t.account, t.period),
+        "close_id": if alone {
+            format!("{}|{}", t.account, t.period)
+        } else {
+            format!("{}|{}|{}", t.account, t.period, t.plan)
+        },
         "account": t.account.as_ref(),
         "period": t.period.as_ref(),
         "plan": t.plan.as_ref(),
@@ -79,8 +86,9 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
     let context = pipeline.context().load();
     let mut seen: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
     for entry in pipeline.committed().totals.iter() {
-        let t = entry.value();
-        seen.insert((t.plan.clone(), t.period.clone()));
+        for t in &entry.value().parts {
+            seen.insert((t.plan.clone(), t.period.clone()));
+        }
     }
     let due: Vec<(Arc<str>, Arc<str>)> = seen
         .into_iter()
@@ -100,21 +108,24 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
     // anything after it was checked against the deadline and rejected.
     pipeline.barrier().await.map_err(|e| e.to_string())?;
     for (plan, period) in &due {
-        let mut finals: Vec<PeriodTotals> = pipeline
+        let mut finals: Vec<(PeriodTotals, bool)> = pipeline
             .committed()
             .totals
             .iter()
-            .filter(|e| e.value().plan == *plan && e.value().period == *period)
+            .filter(|e| *e.key().1 == **period)
             // A damaged account's totals are unknown: not announced as final (docs/security.md).
-            .filter(|e| !pipeline.committed().damaged.contains_key(&e.value().account))
-            .map(|e| e.value().clone())
+            .filter(|e| !pipeline.committed().damaged.contains_key(&e.key().0))
+            .filter_map(|e| {
+                let alone = e.value().parts.len() == 1;
+                e.value().part(plan).map(|t| (t.clone(), alone))
+            })
             .collect();
-        finals.sort_by(|a, b| a.account.cmp(&b.account));
+        finals.sort_by(|a, b| a.0.account.cmp(&b.0.account));
         let close = StoredClose {
             plan: plan.to_string(),
             period: period.to_string(),
             announced: false,
-            entries: finals.iter().map(announcement).collect(),
+            entries: finals.iter().map(|(t, alone)| announcement(t, *alone)).collect(),
         };
         let table = closes.clone();
         tokio::task::spawn_blocking(move || table.put(&close))
@@ -129,7 +140,7 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
             .insert((plan.clone(), period.clone()));
         pipeline
             .committed()
-            .mark_dirty(finals.iter().map(|t| (t.account.clone(), t.period.clone())));
+            .mark_dirty(finals.iter().map(|(t, _)| (t.account.clone(), t.period.clone())));
         pipeline
             .committed()
             .announcements_pending

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 pub mod close;
 
 use crate::config::RedisConfig;
-use crate::domain::aggregate::PeriodTotals;
+use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::alert::SpendAlert;
 use crate::pipeline::{CommittedView, TotalsKey};
 use crate::store::{Alerts, Closes, StoredAlert};
@@ -46,24 +46,85 @@ impl Keys<'_> {
     }
 }
 
-/// The fields of an aggregate hash.
-pub fn fields(t: &PeriodTotals, closed: bool, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
-    let status = if closed { "closed" } else { "open" };
+/// The layout version of the aggregate hashes (docs/redis.md), written in their `layout` field.
+pub const LAYOUT: u32 = 2;
+
+/// The fields of an aggregate hash (layout 2), and the layout-1 fields that do not hold for it:
+/// a period billed in several currencies has no single currency, plan or total, so those fields
+/// are removed rather than left stale. A period under one plan (nearly every one) is written as
+/// in layout 1 plus `layout`: the per-currency and per-plan fields appear with a second plan.
+/// `closed` tells whether one plan's period is closed.
+pub fn fields(
+    period: &AccountPeriod,
+    closed: impl Fn(&PeriodTotals) -> bool,
+    epoch: u64,
+    updated_at: &str,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let status = |closed: bool| if closed { "closed" } else { "open" };
     let mut f = vec![
-        ("currency".to_string(), t.currency.to_string()),
-        ("plan".to_string(), t.plan.to_string()),
-        ("status".to_string(), status.to_string()),
+        ("layout".to_string(), LAYOUT.to_string()),
+        (
+            "status".to_string(),
+            status(period.parts.iter().all(&closed)).to_string(),
+        ),
         ("epoch".to_string(), epoch.to_string()),
         ("updated_at".to_string(), updated_at.to_string()),
-        ("total:charge".to_string(), t.total_charge.to_string()),
-        ("total:amount".to_string(), t.amount().to_string()),
     ];
-    for m in &t.meters {
-        f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
-        f.push((format!("{}:charge", m.meter), m.charge.to_string()));
-        f.push((format!("{}:events", m.meter), m.events.to_string()));
+    if let [t] = period.parts.as_slice() {
+        f.extend([
+            ("currency".to_string(), t.currency.to_string()),
+            ("plan".to_string(), t.plan.to_string()),
+            ("total:charge".to_string(), t.total_charge.to_string()),
+            ("total:amount".to_string(), t.amount().to_string()),
+        ]);
+        for m in &t.meters {
+            f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
+            f.push((format!("{}:charge", m.meter), m.charge.to_string()));
+            f.push((format!("{}:events", m.meter), m.events.to_string()));
+        }
+        return (f, Vec::new());
     }
-    f
+    let currencies = period.by_currency();
+    let list = |items: &mut dyn Iterator<Item = &str>| items.collect::<Vec<_>>().join(",");
+    f.push((
+        "currencies".to_string(),
+        list(&mut currencies.iter().map(|c| c.currency.as_str())),
+    ));
+    f.push(("plans".to_string(), list(&mut period.parts.iter().map(|t| &*t.plan))));
+    let mut gone = Vec::new();
+    match (&currencies[..], period.latest_plan()) {
+        ([one], Some(plan)) => f.extend([
+            ("currency".to_string(), one.currency.to_string()),
+            ("plan".to_string(), plan.to_string()),
+            ("total:charge".to_string(), one.charge.to_string()),
+            ("total:amount".to_string(), one.amount.to_string()),
+        ]),
+        _ => gone.extend(["currency", "plan", "total:charge", "total:amount"].map(String::from)),
+    }
+    for c in &currencies {
+        f.push((format!("total:{}:charge", c.currency), c.charge.to_string()));
+        f.push((format!("total:{}:amount", c.currency), c.amount.to_string()));
+    }
+    for t in &period.parts {
+        f.push((format!("plan:{}:currency", t.plan), t.currency.to_string()));
+        f.push((format!("plan:{}:status", t.plan), status(closed(t)).to_string()));
+        f.push((format!("plan:{}:charge", t.plan), t.total_charge.to_string()));
+        f.push((format!("plan:{}:amount", t.plan), t.amount().to_string()));
+        for m in &t.meters {
+            f.push((format!("plan:{}:{}:charge", t.plan, m.meter), m.charge.to_string()));
+        }
+    }
+    let single = currencies.len() == 1;
+    for m in &period.merged_meters() {
+        f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
+        f.push((format!("{}:events", m.meter), m.events.to_string()));
+        if single {
+            f.push((format!("{}:charge", m.meter), m.charge.to_string()));
+        } else {
+            gone.push(format!("{}:charge", m.meter));
+        }
+    }
+    (f, gone)
 }
 
 /// The projection task: flushes changed totals every interval, resyncs everything after a start,
@@ -293,18 +354,20 @@ impl Exporter {
                     let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
                         continue;
                     };
+                    let (account, period) = key;
                     // A damaged account's totals are unknown: not projected (docs/security.md).
-                    if self.committed.damaged.contains_key(&t.account) {
+                    if self.committed.damaged.contains_key(account) {
                         continue;
                     }
-                    let closed = closed_periods.contains(&(t.plan.clone(), t.period.clone()));
-                    pipe.hset_multiple(
-                        keys.aggregate(&t.account, &t.period),
-                        &fields(&t, closed, epoch, &updated_at),
-                    )
-                    .ignore();
+                    let closed = |p: &PeriodTotals| closed_periods.contains(&(p.plan.clone(), p.period.clone()));
+                    let (values, gone) = fields(&t, closed, epoch, &updated_at);
+                    let hash = keys.aggregate(account, period);
+                    if !gone.is_empty() {
+                        pipe.hdel(&hash, &gone).ignore();
+                    }
+                    pipe.hset_multiple(hash, &values).ignore();
                     if !self.in_sets.contains(key) {
-                        pipe.sadd(keys.accounts(&t.period), t.account.as_ref()).ignore();
+                        pipe.sadd(keys.accounts(period), account.as_ref()).ignore();
                         added.push(key.clone());
                     }
                 }

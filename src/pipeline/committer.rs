@@ -183,10 +183,12 @@ impl Committer {
         for out in group.iter_mut() {
             for totals in out.totals.drain(..) {
                 let key = (totals.account.clone(), totals.period.clone());
-                changed.push(key.clone());
-                let before = self.committed.totals.get(&key).map(|t| t.total_charge);
+                let mut entry = self.committed.totals.entry(key.clone()).or_default();
+                let before = entry.part(&totals.plan).map(|t| t.total_charge);
                 self.alerts.check(before, &totals, &self.committed);
-                self.committed.totals.insert(key, totals);
+                entry.upsert(totals);
+                drop(entry);
+                changed.push(key);
             }
         }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);

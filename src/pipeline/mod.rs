@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::keyed::HashKey;
 
-use crate::domain::aggregate::PeriodTotals;
+use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::subscription::SubscriptionBook;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{Ack, EventOutcome, Rejected, UsageEvent};
@@ -71,8 +71,8 @@ pub type TotalsKey = (Arc<str>, Arc<str>);
 /// What readers see: durable totals only, published by the committer after each fsync.
 #[derive(Default)]
 pub struct Committed {
-    /// Totals by (account, period).
-    pub totals: DashMap<TotalsKey, PeriodTotals>,
+    /// Totals by (account, period), one part per plan that rated usage in the period.
+    pub totals: DashMap<TotalsKey, AccountPeriod>,
     /// Keys changed since the Redis projection last took them (bounded by the number of totals).
     pub dirty: Mutex<ahash::AHashSet<TotalsKey>>,
     /// The sequence number the next commit will get: grows with every commit, across restarts.
@@ -164,7 +164,7 @@ pub struct ShardOutput {
     pub duplicate: u32,
     /// Events not accepted (duplicates and rejections).
     pub results: Vec<EventOutcome>,
-    /// Absolute totals of every (account, period) this job changed.
+    /// Absolute totals of every (account, period, plan) this job changed.
     pub totals: Vec<PeriodTotals>,
 }
 
@@ -367,7 +367,9 @@ impl Pipeline {
             for totals in state.all_totals() {
                 committed
                     .totals
-                    .insert((totals.account.clone(), totals.period.clone()), totals);
+                    .entry((totals.account.clone(), totals.period.clone()))
+                    .or_default()
+                    .upsert(totals);
             }
         }
         let failed = Arc::new(AtomicBool::new(false));

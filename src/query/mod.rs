@@ -11,18 +11,20 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
-use crate::domain::aggregate::PeriodTotals;
+use crate::domain::aggregate::{AccountPeriod, CurrencyTotal, MeterTotals, PeriodTotals};
 use crate::domain::money::{exact_mul, round_quotient};
+use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
 use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ID_BYTES, RawEvent};
-use crate::pipeline::Pipeline;
 use crate::pipeline::intake::{EventLimits, accept, check};
+use crate::pipeline::{Pipeline, RatingContext};
 use crate::rating::{RatingInput, Report, quote, rerate};
 use crate::security::auth::{check_account, principal};
 use crate::store::Records;
 use crate::wire::ApiError;
 use crate::wire::convert::{
-    account_charge, meter_to_proto, optional_instant, quote_refused, raw_event, record_to_proto, totals_to_proto,
+    account_charge, currency_total_to_proto, meter_to_proto, optional_instant, quote_refused, raw_event,
+    record_to_proto, status_label, subscription_totals_to_proto,
 };
 use crate::wire::paging::{self, MAX_PAGE, page_size};
 use crate::wire::proto::{self, query_server::Query};
@@ -36,6 +38,15 @@ const QUOTE_LIMITS: EventLimits = EventLimits {
     max_attributes: DEFAULT_MAX_ATTRIBUTES,
     max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
 };
+
+/// How one plan's part of an account-period is shown.
+struct PartView {
+    closed: bool,
+    /// The plan's period with this label, while the plan is in the catalogue.
+    bounds: Option<Period>,
+    /// The span of the period the account's subscriptions to the plan cover.
+    covered: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
 
 pub struct QueryService {
     pipeline: Arc<Pipeline>,
@@ -84,7 +95,7 @@ impl QueryService {
         QueryService { pipeline, records }
     }
 
-    fn totals(&self, account: &str, period: &str) -> Result<PeriodTotals, ApiError> {
+    fn totals(&self, account: &str, period: &str) -> Result<AccountPeriod, ApiError> {
         let committed = self.pipeline.committed();
         committed.check_damage(account)?;
         let key: (Arc<str>, Arc<str>) = (Arc::from(account), Arc::from(period));
@@ -98,16 +109,35 @@ impl QueryService {
             })
     }
 
-    /// Every committed totals of one period (damaged accounts left out).
-    fn of_period(&self, period: &str) -> Vec<PeriodTotals> {
+    /// Every committed account-period of one period (damaged accounts left out), with its account.
+    fn of_period(&self, period: &str) -> Vec<(Arc<str>, AccountPeriod)> {
         let committed = self.pipeline.committed();
         committed
             .totals
             .iter()
             .filter(|e| &*e.key().1 == period)
             .filter(|e| !committed.damaged.contains_key(&e.key().0))
-            .map(|e| e.value().clone())
+            .map(|e| (e.key().0.clone(), e.value().clone()))
             .collect()
+    }
+
+    /// One plan's part of an account-period as it is shown: its period bounds (while the plan is
+    /// in the catalogue), whether it is closed, and the span its subscriptions cover.
+    fn part_view(&self, context: &RatingContext, part: &PeriodTotals) -> PartView {
+        let bounds = context
+            .catalogue
+            .plan(&part.plan)
+            .and_then(|p| p.period.period_labelled(p.time_zone, &part.period));
+        let covered = bounds.as_ref().map(|b| {
+            context
+                .subscriptions
+                .coverage(&part.account, &part.plan, b.start, b.end)
+        });
+        PartView {
+            closed: self.pipeline.committed().is_closed(&part.plan, &part.period),
+            bounds,
+            covered,
+        }
     }
 
     async fn list_rated_records(
@@ -180,21 +210,31 @@ impl QueryService {
         })
         .await?;
         let context = self.pipeline.context().load();
-        let plan = context
-            .catalogue
-            .plan(&totals.plan)
-            .ok_or_else(|| ApiError::PlanGone(totals.plan.to_string()))?;
-        let s = statement::build(plan, &records)?;
-        if s.total != totals.total_charge {
-            return Err(ApiError::RecordsDisagree {
-                account: req.account_id,
-                period: req.period,
-                records: s.total,
-                totals: totals.total_charge,
+        let mut sections = Vec::with_capacity(totals.parts.len());
+        for part in &totals.parts {
+            let plan = context
+                .catalogue
+                .plan(&part.plan)
+                .ok_or_else(|| ApiError::PlanGone(part.plan.to_string()))?;
+            let of_plan: Vec<RatedRecord> = records.iter().filter(|r| *r.plan == *part.plan).cloned().collect();
+            let s = statement::build(plan, &of_plan)?;
+            if s.total != part.total_charge {
+                return Err(ApiError::RecordsDisagree {
+                    account: req.account_id,
+                    period: req.period,
+                    records: s.total,
+                    totals: part.total_charge,
+                });
+            }
+            let view = self.part_view(&context, part);
+            sections.push(statement::Section {
+                totals: part.clone(),
+                closed: view.closed,
+                covered: view.covered,
+                statement: s,
             });
         }
-        let closed = self.pipeline.committed().is_closed(&totals.plan, &totals.period);
-        Ok(statement::to_proto(req.account_id, req.period, &totals, closed, s))
+        Ok(statement::to_proto(req.account_id, req.period, &totals, sections))
     }
 
     async fn explain_record(
@@ -260,30 +300,60 @@ impl QueryService {
         }
         let t = self.totals(&req.account_id, &req.period)?;
         let context = self.pipeline.context().load();
-        let bounds = context
-            .catalogue
-            .plan(&t.plan)
-            .and_then(|p| p.period.period_labelled(p.time_zone, &t.period));
-        let mut meters: Vec<proto::MeterTotals> = t
-            .meters
+        let chosen = |meters: &[MeterTotals], rounding| {
+            let mut chosen: Vec<proto::MeterTotals> = meters
+                .iter()
+                .filter(|m| req.meter.is_empty() || *m.meter == *req.meter)
+                .map(|m| meter_to_proto(m, rounding))
+                .collect();
+            chosen.sort_by(|a, b| a.meter.cmp(&b.meter));
+            chosen
+        };
+        let views: Vec<PartView> = t.parts.iter().map(|p| self.part_view(&context, p)).collect();
+        let subscriptions: Vec<proto::SubscriptionTotals> = t
+            .parts
             .iter()
-            .filter(|m| req.meter.is_empty() || *m.meter == *req.meter)
-            .map(|m| meter_to_proto(m, t.rounding))
+            .zip(&views)
+            .map(|(p, v)| subscription_totals_to_proto(p, chosen(&p.meters, p.rounding), v.closed, v.covered))
             .collect();
-        if meters.is_empty() && !req.meter.is_empty() {
+        if !req.meter.is_empty() && subscriptions.iter().all(|s| s.meters.is_empty()) {
             return Err(ApiError::NoMeterUsage {
                 meter: req.meter,
                 account: req.account_id,
                 period: req.period,
             });
         }
-        meters.sort_by(|a, b| a.meter.cmp(&b.meter));
-        let closed = self.pipeline.committed().is_closed(&t.plan, &t.period);
-        let projected_charge = match bounds.as_ref() {
-            Some(p) if !closed => projected(t.total_charge, p.start, p.end, self.pipeline.clock().now()),
-            _ => t.total_charge,
+        let closed = views.iter().all(|v| v.closed);
+        let by_currency = t.by_currency();
+        let mut reply = proto::Totals {
+            account_id: req.account_id.clone(),
+            period: req.period.clone(),
+            status: status_label(closed).to_string(),
+            by_currency: by_currency.iter().map(currency_total_to_proto).collect(),
+            subscriptions,
+            ..proto::Totals::default()
         };
-        Ok(totals_to_proto(&t, meters, closed, projected_charge, bounds.as_ref()))
+        // The latest plan's period gives the bounds (plans in one period label may differ in
+        // time zone); the single-currency figures stay where today's readers look for them.
+        if let (Some(latest), Some(view)) = (t.parts.last(), views.last()) {
+            reply.plan = latest.plan.to_string();
+            if let Some(b) = &view.bounds {
+                reply.period_start = b.start.to_rfc3339();
+                reply.period_end = b.end.to_rfc3339();
+            }
+            if let [one] = by_currency.as_slice() {
+                reply.currency = one.currency.to_string();
+                reply.total_charge = one.charge.to_string();
+                reply.total_amount = one.amount.to_string();
+                reply.meters = chosen(&t.merged_meters(), latest.rounding);
+                let projected_charge = match view.bounds.as_ref() {
+                    Some(p) if !closed => projected(one.charge, p.start, p.end, self.pipeline.clock().now()),
+                    _ => one.charge,
+                };
+                reply.projected_charge = projected_charge.to_string();
+            }
+        }
+        Ok(reply)
     }
 
     fn list_accounts(
@@ -301,7 +371,7 @@ impl QueryService {
         let mut accounts: Vec<String> = self
             .of_period(&req.period)
             .into_iter()
-            .map(|t| t.account.to_string())
+            .map(|(account, _)| account.to_string())
             .filter(|a| after.as_ref().is_none_or(|after| a > after))
             .filter(|a| caller.as_ref().is_none_or(|c| c.may_touch(a)))
             .collect();
@@ -327,20 +397,18 @@ impl QueryService {
         if req.n == 0 || req.n as usize > MAX_PAGE {
             return Err(ApiError::BadTopN { max: MAX_PAGE });
         }
-        let mut rows: Vec<PeriodTotals> = self
+        // One row per account and currency: charges in different currencies do not compare.
+        let mut rows: Vec<(Arc<str>, CurrencyTotal)> = self
             .of_period(&req.period)
             .into_iter()
-            .filter(|t| req.currency.is_empty() || t.currency.as_str() == req.currency)
-            .filter(|t| caller.as_ref().is_none_or(|c| c.may_touch(&t.account)))
+            .filter(|(account, _)| caller.as_ref().is_none_or(|c| c.may_touch(account)))
+            .flat_map(|(account, t)| t.by_currency().into_iter().map(move |c| (account.clone(), c)))
+            .filter(|(_, c)| req.currency.is_empty() || c.currency.as_str() == req.currency)
             .collect();
-        rows.sort_by(|a, b| {
-            b.total_charge
-                .cmp(&a.total_charge)
-                .then_with(|| a.account.cmp(&b.account))
-        });
+        rows.sort_by(|a, b| b.1.charge.cmp(&a.1.charge).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(req.n as usize);
         Ok(proto::TopAccountsResponse {
-            accounts: rows.iter().map(account_charge).collect(),
+            accounts: rows.iter().map(|(a, c)| account_charge(a, c)).collect(),
         })
     }
 
@@ -378,7 +446,10 @@ impl QueryService {
             };
             // A plan quote from zero usage; an account quote under the subscription in force.
             let (plan_id, discount) = if req.plan_id.is_empty() {
-                match context.subscriptions.plan_for(&req.account_id, event.timestamp) {
+                match context
+                    .subscriptions
+                    .plan_for(&req.account_id, event.timestamp, &event.meter, &context.catalogue)
+                {
                     Some((p, d)) => (p.to_string(), d),
                     None => {
                         let detail = "no plan for this account or plan id".to_string();
@@ -411,7 +482,8 @@ impl QueryService {
                     .committed()
                     .totals
                     .get(&(Arc::from(req.account_id.as_str()), Arc::from(period.label.as_str())))
-                    .map_or(Decimal::ZERO, |t| t.usage(&event.meter)),
+                    .and_then(|t| t.part(&plan_id).map(|p| p.usage(&event.meter)))
+                    .unwrap_or(Decimal::ZERO),
                 None => Decimal::ZERO,
             };
             let input = RatingInput {

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
-use crate::domain::aggregate::PeriodTotals;
+use chrono::{DateTime, Utc};
+
+use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
 use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate, rerate};
-use crate::wire::convert::status_label;
+use crate::wire::convert::{currency_total_to_proto, status_label};
 use crate::wire::proto;
 
 /// One line: `amount` is `None` for detail lines that explain the line above.
@@ -202,32 +204,79 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
     })
 }
 
-/// The proto form of a statement of (account, period) with its totals.
-pub fn to_proto(
-    account: String,
-    period: String,
-    totals: &PeriodTotals,
-    closed: bool,
-    s: Statement,
-) -> proto::Statement {
-    proto::Statement {
+/// One plan's statement within the period, with its totals and how it is shown.
+pub struct Section {
+    pub totals: PeriodTotals,
+    pub closed: bool,
+    pub covered: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub statement: Statement,
+}
+
+/// The proto form of the statement of (account, period): one section per plan, sums per
+/// currency; the top-level figures only when the period has one currency.
+pub fn to_proto(account: String, period: String, totals: &AccountPeriod, sections: Vec<Section>) -> proto::Statement {
+    let by_currency = totals.by_currency();
+    let several = sections.len() > 1;
+    let closed = sections.iter().all(|s| s.closed);
+    let mut lines = Vec::new();
+    let mut reply_sections = Vec::with_capacity(sections.len());
+    let (mut subtotal, mut discount, mut total) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+    for section in sections {
+        let t = &section.totals;
+        let s = section.statement;
+        let (from, to) = section
+            .covered
+            .map(|(a, b)| (a.to_rfc3339(), b.to_rfc3339()))
+            .unwrap_or_default();
+        let own: Vec<proto::StatementLine> = s.lines.into_iter().map(line_to_proto).collect();
+        if several {
+            lines.push(proto::StatementLine {
+                meter: String::new(),
+                description: format!("plan {} ({}) from {from} to {to}", t.plan, t.currency),
+                amount: String::new(),
+            });
+        }
+        lines.extend(own.iter().cloned());
+        subtotal += s.subtotal;
+        discount += s.discount;
+        total += s.total;
+        reply_sections.push(proto::StatementSection {
+            plan: t.plan.to_string(),
+            currency: t.currency.to_string(),
+            from,
+            to,
+            status: status_label(section.closed).to_string(),
+            lines: own,
+            subtotal: s.subtotal.to_string(),
+            discount: s.discount.to_string(),
+            total_charge: s.total.to_string(),
+            total_amount: t.rounding.apply(s.total).to_string(),
+        });
+    }
+    let mut reply = proto::Statement {
         account_id: account,
         period,
-        plan: totals.plan.to_string(),
-        currency: totals.currency.to_string(),
         status: status_label(closed).to_string(),
-        lines: s
-            .lines
-            .into_iter()
-            .map(|l| proto::StatementLine {
-                meter: l.meter,
-                description: l.description,
-                amount: l.amount.map(|a| a.to_string()).unwrap_or_default(),
-            })
-            .collect(),
-        subtotal: s.subtotal.to_string(),
-        discount: s.discount.to_string(),
-        total_charge: s.total.to_string(),
-        total_amount: totals.rounding.apply(s.total).to_string(),
+        lines,
+        by_currency: by_currency.iter().map(currency_total_to_proto).collect(),
+        sections: reply_sections,
+        ..proto::Statement::default()
+    };
+    if let ([one], Some(plan)) = (by_currency.as_slice(), totals.latest_plan()) {
+        reply.plan = plan.to_string();
+        reply.currency = one.currency.to_string();
+        reply.subtotal = subtotal.to_string();
+        reply.discount = discount.to_string();
+        reply.total_charge = total.to_string();
+        reply.total_amount = one.amount.to_string();
+    }
+    reply
+}
+
+fn line_to_proto(l: Line) -> proto::StatementLine {
+    proto::StatementLine {
+        meter: l.meter,
+        description: l.description,
+        amount: l.amount.map(|a| a.to_string()).unwrap_or_default(),
     }
 }

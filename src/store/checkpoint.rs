@@ -5,13 +5,17 @@
 //! leaves the previous one, and a checkpoint that fails its checksum is not used (the blocks are
 //! the truth; the state is replayed from them).
 //!
-//! File: `RCK1`, shard count (u32), first commit seq NOT reflected (u64), state length (u64),
+//! File: `RCK2`, shard count (u32), first commit seq NOT reflected (u64), state length (u64),
 //! xxh3 checksum of the state seeded with that seq (u64), state (see `pipeline::shard`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 4] = b"RCK1";
+const MAGIC: &[u8; 4] = b"RCK2";
+/// Checkpoints of releases that kept one totals per account and period, whatever its plans: not
+/// used (their sums may mix a plan change's currencies); the state is replayed from the blocks,
+/// whose records name their plan.
+const MAGIC_BEFORE_PLAN_PARTS: &[u8; 4] = b"RCK1";
 const HEADER: usize = 4 + 4 + 8 + 8 + 8;
 const SYNC_EVERY_BYTES: usize = 4 << 20;
 
@@ -76,6 +80,9 @@ impl CheckpointFiles {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let bad = |what: &str| Err(format!("{}: {what}", path.display()));
+        if bytes.starts_with(MAGIC_BEFORE_PLAN_PARTS) {
+            return bad("written by an earlier release (RCK1, totals not kept per plan); replayed from the blocks");
+        }
         if bytes.len() < HEADER || &bytes[..4] != MAGIC {
             return bad("not a checkpoint (bad magic or truncated header)");
         }
@@ -116,6 +123,10 @@ mod tests {
         std::fs::write(files.path(0), &bytes).unwrap();
         let error = files.read(0).err().unwrap();
         assert!(error.contains("shard-0.ckpt") && error.contains("checksum"), "{error}");
+        bytes[..4].copy_from_slice(b"RCK1");
+        std::fs::write(files.path(0), &bytes).unwrap();
+        let error = files.read(0).err().unwrap();
+        assert!(error.contains("earlier release"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

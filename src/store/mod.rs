@@ -31,7 +31,7 @@ use std::path::Path;
 use crate::domain::keyed::HashKey;
 
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
-pub use tables::{Alerts, Closes, StoredAlert, StoredClose, Subscriptions, Suspense, SuspenseId};
+pub use tables::{Alerts, Closes, StoredAlert, StoredClose, Subscriptions, Suspense, SuspenseId, Versions};
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +206,10 @@ impl Store {
 
     pub fn alerts(&self) -> Alerts {
         Alerts(self.db.clone())
+    }
+
+    pub fn versions(&self) -> Versions {
+        Versions(self.db.clone())
     }
 }
 

@@ -1,38 +1,50 @@
 //! The small tables kept beside the blocks, one handle each (cheap to clone, usable from any
 //! thread): [`Subscriptions`] stored through the Admin API, [`Suspense`] (rejected events waiting
 //! to be fixed), [`Closes`] (closed billing periods and their announcements) and [`Alerts`]
-//! (spend alerts raised). Every write is durable (fsync) before it returns.
+//! (spend alerts raised) and [`Versions`] (the content of every tariff version published). Every
+//! write is durable (fsync) before it returns.
 
 use super::{Db, SUSPENSE_PREFIX, StoreError, codec};
 use crate::domain::alert::SpendAlert;
 use crate::domain::hex::hex;
 use crate::domain::subscription::Subscription;
+use crate::domain::tariff::Catalogue;
+use crate::domain::tariff_file::content::KnownVersion;
 use crate::domain::usage::{RejectReason, Rejected};
 
 const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
 const CLOSE_PREFIX: &[u8] = b"k/";
 const ALERT_PREFIX: &[u8] = b"a/";
+const VERSION_PREFIX: &[u8] = b"t/";
 
-/// Subscriptions stored through the Admin API (`u/<account>\xFF<from>`).
+/// Subscriptions stored through the Admin API (`u/<account>\xFF<from>` for base plans, with the
+/// plan id appended for add-ons, which may start at the same instant as the base subscription).
 #[derive(Clone)]
 pub struct Subscriptions(pub(super) Db);
 
-fn subscription_key(account: &str, from_nanos: i64) -> Vec<u8> {
+fn subscription_key(account: &str, from_nanos: i64, addon: Option<&str>) -> Vec<u8> {
     let mut k = SUBSCRIPTION_PREFIX.to_vec();
     k.extend_from_slice(account.as_bytes());
     k.push(0xFF);
     // Order-preserving: flip the sign bit.
     k.extend_from_slice(&((from_nanos as u64) ^ (1 << 63)).to_be_bytes());
+    if let Some(plan) = addon {
+        k.extend_from_slice(plan.as_bytes());
+    }
     k
 }
 
 impl Subscriptions {
     /// Writes subscriptions durably (one atomic batch, one fsync) before they are put in force.
-    pub fn put(&self, list: &[Subscription]) -> Result<(), StoreError> {
+    pub fn put(&self, list: &[Subscription], catalogue: &Catalogue) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for s in list {
             let from = s.from.timestamp_nanos_opt().unwrap_or(i64::MIN);
-            batch.insert(subscription_key(&s.account_id, from), codec::encode_subscription(s));
+            let addon = catalogue.plan(&s.plan_id).filter(|p| p.addon).map(|p| p.id.as_str());
+            batch.insert(
+                subscription_key(&s.account_id, from, addon),
+                codec::encode_subscription(s),
+            );
         }
         self.0.db.apply_batch(batch)?;
         self.0.db.flush()?;
@@ -194,6 +206,72 @@ impl Alerts {
             let (k, v) = item?;
             let key = || format!("a/{}", String::from_utf8_lossy(&k[2..]));
             out.push(codec::decode_alert(&v).map_err(|e| self.0.corrupt(key(), e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// The content of every tariff version published (`t/<plan>\xFF<number: u32 BE>` -> effective
+/// time as i64 BE nanos, then the content): a start or reload compares the file against it, so
+/// a version in force is never edited, across restarts too.
+#[derive(Clone)]
+pub struct Versions(pub(super) Db);
+
+impl Versions {
+    /// Records the versions of a catalogue put in force (one atomic batch, one fsync): each
+    /// replaces what was stored for its plan and number, and a stored version the catalogue no
+    /// longer has is forgotten when it never took effect (published, then withdrawn in time).
+    pub fn record(&self, list: &[KnownVersion], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let key = |plan: &str, number: u32| {
+            let mut k = VERSION_PREFIX.to_vec();
+            k.extend_from_slice(plan.as_bytes());
+            k.push(0xFF);
+            k.extend_from_slice(&number.to_be_bytes());
+            k
+        };
+        let mut batch = sled::Batch::default();
+        for old in self.all()? {
+            let kept = list.iter().any(|v| v.plan == old.plan && v.number == old.number);
+            if !kept && old.effective_from > now {
+                batch.remove(key(&old.plan, old.number));
+            }
+        }
+        for v in list {
+            let k = key(&v.plan, v.number);
+            let mut value = v
+                .effective_from
+                .timestamp_nanos_opt()
+                .unwrap_or(i64::MIN)
+                .to_be_bytes()
+                .to_vec();
+            value.extend_from_slice(v.content.as_bytes());
+            batch.insert(k, value);
+        }
+        self.0.db.apply_batch(batch)?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+
+    /// Every stored version.
+    pub fn all(&self) -> Result<Vec<KnownVersion>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(VERSION_PREFIX) {
+            let (k, v) = item?;
+            let name = || format!("t/{}", String::from_utf8_lossy(&k[2..]));
+            let rest = &k[VERSION_PREFIX.len()..];
+            let (Some(split), true) = (rest.iter().rposition(|&b| b == 0xFF), v.len() >= 8) else {
+                return Err(self.0.corrupt(name(), codec::CodecError::Invalid("version entry")));
+            };
+            let number: [u8; 4] = rest[split + 1..]
+                .try_into()
+                .map_err(|_| self.0.corrupt(name(), codec::CodecError::Invalid("version number")))?;
+            let nanos = i64::from_be_bytes(v[..8].try_into().unwrap_or_default());
+            out.push(KnownVersion {
+                plan: String::from_utf8_lossy(&rest[..split]).into_owned(),
+                number: u32::from_be_bytes(number),
+                effective_from: chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(nanos),
+                content: String::from_utf8_lossy(&v[8..]).into_owned(),
+            });
         }
         Ok(out)
     }

@@ -6,9 +6,8 @@ use rust_decimal::Decimal;
 
 use super::proto;
 use super::status::{ApiError, SubscriptionInputError};
-use crate::domain::aggregate::{MeterTotals, PeriodTotals};
+use crate::domain::aggregate::{CurrencyTotal, MeterTotals, PeriodTotals};
 use crate::domain::money::{InvoiceRounding, parse_exact};
-use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
 use crate::domain::subscription::Subscription;
 use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected};
@@ -133,27 +132,31 @@ pub fn meter_to_proto(m: &MeterTotals, rounding: InvoiceRounding) -> proto::Mete
     }
 }
 
-/// The totals of one account-period: `meters` already chosen and sorted, the status, the
-/// projected period-end charge and the period's bounds (when the plan is still known).
-pub fn totals_to_proto(
+/// One plan's part of an account-period: `meters` already chosen and sorted, its status and the
+/// span of the period its subscriptions cover.
+pub fn subscription_totals_to_proto(
     t: &PeriodTotals,
     meters: Vec<proto::MeterTotals>,
     closed: bool,
-    projected: Decimal,
-    bounds: Option<&Period>,
-) -> proto::Totals {
-    proto::Totals {
-        account_id: t.account.to_string(),
-        period: t.period.to_string(),
-        currency: t.currency.to_string(),
+    covered: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> proto::SubscriptionTotals {
+    proto::SubscriptionTotals {
         plan: t.plan.to_string(),
+        currency: t.currency.to_string(),
+        from: covered.map(|c| c.0.to_rfc3339()).unwrap_or_default(),
+        to: covered.map(|c| c.1.to_rfc3339()).unwrap_or_default(),
         total_charge: t.total_charge.to_string(),
         total_amount: t.amount().to_string(),
         meters,
         status: status_label(closed).to_string(),
-        projected_charge: projected.to_string(),
-        period_start: bounds.map(|p| p.start.to_rfc3339()).unwrap_or_default(),
-        period_end: bounds.map(|p| p.end.to_rfc3339()).unwrap_or_default(),
+    }
+}
+
+pub fn currency_total_to_proto(c: &CurrencyTotal) -> proto::CurrencyTotal {
+    proto::CurrencyTotal {
+        currency: c.currency.to_string(),
+        total_charge: c.charge.to_string(),
+        total_amount: c.amount.to_string(),
     }
 }
 
@@ -162,12 +165,12 @@ pub fn status_label(closed: bool) -> &'static str {
     if closed { "closed" } else { "open" }
 }
 
-pub fn account_charge(t: &PeriodTotals) -> proto::AccountCharge {
+pub fn account_charge(account: &str, c: &CurrencyTotal) -> proto::AccountCharge {
     proto::AccountCharge {
-        account_id: t.account.to_string(),
-        currency: t.currency.to_string(),
-        total_charge: t.total_charge.to_string(),
-        total_amount: t.amount().to_string(),
+        account_id: account.to_string(),
+        currency: c.currency.to_string(),
+        total_charge: c.charge.to_string(),
+        total_amount: c.amount.to_string(),
     }
 }
 

@@ -121,6 +121,14 @@ pub enum ApiError {
     TariffFile(TariffErrors),
     #[error("plans in use are missing from the new file: {}", .0.join(", "))]
     PlansInUseMissing(Vec<String>),
+    #[error(
+        "the new file edits versions in force: {}; a version in force is never edited: add a version with a \
+         later effective_from (tariff corrections and re-rating are a later release's)",
+        .0.join("; ")
+    )]
+    VersionsEdited(Vec<String>),
+    #[error("the new file makes subscriptions in force clash: {0}")]
+    SubscriptionsClash(String),
 
     // Not found.
     #[error("no usage for account {account:?} in period {period:?}")]
@@ -201,6 +209,7 @@ impl ApiError {
             | ApiError::TariffFileUnreadable { .. }
             | ApiError::TariffFile(_)
             | ApiError::PlansInUseMissing(_) => Code::InvalidArgument,
+            ApiError::VersionsEdited(_) | ApiError::SubscriptionsClash(_) => Code::FailedPrecondition,
             ApiError::NoTotals { .. }
             | ApiError::NoMeterUsage { .. }
             | ApiError::NoRecord { .. }

@@ -156,6 +156,20 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// [`write_config`] with a tariff file of its own holding `tariffs` (which the test may rewrite
+/// and reload): the config's path and the tariff file's.
+pub fn write_config_with_tariffs(dir: &Path, extra: &str, tariffs: &str) -> (PathBuf, PathBuf) {
+    let file = dir.join("tariffs.toml");
+    std::fs::write(&file, tariffs).unwrap();
+    let config = write_config(dir, extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{:?}", repo().join("config/tariffs.toml").display().to_string()),
+        &format!("{:?}", file.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
+    (config, file)
+}
+
 pub fn load(path: &Path) -> Config {
     Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"))
 }
@@ -509,6 +523,49 @@ pub fn assert_totals_equal(
     assert_eq!(got.meters.len(), want.meters.len(), "{what} meters");
     assert_eq!(dec(&got.total_charge), want.total_charge, "{what} total");
     assert_eq!(dec(&got.total_amount), want.total_amount, "{what} invoice amount");
+    // One plan, one currency: the per-currency and per-subscription figures say the same.
+    let [c] = got.by_currency.as_slice() else {
+        panic!("{what}: one currency expected, got {:?}", got.by_currency)
+    };
+    assert_eq!(
+        (c.currency.as_str(), dec(&c.total_charge), dec(&c.total_amount)),
+        (want.currency.as_str(), want.total_charge, want.total_amount),
+        "{what} by_currency"
+    );
+    let [part] = got.subscriptions.as_slice() else {
+        panic!("{what}: one subscription expected, got {:?}", got.subscriptions)
+    };
+    assert_part_equal(reference, &what, part, want);
+}
+
+/// One plan's part of an account-period (`GetTotals.subscriptions`) against the reference.
+pub fn assert_part_equal(reference: &Reference, what: &str, got: &proto::SubscriptionTotals, want: &reference::Totals) {
+    let dec = |x: &str| x.parse::<Decimal>().unwrap_or_else(|e| panic!("{x:?}: {e}"));
+    let what = format!("{what} plan {}", want.plan);
+    assert_eq!(
+        (got.plan.as_str(), got.currency.as_str()),
+        (want.plan.as_str(), want.currency.as_str()),
+        "{what}"
+    );
+    let plan = reference.plan(&want.plan);
+    let got_meters: BTreeMap<&str, (Decimal, Decimal, Decimal, u64)> = got
+        .meters
+        .iter()
+        .map(|m| {
+            (
+                m.meter.as_str(),
+                (dec(&m.quantity), dec(&m.rated_quantity), dec(&m.charge), m.events),
+            )
+        })
+        .collect();
+    let want_meters: BTreeMap<&str, (Decimal, Decimal, Decimal, u64)> = want
+        .meters
+        .iter()
+        .map(|(k, m)| (k.as_str(), (m.quantity, m.rated_quantity, m.charge, m.events)))
+        .collect();
+    assert_eq!(got_meters, want_meters, "{what} meters");
+    assert_eq!(dec(&got.total_charge), want.total_charge, "{what} total");
+    assert_eq!(dec(&got.total_amount), plan.amount(want.total_charge), "{what} amount");
 }
 
 /// Events cut into batches of `size`, numbered from 0.

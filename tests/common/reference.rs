@@ -22,6 +22,8 @@ use ratingd::wire::proto;
 pub struct Plan {
     pub id: String,
     pub currency: String,
+    /// Held beside a base subscription; prices only its own meters.
+    addon: bool,
     zone: Tz,
     places: u32,
     mode: String,
@@ -224,6 +226,7 @@ pub fn plans(toml_text: &str) -> BTreeMap<String, Plan> {
         let plan = Plan {
             id: text(p, "id"),
             currency: text(p, "currency"),
+            addon: table(p, "addon").and_then(|a| a.as_bool()).unwrap_or(false),
             zone: text(p, "time_zone").parse().expect("IANA zone"),
             places: table(rounding, "places").and_then(|x| x.as_integer()).expect("places") as u32,
             mode: text(rounding, "mode"),
@@ -236,10 +239,8 @@ pub fn plans(toml_text: &str) -> BTreeMap<String, Plan> {
                     discount_percent: table(v, "discount_percent").map_or(Decimal::ZERO, amount),
                     meters: table(v, "meters")
                         .and_then(|m| m.as_table())
-                        .expect("meters")
-                        .iter()
-                        .map(|(name, m)| (name.clone(), meter(m)))
-                        .collect(),
+                        .map(|m| m.iter().map(|(name, m)| (name.clone(), meter(m))).collect())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -517,7 +518,11 @@ pub struct Rated {
 /// What the daemon should report after a sequence of events.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
+    /// The totals of every (account, period) rated by one plan: what the top-level figures of
+    /// GetTotals show. A period with a plan change is in `parts` only.
     pub totals: BTreeMap<(String, String), Totals>,
+    /// The totals of every (account, period, plan): each plan of a period counts its own usage.
+    pub parts: BTreeMap<(String, String, String), Totals>,
     pub records: Vec<Rated>,
     pub accepted: u64,
     pub duplicate: u64,
@@ -595,14 +600,28 @@ impl Reference {
         r
     }
 
-    /// The plan of an account at `t`, with the subscription's discount.
-    pub fn plan_at(&self, account: &str, t: DateTime<Utc>) -> Option<(&Plan, Decimal)> {
-        let s = self
+    /// The plan that prices the account's `meter` at `t`, with the subscription's discount: the
+    /// one subscription in force then; with several (a base plan and add-ons), the one whose
+    /// plan prices the meter, else the base one (docs/tariffs.md, "Add-ons").
+    pub fn plan_at(&self, account: &str, t: DateTime<Utc>, meter: &str) -> Option<(&Plan, Decimal)> {
+        let covering: Vec<&Subscription> = self
             .subscriptions
             .get(account)?
             .iter()
-            .find(|s| s.from <= t && s.to.is_none_or(|to| t < to))?;
-        Some((&self.plans[&s.plan], s.discount_percent))
+            .filter(|s| s.from <= t && s.to.is_none_or(|to| t < to))
+            .collect();
+        let plan = |s: &Subscription| &self.plans[&s.plan];
+        let prices = |s: &&&Subscription| plan(s).version_at(t).is_some_and(|v| v.meters.contains_key(meter));
+        let chosen = match covering.as_slice() {
+            [] => return None,
+            [one] => *one,
+            several => several
+                .iter()
+                .find(prices)
+                .or_else(|| several.iter().find(|s| !plan(s).addon))
+                .unwrap_or(&several[0]),
+        };
+        Some((plan(chosen), chosen.discount_percent))
     }
 
     /// Rates `events` in order, as the daemon rates them when they arrive in that order: each
@@ -628,12 +647,13 @@ impl Reference {
             let quantity = Decimal::from_i128_with_scale(i128::from(q.units) * 1_000_000_000 + i128::from(q.nanos), 9);
             let attributes: Vec<(String, String)> =
                 e.attributes.iter().map(|a| (a.key.clone(), a.value.clone())).collect();
-            let Some((plan, discount)) = self.plan_at(&e.account_id, at) else {
+            let Some((plan, discount)) = self.plan_at(&e.account_id, at, &e.meter) else {
                 out.rejected += 1;
                 continue;
             };
             let period = plan.period_of(at);
-            let key = (e.account_id.clone(), period.clone(), e.meter.clone());
+            // Cumulative tiers and allowances count the usage of this plan in the period only.
+            let key = (e.account_id.clone(), format!("{period}|{}", plan.id), e.meter.clone());
             let before = usage.get(&key).copied().unwrap_or_default();
             let Some((charge, rated)) = plan.price(&e.meter, quantity, at, &attributes, before, discount) else {
                 out.rejected += 1;
@@ -643,8 +663,8 @@ impl Reference {
             out.accepted += 1;
             usage.insert(key, before + rated);
             let totals = out
-                .totals
-                .entry((e.account_id.clone(), period.clone()))
+                .parts
+                .entry((e.account_id.clone(), period.clone(), plan.id.clone()))
                 .or_insert_with(|| Totals {
                     plan: plan.id.clone(),
                     currency: plan.currency.clone(),
@@ -666,6 +686,16 @@ impl Reference {
                 meter: e.meter.clone(),
                 charge,
             });
+        }
+        let mut plans_of: HashMap<(String, String), usize> = HashMap::new();
+        for (account, period, _) in out.parts.keys() {
+            *plans_of.entry((account.clone(), period.clone())).or_default() += 1;
+        }
+        for ((account, period, _), totals) in &out.parts {
+            let key = (account.clone(), period.clone());
+            if plans_of[&key] == 1 {
+                out.totals.insert(key, totals.clone());
+            }
         }
         out
     }

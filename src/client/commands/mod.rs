@@ -23,3 +23,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, super::output::Failure> {
         .build()
         .map_err(|e| super::output::Failure::new(format!("cannot start the async runtime: {e}")))
 }
+
+/// `{"USD": {"total_charge", "total_amount"}, ...}`: the per-currency sums of totals and
+/// statements, the same shape in both.
+fn by_currency_json(list: &[crate::wire::proto::CurrencyTotal]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            let v = serde_json::json!({ "total_charge": c.total_charge, "total_amount": c.total_amount });
+            (c.currency.clone(), v)
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}

@@ -19,6 +19,7 @@ use crate::domain::tariff::{
     PrefixTable, RateTable, Tier, Version,
 };
 
+pub mod content;
 mod raw;
 mod week;
 
@@ -75,9 +76,16 @@ pub fn parse_catalogue(text: &str) -> Result<Catalogue, TariffErrors> {
         }])
     })?;
     let mut v = Validator::default();
-    let plans = v.file(raw);
+    let mut plans = v.file(raw);
     if !v.errors.is_empty() {
         return Err(TariffErrors(v.errors));
+    }
+    // Valid files keep their plans and versions in file order (versions sorted by date).
+    let contents = content::version_contents(text).unwrap_or_default();
+    for (plan, contents) in plans.iter_mut().zip(contents) {
+        for (version, content) in plan.versions.iter_mut().zip(contents) {
+            version.content = content;
+        }
     }
     let index = plans.iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect();
     let meters = plans
@@ -171,6 +179,23 @@ impl Validator {
         if raw.rounding.places > RECORD_SCALE {
             self.error(key(path, "rounding.places"), format!("must be at most {RECORD_SCALE}"));
         }
+        if let Some(c) = currency.filter(|_| !raw.rounding.minor_unit_override) {
+            match c.minor_unit() {
+                Some(unit) if unit != raw.rounding.places => self.error(
+                    key(path, "rounding.places"),
+                    format!(
+                        "{} differs from the minor unit of {c} ({unit}); set rounding.minor_unit_override = true \
+                         if that is intended",
+                        raw.rounding.places
+                    ),
+                ),
+                None => self.error(
+                    key(path, "rounding.places"),
+                    format!("{c} has no ISO 4217 minor unit; set rounding.minor_unit_override = true"),
+                ),
+                Some(_) => {}
+            }
+        }
         let rounding = InvoiceRounding {
             places: raw.rounding.places.min(RECORD_SCALE),
             mode: raw.rounding.mode,
@@ -183,6 +208,7 @@ impl Validator {
         Some(Plan {
             id: raw.id,
             name: raw.name,
+            addon: raw.addon,
             currency: currency?,
             rounding,
             time_zone: time_zone?,
@@ -266,6 +292,7 @@ impl Validator {
                     effective_from,
                     discount_percent: discount,
                     meters,
+                    content: String::new(),
                 }),
                 _ => ok = false,
             }

@@ -27,6 +27,9 @@ pub(super) struct RawPlan {
     pub(super) time_zone: String,
     pub(super) rounding: RawRounding,
     pub(super) billing_period: Option<RawPeriod>,
+    /// An add-on: held beside the account's base subscription.
+    #[serde(default)]
+    pub(super) addon: bool,
     #[serde(default)]
     pub(super) versions: Vec<RawVersion>,
 }
@@ -36,6 +39,9 @@ pub(super) struct RawPlan {
 pub(super) struct RawRounding {
     pub(super) places: u32,
     pub(super) mode: RoundingMode,
+    /// Places that differ from the currency's ISO 4217 minor unit on purpose.
+    #[serde(default)]
+    pub(super) minor_unit_override: bool,
 }
 
 #[derive(Deserialize)]

@@ -36,7 +36,8 @@ fn day_of(timestamp_unix_nanos: i64) -> u16 {
 pub struct ShardState {
     dedupe: DedupeWindow,
     accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
-    /// The most recent period per plan (by plan id): most events fall in it.
+    /// The most recent period per plan (by plan id, the key shared by every totals of the plan):
+    /// most events fall in it.
     periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
     evicted_through_day: u16,
     /// Periods that ended at or before this instant are closed (now minus the close grace, read
@@ -70,9 +71,17 @@ impl ShardState {
         self.accounts.values().flatten().cloned()
     }
 
-    /// The totals of (account, period), created when absent, and their index in the account's
-    /// list. One map lookup when the account is known (its key is kept in every totals).
-    fn totals_mut(&mut self, account: &str, period: &Arc<str>, plan: &Plan) -> (usize, &mut PeriodTotals) {
+    /// The totals of (account, period, plan), created when absent, and their index in the
+    /// account's list. One map lookup when the account is known (its key is kept in every totals).
+    /// Each plan of a period has its own totals: a plan change starts the new plan's cumulative
+    /// tiers and allowances from zero, and no sum mixes currencies.
+    fn totals_mut(
+        &mut self,
+        account: &str,
+        period: &Arc<str>,
+        plan_id: &Arc<str>,
+        plan: &Plan,
+    ) -> (usize, &mut PeriodTotals) {
         if self.copying.is_some() {
             self.copy_before_change(account);
         }
@@ -83,7 +92,7 @@ impl ShardState {
         let list = self.accounts.get_mut(account).expect("account present");
         match list
             .iter()
-            .position(|t| Arc::ptr_eq(&t.period, period) || t.period == *period)
+            .position(|t| (Arc::ptr_eq(&t.period, period) || t.period == *period) && t.plan == *plan_id)
         {
             Some(i) => (i, &mut list[i]),
             None => {
@@ -94,7 +103,7 @@ impl ShardState {
                 list.push(PeriodTotals::new(
                     key,
                     period.clone(),
-                    Arc::from(plan.id.as_str()),
+                    plan_id.clone(),
                     plan.currency,
                     plan.rounding,
                 ));
@@ -103,20 +112,24 @@ impl ShardState {
         }
     }
 
-    /// The billing period of `at` under `plan`, from the per-plan cache when it holds.
-    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>) {
-        if let Some((p, label)) = self.periods.get(plan.id.as_str())
+    /// The billing period of `at` under `plan`, from the per-plan cache when it holds: its label,
+    /// its end, and the plan's id as the key every totals of the plan shares (compared by address).
+    fn period(&mut self, plan: &Plan, at: DateTime<Utc>) -> (Arc<str>, DateTime<Utc>, Arc<str>) {
+        if let Some((id, (p, label))) = self.periods.get_key_value(plan.id.as_str())
             && p.start <= at
             && at < p.end
         {
-            return (label.clone(), p.end);
+            return (label.clone(), p.end, id.clone());
         }
         let period = plan.period.period_of(plan.time_zone, at);
         let label: Arc<str> = Arc::from(period.label.as_str());
         let end = period.end;
-        self.periods
-            .insert(Arc::from(plan.id.as_str()), (period, label.clone()));
-        (label, end)
+        let id = match self.periods.remove_entry(plan.id.as_str()) {
+            Some((id, _)) => id,
+            None => Arc::from(plan.id.as_str()),
+        };
+        self.periods.insert(id.clone(), (period, label.clone()));
+        (label, end, id)
     }
 
     /// Applies a stored record (recovery): claims its id and adds it to its totals.
@@ -124,7 +137,8 @@ impl ShardState {
         self.dedupe
             .insert(record.fingerprint, day_of(record.timestamp_unix_nanos), record.content);
         let period: Arc<str> = Arc::from(record.period.as_str());
-        self.totals_mut(&record.account_id, &period, plan).1.add(
+        let (_, _, plan_id) = self.period(plan, record.at());
+        self.totals_mut(&record.account_id, &period, &plan_id, plan).1.add(
             &record.meter,
             record.quantity,
             record.rated_quantity,

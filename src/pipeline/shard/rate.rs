@@ -81,11 +81,11 @@ impl ShardState {
             }
             return;
         }
-        let Some((plan_id, discount)) = ctx.subscriptions.plan_for(&ev.account_id, ev.timestamp) else {
-            let detail = format!(
-                "account {:?} has no subscription and there is no default plan",
-                ev.account_id
-            );
+        let Some((plan_id, discount)) =
+            ctx.subscriptions
+                .plan_for(&ev.account_id, ev.timestamp, &ev.meter, &ctx.catalogue)
+        else {
+            let detail = ctx.subscriptions.no_plan_detail(&ev.account_id, ev.timestamp);
             return reject(
                 out,
                 e.index,
@@ -100,7 +100,7 @@ impl ShardState {
                 suspense_of(&e, RejectReason::NoTariff, detail, self.job_now),
             );
         };
-        let (period, end) = self.period(plan, ev.timestamp);
+        let (period, end, plan_id) = self.period(plan, ev.timestamp);
         if end <= self.closed_before {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return reject(
@@ -109,7 +109,7 @@ impl ShardState {
                 suspense_of(&e, RejectReason::PeriodClosed, detail, self.job_now),
             );
         }
-        let (index, totals) = self.totals_mut(&ev.account_id, &period, plan);
+        let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
         let usage = totals.usage(&ev.meter);
         let input = RatingInput {
             meter: &ev.meter,
