@@ -1,6 +1,9 @@
 //! Crash test: the built binary is killed with SIGKILL at 20 random moments while a client
 //! streams; after each restart the client resends every unacknowledged batch (same batch and event
-//! ids). At the end every total equals an independent computation from the generated events.
+//! ids). Subscriptions change in the mix: one account changes plan (and currency) inside the
+//! period, and another gets its subscription through the Admin API halfway, after which its
+//! events are sent. At the end every total equals an independent computation from the generated
+//! events.
 
 mod common;
 
@@ -61,16 +64,85 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let dir = TempDir::new("crash");
     // Small commits and frequent checkpoints, so kills land between blocks, mid-commit and
     // around checkpoints alike.
-    let config = write_config(&dir.0, "commit_max_events = 300\ncheckpoint_every_records = 2500");
     // The binary runs on the real clock: events from safe_now(), in one open period per plan.
-    let events = generate_at(24_000, 0.1, 21, safe_now());
+    let now = safe_now();
+    // `chg-0` is on saas-pro (USD) until 12 hours before now, then on telecom-standard (EUR).
+    let change = now - chrono::Duration::hours(12);
+    let config = write_config(
+        &dir.0,
+        &format!(
+            "commit_max_events = 300\ncheckpoint_every_records = 2500\n\
+             [[subscriptions]]\naccount = \"chg-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"{0}\"\n\
+             [[subscriptions]]\naccount = \"chg-0\"\nplan = \"telecom-standard\"\nfrom = \"{0}\"\n",
+            change.to_rfc3339()
+        ),
+    );
+    let mut events = generate_at(24_000, 0.1, 21, now);
+    // Every 40th event gets a `chg-0` neighbour: API requests before the change, calls after it.
+    let mut with_change = Vec::with_capacity(events.len() + events.len() / 40);
+    for (i, e) in events.into_iter().enumerate() {
+        with_change.push(e);
+        if i % 40 == 0 {
+            let n = i / 40;
+            let minutes = chrono::Duration::minutes((n % 600) as i64 + 1);
+            with_change.push(if n % 2 == 0 {
+                event(
+                    &format!("chg-a{n}"),
+                    "chg-0",
+                    "api.requests",
+                    1000 + n as i64,
+                    0,
+                    change - minutes,
+                    &[],
+                )
+            } else {
+                let dest = [("destination", "+442071234567")];
+                event(
+                    &format!("chg-v{n}"),
+                    "chg-0",
+                    "voice.seconds",
+                    30 + (n % 90) as i64,
+                    0,
+                    change + minutes,
+                    &dest,
+                )
+            });
+        }
+    }
+    events = with_change;
+    // `late-0` has no subscription (and there is no default plan) until the Admin API sets one
+    // halfway through the kills; its events are sent only after that.
+    let late: Vec<proto::UsageEvent> = (0..300)
+        .map(|n| {
+            let at = now - chrono::Duration::minutes(n + 5);
+            event(&format!("late-{n}"), "late-0", "api.requests", 10_000, 0, at, &[])
+        })
+        .collect();
     let mut pending = pending_batches(&events, 100);
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let daemon = DaemonProcess::spawn(&config);
+        if kill == KILLS / 2 {
+            let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
+            let subscription = proto::Subscription {
+                account_id: "late-0".into(),
+                plan_id: "saas-pro".into(),
+                from: "2020-01-01T00:00:00Z".into(),
+                ..Default::default()
+            };
+            within(60, "the subscription", admin.upsert_subscription(subscription))
+                .await
+                .unwrap();
+            // Acknowledged: durable, so every later restart rates late-0 (a rejection fails
+            // stream_some).
+            for (i, mut b) in batches(&late, 50).into_iter().enumerate() {
+                b.batch_id = 1_000_000 + i as u64;
+                pending.insert(b.batch_id, b);
+            }
+        }
         // Kill after a random number of acks: other batches are then in flight, some committed
         // and not yet acknowledged, some not yet committed.
         let stop_after = 1 + (rng % 9) as usize;
@@ -92,11 +164,42 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         );
         stream_some(&daemon.target, &mut pending, usize::MAX).await;
     }
-    assert_totals_match(&daemon.target, &events).await;
+    let all: Vec<proto::UsageEvent> = events.iter().chain(&late).cloned().collect();
+    assert_changed_totals_match(&daemon.target, &all, change).await;
     daemon.kill9();
     // And once more after a last crash: recovery alone gives the same totals.
     let daemon = DaemonProcess::spawn(&config);
-    assert_totals_match(&daemon.target, &events).await;
+    assert_changed_totals_match(&daemon.target, &all, change).await;
+}
+
+/// The test accounts' totals, and each plan's part of `chg-0` (USD before the change, EUR
+/// after) and `late-0`, against the reference pricer.
+async fn assert_changed_totals_match(
+    target: &str,
+    events: &[proto::UsageEvent],
+    change: chrono::DateTime<chrono::Utc>,
+) {
+    assert_totals_match(target, events).await;
+    let mut reference = Reference::shipped();
+    let epoch = chrono::DateTime::<chrono::Utc>::from_timestamp(1_577_836_800, 0).unwrap();
+    reference.subscribe("chg-0", "saas-pro", epoch, Some(change), rust_decimal::Decimal::ZERO);
+    reference.subscribe("chg-0", "telecom-standard", change, None, rust_decimal::Decimal::ZERO);
+    reference.subscribe("late-0", "saas-pro", epoch, None, rust_decimal::Decimal::ZERO);
+    let want = reference.rate(events);
+    let mut checked = 0;
+    for ((account, period, plan), part) in want.parts.iter().filter(|(k, _)| k.0 == "chg-0" || k.0 == "late-0") {
+        let got = totals_at(target, account, period)
+            .await
+            .unwrap_or_else(|| panic!("no totals for {account} {period}"));
+        let sub = got
+            .subscriptions
+            .iter()
+            .find(|s| &s.plan == plan)
+            .unwrap_or_else(|| panic!("{account} {period}: no {plan} in {:?}", got.subscriptions));
+        assert_part_equal(&reference, &format!("{account} {period}"), sub, part);
+        checked += 1;
+    }
+    assert!(checked >= 3, "chg-0 under two plans and late-0: {checked}");
 }
 
 /// One JSONL line per event, as `ratectl send` reads them.

@@ -456,3 +456,123 @@ async fn add_ons_price_their_own_meters_beside_the_base_plan() {
     assert_eq!(held(list), ["backup-plus", "saas-pro"]);
     d.stop().await;
 }
+
+/// A generated property, over 16 seeded scenarios in one daemon: an account changes between the
+/// USD and the EUR plan at a random instant (or holds one plan), with random API requests, SMS
+/// and calls on both sides. For every currency, GetTotals' figure equals the sum of the records
+/// (ListRatedRecords) of the plans in that currency, and the sum of the statement's sections in
+/// it; each plan's part equals the reference pricer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_currency_totals_equal_the_sum_of_their_lines() {
+    let dir = TempDir::new("plan-change-property");
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut extra = String::new();
+    let mut reference = Reference::shipped();
+    let mut scenarios = Vec::new();
+    for k in 0..16 {
+        let account = format!("prop-{k}");
+        let plans = if next(2) == 0 {
+            ["saas-pro", "telecom-standard"]
+        } else {
+            ["telecom-standard", "saas-pro"]
+        };
+        // A change on day 2..=16 at a random second, or (one scenario in four) none.
+        let change = (next(4) != 0).then(|| utc(2, 0) + chrono::Duration::seconds(next(14 * 86_400) as i64));
+        let windows: Vec<Window> = match change {
+            Some(c) => vec![(plans[0], utc(1, 0), Some(c)), (plans[1], c, None)],
+            None => vec![(plans[0], utc(1, 0), None)],
+        };
+        extra.push_str(&subscriptions(&account, &windows));
+        for (plan, from, to) in &windows {
+            reference.subscribe(&account, plan, *from, *to, Decimal::ZERO);
+        }
+        let events: Vec<proto::UsageEvent> = (0..30)
+            .map(|n| {
+                let at = utc(1, 1) + chrono::Duration::seconds(next(16 * 86_400) as i64);
+                let id = format!("{account}-{n}");
+                match next(3) {
+                    0 => event(&id, &account, "api.requests", next(3_000_000) as i64, 0, at, &[]),
+                    1 => event(&id, &account, "sms.count", next(20) as i64 + 1, 0, at, &[]),
+                    _ => {
+                        let dest = [(
+                            "destination",
+                            ["+442071234567", "+447911123456", "+15551234567"][next(3) as usize],
+                        )];
+                        event(&id, &account, "voice.seconds", next(600) as i64 + 1, 0, at, &dest)
+                    }
+                }
+            })
+            .collect();
+        scenarios.push((account, events));
+    }
+    let d = TestDaemon::start(&write_config(&dir.0, &extra)).await;
+    let currency_of = |plan: &str| if plan == "saas-pro" { "USD" } else { "EUR" };
+    let mut query = proto::query_client::QueryClient::new(channel(&d.target).await);
+    for (batch, (account, events)) in scenarios.iter().enumerate() {
+        // Events a plan cannot price (SMS under saas-pro, API requests under telecom-standard)
+        // are rejected and count nowhere.
+        d.submit(batch as u64, events.clone()).await;
+        let want = reference.rate(events);
+        let t = d.totals(account, "2026-11").await.unwrap();
+        for s in &t.subscriptions {
+            let key = (account.clone(), "2026-11".to_string(), s.plan.clone());
+            assert_part_equal(&reference, account, s, &want.parts[&key]);
+        }
+        let records = query
+            .list_rated_records(proto::ListRatedRecordsRequest {
+                account_id: account.clone(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        let statement = query
+            .statement(proto::StatementRequest {
+                account_id: account.clone(),
+                period: "2026-11".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(statement.by_currency, t.by_currency, "{account}");
+        for c in &t.by_currency {
+            let of_records: Decimal = records
+                .iter()
+                .filter(|r| currency_of(&r.plan_id) == c.currency)
+                .map(|r| dec(&r.charge))
+                .sum();
+            let sections: Vec<&proto::StatementSection> =
+                statement.sections.iter().filter(|x| x.currency == c.currency).collect();
+            let of_sections: Decimal = sections.iter().map(|x| dec(&x.total_charge)).sum();
+            let amounts: Decimal = sections.iter().map(|x| dec(&x.total_amount)).sum();
+            assert_eq!(dec(&c.total_charge), of_records, "{account} {}: records", c.currency);
+            assert_eq!(dec(&c.total_charge), of_sections, "{account} {}: sections", c.currency);
+            assert_eq!(dec(&c.total_amount), amounts, "{account} {}: amounts", c.currency);
+            for x in &sections {
+                assert_eq!(
+                    dec(&x.subtotal) + dec(&x.discount),
+                    dec(&x.total_charge),
+                    "{account} {}: subtotal + discount",
+                    x.plan
+                );
+            }
+        }
+        let currencies: std::collections::BTreeSet<&str> =
+            t.subscriptions.iter().map(|s| s.currency.as_str()).collect();
+        assert_eq!(t.by_currency.len(), currencies.len(), "{account}");
+        assert_eq!(
+            t.currency.is_empty(),
+            currencies.len() > 1,
+            "{account}: top-level currency"
+        );
+    }
+    d.stop().await;
+}
