@@ -2,8 +2,8 @@
 //! streams; after each restart the client resends every unacknowledged batch (same batch and event
 //! ids). Subscriptions change in the mix: one account changes plan (and currency) inside the
 //! period, and another gets its subscription through the Admin API halfway, after which its
-//! events are sent. At the end every total equals an independent computation from the generated
-//! events.
+//! events are sent; one-off charges are added before half of the kills. At the end every total
+//! equals an independent computation from the generated events, and every charge counts once.
 
 mod common;
 
@@ -73,7 +73,8 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         &format!(
             "commit_max_events = 300\ncheckpoint_every_records = 2500\n\
              [[subscriptions]]\naccount = \"chg-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"{0}\"\n\
-             [[subscriptions]]\naccount = \"chg-0\"\nplan = \"telecom-standard\"\nfrom = \"{0}\"\n",
+             [[subscriptions]]\naccount = \"chg-0\"\nplan = \"telecom-standard\"\nfrom = \"{0}\"\n\
+             [[subscriptions]]\naccount = \"fee-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\n",
             change.to_rfc3339()
         ),
     );
@@ -125,6 +126,13 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let daemon = DaemonProcess::spawn(&config);
+        if kill % 2 == 0 {
+            // Acknowledged after its fsync: it must survive every later kill, exactly once.
+            let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
+            within(60, "a one-off charge", admin.add_charge(one_off(kill, now)))
+                .await
+                .unwrap();
+        }
         if kill == KILLS / 2 {
             let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
             let subscription = proto::Subscription {
@@ -166,10 +174,32 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     }
     let all: Vec<proto::UsageEvent> = events.iter().chain(&late).cloned().collect();
     assert_changed_totals_match(&daemon.target, &all, change).await;
+    // Every charge once: sent again, each is a duplicate; the total is 1 + 3 + ... + 19.
+    let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
+    for kill in (0..KILLS).step_by(2) {
+        let again = admin.add_charge(one_off(kill, now)).await.unwrap().into_inner();
+        assert!(again.duplicate, "charge {kill} was added before");
+    }
+    let label = (now - chrono::Duration::hours(1)).format("%Y-%m").to_string();
+    let fees = totals_at(&daemon.target, "fee-0", &label).await;
+    let fees = fees.unwrap_or_else(|| panic!("no totals for fee-0"));
+    assert_eq!(fees.total_charge, "100.000000000");
     daemon.kill9();
     // And once more after a last crash: recovery alone gives the same totals.
     let daemon = DaemonProcess::spawn(&config);
     assert_changed_totals_match(&daemon.target, &all, change).await;
+}
+
+/// The one-off charge added before kill `kill`: `kill + 1` USD on `fee-0`.
+fn one_off(kill: usize, now: chrono::DateTime<chrono::Utc>) -> proto::AddChargeRequest {
+    proto::AddChargeRequest {
+        account_id: "fee-0".into(),
+        charge_id: format!("crash-{kill}"),
+        amount: format!("{}.00", kill + 1),
+        currency: "USD".into(),
+        description: format!("charge before kill {kill}"),
+        time: (now - chrono::Duration::hours(1)).to_rfc3339(),
+    }
 }
 
 /// The test accounts' totals, and each plan's part of `chg-0` (USD before the change, EUR

@@ -15,7 +15,9 @@ use crate::domain::usage::RejectReason;
 use crate::pipeline::{Pipeline, RatingContext};
 use crate::store::{Subscriptions, Suspense, SuspenseId, Versions};
 use crate::wire::ApiError;
-use crate::wire::convert::{reason_filter, subscription_from_proto, subscription_to_proto, suspended_to_proto};
+use crate::wire::convert::{
+    charge_from_proto, reason_filter, subscription_from_proto, subscription_to_proto, suspended_to_proto,
+};
 use crate::wire::paging::{self, page_size};
 use crate::wire::proto::{self, admin_server::Admin};
 
@@ -205,6 +207,65 @@ impl AdminCore {
         Ok(counts)
     }
 
+    /// Adds a one-off charge or credit: checked, then taken in like an event and answered once
+    /// its record is durable (or found a duplicate).
+    pub async fn add_charge(&self, req: proto::AddChargeRequest) -> Result<proto::AddChargeResponse, ApiError> {
+        let now = self.pipeline.clock().now();
+        let charge = charge_from_proto(req, now)?;
+        let config = self.pipeline.config();
+        let oldest = now - chrono::Duration::days(i64::from(config.dedupe_window_days));
+        let newest = now + chrono::Duration::seconds(i64::from(config.future_skew_seconds));
+        if charge.at < oldest || charge.at > newest {
+            return Err(ApiError::BadCharge(format!(
+                "time must be within the dedupe window ({} days) and the clock skew ({} s) of now",
+                config.dedupe_window_days, config.future_skew_seconds
+            )));
+        }
+        let (plan, period) = {
+            let context = self.pipeline.context().load();
+            let currency = charge.currency.as_str();
+            let plan = context
+                .subscriptions
+                .plan_in_currency(&charge.account_id, charge.at, currency, &context.catalogue)
+                .and_then(|p| context.catalogue.plan(p))
+                .ok_or_else(|| {
+                    ApiError::ChargeNotBillable(format!(
+                        "no subscription of account {:?} in force at {} bills in {currency} ({})",
+                        charge.account_id,
+                        charge.at.to_rfc3339(),
+                        context.subscriptions.no_plan_detail(&charge.account_id, charge.at)
+                    ))
+                })?;
+            let period = plan.period.period_of(plan.time_zone, charge.at);
+            let grace = chrono::Duration::seconds(config.close_grace_seconds);
+            if period.end + grace <= now || self.pipeline.committed().is_closed(&plan.id, &period.label) {
+                return Err(ApiError::ChargeNotBillable(format!(
+                    "billing period {} of plan {:?} is closed: a charge for it goes into an open period",
+                    period.label, plan.id
+                )));
+            }
+            (plan.id.clone(), period.label)
+        };
+        let ack = self.pipeline.intake_charge(0, &charge).await?.ack().await?;
+        match ack.results.first() {
+            None => Ok(proto::AddChargeResponse {
+                duplicate: false,
+                plan,
+                period,
+            }),
+            Some(r) if r.rejected.is_none() => Ok(proto::AddChargeResponse {
+                duplicate: true,
+                plan,
+                period,
+            }),
+            Some(r) if r.rejected == Some(RejectReason::Conflict) => Err(ApiError::ChargeConflict {
+                account: charge.account_id,
+                charge_id: charge.charge_id,
+            }),
+            Some(r) => Err(ApiError::ChargeNotBillable(r.detail.clone())),
+        }
+    }
+
     fn list_suspense(&self, req: proto::ListSuspenseRequest) -> Result<proto::ListSuspenseResponse, ApiError> {
         let reason = reason_filter(req.reason)?;
         let after = if req.page_token.is_empty() {
@@ -329,6 +390,13 @@ impl Admin for AdminService {
             return Err(ApiError::NoSubscription(account).into());
         }
         Ok(Response::new(proto::Subscriptions { subscriptions }))
+    }
+
+    async fn add_charge(
+        &self,
+        request: Request<proto::AddChargeRequest>,
+    ) -> Result<Response<proto::AddChargeResponse>, Status> {
+        Ok(Response::new(self.0.add_charge(request.into_inner()).await?))
     }
 
     async fn reload_tariffs(

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ratingd::client::commands::charges::ChargesCommand;
 use ratingd::client::commands::explain::ExplainArgs;
 use ratingd::client::commands::export::ExportArgs;
 use ratingd::client::commands::records::RecordsArgs;
@@ -57,6 +58,9 @@ enum Command {
     /// Subscriptions of accounts to plans (Admin API).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
+    /// One-off charges and credits (Admin API).
+    #[command(subcommand)]
+    Charges(ChargesCommand),
     /// Rated records of one account, oldest first.
     Records(RecordsArgs),
     /// Every rated record of a period (or of one account in it) to CSV or JSONL, streamed page by
@@ -83,6 +87,7 @@ fn online(access: &Access, command: &Command) -> Result<Printed, Failure> {
             Command::Send(a) => commands::send::run(a, access).await,
             Command::Totals(a) => commands::totals::run(a, access).await,
             Command::Subscriptions(c) => commands::subscriptions::run(c, access).await,
+            Command::Charges(c) => commands::charges::run(c, access).await,
             Command::Records(a) => commands::records::run(a, access).await,
             Command::Export(a) => commands::export::run(a, access).await,
             Command::Statement(a) => commands::statement::run(a, access).await,

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod charge;
 pub mod hex;
 pub mod keyed;
 pub mod localtime;

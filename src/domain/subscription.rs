@@ -227,6 +227,29 @@ impl SubscriptionBook {
         )
     }
 
+    /// The plan that carries the account's one-off charge in `currency` at `at`: the base
+    /// subscription in force then if it bills in that currency, else an add-on in force that does;
+    /// with none in force, the default plan when it bills in it.
+    pub fn plan_in_currency(
+        &self,
+        account: &str,
+        at: DateTime<Utc>,
+        currency: &str,
+        catalogue: &Catalogue,
+    ) -> Option<&str> {
+        let bills = |id: &str| catalogue.plan(id).is_some_and(|p| p.currency.as_str() == currency);
+        let covering: Vec<&Subscription> = self.of(account).iter().filter(|s| s.covers(at)).collect();
+        if covering.is_empty() {
+            return self.default_plan.as_deref().filter(|p| bills(p));
+        }
+        let addon = |s: &&&Subscription| catalogue.plan(&s.plan_id).is_some_and(|p| p.addon);
+        let (addons, base): (Vec<&&Subscription>, Vec<&&Subscription>) = covering.iter().partition(addon);
+        base.into_iter()
+            .chain(addons)
+            .find(|s| bills(&s.plan_id))
+            .map(|s| s.plan_id.as_str())
+    }
+
     /// The plan (and subscription discount) that prices the account's `meter` at `at`: the one
     /// subscription in force then; with several (a base and add-ons), the one whose plan prices
     /// the meter, else the base one (whose plan then refuses the meter); with none, the default

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
+use crate::domain::charge::{CHARGE_ID_PREFIX, OneOffCharge};
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected, UsageEvent};
 
@@ -63,6 +64,11 @@ pub fn check(
         if id.is_empty() || id.len() > max_id {
             return invalid(format!("{name} must be 1..={max_id} bytes"));
         }
+    }
+    if e.event_id.starts_with(CHARGE_ID_PREFIX) {
+        return invalid(format!(
+            "event ids starting with {CHARGE_ID_PREFIX:?} are reserved for one-off charges"
+        ));
     }
     let Some((units, nanos)) = e.quantity else {
         return invalid("quantity is missing".into());
@@ -222,5 +228,20 @@ impl Pipeline {
             }
         }
         Ok(Pending(self.submit(batch_id, admitted, valid, rejected)))
+    }
+
+    /// Takes one one-off charge in, checked by the Admin API (amount, currency, time), as a batch
+    /// of one event of the charge meter: the same admission, fingerprint, content hash and
+    /// acknowledgement after the fsync as an event's.
+    pub async fn intake_charge(&self, batch_id: u64, charge: &OneOffCharge) -> Result<Pending, PipelineError> {
+        let admitted = self.admit().await?;
+        self.committed.check_damage(&charge.account_id)?;
+        let event = ValidEvent {
+            index: 0,
+            fingerprint: self.key.fingerprint(&charge.account_id, &charge.event_id()),
+            content: content_hash(self.key.seed(), &charge.raw()),
+            event: charge.event(),
+        };
+        Ok(Pending(self.submit(batch_id, admitted, vec![event], Vec::new())))
     }
 }

@@ -439,6 +439,10 @@ impl Pipeline {
     }
 
     /// The clock of ingest's window, period close and projections.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
     pub fn clock(&self) -> &SharedClock {
         &self.clock
     }

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::domain::aggregate::{AccountPeriod, CurrencyTotal, MeterTotals, PeriodTotals};
+use crate::domain::charge::{self, CHARGE_METER, description_of};
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
@@ -278,6 +279,36 @@ impl QueryService {
             account: req.account_id.clone(),
         })?;
         self.pipeline.committed().check_damage(&record.account_id)?;
+        if record.meter == CHARGE_METER {
+            // A one-off charge is not rated: its amount is its charge.
+            let description = description_of(&record.attributes);
+            let explanation = serde_json::json!({
+                "one_off": {
+                    "amount": record.charge.to_string(),
+                    "currency": charge::currency_of(&record.attributes),
+                    "description": description,
+                    "plan": record.plan,
+                    "period": record.period,
+                }
+            });
+            let text = format!(
+                "one-off {} of {} {} added through Admin.AddCharge, in period {} of plan {:?}: {description}",
+                if record.charge.is_sign_negative() {
+                    "credit"
+                } else {
+                    "charge"
+                },
+                record.charge,
+                charge::currency_of(&record.attributes),
+                record.period,
+                record.plan
+            );
+            return Ok(proto::ExplainRecordResponse {
+                record: Some(record_to_proto(&record)),
+                explanation_json: explanation.to_string(),
+                explanation_text: text,
+            });
+        }
         let context = self.pipeline.context().load();
         let plan = context
             .catalogue

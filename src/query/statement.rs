@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use chrono::{DateTime, Utc};
 
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
+use crate::domain::charge::{CHARGE_ID_PREFIX, CHARGE_METER, description_of};
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
 use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate, rerate};
@@ -56,7 +57,23 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
     }
     let mut meters: BTreeMap<String, MeterSum> = BTreeMap::new();
     let mut discounts: BTreeMap<String, ()> = BTreeMap::new();
+    // One-off charges and credits: their own lines, never discounted.
+    let mut one_offs: Vec<Line> = Vec::new();
     for r in records {
+        if r.meter == CHARGE_METER {
+            let id = r.event_id.strip_prefix(CHARGE_ID_PREFIX).unwrap_or(&r.event_id);
+            let kind = if r.charge.is_sign_negative() {
+                "credit"
+            } else {
+                "one-off charge"
+            };
+            one_offs.push(Line {
+                meter: String::new(),
+                description: format!("{kind} {id}: {}", description_of(&r.attributes)),
+                amount: Some(r.charge),
+            });
+            continue;
+        }
         let charged = rerate(plan, r)?;
         let plain = rate(
             &undiscounted_plan,
@@ -186,6 +203,12 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
         if m.minimums > 0 {
             detail(format!("  minimum charge applied to {} events", m.minimums));
         }
+    }
+    for line in one_offs {
+        let amount = line.amount.unwrap_or_default();
+        subtotal += amount;
+        total += amount;
+        lines.push(line);
     }
     let discount = total - subtotal;
     if !discount.is_zero() {

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use super::proto;
 use super::status::{ApiError, SubscriptionInputError};
 use crate::domain::aggregate::{CurrencyTotal, MeterTotals, PeriodTotals};
+use crate::domain::charge::OneOffCharge;
 use crate::domain::money::{InvoiceRounding, parse_exact};
 use crate::domain::record::RatedRecord;
 use crate::domain::subscription::Subscription;
@@ -276,4 +277,56 @@ pub fn quote_refused(index: u32, reason: RejectReason, detail: String) -> proto:
         detail,
         ..Default::default()
     }
+}
+
+/// A one-off charge as requested, checked: ids, amount (non-zero, at most the currency's minor
+/// unit places), an ISO 4217 currency, a description (required for a credit), its time (`now`
+/// when empty).
+pub fn charge_from_proto(p: proto::AddChargeRequest, now: DateTime<Utc>) -> Result<OneOffCharge, ApiError> {
+    use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
+    let bad = |m: String| Err(ApiError::BadCharge(m));
+    if p.account_id.is_empty() || p.account_id.len() > MAX_ACCOUNT_BYTES {
+        return bad(format!("account_id must be 1..={MAX_ACCOUNT_BYTES} bytes"));
+    }
+    let max_id = MAX_ID_BYTES - crate::domain::charge::CHARGE_ID_PREFIX.len();
+    if p.charge_id.is_empty() || p.charge_id.len() > max_id {
+        return bad(format!("charge_id must be 1..={max_id} bytes"));
+    }
+    let currency: crate::domain::money::Currency = match p.currency.parse() {
+        Ok(c) => c,
+        Err(m) => return bad(format!("currency: {m}")),
+    };
+    let amount = match parse_exact(&p.amount) {
+        Ok(a) => a,
+        Err(m) => return bad(format!("amount: {m}")),
+    };
+    if amount.is_zero() {
+        return bad("amount must not be 0".into());
+    }
+    if let Some(unit) = currency.minor_unit()
+        && amount.normalize().scale() > unit
+    {
+        return bad(format!("amount {amount} has more places than {currency} has ({unit})"));
+    }
+    if amount.is_sign_negative() && p.description.trim().is_empty() {
+        return bad("a credit (negative amount) needs a description".into());
+    }
+    if p.description.len() > DEFAULT_MAX_ATTRIBUTE_BYTES {
+        return bad(format!(
+            "description must be at most {DEFAULT_MAX_ATTRIBUTE_BYTES} bytes"
+        ));
+    }
+    let at = if p.time.is_empty() {
+        now
+    } else {
+        instant("time", &p.time)?
+    };
+    Ok(OneOffCharge {
+        account_id: p.account_id,
+        charge_id: p.charge_id,
+        amount: amount.normalize(),
+        currency,
+        description: p.description,
+        at,
+    })
 }

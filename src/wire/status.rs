@@ -129,6 +129,12 @@ pub enum ApiError {
     VersionsEdited(Vec<String>),
     #[error("the new file makes subscriptions in force clash: {0}")]
     SubscriptionsClash(String),
+    #[error("{0}")]
+    BadCharge(String),
+    #[error("{0}")]
+    ChargeNotBillable(String),
+    #[error("charge {charge_id:?} of account {account:?} was already added with other content")]
+    ChargeConflict { account: String, charge_id: String },
 
     // Not found.
     #[error("no usage for account {account:?} in period {period:?}")]
@@ -209,7 +215,11 @@ impl ApiError {
             | ApiError::TariffFileUnreadable { .. }
             | ApiError::TariffFile(_)
             | ApiError::PlansInUseMissing(_) => Code::InvalidArgument,
-            ApiError::VersionsEdited(_) | ApiError::SubscriptionsClash(_) => Code::FailedPrecondition,
+            ApiError::VersionsEdited(_) | ApiError::SubscriptionsClash(_) | ApiError::ChargeNotBillable(_) => {
+                Code::FailedPrecondition
+            }
+            ApiError::BadCharge(_) => Code::InvalidArgument,
+            ApiError::ChargeConflict { .. } => Code::AlreadyExists,
             ApiError::NoTotals { .. }
             | ApiError::NoMeterUsage { .. }
             | ApiError::NoRecord { .. }

@@ -385,6 +385,13 @@ impl Validator {
         for (name, raw_meter) in raw {
             let mpath = quoted(&key(vpath, "meters"), &name);
             ok &= self.name(&mpath, &name);
+            if name.starts_with('@') {
+                self.error(
+                    &mpath,
+                    "meter names starting with @ are reserved (one-off charges are @charge)",
+                );
+                ok = false;
+            }
             match self.meter(&mpath, raw_meter) {
                 Some(m) => {
                     meters.insert(name, m);

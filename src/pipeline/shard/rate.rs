@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
+use crate::domain::charge::{self, CHARGE_METER};
 use crate::domain::record::RatedRecordRef;
 use crate::domain::usage::{EventOutcome, RejectReason, Rejected};
 use crate::pipeline::dedupe::Seen;
@@ -62,6 +63,20 @@ impl ShardState {
     fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
+        // A one-off charge (Admin.AddCharge) is not rated: its amount is its charge, and a refusal
+        // is answered to the Admin call rather than kept in suspense.
+        let one_off = ev.meter == CHARGE_METER;
+        let refuse = |out: &mut ShardOutput, reason: RejectReason, detail: String, now| {
+            if one_off {
+                out.results.push(EventOutcome {
+                    index: e.index,
+                    rejected: Some(reason),
+                    detail,
+                });
+            } else {
+                reject(out, e.index, suspense_of(&e, reason, detail, now));
+            }
+        };
         let seen = self.dedupe.check(e.fingerprint, e.content);
         if seen != Seen::New {
             if seen == Seen::Duplicate {
@@ -73,68 +88,61 @@ impl ShardState {
                 });
             } else {
                 let detail = "event_id already rated with different content".to_string();
-                reject(
-                    out,
-                    e.index,
-                    suspense_of(&e, RejectReason::Conflict, detail, self.job_now),
-                );
+                refuse(out, RejectReason::Conflict, detail, self.job_now);
             }
             return;
         }
-        let Some((plan_id, discount)) =
+        let found = if one_off {
+            let currency = charge::currency_of(&ev.attributes);
+            let plan = ctx
+                .subscriptions
+                .plan_in_currency(&ev.account_id, ev.timestamp, currency, &ctx.catalogue);
+            plan.map(|p| (p, None))
+        } else {
             ctx.subscriptions
                 .plan_for(&ev.account_id, ev.timestamp, &ev.meter, &ctx.catalogue)
-        else {
+        };
+        let Some((plan_id, discount)) = found else {
             let detail = ctx.subscriptions.no_plan_detail(&ev.account_id, ev.timestamp);
-            return reject(
-                out,
-                e.index,
-                suspense_of(&e, RejectReason::NoTariff, detail, self.job_now),
-            );
+            return refuse(out, RejectReason::NoTariff, detail, self.job_now);
         };
         let Some(plan) = ctx.catalogue.plan(plan_id) else {
             let detail = format!("plan {plan_id:?} is not in the tariff catalogue");
-            return reject(
-                out,
-                e.index,
-                suspense_of(&e, RejectReason::NoTariff, detail, self.job_now),
-            );
+            return refuse(out, RejectReason::NoTariff, detail, self.job_now);
         };
         let (period, end, plan_id) = self.period(plan, ev.timestamp);
         if end <= self.closed_before {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
-            return reject(
-                out,
-                e.index,
-                suspense_of(&e, RejectReason::PeriodClosed, detail, self.job_now),
-            );
+            return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }
         let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
         let usage = totals.usage(&ev.meter);
-        let input = RatingInput {
-            meter: &ev.meter,
-            quantity: ev.quantity,
-            at: ev.timestamp,
-            attributes: &ev.attributes,
-            period_usage: usage,
-            subscription_discount: discount,
-        };
-        let rated = match rate(plan, &input) {
-            Ok(r) => r,
-            Err(error) => {
-                return reject(
-                    out,
-                    e.index,
-                    suspense_of(&e, error.reason(), error.to_string(), self.job_now),
-                );
+        let (rated_quantity, charge, version) = if one_off {
+            let version = plan.version_at(ev.timestamp).map_or(0, |v| v.number);
+            // Written with the 9 places of every record charge.
+            let mut charge = ev.quantity;
+            charge.rescale(crate::domain::money::RECORD_SCALE);
+            (ev.quantity, charge, version)
+        } else {
+            let input = RatingInput {
+                meter: &ev.meter,
+                quantity: ev.quantity,
+                at: ev.timestamp,
+                attributes: &ev.attributes,
+                period_usage: usage,
+                subscription_discount: discount,
+            };
+            match rate(plan, &input) {
+                Ok(r) => (r.rated_quantity, r.charge, r.explanation.version),
+                Err(error) => return refuse(out, error.reason(), error.to_string(), self.job_now),
             }
         };
-        totals.add(&ev.meter, ev.quantity, rated.rated_quantity, rated.charge);
+        totals.add(&ev.meter, ev.quantity, rated_quantity, charge);
         touched.add(&totals.account, index);
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
-            Some((_, sum)) => *sum += rated.charge,
-            None => self.job_charges.push((plan.currency, rated.charge)),
+            Some((_, sum)) => *sum += charge,
+            None => self.job_charges.push((plan.currency, charge)),
         }
         codec::append_framed(
             &mut out.records,
@@ -148,12 +156,12 @@ impl ShardState {
                 timestamp_unix_nanos: nanos,
                 attributes: &ev.attributes,
                 plan: &plan.id,
-                version: rated.explanation.version,
+                version,
                 period: &period,
                 period_usage_before: usage,
                 subscription_discount: discount,
-                rated_quantity: rated.rated_quantity,
-                charge: rated.charge,
+                rated_quantity,
+                charge,
             },
         );
         out.record_count += 1;
