@@ -178,7 +178,7 @@ async fn tariff_reload_takes_a_valid_file_and_keeps_the_old_tariffs_on_an_invali
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.plans, 3);
+    assert_eq!(r.plans, 5, "the 4 shipped plans and the extra one");
     a.upsert_subscription(subscription("swiss", "extra", "2020-01-01T00:00:00Z", ""))
         .await
         .unwrap();

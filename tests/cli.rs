@@ -59,11 +59,11 @@ fn check_accepts_the_shipped_catalogue_with_a_one_line_summary() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.contains("valid: 2 plans, 3 versions, 5 meters"), "{text}");
+    assert!(text.contains("valid: 4 plans, 5 versions, 5 meters"), "{text}");
     let out = ratectl(&["tariffs", "check", "config/tariffs.toml", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], true);
-    assert_eq!(v["plans"], 2);
+    assert_eq!(v["plans"], 4);
 }
 
 #[test]
@@ -224,7 +224,7 @@ fn ratingd_validates_its_config_and_exits_64_on_errors() {
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(
-        stdout(&ok).contains("2 plans, 5 meters, 2 subscriptions"),
+        stdout(&ok).contains("4 plans, 5 meters, 2 subscriptions"),
         "{}",
         stdout(&ok)
     );

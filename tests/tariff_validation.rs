@@ -296,9 +296,9 @@ fn plan_level_rules() {
 #[test]
 fn the_shipped_catalogue_and_a_native_toml_datetime_are_valid() {
     let shipped = parse_catalogue(include_str!("../config/tariffs.toml")).expect("shipped catalogue");
-    assert_eq!(shipped.plans().len(), 2);
+    assert_eq!(shipped.plans().len(), 4);
     let ids: Vec<_> = shipped.plans().iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(ids, ["telecom-standard", "saas-pro"]);
+    assert_eq!(ids, ["telecom-standard", "saas-pro", "saas-team", "support-plus"]);
     let saas = shipped.plan("saas-pro").unwrap();
     let now = "2026-11-26T00:00:00Z".parse().unwrap();
     let upcoming: Vec<_> = saas.upcoming(now).map(|v| v.number).collect();

@@ -130,6 +130,11 @@ impl SubscriptionBook {
         self.by_account.get(account).map_or(&[], Vec::as_slice)
     }
 
+    /// Every account with subscriptions, with them.
+    pub fn accounts(&self) -> impl Iterator<Item = (&str, &[Subscription])> {
+        self.by_account.iter().map(|(a, l)| (a.as_str(), l.as_slice()))
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Subscription> {
         self.by_account.values().flatten()
     }

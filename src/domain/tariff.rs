@@ -107,9 +107,39 @@ pub struct Version {
     /// Percentage off every charge of this version (0 < d <= 100), if any.
     pub discount_percent: Option<Decimal>,
     pub meters: FastMap<String, MeterTariff>,
+    /// Recurring fees: named amounts per billing period (docs/tariffs.md, "Recurring fees").
+    pub fees: Vec<Fee>,
     /// The version's content as sorted `path = value` lines (`tariff_file::content`): compared
     /// at every reload and start, so a version in force is never edited.
     pub content: String,
+}
+
+/// A recurring fee: `amount` per billing period, prorated by the second to the part of the
+/// period a subscription is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fee {
+    pub name: String,
+    pub amount: Decimal,
+    pub billing: Billing,
+}
+
+/// When a recurring fee is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    /// Into the period's totals from its start, for the part the subscription is planned to be in
+    /// force.
+    InAdvance,
+    /// Shown as accruing while the period is open; charged when it closes.
+    InArrears,
+}
+
+impl Billing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Billing::InAdvance => "in_advance",
+            Billing::InArrears => "in_arrears",
+        }
+    }
 }
 
 /// How one meter is priced in one version.

@@ -61,6 +61,20 @@ pub fn restore(pipeline: &Pipeline, closes: &Closes) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What the fees in advance depend on: the rating context in force (replaced whole by a reload or
+/// a subscription change) and the current period of each plan.
+fn fee_state(pipeline: &Pipeline) -> (Arc<crate::pipeline::RatingContext>, Vec<String>) {
+    let context = pipeline.context().load_full();
+    let now = pipeline.clock().now();
+    let labels = context
+        .catalogue
+        .plans()
+        .iter()
+        .map(|p| p.period.period_of(p.time_zone, now).label)
+        .collect();
+    (context, labels)
+}
+
 /// Checks for periods due every `interval` until shutdown.
 pub async fn run(
     pipeline: Arc<Pipeline>,
@@ -69,10 +83,26 @@ pub async fn run(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Holding the context keeps its address from being reused by a later one.
+    let mut billed_at: Option<(Arc<crate::pipeline::RatingContext>, Vec<String>)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
+        }
+        // Recurring fees in advance for the current periods (the closes below add the ones in
+        // arrears of the periods they close): billed again only when the tariffs or
+        // subscriptions changed or a plan's period turned, not every interval.
+        let state = fee_state(&pipeline);
+        let unchanged = billed_at
+            .as_ref()
+            .is_some_and(|(context, labels)| Arc::ptr_eq(context, &state.0) && *labels == state.1);
+        if !unchanged {
+            match pipeline.bill_fees(&[]).await {
+                Ok((_, 0)) => billed_at = Some(state),
+                Ok(_) => {}
+                Err(error) => warn!(%error, "recurring fees not charged; will retry"),
+            }
         }
         if let Err(error) = close_due(&pipeline, &closes, grace).await {
             warn!(%error, "period close failed; will retry");
@@ -90,6 +120,27 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
             seen.insert((t.plan.clone(), t.period.clone()));
         }
     }
+    // A plan with fees closes its last ended period when some subscription to it covered part
+    // of it, even without usage: fees in arrears are charged by that close.
+    let second = chrono::Duration::seconds(1);
+    for plan in context
+        .catalogue
+        .plans()
+        .iter()
+        .filter(|p| p.versions.iter().any(|v| !v.fees.is_empty()))
+    {
+        let mut period = plan.period.period_of(plan.time_zone, cutoff - second);
+        if period.end > cutoff {
+            period = plan.period.period_of(plan.time_zone, period.start - second);
+        }
+        let subscribed = context
+            .subscriptions
+            .all()
+            .any(|s| s.plan_id == plan.id && s.from < period.end && s.to.is_none_or(|to| to > period.start));
+        if subscribed {
+            seen.insert((Arc::from(plan.id.as_str()), Arc::from(period.label.as_str())));
+        }
+    }
     let due: Vec<(Arc<str>, Arc<str>)> = seen
         .into_iter()
         .filter(|(plan, period)| !pipeline.committed().is_closed(plan, period))
@@ -103,6 +154,13 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
         .collect();
     if due.is_empty() {
         return Ok(0);
+    }
+    // Fees in arrears (and any in advance not yet charged) go into the periods before they close.
+    let (_, refused) = pipeline.bill_fees(&due).await.map_err(|e| e.to_string())?;
+    if refused > 0 {
+        return Err(format!(
+            "{refused} recurring fees were not charged; the close waits for them"
+        ));
     }
     // Everything a shard accepted for these periods before the deadline is committed after this;
     // anything after it was checked against the deadline and rejected.

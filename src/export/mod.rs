@@ -250,7 +250,13 @@ impl Exporter {
                 }
                 pipe.add_command(cmd).ignore();
             }
-            let sent = pipe.query_async::<()>(conn).await;
+            // A close without entries (every account of it damaged) has nothing to append; an
+            // empty pipeline is not sent.
+            let sent = if close.entries.is_empty() {
+                Ok(())
+            } else {
+                pipe.query_async::<()>(conn).await
+            };
             if let Err(e) = sent {
                 self.committed
                     .announcements_pending

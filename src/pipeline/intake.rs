@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
 use crate::domain::charge::{CHARGE_ID_PREFIX, OneOffCharge};
+use crate::domain::fee::FEE_ID_PREFIX;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected, UsageEvent};
 
@@ -65,9 +66,9 @@ pub fn check(
             return invalid(format!("{name} must be 1..={max_id} bytes"));
         }
     }
-    if e.event_id.starts_with(CHARGE_ID_PREFIX) {
+    if e.event_id.starts_with(CHARGE_ID_PREFIX) || e.event_id.starts_with(FEE_ID_PREFIX) {
         return invalid(format!(
-            "event ids starting with {CHARGE_ID_PREFIX:?} are reserved for one-off charges"
+            "event ids starting with {CHARGE_ID_PREFIX:?} or {FEE_ID_PREFIX:?} are reserved for one-off charges and fees"
         ));
     }
     let Some((units, nanos)) = e.quantity else {
@@ -234,14 +235,27 @@ impl Pipeline {
     /// of one event of the charge meter: the same admission, fingerprint, content hash and
     /// acknowledgement after the fsync as an event's.
     pub async fn intake_charge(&self, batch_id: u64, charge: &OneOffCharge) -> Result<Pending, PipelineError> {
+        self.intake_own(batch_id, vec![(charge.raw(), charge.event())]).await
+    }
+
+    /// Takes in events ratingd writes itself (one-off charges, recurring fees), already checked:
+    /// each as received (for its content hash) and as rated.
+    pub(crate) async fn intake_own(
+        &self,
+        batch_id: u64,
+        items: Vec<(RawEvent, UsageEvent)>,
+    ) -> Result<Pending, PipelineError> {
         let admitted = self.admit().await?;
-        self.committed.check_damage(&charge.account_id)?;
-        let event = ValidEvent {
-            index: 0,
-            fingerprint: self.key.fingerprint(&charge.account_id, &charge.event_id()),
-            content: content_hash(self.key.seed(), &charge.raw()),
-            event: charge.event(),
-        };
-        Ok(Pending(self.submit(batch_id, admitted, vec![event], Vec::new())))
+        let mut valid = Vec::with_capacity(items.len());
+        for (i, (raw, event)) in items.into_iter().enumerate() {
+            self.committed.check_damage(&event.account_id)?;
+            valid.push(ValidEvent {
+                index: i as u32,
+                fingerprint: self.key.fingerprint(&event.account_id, &event.event_id),
+                content: content_hash(self.key.seed(), &raw),
+                event,
+            });
+        }
+        Ok(Pending(self.submit(batch_id, admitted, valid, Vec::new())))
     }
 }

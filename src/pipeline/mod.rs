@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod committer;
 pub mod dedupe;
+pub mod fees;
 pub mod intake;
 pub mod shard;
 

@@ -13,9 +13,11 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::aggregate::{AccountPeriod, CurrencyTotal, MeterTotals, PeriodTotals};
 use crate::domain::charge::{self, CHARGE_METER, description_of};
+use crate::domain::fee::fees_due;
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
+use crate::domain::tariff::Billing;
 use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ID_BYTES, RawEvent};
 use crate::pipeline::intake::{EventLimits, accept, check};
 use crate::pipeline::{Pipeline, RatingContext};
@@ -235,7 +237,75 @@ impl QueryService {
                 statement: s,
             });
         }
+        self.add_accruing_fees(&context, &req.account_id, &req.period, &mut sections);
         Ok(statement::to_proto(req.account_id, req.period, &totals, sections))
+    }
+
+    /// Fees in arrears of an open period are not charged yet: each is shown in its plan's section
+    /// (a section of its own when the plan has no usage) as it accrues, without an amount.
+    fn add_accruing_fees(
+        &self,
+        context: &RatingContext,
+        account: &str,
+        label: &str,
+        sections: &mut Vec<statement::Section>,
+    ) {
+        for plan in context.catalogue.plans() {
+            let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = context
+                .subscriptions
+                .of(account)
+                .iter()
+                .filter(|s| s.plan_id == plan.id)
+                .map(|s| (s.from, s.to))
+                .collect();
+            let Some(period) = plan.period.period_labelled(plan.time_zone, label) else {
+                continue;
+            };
+            if windows.is_empty() || self.pipeline.committed().is_closed(&plan.id, label) {
+                continue;
+            }
+            let accruing: Vec<statement::Line> = fees_due(plan, &windows, &period)
+                .into_iter()
+                .filter(|f| f.billing == Billing::InArrears)
+                .map(|f| statement::Line {
+                    meter: String::new(),
+                    description: format!(
+                        "fee {} (in arrears, accruing; charged when the period closes): {} = {}",
+                        f.name,
+                        f.proration(),
+                        f.due
+                    ),
+                    amount: None,
+                })
+                .collect();
+            if accruing.is_empty() {
+                continue;
+            }
+            match sections.iter_mut().find(|s| *s.totals.plan == *plan.id) {
+                Some(section) => section.statement.lines.extend(accruing),
+                None => sections.push(statement::Section {
+                    totals: PeriodTotals::new(
+                        Arc::from(account),
+                        Arc::from(label),
+                        Arc::from(plan.id.as_str()),
+                        plan.currency,
+                        plan.rounding,
+                    ),
+                    closed: false,
+                    covered: Some(
+                        context
+                            .subscriptions
+                            .coverage(account, &plan.id, period.start, period.end),
+                    ),
+                    statement: statement::Statement {
+                        lines: accruing,
+                        subtotal: Decimal::ZERO,
+                        discount: Decimal::ZERO,
+                        total: Decimal::ZERO,
+                    },
+                }),
+            }
+        }
     }
 
     async fn explain_record(

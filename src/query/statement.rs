@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::charge::{CHARGE_ID_PREFIX, CHARGE_METER, description_of};
+use crate::domain::fee::FEE_METER_PREFIX;
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
+use crate::domain::usage::attribute;
 use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate, rerate};
 use crate::wire::convert::{currency_total_to_proto, status_label};
 use crate::wire::proto;
@@ -57,9 +59,19 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
     }
     let mut meters: BTreeMap<String, MeterSum> = BTreeMap::new();
     let mut discounts: BTreeMap<String, ()> = BTreeMap::new();
-    // One-off charges and credits: their own lines, never discounted.
+    // One-off charges and credits, and recurring fees: their own lines, never discounted. A fee's
+    // records (its charge and any correction after a subscription change) make one line.
     let mut one_offs: Vec<Line> = Vec::new();
+    let mut fees: BTreeMap<String, (Decimal, String)> = BTreeMap::new();
     for r in records {
+        if let Some(name) = r.meter.strip_prefix(FEE_METER_PREFIX) {
+            let billing = attribute(&r.attributes, "billing").unwrap_or("").replace('_', " ");
+            let line = format!("fee {name} ({billing}): {}", description_of(&r.attributes));
+            let entry = fees.entry(name.to_string()).or_default();
+            entry.0 += r.charge;
+            entry.1 = line;
+            continue;
+        }
         if r.meter == CHARGE_METER {
             let id = r.event_id.strip_prefix(CHARGE_ID_PREFIX).unwrap_or(&r.event_id);
             let kind = if r.charge.is_sign_negative() {
@@ -204,7 +216,12 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
             detail(format!("  minimum charge applied to {} events", m.minimums));
         }
     }
-    for line in one_offs {
+    let fee_lines = fees.into_values().map(|(amount, description)| Line {
+        meter: String::new(),
+        description,
+        amount: Some(amount),
+    });
+    for line in fee_lines.chain(one_offs) {
         let amount = line.amount.unwrap_or_default();
         subtotal += amount;
         total += amount;

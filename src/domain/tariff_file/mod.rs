@@ -15,8 +15,8 @@ use rust_decimal::Decimal;
 use crate::domain::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE};
 use crate::domain::period::BillingPeriod;
 use crate::domain::tariff::{
-    Band, Bands, Catalogue, FastMap, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model, PerUnit, Plan,
-    PrefixTable, RateTable, Tier, Version,
+    Band, Bands, Billing, Catalogue, FastMap, Fee, Increments, MINUTES_PER_WEEK, MatchRule, MeterTariff, Model,
+    PerUnit, Plan, PrefixTable, RateTable, Tier, Version,
 };
 
 pub mod content;
@@ -285,13 +285,16 @@ impl Validator {
             let discount = raw_version
                 .discount_percent
                 .and_then(|d| self.percent(&key(&vpath, "discount_percent"), d));
-            let meters = self.meters(&vpath, raw_version.meters);
-            match (from, meters) {
-                (Some(effective_from), Some(meters)) => versions.push(Version {
+            let fees = self.fees(&vpath, raw_version.fees);
+            let has_fees = fees.as_ref().is_some_and(|f| !f.is_empty());
+            let meters = self.meters(&vpath, raw_version.meters, has_fees);
+            match (from, meters, fees) {
+                (Some(effective_from), Some(meters), Some(fees)) => versions.push(Version {
                     number: u32::try_from(i + 1).unwrap_or(u32::MAX),
                     effective_from,
                     discount_percent: discount,
                     meters,
+                    fees,
                     content: String::new(),
                 }),
                 _ => ok = false,
@@ -375,9 +378,47 @@ impl Validator {
         ok
     }
 
-    fn meters(&mut self, vpath: &str, raw: BTreeMap<String, RawMeter>) -> Option<FastMap<String, MeterTariff>> {
-        if raw.is_empty() {
-            self.error(key(vpath, "meters"), "at least one meter is required");
+    fn fees(&mut self, vpath: &str, raw: Vec<RawFee>) -> Option<Vec<Fee>> {
+        let mut fees: Vec<Fee> = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for (i, f) in raw.into_iter().enumerate() {
+            let fpath = indexed(vpath, "fees", i);
+            ok &= self.name(&key(&fpath, "name"), &f.name);
+            if fees.iter().any(|other| other.name == f.name) {
+                self.error(key(&fpath, "name"), format!("fee {:?} is named twice", f.name));
+                ok = false;
+            }
+            let billing = match f.billing.as_str() {
+                "in_advance" => Some(Billing::InAdvance),
+                "in_arrears" => Some(Billing::InArrears),
+                other => {
+                    self.error(
+                        key(&fpath, "billing"),
+                        format!("unknown billing mode {other:?}: in_advance or in_arrears"),
+                    );
+                    None
+                }
+            };
+            match (self.amount(&key(&fpath, "amount"), f.amount), billing) {
+                (Some(amount), Some(billing)) => fees.push(Fee {
+                    name: f.name,
+                    amount,
+                    billing,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(fees)
+    }
+
+    fn meters(
+        &mut self,
+        vpath: &str,
+        raw: BTreeMap<String, RawMeter>,
+        has_fees: bool,
+    ) -> Option<FastMap<String, MeterTariff>> {
+        if raw.is_empty() && !has_fees {
+            self.error(key(vpath, "meters"), "at least one meter or fee is required");
             return None;
         }
         let mut meters = FastMap::with_capacity(raw.len());

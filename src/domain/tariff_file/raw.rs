@@ -59,6 +59,17 @@ pub(super) struct RawVersion {
     pub(super) discount_percent: Option<Dec>,
     #[serde(default)]
     pub(super) meters: BTreeMap<String, RawMeter>,
+    #[serde(default)]
+    pub(super) fees: Vec<RawFee>,
+}
+
+/// A recurring fee of a version: a named amount per billing period.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFee {
+    pub(super) name: String,
+    pub(super) amount: Dec,
+    pub(super) billing: String,
 }
 
 /// A TOML offset date-time, or the same written as an RFC 3339 string.

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
-use crate::domain::charge::{self, CHARGE_METER};
+use crate::domain::charge;
+use crate::domain::fee::FEE_METER_PREFIX;
 use crate::domain::record::RatedRecordRef;
+use crate::domain::usage::attribute;
 use crate::domain::usage::{EventOutcome, RejectReason, Rejected};
 use crate::pipeline::dedupe::Seen;
 use crate::pipeline::{RatingContext, ShardJob, ShardOutput, ValidEvent};
@@ -63,9 +65,10 @@ impl ShardState {
     fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
-        // A one-off charge (Admin.AddCharge) is not rated: its amount is its charge, and a refusal
-        // is answered to the Admin call rather than kept in suspense.
-        let one_off = ev.meter == CHARGE_METER;
+        // What ratingd writes itself (meters starting with @: one-off charges from Admin.AddCharge,
+        // recurring fees) is not rated: its amount is its charge, and a refusal is answered to its
+        // writer rather than kept in suspense.
+        let one_off = ev.meter.starts_with('@');
         let refuse = |out: &mut ShardOutput, reason: RejectReason, detail: String, now| {
             if one_off {
                 out.results.push(EventOutcome {
@@ -92,7 +95,10 @@ impl ShardState {
             }
             return;
         }
-        let found = if one_off {
+        let found = if ev.meter.starts_with(FEE_METER_PREFIX) {
+            // A recurring fee names its plan.
+            attribute(&ev.attributes, "plan").map(|p| (p, None))
+        } else if one_off {
             let currency = charge::currency_of(&ev.attributes);
             let plan = ctx
                 .subscriptions
@@ -111,7 +117,10 @@ impl ShardState {
             return refuse(out, RejectReason::NoTariff, detail, self.job_now);
         };
         let (period, end, plan_id) = self.period(plan, ev.timestamp);
-        if end <= self.closed_before {
+        // Fees in arrears are charged by the close itself, after the grace: only the closer writes
+        // fees, and it does so before it marks the period closed.
+        let fee = ev.meter.starts_with(FEE_METER_PREFIX);
+        if end <= self.closed_before && !fee {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }

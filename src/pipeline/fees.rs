@@ -1,0 +1,168 @@
+//! Recurring fees (docs/tariffs.md, "Recurring fees"): the closer calls [`Pipeline::bill_fees`]
+//! every interval. For every account's subscriptions to plans with fees it works out what each
+//! fee is due for the plan's current period (in advance) and for periods about to close (in
+//! arrears too), compares it with what the period's totals already hold under the fee's meter
+//! (`@fee:<name>`), and writes the difference as one record through the pipeline, like an event:
+//! durable before it counts, and never twice, because each record's id carries the number of fee
+//! records before it (`fee:<plan>:<period>:<name>:<n>`), which the recovered totals give again
+//! after a crash. A subscription ended or changed later writes a correcting record into the open
+//! period; a closed period is never billed again.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::{Pipeline, PipelineError};
+use crate::domain::fee::{FEE_ID_PREFIX, FeeDue, fees_due};
+use crate::domain::money::units_and_nanos;
+use crate::domain::period::Period;
+use crate::domain::tariff::{Billing, Plan};
+use crate::domain::usage::{RawEvent, UsageEvent};
+
+/// Most fee records in one batch.
+const FEES_PER_BATCH: usize = 1_000;
+
+impl Pipeline {
+    /// Charges every fee due and not yet charged (see the module documentation): in advance for
+    /// each plan's current period, and in arrears as well for the `(plan, period label)` pairs
+    /// about to close. Returns how many fee records were written and how many were refused (a
+    /// refusal is logged; the next call tries again).
+    pub async fn bill_fees(&self, closing: &[(Arc<str>, Arc<str>)]) -> Result<(usize, usize), PipelineError> {
+        let now = self.clock.now();
+        let context = self.context.load_full();
+        let fee_plans: Vec<&Plan> = context
+            .catalogue
+            .plans()
+            .iter()
+            .filter(|p| p.versions.iter().any(|v| !v.fees.is_empty()))
+            .collect();
+        if fee_plans.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut items = Vec::new();
+        for (account, subscriptions) in context.subscriptions.accounts() {
+            for plan in &fee_plans {
+                let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = subscriptions
+                    .iter()
+                    .filter(|s| s.plan_id == plan.id)
+                    .map(|s| (s.from, s.to))
+                    .collect();
+                let mut periods = vec![(plan.period.period_of(plan.time_zone, now), false)];
+                for (_, label) in closing.iter().filter(|(p, _)| **p == *plan.id) {
+                    match plan.period.period_labelled(plan.time_zone, label) {
+                        Some(_) if periods[0].0.label == **label => periods[0].1 = true,
+                        Some(period) => periods.push((period, true)),
+                        None => {}
+                    }
+                }
+                for (period, closing) in periods {
+                    if self.committed.is_closed(&plan.id, &period.label) {
+                        continue;
+                    }
+                    // Every fee of the plan's versions: one the windows no longer owe (a
+                    // subscription ended or replaced) is due 0 and its charge is taken back.
+                    let due = fees_due(plan, &windows, &period);
+                    let names = plan.versions.iter().flat_map(|v| &v.fees).map(|f| (&f.name, f.billing));
+                    for (name, billing) in names {
+                        if billing == Billing::InArrears && !closing {
+                            continue;
+                        }
+                        let fee = due.iter().find(|f| f.name == *name);
+                        let meter = format!("{}{name}", crate::domain::fee::FEE_METER_PREFIX);
+                        let (charged, records) = self.charged(account, &period.label, &plan.id, &meter);
+                        let owed = fee.map_or(Decimal::ZERO, |f| f.due);
+                        if owed == charged {
+                            continue;
+                        }
+                        let at = if closing {
+                            period.end - chrono::Duration::seconds(1)
+                        } else {
+                            now.clamp(period.start, period.end - chrono::Duration::seconds(1))
+                        };
+                        items.push(fee_event(
+                            account,
+                            plan,
+                            &period,
+                            name,
+                            billing,
+                            fee,
+                            owed - charged,
+                            records,
+                            at,
+                        ));
+                    }
+                }
+            }
+        }
+        let (mut written, mut refused) = (0, 0);
+        let mut rest = items;
+        while !rest.is_empty() {
+            let batch: Vec<_> = rest.drain(..rest.len().min(FEES_PER_BATCH)).collect();
+            let ack = self.intake_own(0, batch).await?.ack().await?;
+            written += ack.accepted as usize;
+            for r in ack.results.iter().filter(|r| r.rejected.is_some()) {
+                refused += 1;
+                tracing::warn!(detail = %r.detail, "a recurring fee was not charged; will retry");
+            }
+        }
+        Ok((written, refused))
+    }
+
+    /// What the committed totals of (account, period, plan) hold under `meter`: the exact sum
+    /// and the number of records.
+    fn charged(&self, account: &str, period: &str, plan: &str, meter: &str) -> (Decimal, u64) {
+        let key = (Arc::from(account), Arc::from(period));
+        self.committed
+            .totals
+            .get(&key)
+            .and_then(|t| {
+                t.part(plan).and_then(|p| {
+                    p.meters
+                        .iter()
+                        .find(|m| &*m.meter == meter)
+                        .map(|m| (m.charge, m.events))
+                })
+            })
+            .unwrap_or((Decimal::ZERO, 0))
+    }
+}
+
+/// The record that brings a fee's charge in a period from what it holds to what it owes.
+#[allow(clippy::too_many_arguments)]
+fn fee_event(
+    account: &str,
+    plan: &Plan,
+    period: &Period,
+    name: &str,
+    billing: Billing,
+    fee: Option<&FeeDue>,
+    delta: Decimal,
+    records: u64,
+    at: DateTime<Utc>,
+) -> (RawEvent, UsageEvent) {
+    let proration = fee.map_or_else(|| "not owed any more".to_string(), FeeDue::proration);
+    let attributes = vec![
+        ("plan".to_string(), plan.id.clone()),
+        ("period".to_string(), period.label.clone()),
+        ("billing".to_string(), billing.name().to_string()),
+        ("description".to_string(), proration),
+    ];
+    let event = UsageEvent {
+        event_id: format!("{FEE_ID_PREFIX}{}:{}:{name}:{records}", plan.id, period.label),
+        account_id: account.to_string(),
+        meter: format!("{}{name}", crate::domain::fee::FEE_METER_PREFIX),
+        quantity: delta,
+        timestamp: at,
+        attributes,
+    };
+    let raw = RawEvent {
+        event_id: event.event_id.clone(),
+        account_id: event.account_id.clone(),
+        meter: event.meter.clone(),
+        quantity: Some(units_and_nanos(delta)),
+        timestamp_unix_nanos: at.timestamp_nanos_opt().unwrap_or(0),
+        attributes: event.attributes.clone(),
+    };
+    (raw, event)
+}

@@ -1,0 +1,207 @@
+//! Recurring fees end to end, on the shipped plans saas-team (platform 49.00 a month in advance,
+//! API requests past 100,000 free at 0.0012) and the add-on support-plus (support 20.00 a month
+//! in arrears, no meters): prorated by the second at a start, an end and a change, in advance
+//! into the open period, in arrears shown as accruing and charged at the close, a subscription
+//! changed later re-pricing the open period and never a closed one. Every figure is worked out by
+//! hand. The daemon's clock is pinned to Wednesday 2026-11-18 12:00 UTC; November has 30 days.
+
+mod common;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use ratingd::wire::proto::{self, admin_client::AdminClient, query_client::QueryClient};
+
+fn utc(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, day, 0, 0, 0).unwrap()
+}
+
+fn subscription(account: &str, plan: &str, from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> proto::Subscription {
+    proto::Subscription {
+        account_id: account.into(),
+        plan_id: plan.into(),
+        from: from.to_rfc3339(),
+        to: to.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The charge and record count of one meter in one plan's part of an account-period.
+async fn charged(target: &str, account: &str, period: &str, plan: &str, meter: &str) -> Option<(String, u64)> {
+    let t = totals_at(target, account, period).await?;
+    let part = t.subscriptions.into_iter().find(|s| s.plan == plan)?;
+    part.meters
+        .into_iter()
+        .find(|m| m.meter == meter)
+        .map(|m| (m.charge, m.events))
+}
+
+async fn wait_for_charge(target: &str, account: &str, period: &str, plan: &str, meter: &str, want: (&str, u64)) {
+    let what = format!("{account} {period} {plan} {meter} = {want:?}");
+    wait_until(20, &what, || async {
+        charged(target, account, period, plan, meter)
+            .await
+            .is_some_and(|(c, n)| c == want.0 && n == want.1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repriced() {
+    let dir = TempDir::new("fees");
+    let config = write_config(
+        &dir.0,
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\nflush_interval_ms = 20\n",
+    );
+    let d = TestDaemon::start(&config).await;
+    let t = d.target.clone();
+    let mut admin = AdminClient::new(channel(&t).await);
+    let list = vec![
+        // From the 10th: 21 of 30 days: 49 x 21/30 = 34.3, in advance.
+        subscription("team", "saas-team", utc(11, 10), None),
+        // The add-on for the whole month: 20.00 in arrears, at the close.
+        subscription("team", "support-plus", utc(11, 1), None),
+        // The 1st to the 25th: 24 days: 49 x 24/30 = 39.2.
+        subscription("team2", "saas-team", utc(11, 1), Some(utc(11, 25))),
+    ];
+    admin
+        .upsert_subscriptions(proto::Subscriptions { subscriptions: list })
+        .await
+        .unwrap();
+    wait_for_charge(&t, "team", "2026-11", "saas-team", "@fee:platform", ("34.300000000", 1)).await;
+    wait_for_charge(
+        &t,
+        "team2",
+        "2026-11",
+        "saas-team",
+        "@fee:platform",
+        ("39.200000000", 1),
+    )
+    .await;
+
+    // 150,000 requests: the first 100,000 free, 50,000 x 0.0012 = 60.
+    let usage = event("f-1", "team", "api.requests", 150_000, 0, utc(11, 12), &[]);
+    assert_eq!(d.submit(1, vec![usage]).await.accepted, 1);
+    let totals = d.totals("team", "2026-11").await.unwrap();
+    assert_eq!(totals.total_charge, "94.300000000");
+
+    // The statement: the fee with its proration; the fee in arrears accruing, not charged, in a
+    // section of its own (support-plus has no usage yet).
+    let mut query = QueryClient::new(channel(&t).await);
+    let statement = query
+        .statement(proto::StatementRequest {
+            account_id: "team".into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let lines: Vec<(&str, &str, &str)> = statement
+        .sections
+        .iter()
+        .flat_map(|s| {
+            s.lines
+                .iter()
+                .map(move |l| (s.plan.as_str(), l.description.as_str(), l.amount.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                "saas-team",
+                "api.requests: 1 events, quantity 150000, rated 150000",
+                "60.000000000"
+            ),
+            ("saas-team", "  included allowance: 100000 units free", ""),
+            (
+                "saas-team",
+                "fee platform (in advance): 49.00 x 21d / 30d",
+                "34.300000000"
+            ),
+            (
+                "support-plus",
+                "fee support (in arrears, accruing; charged when the period closes): 20.00 for the whole period = \
+                 20.000000000",
+                ""
+            ),
+        ]
+    );
+    assert_eq!(
+        statement.total_charge, "94.300000000",
+        "accruing fees are not charged yet"
+    );
+
+    // team2's subscription now ends on the 20th: 19 days, 49 x 19/30 = 31.0333...; a second
+    // record takes back 8.166666667.
+    admin
+        .upsert_subscription(subscription("team2", "saas-team", utc(11, 1), Some(utc(11, 20))))
+        .await
+        .unwrap();
+    wait_for_charge(
+        &t,
+        "team2",
+        "2026-11",
+        "saas-team",
+        "@fee:platform",
+        ("31.033333333", 2),
+    )
+    .await;
+
+    // Past the close of November (its end plus the 72 h grace): support is charged into it first.
+    let clock = d.running.as_ref().unwrap().clock.clone();
+    clock.advance(utc(12, 4) + chrono::Duration::minutes(1) - clock.now());
+    wait_until(20, "November closed", || async {
+        totals_at(&t, "team", "2026-11")
+            .await
+            .is_some_and(|x| x.status == "closed")
+    })
+    .await;
+    let closed = d.totals("team", "2026-11").await.unwrap();
+    let parts: Vec<(&str, &str, &str)> = closed
+        .subscriptions
+        .iter()
+        .map(|s| (s.plan.as_str(), s.total_charge.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("saas-team", "94.300000000", "closed"),
+            ("support-plus", "20.000000000", "closed")
+        ]
+    );
+    assert_eq!(
+        (closed.total_charge.as_str(), closed.total_amount.as_str()),
+        ("114.300000000", "114.30")
+    );
+
+    // A change made after the close re-prices the open period only: team's saas-team ends on
+    // 15 November after all, and team4 starts on 1 December (once its December fee is in, the
+    // fees have been billed since the change).
+    let list = vec![
+        subscription("team", "saas-team", utc(11, 10), Some(utc(11, 15))),
+        subscription("team4", "saas-team", utc(12, 1), None),
+    ];
+    admin
+        .upsert_subscriptions(proto::Subscriptions { subscriptions: list })
+        .await
+        .unwrap();
+    wait_for_charge(
+        &t,
+        "team4",
+        "2026-12",
+        "saas-team",
+        "@fee:platform",
+        ("49.000000000", 1),
+    )
+    .await;
+    let after = d.totals("team", "2026-11").await.unwrap();
+    assert_eq!(after.total_charge, "114.300000000", "a closed period never changes");
+    let december = charged(&t, "team", "2026-12", "saas-team", "@fee:platform").await;
+    assert!(
+        december
+            .as_ref()
+            .is_none_or(|(c, _)| c.parse::<rust_decimal::Decimal>().unwrap().is_zero()),
+        "team owes no December fee: {december:?}"
+    );
+    d.stop().await;
+}
