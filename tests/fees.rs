@@ -205,3 +205,110 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
     );
     d.stop().await;
 }
+
+/// A plan with a minimum commitment of 100.00 a month (and API requests at 0.001).
+const MINIMUM: &str = r#"
+[[plans]]
+id = "committed"
+currency = "USD"
+time_zone = "UTC"
+rounding = { places = 2, mode = "half-even" }
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+minimum = "100.00"
+[plans.versions.meters."api.requests"]
+model = "per_unit"
+price = "0.001"
+"#;
+
+/// The minimum commitment: projected on the open period's statement, trued up at the close,
+/// prorated for a subscription that covers part of the period, nothing when usage exceeds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimum_commitment_is_trued_up_at_the_close() {
+    let dir = TempDir::new("fees-minimum");
+    let catalogue = format!("{}{MINIMUM}", include_str!("../config/tariffs.toml"));
+    let (config, _) = write_config_with_tariffs(
+        &dir.0,
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\nflush_interval_ms = 20\n",
+        &catalogue,
+    );
+    let d = TestDaemon::start(&config).await;
+    let t = d.target.clone();
+    let mut admin = AdminClient::new(channel(&t).await);
+    let list = vec![
+        // From the 10th: the minimum is 100.00 x 21/30 = 70; 10,000 requests = 10.00 of usage.
+        subscription("low", "committed", utc(11, 10), None),
+        // The whole month: 200,000 requests = 200.00, above the minimum.
+        subscription("high", "committed", utc(11, 1), None),
+    ];
+    admin
+        .upsert_subscriptions(proto::Subscriptions { subscriptions: list })
+        .await
+        .unwrap();
+    let usage = vec![
+        event("m-1", "low", "api.requests", 10_000, 0, utc(11, 12), &[]),
+        event("m-2", "high", "api.requests", 200_000, 0, utc(11, 12), &[]),
+    ];
+    assert_eq!(d.submit(1, usage).await.accepted, 2);
+
+    let statement = QueryClient::new(channel(&t).await)
+        .statement(proto::StatementRequest {
+            account_id: "low".into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let projected: Vec<&str> = statement.lines.iter().map(|l| l.description.as_str()).collect();
+    assert!(
+        projected.contains(
+            &"minimum commitment 100.00 x 21d / 30d = 70.000000000; subtotal so far 10.000000000: true-up at the \
+              close 60.000000000 unless more is charged"
+        ),
+        "{projected:?}"
+    );
+    assert_eq!(statement.total_charge, "10.000000000", "projected, not charged");
+
+    let clock = d.running.as_ref().unwrap().clock.clone();
+    clock.advance(utc(12, 4) + chrono::Duration::minutes(1) - clock.now());
+    wait_until(20, "November closed", || async {
+        totals_at(&t, "low", "2026-11")
+            .await
+            .is_some_and(|x| x.status == "closed")
+    })
+    .await;
+    let low = d.totals("low", "2026-11").await.unwrap();
+    assert_eq!(
+        (low.total_charge.as_str(), low.total_amount.as_str()),
+        ("70.000000000", "70.00")
+    );
+    let true_up = low.meters.iter().find(|m| m.meter == "@minimum").unwrap();
+    assert_eq!((true_up.charge.as_str(), true_up.events), ("60.000000000", 1));
+    let high = d.totals("high", "2026-11").await.unwrap();
+    assert_eq!(high.total_charge, "200.000000000");
+    assert!(
+        high.meters.iter().all(|m| m.meter != "@minimum"),
+        "above the minimum: no true-up"
+    );
+    let statement = QueryClient::new(channel(&t).await)
+        .statement(proto::StatementRequest {
+            account_id: "low".into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let line = statement
+        .lines
+        .iter()
+        .find(|l| l.description.starts_with("minimum commitment true-up"))
+        .unwrap();
+    assert_eq!(
+        (line.description.as_str(), line.amount.as_str()),
+        (
+            "minimum commitment true-up: 100.00 x 21d / 30d = 70.000000000; subtotal 10.000000000",
+            "60.000000000"
+        )
+    );
+    d.stop().await;
+}

@@ -16,6 +16,15 @@ pub const FEE_METER_PREFIX: &str = "@fee:";
 /// The event-id prefix of fee records (`fee:<plan>:<period>:<name>:<n>`); usage events may not use it.
 pub const FEE_ID_PREFIX: &str = "fee:";
 
+/// The meter of minimum-commitment true-ups.
+pub const MINIMUM_METER: &str = "@minimum";
+
+/// True for the meters the closer writes (fees and true-ups): they name their plan, and a
+/// period's close writes them after its grace.
+pub fn billed_by_closer(meter: &str) -> bool {
+    meter.starts_with(FEE_METER_PREFIX) || meter == MINIMUM_METER
+}
+
 /// One fee's due amount for a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeeDue {
@@ -66,10 +75,27 @@ pub fn span(seconds: i64) -> String {
     }
 }
 
-/// The fees `plan` charges for `period` given the windows (`from`, `to`; open-ended when `None`)
-/// in which the account's subscriptions to the plan are planned to be in force. Empty when they
-/// do not reach into the period or its version has no fees.
-pub fn fees_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Vec<FeeDue> {
+/// The minimum commitment of `plan` for `period` given the subscriptions' windows, prorated like a
+/// fee (its name is `minimum`), when the version in force where they begin has one.
+pub fn minimum_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Option<FeeDue> {
+    let (covered, first) = coverage(windows, period)?;
+    let length = u32::try_from((period.end - period.start).num_seconds()).ok()?;
+    let minimum = plan.version_at(first)?.minimum?;
+    let due = exact_mul(minimum, Decimal::from(covered))
+        .and_then(|n| round_quotient(n, length.max(1)))
+        .ok()?;
+    Some(FeeDue {
+        name: "minimum".to_string(),
+        billing: Billing::InArrears,
+        amount: minimum,
+        covered,
+        period: i64::from(length),
+        due,
+    })
+}
+
+/// Seconds of `period` the windows cover, and the first covered instant.
+fn coverage(windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Option<(i64, DateTime<Utc>)> {
     let mut covered = 0i64;
     let mut first: Option<DateTime<Utc>> = None;
     for (from, to) in windows {
@@ -80,7 +106,17 @@ pub fn fees_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
             first = Some(first.map_or(start, |f| f.min(start)));
         }
     }
-    let (Some(first), Ok(length)) = (first, u32::try_from((period.end - period.start).num_seconds())) else {
+    first.map(|f| (covered, f))
+}
+
+/// The fees `plan` charges for `period` given the windows (`from`, `to`; open-ended when `None`)
+/// in which the account's subscriptions to the plan are planned to be in force. Empty when they
+/// do not reach into the period or its version has no fees.
+pub fn fees_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Vec<FeeDue> {
+    let (Some((covered, first)), Ok(length)) = (
+        coverage(windows, period),
+        u32::try_from((period.end - period.start).num_seconds()),
+    ) else {
         return Vec::new();
     };
     let Some(version) = plan.version_at(first) else {

@@ -70,6 +70,12 @@ impl Plan {
         after.checked_sub(1).map(|i| &self.versions[i])
     }
 
+    /// True when some version has fees or a minimum commitment: the plan's periods are billed
+    /// at their close even without usage.
+    pub fn bills_without_usage(&self) -> bool {
+        self.versions.iter().any(|v| !v.fees.is_empty() || v.minimum.is_some())
+    }
+
     /// True when the version in force at `at` prices `meter`.
     pub fn prices(&self, meter: &str, at: DateTime<Utc>) -> bool {
         self.version_at(at).is_some_and(|v| v.meters.contains_key(meter))
@@ -109,6 +115,9 @@ pub struct Version {
     pub meters: FastMap<String, MeterTariff>,
     /// Recurring fees: named amounts per billing period (docs/tariffs.md, "Recurring fees").
     pub fees: Vec<Fee>,
+    /// Minimum commitment per billing period: at the close a true-up brings the subscription's
+    /// subtotal up to it (prorated like a fee).
+    pub minimum: Option<Decimal>,
     /// The version's content as sorted `path = value` lines (`tariff_file::content`): compared
     /// at every reload and start, so a version in force is never edited.
     pub content: String,

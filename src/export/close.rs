@@ -120,15 +120,11 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
             seen.insert((t.plan.clone(), t.period.clone()));
         }
     }
-    // A plan with fees closes its last ended period when some subscription to it covered part
-    // of it, even without usage: fees in arrears are charged by that close.
+    // A plan with fees or a minimum closes its last ended period when some subscription to it
+    // covered part of it, even without usage: fees in arrears and true-ups are charged by that
+    // close.
     let second = chrono::Duration::seconds(1);
-    for plan in context
-        .catalogue
-        .plans()
-        .iter()
-        .filter(|p| p.versions.iter().any(|v| !v.fees.is_empty()))
-    {
+    for plan in context.catalogue.plans().iter().filter(|p| p.bills_without_usage()) {
         let mut period = plan.period.period_of(plan.time_zone, cutoff - second);
         if period.end > cutoff {
             period = plan.period.period_of(plan.time_zone, period.start - second);
@@ -157,6 +153,9 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
     }
     // Fees in arrears (and any in advance not yet charged) go into the periods before they close.
     let (_, refused) = pipeline.bill_fees(&due).await.map_err(|e| e.to_string())?;
+    // True-ups after the fees: the subtotal they bring up to the minimum includes them.
+    let (_, refused_minimums) = pipeline.bill_minimums(&due).await.map_err(|e| e.to_string())?;
+    let refused = refused + refused_minimums;
     if refused > 0 {
         return Err(format!(
             "{refused} recurring fees were not charged; the close waits for them"

@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::{Pipeline, PipelineError};
-use crate::domain::fee::{FEE_ID_PREFIX, FeeDue, fees_due};
+use crate::domain::charge::CHARGE_METER;
+use crate::domain::fee::{FEE_ID_PREFIX, FEE_METER_PREFIX, FeeDue, MINIMUM_METER, fees_due, minimum_due};
 use crate::domain::money::units_and_nanos;
 use crate::domain::period::Period;
 use crate::domain::tariff::{Billing, Plan};
@@ -69,7 +70,7 @@ impl Pipeline {
                             continue;
                         }
                         let fee = due.iter().find(|f| f.name == *name);
-                        let meter = format!("{}{name}", crate::domain::fee::FEE_METER_PREFIX);
+                        let meter = format!("{FEE_METER_PREFIX}{name}");
                         let (charged, records) = self.charged(account, &period.label, &plan.id, &meter);
                         let owed = fee.map_or(Decimal::ZERO, |f| f.due);
                         if owed == charged {
@@ -80,21 +81,74 @@ impl Pipeline {
                         } else {
                             now.clamp(period.start, period.end - chrono::Duration::seconds(1))
                         };
-                        items.push(fee_event(
-                            account,
-                            plan,
-                            &period,
-                            name,
+                        let proration = fee.map_or_else(|| "not owed any more".to_string(), FeeDue::proration);
+                        let record = OwnRecord {
+                            meter,
                             billing,
-                            fee,
-                            owed - charged,
+                            description: proration,
+                            delta: owed - charged,
                             records,
                             at,
-                        ));
+                        };
+                        items.push(record.event(account, plan, &period));
                     }
                 }
             }
         }
+        self.write_own(items).await
+    }
+
+    /// Writes the minimum-commitment true-ups of the `(plan, period label)` pairs about to close
+    /// (after their fees): for each account subscribed to a plan whose version has a minimum, the
+    /// amount that brings the plan's subtotal in the period (usage and fees; one-off charges
+    /// apart) up to the minimum prorated like a fee, as a record of `@minimum`.
+    pub async fn bill_minimums(&self, closing: &[(Arc<str>, Arc<str>)]) -> Result<(usize, usize), PipelineError> {
+        let context = self.context.load_full();
+        let mut items = Vec::new();
+        for (plan_id, label) in closing {
+            let Some(plan) = context.catalogue.plan(plan_id) else {
+                continue;
+            };
+            if plan.versions.iter().all(|v| v.minimum.is_none()) || self.committed.is_closed(plan_id, label) {
+                continue;
+            }
+            let Some(period) = plan.period.period_labelled(plan.time_zone, label) else {
+                continue;
+            };
+            for (account, subscriptions) in context.subscriptions.accounts() {
+                let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = subscriptions
+                    .iter()
+                    .filter(|s| s.plan_id == plan.id)
+                    .map(|s| (s.from, s.to))
+                    .collect();
+                let Some(minimum) = minimum_due(plan, &windows, &period) else {
+                    continue;
+                };
+                let total = self.charged_total(account, label, plan_id);
+                let (one_off, _) = self.charged(account, label, plan_id, CHARGE_METER);
+                let (trued_up, records) = self.charged(account, label, plan_id, MINIMUM_METER);
+                let subtotal = total - one_off - trued_up;
+                let owed = (minimum.due - subtotal).max(Decimal::ZERO);
+                if owed == trued_up {
+                    continue;
+                }
+                let record = OwnRecord {
+                    meter: MINIMUM_METER.to_string(),
+                    billing: Billing::InArrears,
+                    description: format!("{} = {}; subtotal {subtotal}", minimum.proration(), minimum.due),
+                    delta: owed - trued_up,
+                    records,
+                    at: period.end - chrono::Duration::seconds(1),
+                };
+                items.push(record.event(account, plan, &period));
+            }
+        }
+        self.write_own(items).await
+    }
+
+    /// Writes records ratingd makes itself, in batches; how many were written and refused (each
+    /// refusal logged).
+    async fn write_own(&self, items: Vec<(RawEvent, UsageEvent)>) -> Result<(usize, usize), PipelineError> {
         let (mut written, mut refused) = (0, 0);
         let mut rest = items;
         while !rest.is_empty() {
@@ -107,6 +161,16 @@ impl Pipeline {
             }
         }
         Ok((written, refused))
+    }
+
+    /// The exact total of (account, period, plan) in the committed totals (0 without any).
+    fn charged_total(&self, account: &str, period: &str, plan: &str) -> Decimal {
+        let key = (Arc::from(account), Arc::from(period));
+        self.committed
+            .totals
+            .get(&key)
+            .and_then(|t| t.part(plan).map(|p| p.total_charge))
+            .unwrap_or(Decimal::ZERO)
     }
 
     /// What the committed totals of (account, period, plan) hold under `meter`: the exact sum
@@ -128,41 +192,45 @@ impl Pipeline {
     }
 }
 
-/// The record that brings a fee's charge in a period from what it holds to what it owes.
-#[allow(clippy::too_many_arguments)]
-fn fee_event(
-    account: &str,
-    plan: &Plan,
-    period: &Period,
-    name: &str,
+/// A record ratingd writes itself for a plan's period: a fee or a true-up, the difference
+/// between what the period holds under its meter and what it owes.
+struct OwnRecord {
+    meter: String,
     billing: Billing,
-    fee: Option<&FeeDue>,
+    description: String,
     delta: Decimal,
+    /// Records of this meter the period holds already: the number in the new record's id.
     records: u64,
     at: DateTime<Utc>,
-) -> (RawEvent, UsageEvent) {
-    let proration = fee.map_or_else(|| "not owed any more".to_string(), FeeDue::proration);
-    let attributes = vec![
-        ("plan".to_string(), plan.id.clone()),
-        ("period".to_string(), period.label.clone()),
-        ("billing".to_string(), billing.name().to_string()),
-        ("description".to_string(), proration),
-    ];
-    let event = UsageEvent {
-        event_id: format!("{FEE_ID_PREFIX}{}:{}:{name}:{records}", plan.id, period.label),
-        account_id: account.to_string(),
-        meter: format!("{}{name}", crate::domain::fee::FEE_METER_PREFIX),
-        quantity: delta,
-        timestamp: at,
-        attributes,
-    };
-    let raw = RawEvent {
-        event_id: event.event_id.clone(),
-        account_id: event.account_id.clone(),
-        meter: event.meter.clone(),
-        quantity: Some(units_and_nanos(delta)),
-        timestamp_unix_nanos: at.timestamp_nanos_opt().unwrap_or(0),
-        attributes: event.attributes.clone(),
-    };
-    (raw, event)
+}
+
+impl OwnRecord {
+    fn event(self, account: &str, plan: &Plan, period: &Period) -> (RawEvent, UsageEvent) {
+        // `platform` for the fee @fee:platform, `@minimum` for a true-up (fee names cannot start
+        // with @).
+        let name = self.meter.strip_prefix(FEE_METER_PREFIX).unwrap_or(&self.meter);
+        let attributes = vec![
+            ("plan".to_string(), plan.id.clone()),
+            ("period".to_string(), period.label.clone()),
+            ("billing".to_string(), self.billing.name().to_string()),
+            ("description".to_string(), self.description),
+        ];
+        let event = UsageEvent {
+            event_id: format!("{FEE_ID_PREFIX}{}:{}:{name}:{}", plan.id, period.label, self.records),
+            account_id: account.to_string(),
+            meter: self.meter,
+            quantity: self.delta,
+            timestamp: self.at,
+            attributes,
+        };
+        let raw = RawEvent {
+            event_id: event.event_id.clone(),
+            account_id: event.account_id.clone(),
+            meter: event.meter.clone(),
+            quantity: Some(units_and_nanos(self.delta)),
+            timestamp_unix_nanos: self.at.timestamp_nanos_opt().unwrap_or(0),
+            attributes: event.attributes.clone(),
+        };
+        (raw, event)
+    }
 }

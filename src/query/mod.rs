@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::aggregate::{AccountPeriod, CurrencyTotal, MeterTotals, PeriodTotals};
 use crate::domain::charge::{self, CHARGE_METER, description_of};
-use crate::domain::fee::fees_due;
+use crate::domain::fee::{MINIMUM_METER, fees_due, minimum_due};
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
@@ -264,20 +264,39 @@ impl QueryService {
             if windows.is_empty() || self.pipeline.committed().is_closed(&plan.id, label) {
                 continue;
             }
-            let accruing: Vec<statement::Line> = fees_due(plan, &windows, &period)
+            let line = |description: String| statement::Line {
+                meter: String::new(),
+                description,
+                amount: None,
+            };
+            let mut accruing: Vec<statement::Line> = fees_due(plan, &windows, &period)
                 .into_iter()
                 .filter(|f| f.billing == Billing::InArrears)
-                .map(|f| statement::Line {
-                    meter: String::new(),
-                    description: format!(
+                .map(|f| {
+                    line(format!(
                         "fee {} (in arrears, accruing; charged when the period closes): {} = {}",
                         f.name,
                         f.proration(),
                         f.due
-                    ),
-                    amount: None,
+                    ))
                 })
                 .collect();
+            if let Some(minimum) = minimum_due(plan, &windows, &period) {
+                // The subtotal so far: usage and fees, one-off charges apart.
+                let part = sections.iter().find(|s| *s.totals.plan == *plan.id).map(|s| &s.totals);
+                let of = |meter: &str| {
+                    part.and_then(|p| p.meters.iter().find(|m| &*m.meter == meter))
+                        .map_or(Decimal::ZERO, |m| m.charge)
+                };
+                let subtotal = part.map_or(Decimal::ZERO, |p| p.total_charge) - of(CHARGE_METER) - of(MINIMUM_METER);
+                let true_up = (minimum.due - subtotal).max(Decimal::ZERO);
+                accruing.push(line(format!(
+                    "minimum commitment {} = {}; subtotal so far {subtotal}: true-up at the close {true_up} unless more is \
+                     charged",
+                    minimum.proration(),
+                    minimum.due
+                )));
+            }
             if accruing.is_empty() {
                 continue;
             }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::charge::{CHARGE_ID_PREFIX, CHARGE_METER, description_of};
-use crate::domain::fee::FEE_METER_PREFIX;
+use crate::domain::fee::{FEE_METER_PREFIX, MINIMUM_METER};
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
 use crate::domain::usage::attribute;
@@ -70,6 +70,14 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
             let entry = fees.entry(name.to_string()).or_default();
             entry.0 += r.charge;
             entry.1 = line;
+            continue;
+        }
+        if r.meter == MINIMUM_METER {
+            one_offs.push(Line {
+                meter: String::new(),
+                description: format!("minimum commitment true-up: {}", description_of(&r.attributes)),
+                amount: Some(r.charge),
+            });
             continue;
         }
         if r.meter == CHARGE_METER {

@@ -286,6 +286,9 @@ impl Validator {
                 .discount_percent
                 .and_then(|d| self.percent(&key(&vpath, "discount_percent"), d));
             let fees = self.fees(&vpath, raw_version.fees);
+            let minimum = raw_version
+                .minimum
+                .and_then(|m| self.amount(&key(&vpath, "minimum"), m));
             let has_fees = fees.as_ref().is_some_and(|f| !f.is_empty());
             let meters = self.meters(&vpath, raw_version.meters, has_fees);
             match (from, meters, fees) {
@@ -295,6 +298,7 @@ impl Validator {
                     discount_percent: discount,
                     meters,
                     fees,
+                    minimum,
                     content: String::new(),
                 }),
                 _ => ok = false,
@@ -384,6 +388,10 @@ impl Validator {
         for (i, f) in raw.into_iter().enumerate() {
             let fpath = indexed(vpath, "fees", i);
             ok &= self.name(&key(&fpath, "name"), &f.name);
+            if f.name.starts_with('@') {
+                self.error(key(&fpath, "name"), "fee names cannot start with @");
+                ok = false;
+            }
             if fees.iter().any(|other| other.name == f.name) {
                 self.error(key(&fpath, "name"), format!("fee {:?} is named twice", f.name));
                 ok = false;

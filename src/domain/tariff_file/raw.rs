@@ -61,6 +61,8 @@ pub(super) struct RawVersion {
     pub(super) meters: BTreeMap<String, RawMeter>,
     #[serde(default)]
     pub(super) fees: Vec<RawFee>,
+    /// Minimum commitment per billing period.
+    pub(super) minimum: Option<Dec>,
 }
 
 /// A recurring fee of a version: a named amount per billing period.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
 use crate::domain::charge;
-use crate::domain::fee::FEE_METER_PREFIX;
+use crate::domain::fee::billed_by_closer;
 use crate::domain::record::RatedRecordRef;
 use crate::domain::usage::attribute;
 use crate::domain::usage::{EventOutcome, RejectReason, Rejected};
@@ -95,8 +95,8 @@ impl ShardState {
             }
             return;
         }
-        let found = if ev.meter.starts_with(FEE_METER_PREFIX) {
-            // A recurring fee names its plan.
+        let found = if billed_by_closer(&ev.meter) {
+            // A recurring fee or a true-up names its plan.
             attribute(&ev.attributes, "plan").map(|p| (p, None))
         } else if one_off {
             let currency = charge::currency_of(&ev.attributes);
@@ -119,8 +119,7 @@ impl ShardState {
         let (period, end, plan_id) = self.period(plan, ev.timestamp);
         // Fees in arrears are charged by the close itself, after the grace: only the closer writes
         // fees, and it does so before it marks the period closed.
-        let fee = ev.meter.starts_with(FEE_METER_PREFIX);
-        if end <= self.closed_before && !fee {
+        if end <= self.closed_before && !billed_by_closer(&ev.meter) {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }
