@@ -383,3 +383,55 @@ fn currencies_come_from_iso_4217_with_their_minor_units() {
         assert!(parse_catalogue(&ok).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn fees_and_minimums_are_validated_with_their_paths() {
+    let file = r#"
+[[plans]]
+id = "p"
+currency = "USD"
+time_zone = "UTC"
+rounding = { places = 2, mode = "half-even" }
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+minimum = "-1"
+fees = [
+  { name = "platform", amount = "-49.00", billing = "in_advance" },
+  { name = "support", amount = "20.00", billing = "monthly" },
+  { name = "support", amount = "1.00", billing = "in_arrears" },
+  { name = "@minimum", amount = "1.00", billing = "in_arrears" },
+]
+[[plans.versions]]
+effective_from = "2026-02-01T00:00:00Z"
+"#;
+    let e = errors(file);
+    let listing = e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    for (path, needle) in [
+        ("plans[0].versions[0].minimum", "must be >= 0"),
+        ("plans[0].versions[0].fees[0].amount", "must be >= 0"),
+        (
+            "plans[0].versions[0].fees[1].billing",
+            "unknown billing mode \"monthly\": in_advance or in_arrears",
+        ),
+        ("plans[0].versions[0].fees[2].name", "fee \"support\" is named twice"),
+        ("plans[0].versions[0].fees[3].name", "fee names cannot start with @"),
+        ("plans[0].versions[1].meters", "at least one meter or fee is required"),
+    ] {
+        assert!(has(&e, path, needle), "{path}: {needle}\n{listing}");
+    }
+    // A version with a fee and no meters (an add-on such as support-plus) is valid.
+    let fee_only = file
+        .replace("minimum = \"-1\"\n", "")
+        .replace("-49.00", "49.00")
+        .replace("\"monthly\"", "\"in_arrears\"")
+        .replace(
+            "  { name = \"support\", amount = \"1.00\", billing = \"in_arrears\" },\n",
+            "",
+        )
+        .replace(
+            "  { name = \"@minimum\", amount = \"1.00\", billing = \"in_arrears\" },\n",
+            "",
+        )
+        .replace("[[plans.versions]]\neffective_from = \"2026-02-01T00:00:00Z\"\n", "");
+    assert!(parse_catalogue(&fee_only).is_ok(), "{fee_only}");
+}

@@ -384,6 +384,7 @@ impl Validator {
 
     fn fees(&mut self, vpath: &str, raw: Vec<RawFee>) -> Option<Vec<Fee>> {
         let mut fees: Vec<Fee> = Vec::with_capacity(raw.len());
+        let mut names: Vec<String> = Vec::with_capacity(raw.len());
         let mut ok = true;
         for (i, f) in raw.into_iter().enumerate() {
             let fpath = indexed(vpath, "fees", i);
@@ -392,10 +393,11 @@ impl Validator {
                 self.error(key(&fpath, "name"), "fee names cannot start with @");
                 ok = false;
             }
-            if fees.iter().any(|other| other.name == f.name) {
+            if names.contains(&f.name) {
                 self.error(key(&fpath, "name"), format!("fee {:?} is named twice", f.name));
                 ok = false;
             }
+            names.push(f.name.clone());
             let billing = match f.billing.as_str() {
                 "in_advance" => Some(Billing::InAdvance),
                 "in_arrears" => Some(Billing::InArrears),
