@@ -62,6 +62,8 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
         subscription("team", "support-plus", utc(11, 1), None),
         // The 1st to the 25th: 24 days: 49 x 24/30 = 39.2.
         subscription("team2", "saas-team", utc(11, 1), Some(utc(11, 25))),
+        // Only the add-on: nothing is charged before the close.
+        subscription("solo", "support-plus", utc(11, 1), None),
     ];
     admin
         .upsert_subscriptions(proto::Subscriptions { subscriptions: list })
@@ -130,6 +132,29 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
         statement.total_charge, "94.300000000",
         "accruing fees are not charged yet"
     );
+    // An account with only the add-on has no totals yet, but a statement of what accrues.
+    assert!(totals_at(&t, "solo", "2026-11").await.is_none());
+    let solo = query
+        .statement(proto::StatementRequest {
+            account_id: "solo".into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let solo_lines: Vec<(&str, &str)> = solo
+        .sections
+        .iter()
+        .flat_map(|s| s.lines.iter().map(move |l| (s.plan.as_str(), l.description.as_str())))
+        .collect();
+    assert_eq!(
+        solo_lines,
+        [(
+            "support-plus",
+            "fee support (in arrears, accruing; charged when the period closes): 20.00 for the whole period = \
+             20.000000000"
+        )]
+    );
 
     // team2's subscription now ends on the 20th: 19 days, 49 x 19/30 = 31.0333...; a second
     // record takes back 8.166666667.
@@ -172,6 +197,11 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
     assert_eq!(
         (closed.total_charge.as_str(), closed.total_amount.as_str()),
         ("114.300000000", "114.30")
+    );
+    let solo = d.totals("solo", "2026-11").await.unwrap();
+    assert_eq!(
+        (solo.total_charge.as_str(), solo.status.as_str()),
+        ("20.000000000", "closed")
     );
 
     // A change made after the close re-prices the open period only: team's saas-team ends on

@@ -197,7 +197,13 @@ impl QueryService {
     async fn statement(&self, request: Request<proto::StatementRequest>) -> Result<proto::Statement, ApiError> {
         scoped(&request, &request.get_ref().account_id)?;
         let req = request.into_inner();
-        let totals = self.totals(&req.account_id, &req.period)?;
+        let totals = match self.totals(&req.account_id, &req.period) {
+            Ok(t) => t,
+            // Nothing charged yet, but a subscription with fees or a minimum covers the period:
+            // the statement shows what accrues.
+            Err(ApiError::NoTotals { .. }) if self.accrues(&req.account_id, &req.period) => AccountPeriod::default(),
+            Err(e) => return Err(e),
+        };
         let records = self.records.clone();
         let (account, period) = (req.account_id.clone(), req.period.clone());
         let records = blocking(move || {
@@ -239,6 +245,20 @@ impl QueryService {
         }
         self.add_accruing_fees(&context, &req.account_id, &req.period, &mut sections);
         Ok(statement::to_proto(req.account_id, req.period, &totals, sections))
+    }
+
+    /// True when a subscription of `account` to a plan with fees or a minimum covers part of its
+    /// period labelled `label`.
+    fn accrues(&self, account: &str, label: &str) -> bool {
+        let context = self.pipeline.context().load();
+        context.subscriptions.of(account).iter().any(|s| {
+            context.catalogue.plan(&s.plan_id).is_some_and(|p| {
+                p.bills_without_usage()
+                    && p.period
+                        .period_labelled(p.time_zone, label)
+                        .is_some_and(|b| s.from < b.end && s.to.is_none_or(|to| to > b.start))
+            })
+        })
     }
 
     /// Fees in arrears of an open period are not charged yet: each is shown in its plan's section
