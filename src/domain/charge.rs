@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::money::{Currency, units_and_nanos};
+use super::money::Currency;
 use super::usage::{RawEvent, UsageEvent, attribute};
 
 /// The meter of charge records. Tariff files cannot name a meter starting with `@`.
@@ -45,14 +45,7 @@ impl OneOffCharge {
     /// The event as received, for its content hash (a resend with the same content is a
     /// duplicate): the amount as whole units and nanos, both negative for a credit.
     pub fn raw(&self) -> RawEvent {
-        RawEvent {
-            event_id: self.event_id(),
-            account_id: self.account_id.clone(),
-            meter: CHARGE_METER.to_string(),
-            quantity: Some(units_and_nanos(self.amount)),
-            timestamp_unix_nanos: self.at.timestamp_nanos_opt().unwrap_or(0),
-            attributes: self.attributes(),
-        }
+        self.event().to_raw()
     }
 
     /// The event rated into the totals: the amount as its quantity.

@@ -230,14 +230,6 @@ impl Serialize for Currency {
     }
 }
 
-/// An amount of at most 9 places as whole units and nanos, both negative for a negative amount
-/// (the form an event's quantity arrives in, hashed for its content).
-pub fn units_and_nanos(amount: Decimal) -> (i64, i32) {
-    use rust_decimal::prelude::ToPrimitive;
-    let nanos = (amount * Decimal::from(1_000_000_000)).to_i128().unwrap_or(0);
-    ((nanos / 1_000_000_000) as i64, (nanos % 1_000_000_000) as i32)
-}
-
 /// Parses a decimal written by a person or an agent: plain digits with an optional sign and point,
 /// at most [`MAX_INPUT_SCALE`] fractional digits; no exponent, no float syntax.
 pub fn parse_exact(text: &str) -> Result<Decimal, String> {

@@ -57,6 +57,16 @@ pub enum SubscriptionError {
     },
 }
 
+/// The windows (`from`, `to`) in which subscriptions of a list are to `plan`: what its fees and
+/// minimum are prorated over.
+pub fn windows_of(subscriptions: &[Subscription], plan: &str) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    subscriptions
+        .iter()
+        .filter(|s| s.plan_id == plan)
+        .map(|s| (s.from, s.to))
+        .collect()
+}
+
 /// Why two subscriptions of one account cannot be in force at the same time, if they cannot:
 /// two base subscriptions, the same add-on twice, or two plans pricing one meter. An add-on
 /// beside a base subscription (or beside other add-ons) is fine when their meters differ.

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use super::{Pipeline, PipelineError};
 use crate::domain::charge::CHARGE_METER;
 use crate::domain::fee::{FEE_ID_PREFIX, FEE_METER_PREFIX, FeeDue, MINIMUM_METER, fees_due, minimum_due};
-use crate::domain::money::units_and_nanos;
 use crate::domain::period::Period;
+use crate::domain::subscription::windows_of;
 use crate::domain::tariff::{Billing, Plan};
 use crate::domain::usage::{RawEvent, UsageEvent};
 
@@ -44,11 +44,7 @@ impl Pipeline {
         let mut items = Vec::new();
         for (account, subscriptions) in context.subscriptions.accounts() {
             for plan in &fee_plans {
-                let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = subscriptions
-                    .iter()
-                    .filter(|s| s.plan_id == plan.id)
-                    .map(|s| (s.from, s.to))
-                    .collect();
+                let windows = windows_of(subscriptions, &plan.id);
                 let mut periods = vec![(plan.period.period_of(plan.time_zone, now), false)];
                 for (_, label) in closing.iter().filter(|(p, _)| **p == *plan.id) {
                     match plan.period.period_labelled(plan.time_zone, label) {
@@ -116,11 +112,7 @@ impl Pipeline {
                 continue;
             };
             for (account, subscriptions) in context.subscriptions.accounts() {
-                let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = subscriptions
-                    .iter()
-                    .filter(|s| s.plan_id == plan.id)
-                    .map(|s| (s.from, s.to))
-                    .collect();
+                let windows = windows_of(subscriptions, &plan.id);
                 let Some(minimum) = minimum_due(plan, &windows, &period) else {
                     continue;
                 };
@@ -223,14 +215,7 @@ impl OwnRecord {
             timestamp: self.at,
             attributes,
         };
-        let raw = RawEvent {
-            event_id: event.event_id.clone(),
-            account_id: event.account_id.clone(),
-            meter: event.meter.clone(),
-            quantity: Some(units_and_nanos(self.delta)),
-            timestamp_unix_nanos: self.at.timestamp_nanos_opt().unwrap_or(0),
-            attributes: event.attributes.clone(),
-        };
+        let raw = event.to_raw();
         (raw, event)
     }
 }

@@ -17,6 +17,7 @@ use crate::domain::fee::{MINIMUM_METER, fees_due, minimum_due};
 use crate::domain::money::{exact_mul, round_quotient};
 use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
+use crate::domain::subscription::windows_of;
 use crate::domain::tariff::Billing;
 use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ID_BYTES, RawEvent};
 use crate::pipeline::intake::{EventLimits, accept, check};
@@ -271,13 +272,7 @@ impl QueryService {
         sections: &mut Vec<statement::Section>,
     ) {
         for plan in context.catalogue.plans() {
-            let windows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = context
-                .subscriptions
-                .of(account)
-                .iter()
-                .filter(|s| s.plan_id == plan.id)
-                .map(|s| (s.from, s.to))
-                .collect();
+            let windows = windows_of(context.subscriptions.of(account), &plan.id);
             let Some(period) = plan.period.period_labelled(plan.time_zone, label) else {
                 continue;
             };
