@@ -25,6 +25,18 @@ fn subscription(account: &str, plan: &str, from: DateTime<Utc>, to: Option<DateT
     }
 }
 
+/// The November statement of an account.
+async fn statement_of(target: &str, account: &str) -> proto::Statement {
+    QueryClient::new(channel(target).await)
+        .statement(proto::StatementRequest {
+            account_id: account.into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The charge and record count of one meter in one plan's part of an account-period.
 async fn charged(target: &str, account: &str, period: &str, plan: &str, meter: &str) -> Option<(String, u64)> {
     let t = totals_at(target, account, period).await?;
@@ -88,15 +100,7 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
 
     // The statement: the fee with its proration; the fee in arrears accruing, not charged, in a
     // section of its own (support-plus has no usage yet).
-    let mut query = QueryClient::new(channel(&t).await);
-    let statement = query
-        .statement(proto::StatementRequest {
-            account_id: "team".into(),
-            period: "2026-11".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let statement = statement_of(&t, "team").await;
     let lines: Vec<(&str, &str, &str)> = statement
         .sections
         .iter()
@@ -134,14 +138,7 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
     );
     // An account with only the add-on has no totals yet, but a statement of what accrues.
     assert!(totals_at(&t, "solo", "2026-11").await.is_none());
-    let solo = query
-        .statement(proto::StatementRequest {
-            account_id: "solo".into(),
-            period: "2026-11".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let solo = statement_of(&t, "solo").await;
     let solo_lines: Vec<(&str, &str)> = solo
         .sections
         .iter()
@@ -281,14 +278,7 @@ async fn a_minimum_commitment_is_trued_up_at_the_close() {
     ];
     assert_eq!(d.submit(1, usage).await.accepted, 2);
 
-    let statement = QueryClient::new(channel(&t).await)
-        .statement(proto::StatementRequest {
-            account_id: "low".into(),
-            period: "2026-11".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let statement = statement_of(&t, "low").await;
     let projected: Vec<&str> = statement.lines.iter().map(|l| l.description.as_str()).collect();
     assert!(
         projected.contains(
@@ -320,14 +310,7 @@ async fn a_minimum_commitment_is_trued_up_at_the_close() {
         high.meters.iter().all(|m| m.meter != "@minimum"),
         "above the minimum: no true-up"
     );
-    let statement = QueryClient::new(channel(&t).await)
-        .statement(proto::StatementRequest {
-            account_id: "low".into(),
-            period: "2026-11".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let statement = statement_of(&t, "low").await;
     let line = statement
         .lines
         .iter()
