@@ -153,6 +153,20 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
         )]
     );
 
+    let explained = QueryClient::new(channel(&t).await)
+        .explain_record(proto::ExplainRecordRequest {
+            account_id: "team".into(),
+            event_id: "fee:saas-team:2026-11:platform:0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        explained.explanation_text,
+        "recurring fee platform (in_advance): 34.300000000 charged, in period 2026-11 of plan \"saas-team\": \
+         49.00 x 21d / 30d"
+    );
+
     // team2's subscription now ends on the 20th: 19 days, 49 x 19/30 = 31.0333...; a second
     // record takes back 8.166666667.
     admin
@@ -309,6 +323,21 @@ async fn a_minimum_commitment_is_trued_up_at_the_close() {
     assert!(
         high.meters.iter().all(|m| m.meter != "@minimum"),
         "above the minimum: no true-up"
+    );
+    let explained = QueryClient::new(channel(&t).await)
+        .explain_record(proto::ExplainRecordRequest {
+            account_id: "low".into(),
+            event_id: "fee:committed:2026-11:@minimum:0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        explained
+            .explanation_text
+            .starts_with("minimum-commitment true-up of 60.000000000 written at the close"),
+        "{}",
+        explained.explanation_text
     );
     let statement = statement_of(&t, "low").await;
     let line = statement

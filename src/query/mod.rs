@@ -43,6 +43,49 @@ const QUOTE_LIMITS: EventLimits = EventLimits {
     max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
 };
 
+/// The explanation of a record ratingd wrote itself (not rated: its amount is its charge): a
+/// one-off charge or credit, a recurring fee with its proration, or a minimum-commitment true-up.
+fn own_record_explained(record: &RatedRecord) -> proto::ExplainRecordResponse {
+    let description = description_of(&record.attributes);
+    let (kind, text) = if record.meter == CHARGE_METER {
+        let kind = if record.charge.is_sign_negative() {
+            "credit"
+        } else {
+            "charge"
+        };
+        let currency = charge::currency_of(&record.attributes);
+        let text = format!(
+            "one-off {kind} of {} {currency} added through Admin.AddCharge",
+            record.charge
+        );
+        ("one_off", text)
+    } else if record.meter == MINIMUM_METER {
+        let text = format!("minimum-commitment true-up of {} written at the close", record.charge);
+        ("minimum_true_up", text)
+    } else {
+        let name = record.meter.trim_start_matches(crate::domain::fee::FEE_METER_PREFIX);
+        let billing = crate::domain::usage::attribute(&record.attributes, "billing").unwrap_or("");
+        let text = format!("recurring fee {name} ({billing}): {} charged", record.charge);
+        ("fee", text)
+    };
+    let explanation = serde_json::json!({
+        kind: {
+            "amount": record.charge.to_string(),
+            "description": description,
+            "plan": record.plan,
+            "period": record.period,
+        }
+    });
+    proto::ExplainRecordResponse {
+        record: Some(record_to_proto(record)),
+        explanation_json: explanation.to_string(),
+        explanation_text: format!(
+            "{text}, in period {} of plan {:?}: {description}",
+            record.period, record.plan
+        ),
+    }
+}
+
 /// How one plan's part of an account-period is shown.
 struct PartView {
     closed: bool,
@@ -383,35 +426,8 @@ impl QueryService {
             account: req.account_id.clone(),
         })?;
         self.pipeline.committed().check_damage(&record.account_id)?;
-        if record.meter == CHARGE_METER {
-            // A one-off charge is not rated: its amount is its charge.
-            let description = description_of(&record.attributes);
-            let explanation = serde_json::json!({
-                "one_off": {
-                    "amount": record.charge.to_string(),
-                    "currency": charge::currency_of(&record.attributes),
-                    "description": description,
-                    "plan": record.plan,
-                    "period": record.period,
-                }
-            });
-            let text = format!(
-                "one-off {} of {} {} added through Admin.AddCharge, in period {} of plan {:?}: {description}",
-                if record.charge.is_sign_negative() {
-                    "credit"
-                } else {
-                    "charge"
-                },
-                record.charge,
-                charge::currency_of(&record.attributes),
-                record.period,
-                record.plan
-            );
-            return Ok(proto::ExplainRecordResponse {
-                record: Some(record_to_proto(&record)),
-                explanation_json: explanation.to_string(),
-                explanation_text: text,
-            });
+        if record.meter.starts_with('@') {
+            return Ok(own_record_explained(&record));
         }
         let context = self.pipeline.context().load();
         let plan = context
