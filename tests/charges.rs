@@ -105,14 +105,7 @@ async fn a_one_off_charge_is_added_exactly_once_and_shown_with_its_description()
         (statement.subtotal.as_str(), statement.total_charge.as_str()),
         ("21.000000000", "20.900000000")
     );
-    let explained = query
-        .explain_record(proto::ExplainRecordRequest {
-            account_id: "saas-0".into(),
-            event_id: "charge:setup".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let explained = explain(&d.target, "saas-0", "charge:setup").await;
     assert!(
         explained
             .explanation_text

@@ -153,14 +153,7 @@ async fn recurring_fees_are_prorated_charged_in_advance_and_in_arrears_and_repri
         )]
     );
 
-    let explained = QueryClient::new(channel(&t).await)
-        .explain_record(proto::ExplainRecordRequest {
-            account_id: "team".into(),
-            event_id: "fee:saas-team:2026-11:platform:0".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let explained = explain(&t, "team", "fee:saas-team:2026-11:platform:0").await;
     assert_eq!(
         explained.explanation_text,
         "recurring fee platform (in_advance): 34.300000000 charged, in period 2026-11 of plan \"saas-team\": \
@@ -324,14 +317,7 @@ async fn a_minimum_commitment_is_trued_up_at_the_close() {
         high.meters.iter().all(|m| m.meter != "@minimum"),
         "above the minimum: no true-up"
     );
-    let explained = QueryClient::new(channel(&t).await)
-        .explain_record(proto::ExplainRecordRequest {
-            account_id: "low".into(),
-            event_id: "fee:committed:2026-11:@minimum:0".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let explained = explain(&t, "low", "fee:committed:2026-11:@minimum:0").await;
     assert!(
         explained
             .explanation_text

@@ -272,6 +272,18 @@ impl TestDaemon {
     }
 }
 
+/// The explanation of one account's record (ExplainRecord), which must exist.
+pub async fn explain(target: &str, account: &str, event_id: &str) -> proto::ExplainRecordResponse {
+    proto::query_client::QueryClient::new(channel(target).await)
+        .explain_record(proto::ExplainRecordRequest {
+            account_id: account.into(),
+            event_id: event_id.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("explain {account} {event_id}: {s}"))
+        .into_inner()
+}
+
 pub async fn totals_at(target: &str, account: &str, period: &str) -> Option<proto::Totals> {
     let mut q = proto::query_client::QueryClient::new(channel(target).await);
     match q
