@@ -19,6 +19,7 @@ use ratingd::pipeline::dedupe::DedupeWindow;
 use ratingd::pipeline::shard::ShardState;
 use ratingd::pipeline::{Admitted, BatchTicket, RatingContext, ShardJob, ValidEvent};
 use ratingd::store::codec;
+use ratingd::store::compact::SegmentWriter;
 use ratingd::store::{Commit, Store};
 
 const KEY: HashKey = HashKey::new(0x5EED, 0x5EED);
@@ -113,6 +114,7 @@ fn shard_step(c: &mut Criterion) {
                 n += 1000;
                 ShardJob {
                     ticket: ticket(),
+                    queued_at: std::time::Instant::now(),
                     events,
                     rejected: Vec::new(),
                 }
@@ -125,36 +127,33 @@ fn shard_step(c: &mut Criterion) {
 }
 
 fn records(count: u64) -> Vec<u8> {
-    let mut payload = Vec::new();
+    let mut segment = SegmentWriter::default();
+    segment.begin(Vec::new());
     for n in 0..count {
         let e = event(n);
-        codec::append_framed(
-            &mut payload,
-            &RatedRecordRef {
-                fingerprint: e.fingerprint,
-                content: e.content,
-                event_id: &e.event.event_id,
-                account_id: &e.event.account_id,
-                meter: &e.event.meter,
-                quantity: e.event.quantity,
-                timestamp_unix_nanos: e.event.timestamp.timestamp_nanos_opt().unwrap(),
-                attributes: &e.event.attributes,
-                plan: "saas-pro",
-                version: 0,
-                period: "2026-11",
-                period_usage_before: Decimal::from(n),
-                subscription_discount: None,
-                rated_quantity: e.event.quantity,
-                charge: Decimal::new(123_456_789, 9),
-            },
-        );
+        segment.push(&RatedRecordRef {
+            content: e.content,
+            event_id: &e.event.event_id,
+            account_id: &e.event.account_id,
+            meter: &e.event.meter,
+            quantity: e.event.quantity,
+            timestamp_unix_nanos: e.event.timestamp.timestamp_nanos_opt().unwrap(),
+            attributes: &e.event.attributes,
+            plan: "saas-pro",
+            version: 0,
+            period: "2026-11",
+            period_usage_before: Decimal::from(n),
+            subscription_discount: None,
+            rated_quantity: e.event.quantity,
+            charge: Decimal::new(123_456_789, 9),
+        });
     }
-    payload
+    segment.finish()
 }
 
 /// Sealed parts of the records, as the committer cuts them.
 fn parts(payload: &[u8]) -> Vec<Vec<u8>> {
-    codec::seal_payloads([payload])
+    codec::seal_segments([payload])
 }
 
 fn blocks(c: &mut Criterion) {
@@ -162,31 +161,29 @@ fn blocks(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     let one = event(1);
     group.bench_function("encode_1000_records", |b| {
-        let mut payload = Vec::with_capacity(256 * 1000);
+        let mut segment = SegmentWriter::default();
+        let mut payload = Vec::with_capacity(64 * 1000);
         b.iter(|| {
-            payload.clear();
+            segment.begin(std::mem::take(&mut payload));
             for n in 0..1000u64 {
-                codec::append_framed(
-                    &mut payload,
-                    &RatedRecordRef {
-                        fingerprint: one.fingerprint ^ u128::from(n),
-                        content: n,
-                        event_id: &one.event.event_id,
-                        account_id: &one.event.account_id,
-                        meter: &one.event.meter,
-                        quantity: one.event.quantity,
-                        timestamp_unix_nanos: 1_790_000_000_000_000_000,
-                        attributes: &one.event.attributes,
-                        plan: "saas-pro",
-                        version: 0,
-                        period: "2026-11",
-                        period_usage_before: Decimal::from(n),
-                        subscription_discount: None,
-                        rated_quantity: one.event.quantity,
-                        charge: Decimal::new(123_456_789, 9),
-                    },
-                );
+                segment.push(&RatedRecordRef {
+                    content: n,
+                    event_id: &one.event.event_id,
+                    account_id: &one.event.account_id,
+                    meter: &one.event.meter,
+                    quantity: one.event.quantity,
+                    timestamp_unix_nanos: 1_790_000_000_000_000_000,
+                    attributes: &one.event.attributes,
+                    plan: "saas-pro",
+                    version: 0,
+                    period: "2026-11",
+                    period_usage_before: Decimal::from(n),
+                    subscription_discount: None,
+                    rated_quantity: one.event.quantity,
+                    charge: Decimal::new(123_456_789, 9),
+                });
             }
+            payload = segment.finish();
             black_box(parts(&payload))
         })
     });

@@ -113,9 +113,10 @@ pub fn tariff_file(data: &[u8]) {
 /// records from the input, with one byte changed, is never opened as valid.
 pub fn store_block(data: &[u8]) {
     if let Ok((_, payload)) = codec::open_block(data) {
-        // Every item but a final error consumes a 4-byte length at least, so a payload of n bytes
-        // yields at most n / 4 + 1 items: the iteration ends whatever the bytes say (the bound
-        // taken is one more, so a decoder that stopped consuming would fail here).
+        // Every item but a final error consumes 4 bytes at least (a first-layout length, or a
+        // compact record's kind, flags, prefix and content hash), so a payload of n bytes yields at
+        // most n / 4 + 1 items: the iteration ends whatever the bytes say (the bound taken is one
+        // more, so a decoder that stopped consuming would fail here).
         let most = payload.len() / 4 + 1;
         let decoded = codec::records(payload).take(most + 1).count();
         assert!(decoded <= most, "{decoded} items from {} bytes", payload.len());
@@ -127,10 +128,10 @@ pub fn store_block(data: &[u8]) {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    let mut block = codec::BlockBuilder::new(256);
+    let mut segment = crate::store::compact::SegmentWriter::default();
+    segment.begin(Vec::new());
     for (i, part) in text.split('|').take(3).enumerate() {
         let record = crate::domain::record::RatedRecord {
-            fingerprint: i as u128,
             content: 7,
             event_id: part.to_string(),
             account_id: format!("acct-{i}"),
@@ -146,11 +147,9 @@ pub fn store_block(data: &[u8]) {
             rated_quantity: rust_decimal::Decimal::ONE,
             charge: rust_decimal::Decimal::new(5, 2),
         };
-        let mut frame = Vec::new();
-        codec::append_framed(&mut frame, &record.as_ref());
-        block.push_frame(&frame);
+        segment.push(&record.as_ref());
     }
-    let mut sealed = block.finish();
+    let mut sealed = codec::seal_segments([segment.finish().as_slice()]).remove(0);
     let (count, payload) = codec::open_block(&sealed).expect("a sealed block opens");
     assert_eq!(codec::records(payload).filter(Result::is_ok).count(), count as usize);
     let at = usize::from(flip) % sealed.len();

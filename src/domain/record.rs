@@ -22,8 +22,6 @@ pub struct RatingInput<'a> {
 /// A rated record: the event, how it was priced, and its charge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RatedRecord {
-    /// Keyed 128-bit fingerprint of (account, event id): the dedupe key.
-    pub fingerprint: u128,
     /// Hash of the event's content (meter, quantity, time, attributes): DUPLICATE vs CONFLICT.
     pub content: u64,
     pub event_id: String,
@@ -46,7 +44,6 @@ pub struct RatedRecord {
 /// The same fields borrowed: a shard encodes records from its events without copying strings.
 #[derive(Debug, Clone, Copy)]
 pub struct RatedRecordRef<'a> {
-    pub fingerprint: u128,
     pub content: u64,
     pub event_id: &'a str,
     pub account_id: &'a str,
@@ -84,7 +81,6 @@ impl RatedRecord {
 
     pub fn as_ref(&self) -> RatedRecordRef<'_> {
         RatedRecordRef {
-            fingerprint: self.fingerprint,
             content: self.content,
             event_id: &self.event_id,
             account_id: &self.account_id,

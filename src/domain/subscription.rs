@@ -121,6 +121,9 @@ fn at(index: Option<usize>) -> String {
 pub struct SubscriptionBook {
     by_account: ahash::AHashMap<String, Vec<Subscription>>,
     default_plan: Option<String>,
+    /// False when no subscription has spend-alert thresholds (most books): the committer then
+    /// skips the per-account lookup. Once true it stays true for the book's copies.
+    any_alerts: bool,
 }
 
 impl SubscriptionBook {
@@ -132,7 +135,13 @@ impl SubscriptionBook {
         SubscriptionBook {
             by_account,
             default_plan,
+            any_alerts: subscriptions.iter().any(|s| !s.alert_thresholds.is_empty()),
         }
+    }
+
+    /// True when some subscription may carry spend-alert thresholds.
+    pub fn any_alerts(&self) -> bool {
+        self.any_alerts
     }
 
     /// The subscriptions of one account, in the order they were added.
@@ -175,6 +184,7 @@ impl SubscriptionBook {
             if let Some((o, c)) = list.iter().find_map(|o| clash(o, &s, catalogue).map(|c| (o, c))) {
                 return Err(c.error(index, o));
             }
+            book.any_alerts |= !s.alert_thresholds.is_empty();
             list.push(s);
             list.sort_by(|a, b| a.from.cmp(&b.from).then_with(|| a.plan_id.cmp(&b.plan_id)));
         }

@@ -2,7 +2,7 @@
 //! models. Built only by [`super::tariff_file::parse_catalogue`], so every value here has passed
 //! validation (prices >= 0 with at most 9 decimals, tiers increasing, bands covering the week once).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -23,7 +23,7 @@ pub const MINUTES_PER_WEEK: u32 = 7 * 24 * 60;
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     pub(crate) plans: Vec<Plan>,
-    pub(crate) index: HashMap<String, usize>,
+    pub(crate) index: FastMap<String, usize>,
     pub(crate) meters: BTreeSet<String>,
 }
 

@@ -24,6 +24,11 @@ pub struct Alerts {
 }
 
 impl Alerts {
+    /// The rating context in force (loaded once per commit for [`Alerts::check`]).
+    pub fn context(&self) -> arc_swap::Guard<std::sync::Arc<super::RatingContext>> {
+        self.context.load()
+    }
+
     /// Loads the alerts raised before; flags unannounced ones for the Redis projection.
     pub fn load(
         plan: PlanAlerts,
@@ -47,11 +52,20 @@ impl Alerts {
     }
 
     /// Called by the committer after a durable commit, for every changed totals, with the charge
-    /// before the change. Allocates nothing unless a threshold is crossed.
-    pub fn check(&mut self, before: Option<Decimal>, after: &PeriodTotals, committed: &Committed) {
+    /// before the change and the context it loaded once for the commit. Allocates nothing and
+    /// looks nothing up per account unless some plan or subscription has thresholds.
+    pub fn check(
+        &mut self,
+        context: &super::RatingContext,
+        before: Option<Decimal>,
+        after: &PeriodTotals,
+        committed: &Committed,
+    ) {
+        let of_plan = self.plan.get(after.plan.as_ref()).map_or(&[][..], Vec::as_slice);
+        if of_plan.is_empty() && !context.subscriptions.any_alerts() {
+            return;
+        }
         let crossed: Vec<Decimal> = {
-            let context = self.context.load();
-            let of_plan = self.plan.get(after.plan.as_ref()).map_or(&[][..], Vec::as_slice);
             let of_subscription = context
                 .subscriptions
                 .of(&after.account)

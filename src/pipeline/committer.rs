@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::shard::ShardSnapshot;
 use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
 use crate::store::checkpoint::CheckpointFiles;
-use crate::store::codec::seal_payloads;
+use crate::store::codec::seal_segments;
 use crate::store::{Commit, Store};
 
 pub struct Committer {
@@ -26,6 +26,8 @@ pub struct Committer {
     /// Checkpoints requested and not yet written.
     snapshots_pending: Arc<AtomicUsize>,
     alerts: super::alerts::Alerts,
+    commit_wait: metrics::Histogram,
+    fsync: metrics::Histogram,
 }
 
 impl Committer {
@@ -46,6 +48,8 @@ impl Committer {
             records_since_checkpoint: 0,
             snapshots_pending: Arc::new(AtomicUsize::new(0)),
             alerts,
+            commit_wait: crate::telemetry::stage("commit_wait"),
+            fsync: crate::telemetry::stage("fsync"),
         }
     }
 
@@ -129,6 +133,10 @@ impl Committer {
             return;
         }
         let records: u32 = group.iter().map(|o| o.record_count).sum();
+        let now = std::time::Instant::now();
+        for out in group.iter() {
+            self.commit_wait.record(now.duration_since(out.rated_at).as_secs_f64());
+        }
         let mut commit = Commit::default();
         if records > 0 {
             commit.parts = seal_parts(group);
@@ -156,6 +164,7 @@ impl Committer {
         match self.store.commit(commit) {
             Ok(_) => {
                 metrics::histogram!(crate::telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+                self.fsync.record(self.store.last_fsync().as_secs_f64());
                 metrics::histogram!(crate::telemetry::COMMIT_EVENTS).record(f64::from(records));
                 if suspended > 0 {
                     metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).increment(suspended as f64);
@@ -180,12 +189,13 @@ impl Committer {
     /// the batch parts are acknowledged.
     fn publish(&mut self, group: &mut Vec<ShardOutput>) {
         let mut changed = Vec::new();
+        let context = self.alerts.context();
         for out in group.iter_mut() {
             for totals in out.totals.drain(..) {
                 let key = (totals.account.clone(), totals.period.clone());
                 let mut entry = self.committed.totals.entry(key.clone()).or_default();
                 let before = entry.part(&totals.plan).map(|t| t.total_charge);
-                self.alerts.check(before, &totals, &self.committed);
+                self.alerts.check(&context, before, &totals, &self.committed);
                 entry.upsert(totals);
                 drop(entry);
                 changed.push(key);
@@ -218,7 +228,7 @@ impl Committer {
 
 /// The group's records, in order, as sealed blocks of about [`crate::store::BLOCK_PART_BYTES`] each.
 fn seal_parts(group: &[ShardOutput]) -> Vec<Vec<u8>> {
-    seal_payloads(group.iter().map(|o| o.records.as_slice()))
+    seal_segments(group.iter().map(|o| o.records.as_slice()))
 }
 
 /// The checkpoint writer thread: writes each shard state it is handed (a failure is logged; the

@@ -73,7 +73,7 @@ pub type TotalsKey = (Arc<str>, Arc<str>);
 #[derive(Default)]
 pub struct Committed {
     /// Totals by (account, period), one part per plan that rated usage in the period.
-    pub totals: DashMap<TotalsKey, AccountPeriod>,
+    pub totals: DashMap<TotalsKey, AccountPeriod, ahash::RandomState>,
     /// Keys changed since the Redis projection last took them (bounded by the number of totals).
     pub dirty: Mutex<ahash::AHashSet<TotalsKey>>,
     /// The sequence number the next commit will get: grows with every commit, across restarts.
@@ -151,6 +151,8 @@ pub struct RejectedEvent {
 /// The part of one batch that belongs to one shard.
 pub struct ShardJob {
     pub ticket: Arc<BatchTicket>,
+    /// When it was routed (the shard-queue stage ends when the shard takes it).
+    pub queued_at: std::time::Instant,
     pub events: Vec<ValidEvent>,
     pub rejected: Vec<RejectedEvent>,
 }
@@ -158,7 +160,9 @@ pub struct ShardJob {
 /// What a shard hands to the committer for one job.
 pub struct ShardOutput {
     pub ticket: Arc<BatchTicket>,
-    /// Length-prefixed encoded records (block payload fragment).
+    /// When the shard finished it (the commit-wait stage ends when its group commit starts).
+    pub rated_at: std::time::Instant,
+    /// The job's records as one compact segment (`store::compact`), empty when none.
     pub records: Vec<u8>,
     pub record_count: u32,
     pub suspense: Vec<Vec<u8>>,
@@ -458,12 +462,14 @@ impl Pipeline {
         if self.failed() {
             return Err(PipelineError::StorageFailed("an earlier commit failed".into()));
         }
+        let waited = std::time::Instant::now();
         let permit = self
             .admission
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
+        crate::telemetry::stage("admission_wait").record(waited.elapsed().as_secs_f64());
         Ok(Admitted::new(permit))
     }
 
@@ -490,10 +496,12 @@ impl Pipeline {
         // An empty batch still goes through one shard and the committer, so its ack keeps order.
         let used = if used.is_empty() { vec![0] } else { used };
         let (ticket, rx) = BatchTicket::new(batch_id, used.len(), admitted);
+        let queued_at = std::time::Instant::now();
         for i in used {
             let (events, rejected) = std::mem::take(&mut parts[i]);
             let job = ShardJob {
                 ticket: ticket.clone(),
+                queued_at,
                 events,
                 rejected,
             };
@@ -513,6 +521,7 @@ impl Pipeline {
         for tx in &self.shard_tx {
             let job = ShardJob {
                 ticket: ticket.clone(),
+                queued_at: std::time::Instant::now(),
                 events: Vec::new(),
                 rejected: Vec::new(),
             };

@@ -58,7 +58,9 @@ impl Store {
         if let Some(hook) = &self.flush_hook {
             hook.before_flush(seq).map_err(sled::Error::Io)?;
         }
+        let fsync = std::time::Instant::now();
         self.db.db.flush()?;
+        self.last_fsync = fsync.elapsed();
         if let Some(hook) = &self.flush_hook {
             hook.after_flush(seq);
         }

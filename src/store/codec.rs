@@ -2,10 +2,13 @@
 //! index, suspense entries, subscriptions, closes and alerts. It only encodes and decodes; the
 //! types are the domain's (and the tables' small wrappers).
 //!
-//! A block is the unit of group commit: one sled value holding every record of one commit.
-//! `magic "RTB1" | count u32 | payload_len u32 | xxh3-64(payload, seed = count) u64 | payload`, the payload being
-//! `len u32 | record` repeated. Every decode checks lengths and the checksum first, so a corrupted
-//! value is reported (never trusted, never a panic).
+//! A block is the unit of group commit: one sled value holding records of one commit.
+//! `magic | count u32 | payload_len u32 | xxh3-64(payload, seed = count) u64 | payload`. Two
+//! layouts are read: `RTB2` (written since issue 15), whose payload is segments of compact records
+//! ([`super::compact`]), and `RTB1` (data dirs from before), whose payload is `len u32 | record`
+//! repeated, each record in fixed-width fields ([`decode_record`]). Any other magic is refused.
+//! Every decode checks lengths and the checksum first, so a corrupted value is reported (never
+//! trusted, never a panic).
 
 use rust_decimal::Decimal;
 
@@ -15,7 +18,12 @@ use crate::domain::subscription::Subscription;
 use crate::domain::usage::{RawEvent, RejectReason, Rejected};
 use crate::store::tables::{StoredAlert, StoredClose};
 
-const BLOCK_MAGIC: &[u8; 4] = b"RTB1";
+use super::compact::{SegmentReader, segments};
+
+/// The first block layout (fixed-width records), read but no longer written.
+const BLOCK_MAGIC_V1: &[u8; 4] = b"RTB1";
+/// The compact layout ([`super::compact`]).
+const BLOCK_MAGIC_V2: &[u8; 4] = b"RTB2";
 const BLOCK_HEADER: usize = 4 + 4 + 4 + 8;
 
 /// Why stored bytes could not be decoded.
@@ -23,7 +31,7 @@ const BLOCK_HEADER: usize = 4 + 4 + 4 + 8;
 pub enum CodecError {
     #[error("truncated value")]
     Truncated,
-    #[error("bad magic: not a ratingd block")]
+    #[error("bad magic: not a ratingd block of a layout this version reads (RTB1, RTB2)")]
     BadMagic,
     #[error("checksum mismatch: the stored bytes are corrupted")]
     Checksum,
@@ -135,10 +143,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes one record (without its length prefix).
-pub fn encode_record(out: &mut Vec<u8>, r: &RatedRecordRef<'_>) {
+/// Encodes one record in the first layout (`RTB1`, without its length prefix): kept to write the
+/// blocks of earlier data dirs in tests, which prove they are still read.
+pub fn encode_record_v1(out: &mut Vec<u8>, fingerprint: u128, r: &RatedRecordRef<'_>) {
     let mut w = Writer(out);
-    w.u128(r.fingerprint);
+    w.u128(fingerprint);
     w.u64(r.content);
     w.i64(r.timestamp_unix_nanos);
     w.decimal(r.quantity);
@@ -161,9 +170,11 @@ pub fn encode_record(out: &mut Vec<u8>, r: &RatedRecordRef<'_>) {
     w.pairs(r.attributes);
 }
 
+/// Decodes one record of the first layout (`RTB1`). Its stored fingerprint is not returned:
+/// recovery computes every record's from the data dir's key, whatever the layout.
 pub fn decode_record(bytes: &[u8]) -> Result<RatedRecord, CodecError> {
     let mut r = Reader::new(bytes);
-    let fingerprint = r.u128()?;
+    let _fingerprint = r.u128()?;
     let content = r.u64()?;
     let timestamp_unix_nanos = r.i64()?;
     let quantity = r.decimal()?;
@@ -177,7 +188,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<RatedRecord, CodecError> {
         _ => return Err(CodecError::Invalid("discount flag")),
     };
     let record = RatedRecord {
-        fingerprint,
         content,
         timestamp_unix_nanos,
         quantity,
@@ -366,25 +376,31 @@ pub fn decode_alert(bytes: &[u8]) -> Result<StoredAlert, CodecError> {
     })
 }
 
-/// Builds a block from length-prefixed encoded records (as [`append_framed`] writes them).
-pub fn seal_block(count: u32, payload: &[u8]) -> Vec<u8> {
-    let mut block = BlockBuilder::new(payload.len());
-    block.out.extend_from_slice(payload);
-    block.count = count;
+/// Builds a first-layout block from length-prefixed records (as [`append_framed_v1`] writes them):
+/// tests of data dirs from before the compact layout.
+pub fn seal_block_v1(count: u32, payload: &[u8]) -> Vec<u8> {
+    let mut block = BlockBuilder::with_magic(BLOCK_MAGIC_V1, payload.len());
+    block.push(payload, count);
     block.finish()
 }
 
-/// Builds a block in place from framed records (no copy of the payload when it is sealed).
+/// Builds a block in place (no copy of the payload when it is sealed).
 pub struct BlockBuilder {
     out: Vec<u8>,
     count: u32,
+    magic: &'static [u8; 4],
 }
 
 impl BlockBuilder {
+    /// A compact-layout (`RTB2`) block of segments.
     pub fn new(capacity: usize) -> BlockBuilder {
+        BlockBuilder::with_magic(BLOCK_MAGIC_V2, capacity)
+    }
+
+    fn with_magic(magic: &'static [u8; 4], capacity: usize) -> BlockBuilder {
         let mut out = Vec::with_capacity(BLOCK_HEADER + capacity);
         out.resize(BLOCK_HEADER, 0);
-        BlockBuilder { out, count: 0 }
+        BlockBuilder { out, count: 0, magic }
     }
 
     /// Bytes of payload so far.
@@ -396,10 +412,11 @@ impl BlockBuilder {
         self.count
     }
 
-    /// Appends one framed record (length prefix included, as [`frames`] yields it).
-    pub fn push_frame(&mut self, frame: &[u8]) {
-        self.out.extend_from_slice(frame);
-        self.count += 1;
+    /// Appends a segment (its header included, as [`super::compact::SegmentWriter::finish`]
+    /// returns it) holding `count` records.
+    pub fn push(&mut self, bytes: &[u8], count: u32) {
+        self.out.extend_from_slice(bytes);
+        self.count += count;
     }
 
     /// Writes the header (magic, count, length, checksum) and returns the block.
@@ -408,7 +425,7 @@ impl BlockBuilder {
         // The count seeds the checksum, so a flipped count is caught too.
         let checksum = xxhash_rust::xxh3::xxh3_64_with_seed(&self.out[BLOCK_HEADER..], u64::from(self.count));
         let mut header = Vec::with_capacity(BLOCK_HEADER);
-        header.extend_from_slice(BLOCK_MAGIC);
+        header.extend_from_slice(self.magic);
         let mut w = Writer(&mut header);
         w.u32(self.count);
         w.u32(payload_len);
@@ -418,19 +435,19 @@ impl BlockBuilder {
     }
 }
 
-/// Framed records (payloads of [`append_framed`] calls, in order) as sealed blocks of about
-/// [`crate::store::BLOCK_PART_BYTES`] each, cut at record boundaries; a single larger record gets
-/// a block of its own.
-pub fn seal_payloads<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+/// Segments (one per shard job, in order) as sealed `RTB2` blocks of about
+/// [`crate::store::BLOCK_PART_BYTES`] each, cut between segments (a segment is never split: its
+/// dictionary is its own).
+pub fn seal_segments<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
     let target = crate::store::BLOCK_PART_BYTES;
     let mut parts = Vec::new();
     let mut part = BlockBuilder::new(target);
     for payload in payloads {
-        for frame in frames(payload) {
-            if part.count() > 0 && part.payload_len() + frame.len() > target {
+        for (segment, count) in segments(payload) {
+            if part.count() > 0 && part.payload_len() + segment.len() > target {
                 parts.push(std::mem::replace(&mut part, BlockBuilder::new(target)).finish());
             }
-            part.push_frame(frame);
+            part.push(segment, count);
         }
     }
     if part.count() > 0 {
@@ -439,35 +456,43 @@ pub fn seal_payloads<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Ve
     parts
 }
 
-/// The framed records of a payload this process built (length prefix included), in order. A
-/// frame whose length runs past the end ends the iteration.
-pub fn frames(payload: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
-    let mut rest = payload;
-    std::iter::from_fn(move || {
-        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let frame = rest.get(..4 + len)?;
-        rest = &rest[4 + len..];
-        Some(frame)
-    })
-}
-
-/// Appends one record with its length prefix to a block payload.
-pub fn append_framed(payload: &mut Vec<u8>, record: &RatedRecordRef<'_>) {
+/// Appends one first-layout record with its length prefix to a payload (tests of earlier data
+/// dirs; see [`encode_record_v1`]).
+pub fn append_framed_v1(payload: &mut Vec<u8>, fingerprint: u128, record: &RatedRecordRef<'_>) {
     let at = payload.len();
     payload.extend_from_slice(&[0; 4]);
-    encode_record(payload, record);
+    encode_record_v1(payload, fingerprint, record);
     let len = u32::try_from(payload.len() - at - 4).unwrap_or(u32::MAX);
     payload[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// The records of an opened block, in the layout its magic names.
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a> {
+    compact: bool,
+    bytes: &'a [u8],
+}
+
+impl Payload<'_> {
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// Checks a block's header and checksum and returns its record count and payload.
-pub fn open_block(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+pub fn open_block(bytes: &[u8]) -> Result<(u32, Payload<'_>), CodecError> {
     if bytes.len() < BLOCK_HEADER {
         return Err(CodecError::Truncated);
     }
-    if &bytes[..4] != BLOCK_MAGIC {
-        return Err(CodecError::BadMagic);
-    }
+    let compact = match &bytes[..4] {
+        m if m == BLOCK_MAGIC_V2 => true,
+        m if m == BLOCK_MAGIC_V1 => false,
+        _ => return Err(CodecError::BadMagic),
+    };
     let mut r = Reader::new(&bytes[4..BLOCK_HEADER]);
     let count = r.u32()?;
     let len = r.u32()? as usize;
@@ -479,13 +504,22 @@ pub fn open_block(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     if xxhash_rust::xxh3::xxh3_64_with_seed(payload, u64::from(count)) != checksum {
         return Err(CodecError::Checksum);
     }
-    Ok((count, payload))
+    Ok((
+        count,
+        Payload {
+            compact,
+            bytes: payload,
+        },
+    ))
 }
 
-/// Iterates the records of an opened block payload.
-pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<RatedRecord, CodecError>> + '_ {
-    let mut rest = payload;
-    std::iter::from_fn(move || {
+/// Iterates the records of an opened block (either layout); after an error it ends.
+pub fn records(payload: Payload<'_>) -> Box<dyn Iterator<Item = Result<RatedRecord, CodecError>> + '_> {
+    if payload.compact {
+        return Box::new(SegmentReader::new(payload.bytes));
+    }
+    let mut rest = payload.bytes;
+    Box::new(std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
@@ -501,7 +535,7 @@ pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<RatedRecord, Codec
         let body = &rest[4..4 + len];
         rest = &rest[4 + len..];
         Some(decode_record(body))
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -510,7 +544,6 @@ mod tests {
 
     fn record() -> RatedRecord {
         RatedRecord {
-            fingerprint: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
             content: 42,
             event_id: "e-1".into(),
             account_id: "acme".into(),
@@ -529,18 +562,20 @@ mod tests {
     }
 
     #[test]
-    fn block_round_trip() {
+    fn a_block_of_the_first_layout_still_reads() {
         let mut payload = Vec::new();
-        append_framed(&mut payload, &record().as_ref());
-        append_framed(
+        append_framed_v1(&mut payload, 0x0123_4567_89ab_cdef, &record().as_ref());
+        append_framed_v1(
             &mut payload,
+            7,
             &RatedRecord {
                 event_id: "e-2".into(),
                 ..record()
             }
             .as_ref(),
         );
-        let block = seal_block(2, &payload);
+        let block = seal_block_v1(2, &payload);
+        assert_eq!(&block[..4], b"RTB1");
         let (count, body) = open_block(&block).unwrap();
         assert_eq!(count, 2);
         let decoded: Vec<RatedRecord> = records(body).collect::<Result<_, _>>().unwrap();
@@ -549,10 +584,19 @@ mod tests {
     }
 
     #[test]
-    fn every_flipped_byte_is_detected() {
+    fn another_magic_is_refused_by_name() {
+        let mut block = seal_block_v1(0, &[]);
+        block[..4].copy_from_slice(b"RTB9");
+        let error = open_block(&block).unwrap_err();
+        assert_eq!(error, CodecError::BadMagic);
+        assert!(error.to_string().contains("RTB1, RTB2"), "{error}");
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_first_layout_block_is_detected() {
         let mut payload = Vec::new();
-        append_framed(&mut payload, &record().as_ref());
-        let block = seal_block(1, &payload);
+        append_framed_v1(&mut payload, 1, &record().as_ref());
+        let block = seal_block_v1(1, &payload);
         for i in 0..block.len() {
             let mut bad = block.clone();
             bad[i] ^= 0x40;

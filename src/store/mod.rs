@@ -24,6 +24,7 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod codec;
+pub mod compact;
 pub mod tables;
 
 use std::path::Path;
@@ -91,6 +92,8 @@ pub struct Store {
     next_seq: u64,
     /// A test's failpoint around each commit's fsync; `None` in production.
     flush_hook: Option<std::sync::Arc<dyn FlushHook>>,
+    /// How long the last commit's fsync took (the committer's stage metric).
+    last_fsync: std::time::Duration,
 }
 
 /// `prefix` followed by `seq` big-endian (so keys sort by seq).
@@ -155,6 +158,7 @@ impl Store {
             key,
             next_seq,
             flush_hook: None,
+            last_fsync: std::time::Duration::ZERO,
         })
     }
 
@@ -176,6 +180,11 @@ impl Store {
     /// Where sled keeps its data, for messages.
     pub fn sled_file(&self) -> String {
         format!("{}/db", self.db.dir)
+    }
+
+    /// How long the fsync of the last commit took.
+    pub fn last_fsync(&self) -> std::time::Duration {
+        self.last_fsync
     }
 
     /// The sequence number the next commit will get.

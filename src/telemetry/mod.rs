@@ -42,8 +42,21 @@ pub const SUSPENSE_EVENTS: &str = "ratingd_suspense_events";
 /// `security::Refused`).
 pub const REQUESTS_REFUSED: &str = "ratingd_requests_refused_total";
 
+/// Where a batch's time goes, by `stage` (one of [`STAGES`]): the tail of
+/// `ratingd_batch_ack_duration_seconds` explained from a scrape.
+pub const STAGE_DURATION: &str = "ratingd_stage_duration_seconds";
+/// The values of `stage`: waiting for a place in the pipeline (per batch), waiting in a shard's
+/// queue (per job), rating a job in its shard (per job), a job's records waiting for their group
+/// commit to start (per job), and the fsync of a group commit.
+pub const STAGES: [&str; 5] = ["admission_wait", "shard_queue", "rate", "commit_wait", "fsync"];
+
+/// A stage's histogram handle (resolve it once per thread, record per batch or job).
+pub fn stage(name: &'static str) -> metrics::Histogram {
+    metrics::histogram!(STAGE_DURATION, "stage" => name)
+}
+
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -65,6 +78,7 @@ pub const ALL: [&str; 21] = [
     TARIFF_RELOADS,
     SUSPENSE_EVENTS,
     REQUESTS_REFUSED,
+    STAGE_DURATION,
 ];
 
 /// Latency buckets (seconds): 100 us .. 10 s.
@@ -136,6 +150,11 @@ fn describe() {
          resource_exhausted, deadline_exceeded, invalid_argument, data_loss)."
     );
     describe_gauge!(SUSPENSE_EVENTS, "Rejected events waiting in suspense.");
+    describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Time in one pipeline stage, by stage: admission_wait (per batch), shard_queue, rate and commit_wait (per shard job), fsync (per group commit)."
+    );
 }
 
 /// Installs the Prometheus recorder and its HTTP listener. A failure (port taken, a recorder

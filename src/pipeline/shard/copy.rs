@@ -194,6 +194,7 @@ mod tests {
             .collect();
         ShardJob {
             ticket,
+            queued_at: std::time::Instant::now(),
             events,
             rejected: Vec::new(),
         }

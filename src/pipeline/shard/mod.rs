@@ -49,6 +49,8 @@ pub struct ShardState {
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
     /// A checkpoint copy being taken between jobs.
     copying: Option<StateCopy>,
+    /// Encodes each job's records as one segment (its buffers reused from job to job).
+    segment: crate::store::compact::SegmentWriter,
 }
 
 impl Default for ShardState {
@@ -62,6 +64,7 @@ impl Default for ShardState {
             job_now: DateTime::<Utc>::MIN_UTC,
             job_charges: Vec::new(),
             copying: None,
+            segment: Default::default(),
         }
     }
 }
@@ -132,10 +135,11 @@ impl ShardState {
         (label, end, id)
     }
 
-    /// Applies a stored record (recovery): claims its id and adds it to its totals.
-    fn apply(&mut self, record: &RatedRecord, plan: &Plan) {
+    /// Applies a stored record (recovery): claims its id (`fingerprint`, the data dir's keyed
+    /// hash of its account and event id) and adds it to its totals.
+    fn apply(&mut self, record: &RatedRecord, fingerprint: u128, plan: &Plan) {
         self.dedupe
-            .insert(record.fingerprint, day_of(record.timestamp_unix_nanos), record.content);
+            .insert(fingerprint, day_of(record.timestamp_unix_nanos), record.content);
         let period: Arc<str> = Arc::from(record.period.as_str());
         let (_, _, plan_id) = self.period(plan, record.at());
         self.totals_mut(&record.account_id, &period, &plan_id, plan).1.add(
@@ -181,6 +185,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
     // Handles resolved once: the loop only sets them.
     let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
     let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
+    let (queued, rated) = (crate::telemetry::stage("shard_queue"), crate::telemetry::stage("rate"));
     let mut jobs_since_evict = 0u32;
     let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
         Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
@@ -215,7 +220,10 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 }
                 state.job_now = clock.now();
                 state.closed_before = state.job_now - close_grace;
+                let started = std::time::Instant::now();
+                queued.record(started.duration_since(job.queued_at).as_secs_f64());
                 let output = state.process(&ctx.load(), job);
+                rated.record(output.rated_at.duration_since(started).as_secs_f64());
                 queue_depth.set(rx.len() as f64);
                 window_ids.set(state.dedupe.len() as f64);
                 if out.send(CommitterMsg::Output(output)).is_err() {

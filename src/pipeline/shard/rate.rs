@@ -39,7 +39,8 @@ impl ShardState {
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
         let mut out = ShardOutput {
             ticket: job.ticket,
-            records: Vec::with_capacity(job.events.len() * 160),
+            rated_at: job.queued_at,
+            records: Vec::new(),
             record_count: 0,
             suspense: Vec::new(),
             duplicate: 0,
@@ -47,13 +48,17 @@ impl ShardState {
             totals: Vec::new(),
         };
         let mut touched = Touched::default();
+        // About 50 bytes a record in the compact layout: one allocation per job.
+        self.segment.begin(Vec::with_capacity(job.events.len() * 64));
         for r in job.rejected {
             reject(&mut out, r.index, r.rejected);
         }
         for e in job.events {
             self.rate_one(ctx, e, &mut out, &mut touched);
         }
+        out.records = self.segment.finish();
         self.count_charges();
+        out.rated_at = std::time::Instant::now();
         for (account, index) in touched.list {
             if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
                 out.totals.push(t.clone());
@@ -152,26 +157,22 @@ impl ShardState {
             Some((_, sum)) => *sum += charge,
             None => self.job_charges.push((plan.currency, charge)),
         }
-        codec::append_framed(
-            &mut out.records,
-            &RatedRecordRef {
-                fingerprint: e.fingerprint,
-                content: e.content,
-                event_id: &ev.event_id,
-                account_id: &ev.account_id,
-                meter: &ev.meter,
-                quantity: ev.quantity,
-                timestamp_unix_nanos: nanos,
-                attributes: &ev.attributes,
-                plan: &plan.id,
-                version,
-                period: &period,
-                period_usage_before: usage,
-                subscription_discount: discount,
-                rated_quantity,
-                charge,
-            },
-        );
+        self.segment.push(&RatedRecordRef {
+            content: e.content,
+            event_id: &ev.event_id,
+            account_id: &ev.account_id,
+            meter: &ev.meter,
+            quantity: ev.quantity,
+            timestamp_unix_nanos: nanos,
+            attributes: &ev.attributes,
+            plan: &plan.id,
+            version,
+            period: &period,
+            period_usage_before: usage,
+            subscription_discount: discount,
+            rated_quantity,
+            charge,
+        });
         out.record_count += 1;
     }
 

@@ -90,7 +90,7 @@ pub fn recover(
                     CodecError::Invalid("record names a plan missing from the catalogue"),
                 )
             })?;
-            states[k].apply(&record, plan);
+            states[k].apply(&record, key.fingerprint(&record.account_id, &record.event_id), plan);
         }
     }
     store.record_damage(&damage)?;
@@ -98,4 +98,92 @@ pub fn recover(
         s.evict(now, window_days);
     }
     Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::domain::record::RatedRecord;
+    use crate::domain::subscription::SubscriptionBook;
+    use crate::pipeline::dedupe::Seen;
+    use crate::store::Commit;
+    use crate::store::compact::SegmentWriter;
+
+    fn record(event_id: &str, charge: i64, at: DateTime<Utc>) -> RatedRecord {
+        RatedRecord {
+            content: 77,
+            event_id: event_id.into(),
+            account_id: "acme".into(),
+            meter: "api.requests".into(),
+            quantity: Decimal::from(10),
+            timestamp_unix_nanos: at.timestamp_nanos_opt().unwrap(),
+            attributes: Vec::new(),
+            plan: "saas-pro".into(),
+            version: 1,
+            period: "2026-11".into(),
+            period_usage_before: Decimal::ZERO,
+            subscription_discount: None,
+            rated_quantity: Decimal::from(10),
+            charge: Decimal::new(charge, 9),
+        }
+    }
+
+    /// A data dir written before the compact layout (`RTB1` blocks, fingerprints stored) and one
+    /// block written since (`RTB2`, fingerprints recomputed) recover into the same state: both
+    /// records in the totals, both ids claimed.
+    #[test]
+    fn blocks_of_both_layouts_recover_with_their_ids_claimed() {
+        let dir = std::env::temp_dir().join(format!("ratingd-recover-layouts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir).unwrap();
+        let key = store.key();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let old = record("e-old", 1_000, at);
+        let new = record("e-new", 2_500, at);
+        let mut v1 = Vec::new();
+        codec::append_framed_v1(&mut v1, key.fingerprint("acme", "e-old"), &old.as_ref());
+        let mut segment = SegmentWriter::default();
+        segment.begin(Vec::new());
+        segment.push(&new.as_ref());
+        for parts in [
+            vec![codec::seal_block_v1(1, &v1)],
+            codec::seal_segments([segment.finish().as_slice()]),
+        ] {
+            store
+                .commit(Commit {
+                    parts,
+                    accounts: vec!["acme".into()],
+                    ..Commit::default()
+                })
+                .unwrap();
+        }
+        let catalogue =
+            crate::domain::tariff_file::parse_catalogue(include_str!("../../../config/tariffs.toml")).unwrap();
+        let ctx = RatingContext {
+            catalogue,
+            subscriptions: SubscriptionBook::default(),
+        };
+        let states = recover(&store, &ctx, 1, 35, at + chrono::Duration::hours(1)).unwrap();
+        let totals: Vec<_> = states[0].all_totals().collect();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(totals[0].total_charge, Decimal::new(3_500, 9));
+        assert_eq!(totals[0].meters[0].events, 2);
+        for id in ["e-old", "e-new"] {
+            assert_eq!(
+                states[0].dedupe.check(key.fingerprint("acme", id), 77),
+                Seen::Duplicate,
+                "{id}"
+            );
+        }
+        assert_eq!(
+            states[0].dedupe.check(key.fingerprint("acme", "e-other"), 77),
+            Seen::New
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
