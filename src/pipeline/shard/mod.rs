@@ -49,7 +49,8 @@ pub struct ShardState {
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
     /// A checkpoint copy being taken between jobs.
     copying: Option<StateCopy>,
-    /// Encodes each job's records as one segment (its buffers reused from job to job).
+    /// Encodes each job's records as one segment (its dictionary and id buffers reused from job to
+    /// job; each job's output buffer is allocated once, sized for its events).
     segment: crate::store::compact::SegmentWriter,
 }
 

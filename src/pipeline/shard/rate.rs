@@ -39,6 +39,7 @@ impl ShardState {
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
         let mut out = ShardOutput {
             ticket: job.ticket,
+            // Set when the job is done (below).
             rated_at: job.queued_at,
             records: Vec::new(),
             record_count: 0,
@@ -58,12 +59,13 @@ impl ShardState {
         }
         out.records = self.segment.finish();
         self.count_charges();
-        out.rated_at = std::time::Instant::now();
         for (account, index) in touched.list {
             if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
                 out.totals.push(t.clone());
             }
         }
+        // The whole job, the copies of its changed totals included, is the rate stage.
+        out.rated_at = std::time::Instant::now();
         out
     }
 
