@@ -23,7 +23,7 @@ use crate::pipeline::{Clock, EventLimits, Pipeline, PipelineConfig, RatingContex
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
 use crate::security::guard::GuardLayer;
-use crate::store::{Alerts, Closes, Records, Store, StoreError, Subscriptions, Suspense, Versions};
+use crate::store::{Alerts, Closes, Records, Retention, Store, StoreError, Subscriptions, Suspense, Versions};
 use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
@@ -64,6 +64,8 @@ pub struct Running {
     /// The pipeline's time source (tests move it to reach a period's close).
     pub clock: SharedClock,
     pub admin: Arc<AdminCore>,
+    /// The committed view (tests look at what stays in memory).
+    pub committed: crate::pipeline::CommittedView,
     pub recovered_records: usize,
     /// The bearer tokens in force; [`Running::reload_tokens`] replaces them.
     tokens: Arc<ArcSwap<TokenBook>>,
@@ -124,6 +126,7 @@ struct Tables {
     closes: Closes,
     alerts: Alerts,
     versions: Versions,
+    retention: Retention,
 }
 
 /// Opens the data dir, puts the stored subscriptions in force over the configured ones, and
@@ -137,6 +140,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         closes: store.closes(),
         alerts: store.alerts(),
         versions: store.versions(),
+        retention: store.retention(),
     };
     // The file must not edit a version in force since an earlier start or reload.
     let edits = edited_in_force(&tables.versions.all()?, &config.catalogue, clock.now());
@@ -167,6 +171,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         },
         checkpoint_every_records: config.checkpoint_every_records,
         close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
+        retention_days: config.retention_days,
     };
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let pipeline = Pipeline::start(store, context, clock, plan_alerts, pipeline_config)?;
@@ -280,6 +285,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     );
     // The projection stops after the pipeline has drained, so its last flush holds every commit.
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    let pipeline_committed = committed.clone();
     // Closes recorded before: in force again, and announced if they were not yet.
     crate::export::close::restore(&pipeline, &tables.closes)?;
     metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).set(tables.suspense.count() as f64);
@@ -296,6 +302,11 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         tables.closes.clone(),
         chrono::Duration::hours(i64::from(config.period_close_grace_hours)),
         std::time::Duration::from_millis(config.redis.flush_interval_ms),
+        crate::export::retention::Sweeper::new(
+            tables.retention.clone(),
+            config.retention_days,
+            config.retention_export_dir.clone(),
+        ),
         shutdown_rx.clone(),
     ));
     let mut stop = shutdown_rx.clone();
@@ -347,6 +358,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         addr,
         clock,
         admin,
+        committed: pipeline_committed,
         recovered_records,
         tokens,
         shutdown: shutdown_tx,

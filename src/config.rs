@@ -54,6 +54,12 @@ pub struct Config {
     pub redis: RedisConfig,
     /// A billing period closes this many hours after its end: its totals become final.
     pub period_close_grace_hours: u32,
+    /// Records of closed periods that ended more than this many days ago are removed, with their
+    /// final totals, index and alerts, and suspense entries as old (0: kept forever).
+    pub retention_days: u32,
+    /// Where retention writes the records it removes (JSONL, fsynced before the delete); `None`:
+    /// not written anywhere.
+    pub retention_export_dir: Option<PathBuf>,
     pub tariffs_path: PathBuf,
     pub catalogue: Catalogue,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
@@ -176,6 +182,9 @@ struct RawConfig {
     shutdown_grace_seconds: u32,
     #[serde(default = "default_close_grace")]
     period_close_grace_hours: u32,
+    #[serde(default = "default_retention")]
+    retention_days: u32,
+    retention_export_dir: Option<PathBuf>,
     tariffs: PathBuf,
     default_plan: Option<String>,
     #[serde(default)]
@@ -259,6 +268,11 @@ fn default_close_grace() -> u32 {
     72
 }
 
+/// Thirteen months and a little more: a year of invoices and the disputes of the last one.
+fn default_retention() -> u32 {
+    400
+}
+
 impl Config {
     /// Reads and validates the configuration at `path` and the tariff file it names.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -334,6 +348,22 @@ impl Config {
         }
         if raw.period_close_grace_hours > 24 * 366 {
             errors.push("period_close_grace_hours: at most a year".to_string());
+        }
+        if raw.retention_days != 0 {
+            if raw.retention_days < raw.dedupe_window_days {
+                errors.push(format!(
+                    "retention_days: {} is shorter than dedupe_window_days ({}): a removed record's id \
+                     could still be resent and charged again",
+                    raw.retention_days, raw.dedupe_window_days
+                ));
+            }
+            if u64::from(raw.retention_days) * 24 < u64::from(raw.period_close_grace_hours) {
+                errors.push(format!(
+                    "retention_days: {} days is shorter than period_close_grace_hours ({} h): records \
+                     would be removed before their period closes",
+                    raw.retention_days, raw.period_close_grace_hours
+                ));
+            }
         }
         if raw.commit_max_events == 0 {
             errors.push("commit_max_events: must be at least 1".to_string());
@@ -425,6 +455,8 @@ impl Config {
             checkpoint_every_records: raw.checkpoint_every_records,
             shutdown_grace_seconds: raw.shutdown_grace_seconds,
             period_close_grace_hours: raw.period_close_grace_hours,
+            retention_days: raw.retention_days,
+            retention_export_dir: raw.retention_export_dir,
             redis: RedisConfig {
                 url: raw.redis.url,
                 prefix: raw.redis.prefix,

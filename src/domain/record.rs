@@ -61,6 +61,23 @@ pub struct RatedRecordRef<'a> {
 }
 
 impl RatedRecord {
+    /// The record as one line of `ratectl export --format jsonl` (and of the retention export):
+    /// the same fields, formatted as the Query API formats them.
+    pub fn export_json(&self) -> serde_json::Value {
+        let attributes: serde_json::Map<String, serde_json::Value> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        serde_json::json!({
+            "event_id": self.event_id, "account": self.account_id, "meter": self.meter,
+            "quantity": self.quantity.normalize().to_string(), "timestamp": self.at().to_rfc3339(),
+            "attributes": attributes, "plan": self.plan, "version": self.version, "period": self.period,
+            "rated_quantity": self.rated_quantity.normalize().to_string(), "charge": self.charge.to_string(),
+            "period_usage_before": self.period_usage_before.normalize().to_string(),
+        })
+    }
+
     /// The event time.
     pub fn at(&self) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp_nanos(self.timestamp_unix_nanos)

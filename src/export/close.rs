@@ -81,6 +81,7 @@ pub async fn run(
     closes: Closes,
     grace: chrono::Duration,
     interval: Duration,
+    mut retention: super::retention::Sweeper,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Holding the context keeps its address from being reused by a later one.
@@ -107,6 +108,11 @@ pub async fn run(
         if let Err(error) = close_due(&pipeline, &closes, grace).await {
             warn!(%error, "period close failed; will retry");
         }
+        // After the closes: a period is removed only once closed, retention_days after its end.
+        if let Err(error) = retention.sweep(&pipeline).await {
+            metrics::counter!(crate::telemetry::RETENTION_ERRORS).increment(1);
+            warn!(%error, "retention step failed; nothing of it was removed; will retry");
+        }
     }
 }
 
@@ -114,12 +120,9 @@ pub async fn run(
 pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Duration) -> Result<usize, String> {
     let cutoff = pipeline.clock().now() - grace;
     let context = pipeline.context().load();
-    let mut seen: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
-    for entry in pipeline.committed().totals.iter() {
-        for t in &entry.value().parts {
-            seen.insert((t.plan.clone(), t.period.clone()));
-        }
-    }
+    // The open periods with totals (an index the committer keeps): work per interval in
+    // proportion to the open periods, not to every totals.
+    let mut seen: BTreeSet<(Arc<str>, Arc<str>)> = pipeline.committed().open_periods().into_iter().collect();
     // A plan with fees or a minimum closes its last ended period when some subscription to it
     // covered part of it, even without usage: fees in arrears and true-ups are charged by that
     // close.
@@ -164,19 +167,23 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
     // Everything a shard accepted for these periods before the deadline is committed after this;
     // anything after it was checked against the deadline and rejected.
     pipeline.barrier().await.map_err(|e| e.to_string())?;
+    let committed = pipeline.committed();
     for (plan, period) in &due {
-        let mut finals: Vec<(PeriodTotals, bool)> = pipeline
-            .committed()
-            .totals
-            .iter()
-            .filter(|e| *e.key().1 == **period)
+        let mut finals: Vec<(PeriodTotals, bool)> = Vec::new();
+        for account in committed.open_accounts(plan, period) {
             // A damaged account's totals are unknown: not announced as final (docs/security.md).
-            .filter(|e| !pipeline.committed().damaged.contains_key(&e.key().0))
-            .filter_map(|e| {
-                let alone = e.value().parts.len() == 1;
-                e.value().part(plan).map(|t| (t.clone(), alone))
-            })
-            .collect();
+            if committed.damaged.contains_key(&account) {
+                continue;
+            }
+            // With the plans of the period closed before (on disk): the close id counts them all.
+            let totals = committed.get(&account, period).map_err(|e| e.to_string())?;
+            if let Some(t) = totals
+                .as_ref()
+                .and_then(|t| t.part(plan).map(|p| (p.clone(), t.parts.len() == 1)))
+            {
+                finals.push(t);
+            }
+        }
         finals.sort_by(|a, b| a.0.account.cmp(&b.0.account));
         let close = StoredClose {
             plan: plan.to_string(),
@@ -185,23 +192,20 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
             entries: finals.iter().map(|(t, alone)| announcement(t, *alone)).collect(),
         };
         let table = closes.clone();
-        tokio::task::spawn_blocking(move || table.put(&close))
+        let totals: Vec<PeriodTotals> = finals.iter().map(|(t, _)| t.clone()).collect();
+        tokio::task::spawn_blocking(move || table.put_with_finals(&close, &totals))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        pipeline
-            .committed()
+        committed
             .closed
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert((plan.clone(), period.clone()));
-        pipeline
-            .committed()
-            .mark_dirty(finals.iter().map(|(t, _)| (t.account.clone(), t.period.clone())));
-        pipeline
-            .committed()
-            .announcements_pending
-            .store(true, Ordering::Release);
+        committed.mark_dirty(finals.iter().map(|(t, _)| (t.account.clone(), t.period.clone())));
+        // Durable on disk: the totals leave memory (readers find them in `f/` from here on).
+        committed.forget_closed(plan, period);
+        committed.announcements_pending.store(true, Ordering::Release);
         metrics::counter!(crate::telemetry::PERIODS_CLOSED).increment(1);
         info!(%plan, %period, accounts = finals.len(), "billing period closed");
     }

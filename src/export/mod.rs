@@ -3,6 +3,7 @@
 //! the epoch they were read at, so a repeated or retried flush cannot double-count, and a Redis
 //! that was down or wiped converges to sled's totals by a full resync.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub mod close;
+pub mod retention;
 
 use crate::config::RedisConfig;
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
@@ -334,7 +336,15 @@ impl Exporter {
             self.in_sets.clear();
         }
         let targets: Vec<TotalsKey> = if all {
-            self.committed.totals.iter().map(|e| e.key().clone()).collect()
+            // Closed periods (within retention) are rewritten too, from their final totals on disk.
+            let mut keys: Vec<TotalsKey> = self.committed.totals.iter().map(|e| e.key().clone()).collect();
+            if let Some(finals) = &self.committed.finals {
+                let on_disk = finals.keys().map_err(store_failure)?;
+                keys.extend(on_disk.into_iter().map(|(a, p)| (Arc::from(a), Arc::from(p))));
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            keys
         } else {
             dirty.iter().cloned().collect()
         };
@@ -355,12 +365,13 @@ impl Exporter {
             pipe.atomic();
             let mut added = Vec::new();
             {
-                let closed_periods = self.committed.closed.read().unwrap_or_else(|e| e.into_inner());
+                // A copy (a handful of pairs): `Committed::get` takes the lock itself.
+                let closed_periods = self.committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
                 for key in chunk {
-                    let Some(t) = self.committed.totals.get(key).map(|t| t.clone()) else {
+                    let (account, period) = key;
+                    let Some(t) = self.committed.get(account, period).map_err(store_failure)? else {
                         continue;
                     };
-                    let (account, period) = key;
                     // A damaged account's totals are unknown: not projected (docs/security.md).
                     if self.committed.damaged.contains_key(account) {
                         continue;
@@ -396,6 +407,11 @@ impl Exporter {
         self.resync = false;
         Ok(targets.len())
     }
+}
+
+/// A failed read of sled during a flush: the flush fails and is retried (with a resync).
+fn store_failure(e: crate::store::StoreError) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "reading the data dir", e.to_string()))
 }
 
 /// The fields of an `<prefix>:alerts` stream entry (docs/redis.md): the members of the alert's

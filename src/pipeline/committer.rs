@@ -189,6 +189,7 @@ impl Committer {
     /// the batch parts are acknowledged.
     fn publish(&mut self, group: &mut Vec<ShardOutput>) {
         let mut changed = Vec::new();
+        let mut new = Vec::new();
         let context = self.alerts.context();
         for out in group.iter_mut() {
             for totals in out.totals.drain(..) {
@@ -196,10 +197,16 @@ impl Committer {
                 let mut entry = self.committed.totals.entry(key.clone()).or_default();
                 let before = entry.part(&totals.plan).map(|t| t.total_charge);
                 self.alerts.check(&context, before, &totals, &self.committed);
+                if before.is_none() {
+                    new.push((totals.account.clone(), totals.period.clone(), totals.plan.clone()));
+                }
                 entry.upsert(totals);
                 drop(entry);
                 changed.push(key);
             }
+        }
+        if !new.is_empty() {
+            self.committed.note_open(new);
         }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);
         if !changed.is_empty() {

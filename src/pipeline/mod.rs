@@ -33,7 +33,7 @@ use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::subscription::SubscriptionBook;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{Ack, EventOutcome, Rejected, UsageEvent};
-use crate::store::{Store, StoreError};
+use crate::store::{Finals, RetiredPeriod, Store, StoreError};
 
 pub use intake::{EventLimits, Pending};
 
@@ -69,6 +69,9 @@ pub type SharedClock = Arc<Clock>;
 /// An (account, period) key.
 pub type TotalsKey = (Arc<str>, Arc<str>);
 
+/// The accounts with totals in each open (plan, period).
+pub type OpenPeriods = ahash::AHashMap<(Arc<str>, Arc<str>), Vec<Arc<str>>>;
+
 /// What readers see: durable totals only, published by the committer after each fsync.
 #[derive(Default)]
 pub struct Committed {
@@ -87,6 +90,16 @@ pub struct Committed {
     /// Accounts whose stored records failed their check at start, with why (fixed after start):
     /// their totals are not served or projected, and their batches are refused.
     pub damaged: ahash::AHashMap<Arc<str>, Arc<str>>,
+    /// The final totals of closed periods, on disk: a closed period's totals leave `totals` (and
+    /// the shards) once its close is durable, and are read from here.
+    pub finals: Option<Finals>,
+    /// The accounts with totals in each open (plan, period): what a close finalizes, without a
+    /// scan of every totals.
+    pub open: Mutex<OpenPeriods>,
+    /// Grows with every close: shards drop the closed totals they still hold when it moves.
+    pub closed_generation: std::sync::atomic::AtomicU64,
+    /// Periods whose records retention removed (all or some): queries for them say so.
+    pub retired: std::sync::RwLock<Vec<RetiredPeriod>>,
 }
 
 impl Committed {
@@ -106,6 +119,110 @@ impl Committed {
         closed.contains(&(Arc::from(plan), Arc::from(period)))
     }
 
+    /// True when some plan's period labelled `period` is closed (its totals may be on disk only).
+    fn any_closed(&self, period: &str) -> bool {
+        let closed = self.closed.read().unwrap_or_else(|e| e.into_inner());
+        closed.iter().any(|(_, p)| &**p == period)
+    }
+
+    /// The retention marker of a period label, when retention removed records of it.
+    pub fn retired(&self, period: &str) -> Option<RetiredPeriod> {
+        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
+        retired.iter().find(|r| r.period == period).cloned()
+    }
+
+    /// The latest end of a period retention touched (records with an earlier event time may
+    /// have been removed) and the latest removal.
+    pub fn removed_before(&self) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
+        let end = retired.iter().map(|r| r.end).max()?;
+        let at = retired.iter().map(|r| r.removed_at).max()?;
+        Some((end, at))
+    }
+
+    /// An account's totals of a period: the open plans' from memory, the closed plans' from disk.
+    /// `None` when it has none.
+    pub fn get(&self, account: &str, period: &str) -> Result<Option<AccountPeriod>, StoreError> {
+        let key: TotalsKey = (Arc::from(account), Arc::from(period));
+        let in_memory = self.totals.get(&key).map(|t| t.clone());
+        let Some(finals) = self.finals.as_ref().filter(|_| self.any_closed(period)) else {
+            return Ok(in_memory);
+        };
+        let on_disk = finals.of(account, period)?;
+        if on_disk.is_empty() {
+            return Ok(in_memory);
+        }
+        Ok(Some(merge(on_disk, in_memory)))
+    }
+
+    /// Every account's totals of a period (memory and disk, as [`Committed::get`]), damaged
+    /// accounts left out.
+    pub fn of_period(&self, period: &str) -> Result<Vec<(Arc<str>, AccountPeriod)>, StoreError> {
+        let mut out: ahash::AHashMap<Arc<str>, AccountPeriod> = self
+            .totals
+            .iter()
+            .filter(|e| &*e.key().1 == period)
+            .map(|e| (e.key().0.clone(), e.value().clone()))
+            .collect();
+        if let Some(finals) = self.finals.as_ref().filter(|_| self.any_closed(period)) {
+            let mut by_account: ahash::AHashMap<Arc<str>, Vec<PeriodTotals>> = ahash::AHashMap::new();
+            for t in finals.of_period(period)? {
+                by_account.entry(t.account.clone()).or_default().push(t);
+            }
+            for (account, on_disk) in by_account {
+                let in_memory = out.remove(&account);
+                out.insert(account, merge(on_disk, in_memory));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(account, _)| !self.damaged.contains_key(account))
+            .collect())
+    }
+
+    /// Notes new (account, period, plan) totals in the index of open periods.
+    fn note_open(&self, new: impl IntoIterator<Item = (Arc<str>, Arc<str>, Arc<str>)>) {
+        let mut open = lock(&self.open);
+        for (account, period, plan) in new {
+            open.entry((plan, period)).or_default().push(account);
+        }
+    }
+
+    /// The open (plan, period) pairs that hold totals.
+    pub fn open_periods(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        lock(&self.open).keys().cloned().collect()
+    }
+
+    /// The accounts with totals in an open (plan, period).
+    pub fn open_accounts(&self, plan: &Arc<str>, period: &Arc<str>) -> Vec<Arc<str>> {
+        lock(&self.open)
+            .get(&(plan.clone(), period.clone()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// After a close is durable (its final totals on disk): its totals leave memory, here and in
+    /// the shards (which drop theirs when they see the generation move).
+    pub fn forget_closed(&self, plan: &Arc<str>, period: &Arc<str>) {
+        let accounts = lock(&self.open)
+            .remove(&(plan.clone(), period.clone()))
+            .unwrap_or_default();
+        for account in accounts {
+            let key = (account, period.clone());
+            let empty = match self.totals.get_mut(&key) {
+                Some(mut entry) => {
+                    entry.parts.retain(|p| p.plan != *plan);
+                    entry.parts.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                self.totals.remove_if(&key, |_, v| v.parts.is_empty());
+            }
+        }
+        self.closed_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Takes the changed keys (the Redis projection calls this once per flush).
     pub fn take_dirty(&self) -> ahash::AHashSet<TotalsKey> {
         std::mem::take(&mut *lock(&self.dirty))
@@ -115,6 +232,18 @@ impl Committed {
     pub fn mark_dirty(&self, keys: impl IntoIterator<Item = TotalsKey>) {
         lock(&self.dirty).extend(keys);
     }
+}
+
+/// The parts of an account-period: the closed plans' (from disk) first, then the open plans' not
+/// among them.
+fn merge(on_disk: Vec<PeriodTotals>, in_memory: Option<AccountPeriod>) -> AccountPeriod {
+    let mut merged = AccountPeriod { parts: on_disk };
+    for part in in_memory.map(|m| m.parts).unwrap_or_default() {
+        if merged.part(&part.plan).is_none() {
+            merged.parts.push(part);
+        }
+    }
+    merged
 }
 
 pub type CommittedView = Arc<Committed>;
@@ -336,6 +465,8 @@ pub struct PipelineConfig {
     pub checkpoint_every_records: u64,
     /// A period closes this long after its end.
     pub close_grace_seconds: i64,
+    /// Records of closed periods that ended this many days ago are removed (0: kept forever).
+    pub retention_days: u32,
 }
 
 /// Spend-alert thresholds per plan id (from the config); subscriptions add their own.
@@ -351,7 +482,7 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<Pipeline, StartError> {
         let key = store.key();
-        let states = shard::recover(
+        let mut states = shard::recover(
             &store,
             &context.load(),
             config.shards,
@@ -363,13 +494,46 @@ impl Pipeline {
             .into_iter()
             .map(|(account, why)| (Arc::from(account), Arc::from(why)))
             .collect();
+        let retired = store.retention().retired()?;
+        let closes: ahash::AHashSet<(Arc<str>, Arc<str>)> = store
+            .closes()
+            .pairs()?
+            .into_iter()
+            .map(|(plan, period)| (Arc::from(plan), Arc::from(period)))
+            .collect();
+        let finals = store.finals();
+        if !finals.complete()? {
+            // Closes of an earlier release kept their totals in memory only: write them out once
+            // (they are complete, that release never dropped them), then drop them like any other.
+            let missing: Vec<PeriodTotals> = states
+                .iter()
+                .flat_map(|s| s.all_totals())
+                .filter(|t| closes.contains(&(t.plan.clone(), t.period.clone())))
+                .collect();
+            finals.write_missing(&missing)?;
+        }
+        // Closed and retired periods are not kept in memory (their replayed totals may be partial).
+        let mut closed = closes;
+        closed.extend(
+            retired
+                .iter()
+                .map(|r| (Arc::from(r.plan.as_str()), Arc::from(r.period.as_str()))),
+        );
+        for state in &mut states {
+            state.forget(&closed);
+        }
         let committed: CommittedView = Arc::new(Committed {
             damaged,
+            finals: Some(finals),
+            closed: std::sync::RwLock::new(closed),
+            retired: std::sync::RwLock::new(retired),
             ..Committed::default()
         });
         committed.epoch.store(store.next_seq(), Ordering::Release);
+        let mut new = Vec::new();
         for state in &states {
             for totals in state.all_totals() {
+                new.push((totals.account.clone(), totals.period.clone(), totals.plan.clone()));
                 committed
                     .totals
                     .entry((totals.account.clone(), totals.period.clone()))
@@ -377,6 +541,7 @@ impl Pipeline {
                     .upsert(totals);
             }
         }
+        committed.note_open(new);
         let failed = Arc::new(AtomicBool::new(false));
         // Bound: each admitted batch puts at most one job on each shard queue and one output on the
         // committer queue, and admission caps batches in flight, so these never fill.
@@ -396,6 +561,7 @@ impl Pipeline {
                 clock: clock.clone(),
                 close_grace: chrono::Duration::seconds(config.close_grace_seconds),
                 window_days: config.dedupe_window_days,
+                committed: committed.clone(),
             };
             threads.push(
                 std::thread::Builder::new()

@@ -145,27 +145,36 @@ impl QueryService {
     fn totals(&self, account: &str, period: &str) -> Result<AccountPeriod, ApiError> {
         let committed = self.pipeline.committed();
         committed.check_damage(account)?;
-        let key: (Arc<str>, Arc<str>) = (Arc::from(account), Arc::from(period));
-        committed
-            .totals
-            .get(&key)
-            .map(|t| t.clone())
-            .ok_or_else(|| ApiError::NoTotals {
+        match committed.get(account, period)? {
+            Some(t) => Ok(t),
+            None => Err(self.retired(period).unwrap_or_else(|| ApiError::NoTotals {
                 account: account.to_string(),
                 period: period.to_string(),
-            })
+            })),
+        }
     }
 
-    /// Every committed account-period of one period (damaged accounts left out), with its account.
-    fn of_period(&self, period: &str) -> Vec<(Arc<str>, AccountPeriod)> {
-        let committed = self.pipeline.committed();
-        committed
-            .totals
-            .iter()
-            .filter(|e| &*e.key().1 == period)
-            .filter(|e| !committed.damaged.contains_key(&e.key().0))
-            .map(|e| (e.key().0.clone(), e.value().clone()))
-            .collect()
+    /// NOT_FOUND naming the retention, when retention removed records of the period `period`.
+    fn retired(&self, period: &str) -> Option<ApiError> {
+        let r = self.pipeline.committed().retired(period)?;
+        Some(ApiError::Retired {
+            what: format!(
+                "period {period:?} (plan {:?}) is past retention: its totals and records were removed",
+                r.plan
+            ),
+            days: self.pipeline.config().retention_days,
+            removed_at: r.removed_at.to_rfc3339(),
+        })
+    }
+
+    /// Every account-period of one period (damaged accounts left out), with its account; the
+    /// closed plans' totals read from disk.
+    fn of_period(&self, period: &str) -> Result<Vec<(Arc<str>, AccountPeriod)>, ApiError> {
+        let found = self.pipeline.committed().of_period(period)?;
+        match self.retired(period) {
+            Some(error) if found.is_empty() => Err(error),
+            _ => Ok(found),
+        }
     }
 
     /// One plan's part of an account-period as it is shown: its period bounds (while the plan is
@@ -199,6 +208,23 @@ impl QueryService {
         }
         let from = optional_instant("from", &req.from)?.unwrap_or(i64::MIN);
         let to = optional_instant("to", &req.to)?.unwrap_or(i64::MAX);
+        // Retention may have removed records before this instant: a range wholly before it is
+        // NOT_FOUND naming the retention; one that begins before it says so in the answer.
+        let removed = self.pipeline.committed().removed_before();
+        let removed_before = removed.map(|(before, at)| (before.timestamp_nanos_opt().unwrap_or(i64::MAX), before, at));
+        if let Some((before, end, at)) = removed_before
+            && to <= before
+        {
+            return Err(ApiError::Retired {
+                what: format!(
+                    "records of {:?} before {} may have been removed by retention",
+                    req.account_id,
+                    end.to_rfc3339()
+                ),
+                days: self.pipeline.config().retention_days,
+                removed_at: at.to_rfc3339(),
+            });
+        }
         let size = page_size(req.page_size);
         // The token is the position (block, index) of the last record returned.
         let after = if req.page_token.is_empty() {
@@ -235,6 +261,10 @@ impl QueryService {
         Ok(proto::ListRatedRecordsResponse {
             records: page.iter().map(|(_, _, r)| record_to_proto(r)).collect(),
             next_page_token,
+            removed_before: match removed_before {
+                Some((before, end, _)) if from < before => end.to_rfc3339(),
+                _ => String::new(),
+            },
         })
     }
 
@@ -421,9 +451,22 @@ impl QueryService {
                 second: second.account_id.clone(),
             });
         }
-        let record = found.into_iter().next().ok_or_else(|| ApiError::NoRecord {
-            event_id: req.event_id.clone(),
-            account: req.account_id.clone(),
+        let record = found.into_iter().next().ok_or_else(|| {
+            let missing = ApiError::NoRecord {
+                event_id: req.event_id.clone(),
+                account: req.account_id.clone(),
+            };
+            match self.pipeline.committed().removed_before() {
+                Some((before, at)) => ApiError::Retired {
+                    what: format!(
+                        "{missing}; records of periods that ended before {} may have been removed by retention",
+                        before.to_rfc3339()
+                    ),
+                    days: self.pipeline.config().retention_days,
+                    removed_at: at.to_rfc3339(),
+                },
+                None => missing,
+            }
         })?;
         self.pipeline.committed().check_damage(&record.account_id)?;
         if record.meter.starts_with('@') {
@@ -520,7 +563,7 @@ impl QueryService {
         };
         let size = page_size(req.page_size);
         let mut accounts: Vec<String> = self
-            .of_period(&req.period)
+            .of_period(&req.period)?
             .into_iter()
             .map(|(account, _)| account.to_string())
             .filter(|a| after.as_ref().is_none_or(|after| a > after))
@@ -550,7 +593,7 @@ impl QueryService {
         }
         // One row per account and currency: charges in different currencies do not compare.
         let mut rows: Vec<(Arc<str>, CurrencyTotal)> = self
-            .of_period(&req.period)
+            .of_period(&req.period)?
             .into_iter()
             .filter(|(account, _)| caller.as_ref().is_none_or(|c| c.may_touch(account)))
             .flat_map(|(account, t)| t.by_currency().into_iter().map(move |c| (account.clone(), c)))
@@ -631,8 +674,7 @@ impl QueryService {
                 None if !req.account_id.is_empty() => self
                     .pipeline
                     .committed()
-                    .totals
-                    .get(&(Arc::from(req.account_id.as_str()), Arc::from(period.label.as_str())))
+                    .get(&req.account_id, &period.label)?
                     .and_then(|t| t.part(&plan_id).map(|p| p.usage(&event.meter)))
                     .unwrap_or(Decimal::ZERO),
                 None => Decimal::ZERO,

@@ -12,7 +12,9 @@
 
 use rust_decimal::Decimal;
 
+use crate::domain::aggregate::{MeterTotals, PeriodTotals};
 use crate::domain::alert::SpendAlert;
+use crate::domain::money::{InvoiceRounding, RoundingMode};
 use crate::domain::record::{RatedRecord, RatedRecordRef};
 use crate::domain::subscription::Subscription;
 use crate::domain::usage::{RawEvent, RejectReason, Rejected};
@@ -345,6 +347,76 @@ pub fn decode_close(bytes: &[u8]) -> Result<StoredClose, CodecError> {
     })
 }
 
+/// One plan's final totals of a closed period (`f/` entries): account, period, plan, currency,
+/// invoice rounding, then each meter's sums. Self-contained: read without the catalogue.
+pub fn encode_totals(t: &PeriodTotals) -> Vec<u8> {
+    let mut value = Vec::with_capacity(64 + t.meters.len() * 72);
+    let mut w = Writer(&mut value);
+    w.str(&t.account);
+    w.str(&t.period);
+    w.str(&t.plan);
+    w.str(t.currency.as_str());
+    w.u32(t.rounding.places);
+    w.str(t.rounding.mode.as_str());
+    encode_meters(&mut w, &t.meters);
+    value
+}
+
+/// A totals' meters (count, then each meter's sums): the part final totals and checkpoints share.
+pub fn encode_meters(w: &mut Writer<'_>, meters: &[MeterTotals]) {
+    w.u32(meters.len() as u32);
+    for m in meters {
+        w.str(&m.meter);
+        w.decimal(m.quantity);
+        w.decimal(m.rated_quantity);
+        w.decimal(m.charge);
+        w.u64(m.events);
+    }
+}
+
+/// Reads what [`encode_meters`] wrote into `t`, adding each meter's charge to its total.
+pub fn decode_meters(r: &mut Reader<'_>, t: &mut PeriodTotals) -> Result<(), CodecError> {
+    for _ in 0..r.u32()? {
+        let meter = r.str()?;
+        let (quantity, rated_quantity, charge, events) = (r.decimal()?, r.decimal()?, r.decimal()?, r.u64()?);
+        t.total_charge += charge;
+        t.meters.push(MeterTotals {
+            meter: meter.into(),
+            quantity,
+            rated_quantity,
+            charge,
+            events,
+        });
+    }
+    Ok(())
+}
+
+pub fn decode_totals(bytes: &[u8]) -> Result<PeriodTotals, CodecError> {
+    let mut r = Reader::new(bytes);
+    let (account, period, plan) = (r.str()?, r.str()?, r.str()?);
+    let currency = r.str()?.parse().map_err(|_| CodecError::Invalid("currency"))?;
+    let places = r.u32()?;
+    let mode = match r.str()?.as_str() {
+        "half-up" => RoundingMode::HalfUp,
+        "half-even" => RoundingMode::HalfEven,
+        "up" => RoundingMode::Up,
+        "down" => RoundingMode::Down,
+        _ => return Err(CodecError::Invalid("rounding mode")),
+    };
+    let mut t = PeriodTotals::new(
+        account.into(),
+        period.into(),
+        plan.into(),
+        currency,
+        InvoiceRounding { places, mode },
+    );
+    decode_meters(&mut r, &mut t)?;
+    if !r.is_empty() {
+        return Err(CodecError::Invalid("trailing bytes"));
+    }
+    Ok(t)
+}
+
 /// An alert: the announced flag, then the alert as a JSON object (the layout of data dirs from
 /// before the domain type: the same object the Redis stream entry is made of).
 pub fn encode_alert(stored: &StoredAlert) -> Vec<u8> {
@@ -540,6 +612,35 @@ pub fn records(payload: Payload<'_>) -> Box<dyn Iterator<Item = Result<RatedReco
 
 #[cfg(test)]
 mod tests {
+    /// Final totals read back field for field, the scale of every decimal kept, and the total
+    /// recomputed from the meters.
+    #[test]
+    fn final_totals_round_trip() {
+        use crate::domain::money::{InvoiceRounding, RoundingMode};
+        let mut t = PeriodTotals::new(
+            "acme".into(),
+            "2026-11".into(),
+            "telecom-standard".into(),
+            "JPY".parse().unwrap(),
+            InvoiceRounding {
+                places: 0,
+                mode: RoundingMode::HalfEven,
+            },
+        );
+        t.add(
+            "voice.minutes",
+            "90.50".parse().unwrap(),
+            "91".parse().unwrap(),
+            "1.234567890".parse().unwrap(),
+        );
+        t.add("sms", Decimal::ONE, Decimal::ONE, "0.100000000".parse().unwrap());
+        let back = decode_totals(&encode_totals(&t)).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.meters[0].quantity.to_string(), "90.50");
+        let bytes = encode_totals(&t);
+        assert!(decode_totals(&bytes[..bytes.len() - 1]).is_err());
+    }
+
     use super::*;
 
     fn record() -> RatedRecord {

@@ -14,7 +14,11 @@
 //! - `u/<account>\xFF<from>`: subscriptions stored through the Admin API;
 //! - `k/<plan>\xFF<period>`: a closed billing period and its announcement;
 //! - `a/<account>|<period>|<threshold>`: a spend alert raised;
-//! - `d/<account>`: an account whose records failed their checksum at start, with the reason.
+//! - `d/<account>`: an account whose records failed their checksum at start, with the reason;
+//! - `f/<period>\xFF<account>\xFF<plan>`: the final totals of a closed period, written with its
+//!   close (queries read closed periods from here; they are not kept in memory);
+//! - `m/finals`: set once every close has its `f/` entries;
+//! - `r/<plan>\xFF<period>`: a period whose records retention removed ([`retention`]).
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
@@ -25,6 +29,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod codec;
 pub mod compact;
+pub mod retention;
 pub mod tables;
 
 use std::path::Path;
@@ -32,7 +37,8 @@ use std::path::Path;
 use crate::domain::keyed::HashKey;
 
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
-pub use tables::{Alerts, Closes, StoredAlert, StoredClose, Subscriptions, Suspense, SuspenseId, Versions};
+pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
+pub use tables::{Alerts, Closes, Finals, StoredAlert, StoredClose, Subscriptions, Suspense, SuspenseId, Versions};
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +225,14 @@ impl Store {
 
     pub fn versions(&self) -> Versions {
         Versions(self.db.clone())
+    }
+
+    pub fn finals(&self) -> Finals {
+        Finals(self.db.clone())
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention(self.db.clone())
     }
 }
 

@@ -5,6 +5,7 @@
 //! write is durable (fsync) before it returns.
 
 use super::{Db, SUSPENSE_PREFIX, StoreError, codec};
+use crate::domain::aggregate::PeriodTotals;
 use crate::domain::alert::SpendAlert;
 use crate::domain::hex::hex;
 use crate::domain::subscription::Subscription;
@@ -13,9 +14,12 @@ use crate::domain::tariff_file::content::KnownVersion;
 use crate::domain::usage::{RejectReason, Rejected};
 
 const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
-const CLOSE_PREFIX: &[u8] = b"k/";
-const ALERT_PREFIX: &[u8] = b"a/";
+pub(super) const CLOSE_PREFIX: &[u8] = b"k/";
+pub(super) const ALERT_PREFIX: &[u8] = b"a/";
 const VERSION_PREFIX: &[u8] = b"t/";
+pub(super) const FINAL_PREFIX: &[u8] = b"f/";
+/// Set once every close has its `f/` entries (closes written by earlier releases have none).
+const FINALS_WRITTEN_KEY: &[u8] = b"m/finals";
 
 /// Subscriptions stored through the Admin API (`u/<account>\xFF<from>` for base plans, with the
 /// plan id appended for add-ons, which may start at the same instant as the base subscription).
@@ -148,7 +152,7 @@ pub struct StoredClose {
 #[derive(Clone)]
 pub struct Closes(pub(super) Db);
 
-fn close_key(plan: &str, period: &str) -> Vec<u8> {
+pub(super) fn close_key(plan: &str, period: &str) -> Vec<u8> {
     let mut k = CLOSE_PREFIX.to_vec();
     k.extend_from_slice(plan.as_bytes());
     k.push(0xFF);
@@ -166,6 +170,39 @@ impl Closes {
         Ok(())
     }
 
+    /// Records a close and its final totals in one atomic batch, durably (fsync): the totals
+    /// then leave memory, and queries read them from `f/`.
+    pub fn put_with_finals(&self, close: &StoredClose, finals: &[PeriodTotals]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(close_key(&close.plan, &close.period), codec::encode_close(close));
+        for t in finals {
+            batch.insert(final_key(&t.period, &t.account, &t.plan), codec::encode_totals(t));
+        }
+        self.0.db.apply_batch(batch)?;
+        self.0.db.flush()?;
+        Ok(())
+    }
+
+    /// The (plan, period) of every stored close, from the keys alone.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.0.db.scan_prefix(CLOSE_PREFIX).keys() {
+            let k = k?;
+            let rest = &k[CLOSE_PREFIX.len()..];
+            let Some(split) = rest.iter().position(|&b| b == 0xFF) else {
+                return Err(self.0.corrupt(
+                    format!("k/{}", String::from_utf8_lossy(rest)),
+                    codec::CodecError::Invalid("close key"),
+                ));
+            };
+            out.push((
+                String::from_utf8_lossy(&rest[..split]).into_owned(),
+                String::from_utf8_lossy(&rest[split + 1..]).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Every stored close.
     pub fn all(&self) -> Result<Vec<StoredClose>, StoreError> {
         let mut out = Vec::new();
@@ -175,6 +212,89 @@ impl Closes {
             out.push(codec::decode_close(&v).map_err(|e| self.0.corrupt(key(), e))?);
         }
         Ok(out)
+    }
+}
+
+/// `f/<period>\xFF<account>\xFF<plan>`: one account's final totals of a closed (plan, period).
+pub(super) fn final_key(period: &str, account: &str, plan: &str) -> Vec<u8> {
+    let mut k = final_prefix(period, Some(account));
+    k.extend_from_slice(plan.as_bytes());
+    k
+}
+
+/// The prefix of a period's final totals, or of one account's in it.
+pub(super) fn final_prefix(period: &str, account: Option<&str>) -> Vec<u8> {
+    let mut k = FINAL_PREFIX.to_vec();
+    k.extend_from_slice(period.as_bytes());
+    k.push(0xFF);
+    if let Some(account) = account {
+        k.extend_from_slice(account.as_bytes());
+        k.push(0xFF);
+    }
+    k
+}
+
+/// The final totals of closed periods (`f/`), written with their close: what queries read once a
+/// closed period's totals have left memory. Removed with the period's records by retention.
+#[derive(Clone)]
+pub struct Finals(pub(super) Db);
+
+impl Finals {
+    fn scan(&self, prefix: Vec<u8>) -> Result<Vec<PeriodTotals>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let t = codec::decode_totals(&v)
+                .map_err(|e| self.0.corrupt(format!("f/{}", String::from_utf8_lossy(&k[2..])), e))?;
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// One account's final totals of a period (one per closed plan).
+    pub fn of(&self, account: &str, period: &str) -> Result<Vec<PeriodTotals>, StoreError> {
+        self.scan(final_prefix(period, Some(account)))
+    }
+
+    /// Every account's final totals of a period.
+    pub fn of_period(&self, period: &str) -> Result<Vec<PeriodTotals>, StoreError> {
+        self.scan(final_prefix(period, None))
+    }
+
+    /// The (account, period) of every final totals (a key scan: the projection's full resync).
+    pub fn keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.0.db.scan_prefix(FINAL_PREFIX).keys() {
+            let k = k?;
+            let mut fields = k[FINAL_PREFIX.len()..].split(|&b| b == 0xFF);
+            if let (Some(period), Some(account)) = (fields.next(), fields.next()) {
+                out.push((
+                    String::from_utf8_lossy(account).into_owned(),
+                    String::from_utf8_lossy(period).into_owned(),
+                ));
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// True once every close has its final totals (see [`Finals::write_missing`]).
+    pub fn complete(&self) -> Result<bool, StoreError> {
+        Ok(self.0.db.get(FINALS_WRITTEN_KEY)?.is_some())
+    }
+
+    /// Writes the final totals of the closes an earlier release recorded without them (its
+    /// recovered totals are complete: it never let a closed period leave memory), and marks the
+    /// data dir done, in one batch.
+    pub fn write_missing(&self, totals: &[PeriodTotals]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for t in totals {
+            batch.insert(final_key(&t.period, &t.account, &t.plan), codec::encode_totals(t));
+        }
+        batch.insert(FINALS_WRITTEN_KEY, &[1u8][..]);
+        self.0.db.apply_batch(batch)?;
+        self.0.db.flush()?;
+        Ok(())
     }
 }
 

@@ -19,6 +19,10 @@ pub const EVENTS_DUPLICATE: &str = "ratingd_events_duplicate_total";
 pub const EVENTS_REJECTED: &str = "ratingd_events_rejected_total";
 pub const REDIS_FLUSH_ERRORS: &str = "ratingd_redis_flush_errors_total";
 pub const PERIODS_CLOSED: &str = "ratingd_periods_closed_total";
+/// Rated records removed by retention (closed periods older than `retention_days`).
+pub const RETENTION_REMOVED: &str = "ratingd_retention_removed_records_total";
+/// Retention steps that failed (export or removal) and removed nothing; retried next interval.
+pub const RETENTION_ERRORS: &str = "ratingd_retention_errors_total";
 pub const ALERTS: &str = "ratingd_alerts_total";
 pub const BATCH_ACK_DURATION: &str = "ratingd_batch_ack_duration_seconds";
 pub const SHARD_QUEUE_DEPTH: &str = "ratingd_shard_queue_depth";
@@ -56,13 +60,15 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 24] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
     REDIS_FLUSH_ERRORS,
     PERIODS_CLOSED,
+    RETENTION_REMOVED,
+    RETENTION_ERRORS,
     ALERTS,
     BATCH_ACK_DURATION,
     SHARD_QUEUE_DEPTH,
@@ -106,6 +112,14 @@ fn describe() {
         "Flushes of the Redis projection that failed (Redis unreachable or erroring)."
     );
     describe_counter!(PERIODS_CLOSED, "Billing periods (plan, period) closed.");
+    describe_counter!(
+        RETENTION_ERRORS,
+        "Retention steps that failed (the export or the removal) and removed nothing; retried."
+    );
+    describe_counter!(
+        RETENTION_REMOVED,
+        "Rated records removed by retention (closed periods that ended more than retention_days ago)."
+    );
     describe_counter!(ALERTS, "Spend alerts raised.");
     describe_histogram!(
         BATCH_ACK_DURATION,

@@ -147,6 +147,15 @@ pub enum ApiError {
     },
     #[error("no rated record {event_id:?} for account {account:?}")]
     NoRecord { event_id: String, account: String },
+    /// Retention removed what was asked for: `what` names it, with the retention and the date.
+    #[error(
+        "{what} (retention_days = {days}, removed on {removed_at}; the retention export holds them when one is configured)"
+    )]
+    Retired {
+        what: String,
+        days: u32,
+        removed_at: String,
+    },
     #[error("account {0:?} has no subscription")]
     NoSubscription(String),
     #[error("no suspense entry {0}")]
@@ -223,6 +232,7 @@ impl ApiError {
             ApiError::NoTotals { .. }
             | ApiError::NoMeterUsage { .. }
             | ApiError::NoRecord { .. }
+            | ApiError::Retired { .. }
             | ApiError::NoSubscription(_)
             | ApiError::NoSuspenseEntry(_) => Code::NotFound,
             ApiError::PlanGone(_) | ApiError::Rerate(_) => Code::FailedPrecondition,

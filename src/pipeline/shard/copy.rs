@@ -7,7 +7,7 @@ use super::ShardState;
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::RatingContext;
 use crate::pipeline::dedupe::{DedupeCopy, DedupeEntries, DedupeWindow};
-use crate::store::codec::{CodecError, Reader, Writer};
+use crate::store::codec::{self, CodecError, Reader, Writer};
 
 /// A checkpoint copy of a shard's state, taken a little at a time between jobs so no job waits
 /// for all of it: the totals exactly as they were when the copy began (an account's totals are
@@ -99,18 +99,7 @@ impl ShardState {
                 plan.currency,
                 plan.rounding,
             );
-            for _ in 0..r.u32()? {
-                let meter = r.str()?;
-                let (quantity, rated, charge, events) = (r.decimal()?, r.decimal()?, r.decimal()?, r.u64()?);
-                totals.total_charge += charge;
-                totals.meters.push(crate::domain::aggregate::MeterTotals {
-                    meter: Arc::from(meter),
-                    quantity,
-                    rated_quantity: rated,
-                    charge,
-                    events,
-                });
-            }
+            codec::decode_meters(&mut r, &mut totals)?;
             state.accounts.entry(account).or_default().push(totals);
         }
         if !r.is_empty() {
@@ -137,14 +126,7 @@ impl ShardSnapshot {
             w.str(&t.account);
             w.str(&t.period);
             w.str(&t.plan);
-            w.u32(t.meters.len() as u32);
-            for m in &t.meters {
-                w.str(&m.meter);
-                w.decimal(m.quantity);
-                w.decimal(m.rated_quantity);
-                w.decimal(m.charge);
-                w.u64(m.events);
-            }
+            codec::encode_meters(&mut w, &t.meters);
         }
         out
     }

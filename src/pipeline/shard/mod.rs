@@ -151,6 +151,19 @@ impl ShardState {
         );
     }
 
+    /// Drops the totals of closed periods: their final totals are on disk (`f/`), and no event may
+    /// change them any more.
+    pub(crate) fn forget(&mut self, closed: &ahash::AHashSet<(Arc<str>, Arc<str>)>) {
+        if closed.is_empty() {
+            return;
+        }
+        self.accounts.retain(|_, list| {
+            list.retain(|t| !closed.contains(&(t.plan.clone(), t.period.clone())));
+            !list.is_empty()
+        });
+        self.accounts.shrink_to_fit();
+    }
+
     /// Forgets ids whose events are older than the window: a resend of them is TOO_OLD anyway.
     fn evict(&mut self, now: DateTime<Utc>, window_days: u32) {
         let today = day_of(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
@@ -172,6 +185,8 @@ pub struct ShardEnv {
     /// A period closes this long after its end.
     pub close_grace: chrono::Duration,
     pub window_days: u32,
+    /// The committed view: its closed periods (and their generation) tell which totals to drop.
+    pub committed: super::CommittedView,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
@@ -182,12 +197,13 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
         clock,
         close_grace,
         window_days,
+        committed,
     } = env;
+    let mut closed_generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
     // Handles resolved once: the loop only sets them.
     let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
     let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
     let (queued, rated) = (crate::telemetry::stage("shard_queue"), crate::telemetry::stage("rate"));
-    let mut jobs_since_evict = 0u32;
     let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
         Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
         None => true,
@@ -213,13 +229,16 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
         };
         match msg {
             ShardMsg::Job(job) => {
-                // Bound: check the clock for expiry every 1,024 jobs, not per event.
-                jobs_since_evict += 1;
-                if jobs_since_evict >= 1024 {
-                    jobs_since_evict = 0;
-                    state.evict(clock.now(), window_days);
+                // A close since the last job: its totals leave this shard too (one atomic load a job).
+                let generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
+                if generation != closed_generation {
+                    closed_generation = generation;
+                    let closed = committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
+                    state.forget(&closed);
                 }
                 state.job_now = clock.now();
+                // Once a day (a comparison per job otherwise): ids older than the window go.
+                state.evict(state.job_now, window_days);
                 state.closed_before = state.job_now - close_grace;
                 let started = std::time::Instant::now();
                 queued.record(started.duration_since(job.queued_at).as_secs_f64());
