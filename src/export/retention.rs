@@ -15,8 +15,10 @@ use tracing::{info, warn};
 use crate::pipeline::Pipeline;
 use crate::store::{Removal, Retention, StoredCommit};
 
-/// Commits looked at per step: bounds one step's memory (a busy daemon's commit is a few MiB).
+/// Commits looked at per step, and records (a commit is not begun past this many): bound one
+/// step's memory to a few tens of MiB of decoded records.
 const COMMITS_PER_STEP: usize = 64;
+const RECORDS_PER_STEP: usize = 100_000;
 
 pub struct Sweeper {
     table: Retention,
@@ -58,14 +60,15 @@ impl Sweeper {
         let mut removed = 0;
         loop {
             let (table, from) = (self.table.clone(), self.from_seq);
-            let commits = tokio::task::spawn_blocking(move || table.front(from, COMMITS_PER_STEP))
+            let commits = tokio::task::spawn_blocking(move || table.front(from, COMMITS_PER_STEP, RECORDS_PER_STEP))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             let mut due: Vec<StoredCommit> = Vec::new();
             let mut periods: Vec<(String, String, DateTime<Utc>)> = Vec::new();
             let mut idle_until = None;
-            let full = commits.len() == COMMITS_PER_STEP;
+            let records: usize = commits.iter().map(|c| c.records.len()).sum();
+            let full = commits.len() == COMMITS_PER_STEP || records >= RECORDS_PER_STEP;
             for commit in commits {
                 match self.verdict(pipeline, &commit, now) {
                     Verdict::Due(of_commit) => {

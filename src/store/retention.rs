@@ -62,15 +62,18 @@ fn nanos(t: DateTime<Utc>) -> i64 {
 }
 
 impl Retention {
-    /// Up to `max` commits with a seq at or after `from`, oldest first, checksums verified.
-    pub fn front(&self, from: u64, max: usize) -> Result<Vec<StoredCommit>, StoreError> {
+    /// The commits with a seq at or after `from`, oldest first, checksums verified: up to
+    /// `max_commits`, and no commit begun once `max_records` records are read (a busy daemon's
+    /// commit holds up to `commit_max_events` records: this bounds one step's memory).
+    pub fn front(&self, from: u64, max_commits: usize, max_records: usize) -> Result<Vec<StoredCommit>, StoreError> {
         let db = &self.0;
         let mut out: Vec<StoredCommit> = Vec::new();
+        let mut records = 0;
         for item in db.db.range(key(BLOCK_PREFIX, from)..key(BLOCK_PREFIX, u64::MAX)) {
             let (k, v) = item?;
             let seq = parse_seq(&k).unwrap_or(u64::MAX);
             if out.last().is_none_or(|c| c.seq != seq) {
-                if out.len() == max {
+                if out.len() == max_commits || records >= max_records {
                     break;
                 }
                 out.push(StoredCommit {
@@ -85,6 +88,7 @@ impl Retention {
             commit.bytes += v.len();
             for record in codec::records(payload) {
                 commit.records.push(record.map_err(corrupt)?);
+                records += 1;
             }
         }
         Ok(out)
@@ -286,7 +290,7 @@ mod tests {
             store.closes().put_with_finals(&close, &[t]).unwrap();
         }
         let table = store.retention();
-        let front = table.front(0, 1).unwrap();
+        let front = table.front(0, 1, usize::MAX).unwrap();
         assert_eq!(front.len(), 1);
         assert_eq!(front[0].seq, 0);
         assert_eq!(front[0].records[0].event_id, "e-old");
@@ -308,7 +312,12 @@ mod tests {
                 alerts: 0
             }
         );
-        let left = table.front(0, 10).unwrap();
+        let left = table.front(0, 10, usize::MAX).unwrap();
+        assert_eq!(
+            table.front(0, 10, 1).unwrap().len(),
+            1,
+            "no second commit begun past the record bound"
+        );
         assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1]);
         assert!(store.block_accounts(0).is_err(), "the index entry went with the block");
         assert_eq!(store.block_accounts(1).unwrap(), vec!["acme".to_string()]);
