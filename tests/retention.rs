@@ -401,17 +401,7 @@ async fn closes_of_an_earlier_release_get_their_final_totals_at_the_first_start(
     let t = get_totals(&d.target, "saas-4", &label).await.unwrap();
     assert_eq!((t.status.as_str(), t.total_charge.as_str()), ("closed", "1.750000000"));
     d.stop().await;
-    // sled's I/O threads may hold the file lock a moment after the daemon stopped.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let store = loop {
-        match Store::open(&dir.0.join("data")) {
-            Ok(store) => break store,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    };
+    let store = reopen(&dir.0.join("data"));
     assert!(store.finals().complete().unwrap());
     assert_eq!(store.finals().of("saas-4", &label).unwrap().len(), 1);
 }

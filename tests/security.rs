@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use common::{Reference, TempDir, TestDaemon, event, safe_now, test_now, write_config};
+use common::{Reference, TempDir, TestDaemon, event, reopen, safe_now, test_now, write_config};
 use ratingd::client::connect::{Access, Authed};
 use ratingd::security::auth::hash_hex;
 use ratingd::wire::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
@@ -751,22 +751,6 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
         Code::DataLoss
     );
     d.kill9();
-}
-
-/// Opens a data dir this process just closed. sled's I/O threads can still hold its file lock for
-/// a moment after the last handle is dropped (a new process never sees this: the lock goes with
-/// the old one), so a lock refusal is retried until it is released, for at most 10 s.
-fn reopen(path: &std::path::Path) -> ratingd::store::Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match ratingd::store::Store::open(path) {
-            Ok(store) => return store,
-            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("reopening {}: {e}", path.display()),
-        }
-    }
 }
 
 #[test]

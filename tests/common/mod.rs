@@ -775,3 +775,19 @@ pub fn output_within(command: &mut Command, seconds: u64) -> std::process::Outpu
         stderr: stderr.join().unwrap(),
     }
 }
+
+/// Opens a data dir this process just closed. sled's I/O threads can still hold its file lock for
+/// a moment after the last handle is dropped (a new process never sees this: the lock goes with
+/// the old one), so a lock refusal is retried until it is released, for at most 10 s.
+pub fn reopen(path: &std::path::Path) -> ratingd::store::Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match ratingd::store::Store::open(path) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopening {}: {e}", path.display()),
+        }
+    }
+}
