@@ -172,6 +172,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         checkpoint_every_records: config.checkpoint_every_records,
         close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
         retention_days: config.retention_days,
+        dedupe_hot_hours: config.dedupe_hot_hours,
     };
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let pipeline = Pipeline::start(store, context, clock, plan_alerts, pipeline_config)?;

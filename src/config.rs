@@ -42,6 +42,8 @@ pub struct Config {
     pub limits: Limits,
     /// Events older than this are TOO_OLD; it is also the dedupe window (SPEC section 2).
     pub dedupe_window_days: u32,
+    /// Ids of events older than this many hours leave memory for the window's cold tier on disk.
+    pub dedupe_hot_hours: u32,
     /// Events further than this in the future are TOO_FAR_IN_FUTURE.
     pub future_skew_seconds: u32,
     /// Most events in one group commit (one block, one fsync).
@@ -172,6 +174,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default = "default_window")]
     dedupe_window_days: u32,
+    #[serde(default = "default_hot_hours")]
+    dedupe_hot_hours: u32,
     #[serde(default = "default_skew")]
     future_skew_seconds: u32,
     #[serde(default = "default_commit_max")]
@@ -269,6 +273,10 @@ fn default_close_grace() -> u32 {
 }
 
 /// Thirteen months and a little more: a year of invoices and the disputes of the last one.
+fn default_hot_hours() -> u32 {
+    24
+}
+
 fn default_retention() -> u32 {
     400
 }
@@ -336,6 +344,10 @@ impl Config {
         }
         if !(1..=3660).contains(&raw.dedupe_window_days) {
             errors.push("dedupe_window_days: must be between 1 and 3660".to_string());
+        }
+        if raw.dedupe_hot_hours == 0 {
+            // Ids of today's events would spill as they come: one run file per job.
+            errors.push("dedupe_hot_hours: must be at least 1".to_string());
         }
         if !raw.redis.url.starts_with("redis://") && !raw.redis.url.starts_with("rediss://") {
             errors.push(format!("redis.url: {:?} is not a redis:// URL", raw.redis.url));
@@ -450,6 +462,7 @@ impl Config {
             shards,
             limits: raw.limits,
             dedupe_window_days: raw.dedupe_window_days,
+            dedupe_hot_hours: raw.dedupe_hot_hours,
             future_skew_seconds: raw.future_skew_seconds,
             commit_max_events: raw.commit_max_events,
             checkpoint_every_records: raw.checkpoint_every_records,

@@ -2,8 +2,10 @@
 //! streams; after each restart the client resends every unacknowledged batch (same batch and event
 //! ids). Subscriptions change in the mix: one account changes plan (and currency) inside the
 //! period, and another gets its subscription through the Admin API halfway, after which its
-//! events are sent; one-off charges are added before half of the kills. At the end every total
-//! equals an independent computation from the generated events, and every charge counts once.
+//! events are sent; one-off charges are added before half of the kills. Some events are a day
+//! older than the one hot hour of the dedupe window, so each restart moves their ids to its cold
+//! tier on disk and the resends after it are checked there. At the end every total equals an
+//! independent computation from the generated events, and every charge counts once.
 
 mod common;
 
@@ -71,7 +73,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let config = write_config(
         &dir.0,
         &format!(
-            "commit_max_events = 300\ncheckpoint_every_records = 2500\n\
+            "commit_max_events = 300\ncheckpoint_every_records = 2500\ndedupe_hot_hours = 1\n\
              [[subscriptions]]\naccount = \"chg-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\nto = \"{0}\"\n\
              [[subscriptions]]\naccount = \"chg-0\"\nplan = \"telecom-standard\"\nfrom = \"{0}\"\n\
              [[subscriptions]]\naccount = \"fee-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\n",
@@ -82,6 +84,16 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     // Every 40th event gets a `chg-0` neighbour: API requests before the change, calls after it.
     let mut with_change = Vec::with_capacity(events.len() + events.len() / 40);
     for (i, e) in events.into_iter().enumerate() {
+        if i % 25 == 0 {
+            // A day older than the one hot hour: each restart moves these ids to the dedupe
+            // window's cold tier, and the resends after it are answered from there.
+            let n = i / 25;
+            let mut old = e.clone();
+            old.event_id = format!("old-{n}");
+            let at = now - chrono::Duration::minutes(24 * 60 + 30) + chrono::Duration::seconds(n as i64);
+            old.timestamp_unix_nanos = at.timestamp_nanos_opt().unwrap();
+            with_change.push(old);
+        }
         with_change.push(e);
         if i % 40 == 0 {
             let n = i / 40;
@@ -188,6 +200,14 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     // And once more after a last crash: recovery alone gives the same totals.
     let daemon = DaemonProcess::spawn(&config);
     assert_changed_totals_match(&daemon.target, &all, change).await;
+    // The old ids went to the cold tier along the way (each restart spills them).
+    let runs: usize = std::fs::read_dir(dir.0.join("data/dedupe"))
+        .expect("the cold tier exists")
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).expect("a shard dir").flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "cold"))
+        .count();
+    assert!(runs > 0, "runs in the cold tier");
 }
 
 /// The one-off charge added before kill `kill`: `kill + 1` USD on `fee-0`.

@@ -22,8 +22,15 @@ const RETENTION_DAYS: i64 = 60;
 
 fn dir_bytes(path: &Path) -> u64 {
     let mut total = 0;
-    for entry in std::fs::read_dir(path).unwrap().flatten() {
-        let meta = entry.metadata().unwrap();
+    // The daemon runs on: a file listed may be gone (a cold run written or merged away) by the
+    // time it is measured.
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
         total += if meta.is_dir() {
             dir_bytes(&entry.path())
         } else {
@@ -185,10 +192,13 @@ async fn four_hundred_days_level_off_and_lose_nothing() {
             s.day, s.data_dir, s.rss, s.totals_in_memory, s.window_ids
         );
     }
-    // Bounded by the window, the open periods and the retention, not by the days run.
+    // Bounded by the window, the open periods and the retention, not by the days run. The window
+    // holds its days plus a day of margin and the current day; a week of spills merged into one
+    // run leaves when its newest day does, so up to 6 days more.
     for s in &samples {
+        assert!(s.data_dir > 0, "day {}: the data dir was measured", s.day);
         assert!(
-            s.window_ids <= ((WINDOW_DAYS + 2) as usize * EVENTS_PER_DAY) as f64,
+            s.window_ids <= ((WINDOW_DAYS + 2 + 6) as usize * EVENTS_PER_DAY) as f64,
             "day {}: {} ids in the window",
             s.day,
             s.window_ids

@@ -213,6 +213,9 @@ impl Committer {
             self.committed.mark_dirty(changed);
         }
         for out in group.drain(..) {
+            if let Some(n) = self.committed.outputs_committed.get(out.shard) {
+                n.fetch_add(1, Ordering::AcqRel);
+            }
             out.ticket.part_done(out.record_count, out.duplicate, out.results);
         }
     }

@@ -19,7 +19,7 @@ pub mod fees;
 pub mod intake;
 pub mod shard;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -100,6 +100,9 @@ pub struct Committed {
     pub closed_generation: std::sync::atomic::AtomicU64,
     /// Periods whose records retention removed (all or some): queries for them say so.
     pub retired: std::sync::RwLock<Vec<RetiredPeriod>>,
+    /// Per shard: how many of its outputs are committed (a spill to the dedupe cold tier waits
+    /// for the outputs that claimed its ids).
+    pub outputs_committed: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl Committed {
@@ -289,6 +292,8 @@ pub struct ShardJob {
 /// What a shard hands to the committer for one job.
 pub struct ShardOutput {
     pub ticket: Arc<BatchTicket>,
+    /// The shard that rated it.
+    pub shard: usize,
     /// When the shard finished it (the commit-wait stage ends when its group commit starts).
     pub rated_at: std::time::Instant,
     /// The job's records as one compact segment (`store::compact`), empty when none.
@@ -467,6 +472,8 @@ pub struct PipelineConfig {
     pub close_grace_seconds: i64,
     /// Records of closed periods that ended this many days ago are removed (0: kept forever).
     pub retention_days: u32,
+    /// Ids of events older than this many hours leave memory for the dedupe window's cold tier.
+    pub dedupe_hot_hours: u32,
 }
 
 /// Spend-alert thresholds per plan id (from the config); subscriptions add their own.
@@ -527,6 +534,7 @@ impl Pipeline {
             finals: Some(finals),
             closed: std::sync::RwLock::new(closed),
             retired: std::sync::RwLock::new(retired),
+            outputs_committed: (0..config.shards).map(|_| AtomicU64::new(0)).collect(),
             ..Committed::default()
         });
         committed.epoch.store(store.next_seq(), Ordering::Release);
@@ -561,7 +569,9 @@ impl Pipeline {
                 clock: clock.clone(),
                 close_grace: chrono::Duration::seconds(config.close_grace_seconds),
                 window_days: config.dedupe_window_days,
+                hot_hours: config.dedupe_hot_hours,
                 committed: committed.clone(),
+                failed: failed.clone(),
             };
             threads.push(
                 std::thread::Builder::new()

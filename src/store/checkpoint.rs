@@ -5,13 +5,20 @@
 //! leaves the previous one, and a checkpoint that fails its checksum is not used (the blocks are
 //! the truth; the state is replayed from them).
 //!
-//! File: `RCK2`, shard count (u32), first commit seq NOT reflected (u64), state length (u64),
-//! xxh3 checksum of the state seeded with that seq (u64), state (see `pipeline::shard`).
+//! File: `RCK3` (`RCK2` before the dedupe cold tier, still read), shard count (u32), first commit
+//! seq NOT reflected (u64), state length (u64), xxh3 checksum of the state seeded with that seq
+//! (u64), state (see `pipeline::shard`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 4] = b"RCK2";
+/// Since the dedupe window's cold tier: the state holds the ids in memory only, the rest being in
+/// `dedupe/`. An earlier release does not know `RCK3` and replays the blocks instead, which
+/// rebuilds the whole window: a downgrade cannot let an id in the cold tier through.
+const MAGIC: &[u8; 4] = b"RCK3";
+/// The same layout from the release before the cold tier (the whole window in the state): read
+/// as it is; its ids move to the cold tier with the next spill.
+const MAGIC_WHOLE_WINDOW: &[u8; 4] = b"RCK2";
 /// Checkpoints of releases that kept one totals per account and period, whatever its plans: not
 /// used (their sums may mix a plan change's currencies); the state is replayed from the blocks,
 /// whose records name their plan.
@@ -83,7 +90,7 @@ impl CheckpointFiles {
         if bytes.starts_with(MAGIC_BEFORE_PLAN_PARTS) {
             return bad("written by an earlier release (RCK1, totals not kept per plan); replayed from the blocks");
         }
-        if bytes.len() < HEADER || &bytes[..4] != MAGIC {
+        if bytes.len() < HEADER || (&bytes[..4] != MAGIC && &bytes[..4] != MAGIC_WHOLE_WINDOW) {
             return bad("not a checkpoint (bad magic or truncated header)");
         }
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
@@ -123,6 +130,10 @@ mod tests {
         std::fs::write(files.path(0), &bytes).unwrap();
         let error = files.read(0).err().unwrap();
         assert!(error.contains("shard-0.ckpt") && error.contains("checksum"), "{error}");
+        bytes[last] ^= 1;
+        bytes[..4].copy_from_slice(b"RCK2");
+        std::fs::write(files.path(0), &bytes).unwrap();
+        assert_eq!(files.read(0).unwrap().unwrap().state, b"state bytes", "RCK2 is read");
         bytes[..4].copy_from_slice(b"RCK1");
         std::fs::write(files.path(0), &bytes).unwrap();
         let error = files.read(0).err().unwrap();

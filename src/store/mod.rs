@@ -1,7 +1,7 @@
 //! Durable storage in one sled tree: group-committed blocks of rated records ([`blocks`]) and the
 //! small tables kept beside them ([`tables`]: subscriptions, suspense, closes, alerts), with the
-//! fingerprint key. Every stored value is encoded and checked by [`codec`]; shard checkpoints are
-//! files beside sled ([`checkpoint`]).
+//! fingerprint key. Every stored value is encoded and checked by [`codec`]; shard checkpoints
+//! ([`checkpoint`]) and the dedupe window's cold tier ([`cold`]) are files beside sled.
 //!
 //! Keys (big-endian numbers so they sort):
 //! - `m/key`: the data dir's 128-bit SipHash key (event fingerprints, account -> shard; see
@@ -28,6 +28,7 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod codec;
+pub mod cold;
 pub mod compact;
 pub mod retention;
 pub mod tables;
@@ -51,6 +52,8 @@ pub enum StoreError {
          with a new data_dir, or keep running the earlier version on it"
     )]
     UnkeyedDataDir(String),
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("corrupted value in {file} at key {key}: {error}")]
     Corrupt {
         file: String,

@@ -35,6 +35,13 @@ pub const COMMIT_FAILURES: &str = "ratingd_commit_failures_total";
 pub const REDIS_FLUSH_DURATION: &str = "ratingd_redis_flush_duration_seconds";
 pub const REDIS_LAG: &str = "ratingd_redis_lag_seconds";
 pub const DEDUPE_WINDOW_IDS: &str = "ratingd_dedupe_window_ids";
+/// The part of the window's ids in the cold tier (run files on disk), by shard.
+pub const DEDUPE_COLD_IDS: &str = "ratingd_dedupe_cold_ids";
+/// Cold-tier pages read because a run's filter said "maybe" (a hit or a false positive).
+pub const DEDUPE_COLD_PAGE_READS: &str = "ratingd_dedupe_cold_page_reads_total";
+/// Spills to the cold tier (or removals of expired runs) that failed; retried a minute later,
+/// the ids answering from memory meanwhile.
+pub const DEDUPE_SPILL_ERRORS: &str = "ratingd_dedupe_spill_errors_total";
 pub const AGGREGATES: &str = "ratingd_aggregates";
 /// Charges rated, in millionths of the currency unit. The metrics facade has integer counters
 /// only, so the dashboard figure of SPEC section 8 is kept as an integer counter of micro-units
@@ -60,7 +67,7 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 27] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -69,6 +76,9 @@ pub const ALL: [&str; 24] = [
     PERIODS_CLOSED,
     RETENTION_REMOVED,
     RETENTION_ERRORS,
+    DEDUPE_COLD_IDS,
+    DEDUPE_COLD_PAGE_READS,
+    DEDUPE_SPILL_ERRORS,
     ALERTS,
     BATCH_ACK_DURATION,
     SHARD_QUEUE_DEPTH,
@@ -151,7 +161,22 @@ fn describe() {
         Unit::Seconds,
         "Seconds since the Redis projection last flushed successfully."
     );
-    describe_gauge!(DEDUPE_WINDOW_IDS, "Event ids held in the dedupe window, by shard.");
+    describe_gauge!(
+        DEDUPE_WINDOW_IDS,
+        "Event ids held in the dedupe window (memory and cold tier), by shard."
+    );
+    describe_gauge!(
+        DEDUPE_COLD_IDS,
+        "Event ids of the dedupe window in its cold tier on disk, by shard."
+    );
+    describe_counter!(
+        DEDUPE_COLD_PAGE_READS,
+        "Cold-tier pages read because a run's filter said maybe (a hit or a false positive)."
+    );
+    describe_counter!(
+        DEDUPE_SPILL_ERRORS,
+        "Spills to the dedupe cold tier or removals of expired runs that failed; retried a minute later."
+    );
     describe_gauge!(AGGREGATES, "Account-period totals held.");
     describe_counter!(
         RATED_CHARGE,

@@ -241,7 +241,7 @@ impl ApiError {
             ApiError::Pipeline(e) => pipeline_code(e),
             ApiError::Store(e) => match e {
                 // The disk or sled failed: ratingd cannot serve this now.
-                StoreError::Sled(_) => Code::Unavailable,
+                StoreError::Sled(_) | StoreError::Io { .. } => Code::Unavailable,
                 // A stored value failed its check: what it holds cannot be trusted.
                 StoreError::Corrupt { .. } => Code::DataLoss,
                 StoreError::UnkeyedDataDir(_) => Code::FailedPrecondition,

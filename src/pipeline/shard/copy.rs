@@ -226,7 +226,7 @@ mod tests {
             let fp =
                 crate::domain::keyed::HashKey::new(7, 7).fingerprint(&format!("a-{}", n % 9_000), &format!("e-{n}"));
             assert_eq!(
-                window.check(fp, n),
+                window.check(fp, n).expect("readable"),
                 Seen::Duplicate,
                 "id {n} claimed before the copy began"
             );

@@ -49,6 +49,9 @@ pub struct ShardState {
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
     /// A checkpoint copy being taken between jobs.
     copying: Option<StateCopy>,
+    /// A cold-tier page that failed its check during the job: the job is not rated further and
+    /// its batch fails (the answer for its event is unknown).
+    cold_damage: Option<crate::store::cold::ColdDamage>,
     /// Encodes each job's records as one segment (its dictionary and id buffers reused from job to
     /// job; each job's output buffer is allocated once, sized for its events).
     segment: crate::store::compact::SegmentWriter,
@@ -65,6 +68,7 @@ impl Default for ShardState {
             job_now: DateTime::<Utc>::MIN_UTC,
             job_charges: Vec::new(),
             copying: None,
+            cold_damage: None,
             segment: Default::default(),
         }
     }
@@ -166,14 +170,61 @@ impl ShardState {
 
     /// Forgets ids whose events are older than the window: a resend of them is TOO_OLD anyway.
     fn evict(&mut self, now: DateTime<Utc>, window_days: u32) {
-        let today = day_of(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        // One day of margin beyond the window, so an id is never forgotten while still resendable.
-        let oldest_kept = today.saturating_sub(window_days as u16).saturating_sub(1);
+        let oldest_kept = oldest_kept(now, window_days);
         if oldest_kept <= self.evicted_through_day {
             return;
         }
         self.dedupe.retain_from(oldest_kept);
         self.evicted_through_day = oldest_kept;
+    }
+}
+
+/// The first day whose ids the window keeps at `now`: one day of margin beyond the window, so an
+/// id is never forgotten while still resendable.
+fn oldest_kept(now: DateTime<Utc>, window_days: u32) -> u16 {
+    let today = day_of(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
+    today.saturating_sub(window_days as u16).saturating_sub(1)
+}
+
+/// The first day whose ids stay in memory at `now`: days before it go to the cold tier.
+fn hot_cutoff(now: DateTime<Utc>, hot_hours: u32) -> u16 {
+    day_of(
+        (now - chrono::Duration::hours(i64::from(hot_hours)))
+            .timestamp_nanos_opt()
+            .unwrap_or(0),
+    )
+}
+
+/// Moves old days of the window to its cold tier and drops expired runs (see
+/// [`super::dedupe::DedupeWindow::maintain`]), logging and counting what happened.
+fn maintain(state: &mut ShardState, env: &ShardEnv, now: DateTime<Utc>, sent: u64) {
+    let committed = env
+        .committed
+        .outputs_committed
+        .get(env.index)
+        .map_or(0, |n| n.load(std::sync::atomic::Ordering::Acquire));
+    let done = state.dedupe.maintain(
+        hot_cutoff(now, env.hot_hours),
+        oldest_kept(now, env.window_days),
+        sent,
+        committed,
+    );
+    if let Some((path, ids)) = done.installed {
+        tracing::info!(shard = env.index, path, ids, "dedupe ids moved to the cold tier");
+    }
+    if let Some((path, runs)) = done.merged {
+        tracing::info!(shard = env.index, path, runs, "dedupe cold runs merged");
+    }
+    if done.expired > 0 {
+        tracing::info!(
+            shard = env.index,
+            runs = done.expired,
+            "dedupe cold runs past the window removed"
+        );
+    }
+    if let Some(error) = done.failed {
+        tracing::error!(shard = env.index, %error, "dedupe cold tier not written; retried in a minute");
+        metrics::counter!(crate::telemetry::DEDUPE_SPILL_ERRORS).increment(1);
     }
 }
 
@@ -185,47 +236,61 @@ pub struct ShardEnv {
     /// A period closes this long after its end.
     pub close_grace: chrono::Duration,
     pub window_days: u32,
-    /// The committed view: its closed periods (and their generation) tell which totals to drop.
+    /// Ids of events older than this leave memory for the cold tier.
+    pub hot_hours: u32,
+    /// The committed view: its closed periods (and their generation) tell which totals to drop,
+    /// its committed outputs when a spill may be named.
     pub committed: super::CommittedView,
+    /// Set when a cold-tier page fails its check: ratingd takes no more work until restarted
+    /// (the restart rebuilds the cold tier from the blocks).
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
 pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Sender<CommitterMsg>) {
-    let ShardEnv {
-        index,
-        context: ctx,
-        clock,
-        close_grace,
-        window_days,
-        committed,
-    } = env;
+    let index = env.index;
+    let committed = env.committed.clone();
     let mut closed_generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
     // Handles resolved once: the loop only sets them.
     let queue_depth = metrics::gauge!(crate::telemetry::SHARD_QUEUE_DEPTH, "shard" => index.to_string());
     let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
+    let cold_ids = metrics::gauge!(crate::telemetry::DEDUPE_COLD_IDS, "shard" => index.to_string());
+    let cold_reads = metrics::counter!(crate::telemetry::DEDUPE_COLD_PAGE_READS);
     let (queued, rated) = (crate::telemetry::stage("shard_queue"), crate::telemetry::stage("rate"));
     let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
         Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
         None => true,
     };
+    // Outputs sent to the committer: a spill is named once that many are committed.
+    let mut sent: u64 = 0;
     loop {
-        // While a checkpoint copy is being taken, an idle shard takes it further every 2 ms.
-        let msg = if state.copying.is_some() {
-            match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+        // While a checkpoint copy is being taken, an idle shard takes it further every 2 ms; while
+        // a spill is under way, it looks every 50 ms whether the run can be named.
+        let wait = if state.copying.is_some() {
+            Some(std::time::Duration::from_millis(2))
+        } else if state.dedupe.spilling() {
+            Some(std::time::Duration::from_millis(50))
+        } else {
+            None
+        };
+        let msg = match wait {
+            Some(wait) => match rx.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
                         return;
                     }
+                    maintain(&mut state, &env, env.clock.now(), sent);
+                    window_ids.set(state.dedupe.len() as f64);
+                    cold_ids.set(state.dedupe.cold_len() as f64);
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv() {
+            },
+            None => match rx.recv() {
                 Ok(msg) => msg,
                 Err(_) => return,
-            }
+            },
         };
         match msg {
             ShardMsg::Job(job) => {
@@ -236,20 +301,34 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     let closed = committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
                     state.forget(&closed);
                 }
-                state.job_now = clock.now();
+                state.job_now = env.clock.now();
                 // Once a day (a comparison per job otherwise): ids older than the window go.
-                state.evict(state.job_now, window_days);
-                state.closed_before = state.job_now - close_grace;
+                state.evict(state.job_now, env.window_days);
+                // Old days to the cold tier (a few comparisons per job unless one is due).
+                let now = state.job_now;
+                maintain(&mut state, &env, now, sent);
+                state.closed_before = state.job_now - env.close_grace;
                 let started = std::time::Instant::now();
                 queued.record(started.duration_since(job.queued_at).as_secs_f64());
-                let output = state.process(&ctx.load(), job);
+                let mut output = state.process(&env.context.load(), job);
+                output.shard = index;
                 rated.record(output.rated_at.duration_since(started).as_secs_f64());
                 queue_depth.set(rx.len() as f64);
                 window_ids.set(state.dedupe.len() as f64);
+                cold_ids.set(state.dedupe.cold_len() as f64);
+                let reads = state.dedupe.take_cold_reads();
+                if reads > 0 {
+                    cold_reads.increment(reads);
+                }
+                if let Some(damage) = state.cold_damage.take() {
+                    fail_on_damage(&env, output, damage);
+                    continue;
+                }
                 if out.send(CommitterMsg::Output(output)).is_err() {
                     warn!(shard = index, "committer is gone; shard stops");
                     return;
                 }
+                sent += 1;
                 // After the output: a copy that now holds this job's claims reaches the committer
                 // behind it.
                 if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP))
@@ -269,8 +348,32 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
             }
             ShardMsg::Stop => {
                 send_copy(state.finish_copy());
+                let committed = env
+                    .committed
+                    .outputs_committed
+                    .get(index)
+                    .map_or(0, |n| n.load(std::sync::atomic::Ordering::Acquire));
+                if let Some((path, ids)) = state.dedupe.stop(committed).installed {
+                    tracing::info!(shard = index, path, ids, "dedupe ids moved to the cold tier");
+                }
                 return;
             }
         }
     }
+}
+
+/// A job met a cold-tier page that failed its check: its events' answers are unknown, so its
+/// batch fails and ratingd takes no more work; a restart finds the damage and rebuilds the cold
+/// tier from the blocks.
+fn fail_on_damage(env: &ShardEnv, output: super::ShardOutput, damage: crate::store::cold::ColdDamage) {
+    tracing::error!(
+        shard = env.index,
+        path = %damage.path,
+        why = %damage.why,
+        "dedupe cold tier failed its check; ratingd takes no more work until restarted, which rebuilds it from the blocks"
+    );
+    env.failed.store(true, std::sync::atomic::Ordering::Release);
+    output.ticket.fail(super::PipelineError::StorageFailed(format!(
+        "dedupe cold tier damaged: {damage}"
+    )));
 }

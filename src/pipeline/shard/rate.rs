@@ -39,6 +39,8 @@ impl ShardState {
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
         let mut out = ShardOutput {
             ticket: job.ticket,
+            // Set by the shard thread.
+            shard: 0,
             // Set when the job is done (below).
             rated_at: job.queued_at,
             records: Vec::new(),
@@ -56,6 +58,9 @@ impl ShardState {
         }
         for e in job.events {
             self.rate_one(ctx, e, &mut out, &mut touched);
+            if self.cold_damage.is_some() {
+                break;
+            }
         }
         out.records = self.segment.finish();
         self.count_charges();
@@ -87,7 +92,13 @@ impl ShardState {
                 reject(out, e.index, suspense_of(&e, reason, detail, now));
             }
         };
-        let seen = self.dedupe.check(e.fingerprint, e.content);
+        let seen = match self.dedupe.check(e.fingerprint, e.content) {
+            Ok(seen) => seen,
+            Err(damage) => {
+                self.cold_damage = Some(damage);
+                return;
+            }
+        };
         if seen != Seen::New {
             if seen == Seen::Duplicate {
                 out.duplicate += 1;

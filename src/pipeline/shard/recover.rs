@@ -5,8 +5,10 @@ use tracing::{error, warn};
 
 use super::ShardState;
 use crate::pipeline::RatingContext;
+use crate::pipeline::dedupe::ColdTier;
 use crate::store::checkpoint::CheckpointFiles;
 use crate::store::codec::{self, CodecError};
+use crate::store::cold::ColdDir;
 use crate::store::{Store, StoreError};
 
 /// Rebuilds every shard's state: the latest checkpoint of each shard (when they were taken with
@@ -22,8 +24,14 @@ pub fn recover(
     let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
     // Per shard: the first commit seq its checkpoint does not reflect (0 without one).
     let mut next: Vec<u64> = vec![0; shards];
-    let files = CheckpointFiles::new(std::path::Path::new(store.dir()));
+    let data_dir = std::path::Path::new(store.dir());
+    let (colds, rebuild) = open_cold_tiers(data_dir, shards)?;
+    let files = CheckpointFiles::new(data_dir);
     for k in 0..shards {
+        if rebuild[k] {
+            // Its cold tier is gone: every id of the window comes back from the blocks.
+            continue;
+        }
         let checkpoint = match files.read(k) {
             Ok(Some(c)) => c,
             Ok(None) => continue,
@@ -94,10 +102,44 @@ pub fn recover(
         }
     }
     store.record_damage(&damage)?;
-    for s in &mut states {
+    for (s, cold) in states.iter_mut().zip(colds) {
         s.evict(now, window_days);
+        s.dedupe.set_cold(cold);
     }
     Ok(states)
+}
+
+/// Opens each shard's dedupe cold tier. One that fails its check (or was written with another
+/// shard count) is deleted, logged with its path, and its shard marked for a replay of every
+/// block, which puts the ids back in memory until they spill again: never a silent miss.
+fn open_cold_tiers(data_dir: &std::path::Path, shards: usize) -> Result<(Vec<ColdTier>, Vec<bool>), StoreError> {
+    let mut tiers = Vec::with_capacity(shards);
+    let mut rebuild = vec![false; shards];
+    for (k, rebuild) in rebuild.iter_mut().enumerate() {
+        let dir = ColdDir::new(data_dir, k, shards);
+        match ColdTier::open(dir.clone()) {
+            Ok(tier) => tiers.push(tier),
+            Err(damage) => {
+                error!(
+                    shard = k,
+                    path = %damage.path,
+                    why = %damage.why,
+                    "dedupe cold tier not usable; rebuilding it from the blocks"
+                );
+                dir.wipe().map_err(|error| StoreError::Io {
+                    path: dir.path().display().to_string(),
+                    error,
+                })?;
+                tiers.push(ColdTier::empty(dir));
+                *rebuild = true;
+            }
+        }
+    }
+    ColdDir::remove_other_shards(data_dir, shards).map_err(|error| StoreError::Io {
+        path: data_dir.join("dedupe").display().to_string(),
+        error,
+    })?;
+    Ok((tiers, rebuild))
 }
 
 #[cfg(test)]
@@ -174,13 +216,19 @@ mod tests {
         assert_eq!(totals[0].meters[0].events, 2);
         for id in ["e-old", "e-new"] {
             assert_eq!(
-                states[0].dedupe.check(key.fingerprint("acme", id), 77),
+                states[0]
+                    .dedupe
+                    .check(key.fingerprint("acme", id), 77)
+                    .expect("readable"),
                 Seen::Duplicate,
                 "{id}"
             );
         }
         assert_eq!(
-            states[0].dedupe.check(key.fingerprint("acme", "e-other"), 77),
+            states[0]
+                .dedupe
+                .check(key.fingerprint("acme", "e-other"), 77)
+                .expect("readable"),
             Seen::New
         );
         drop(store);
