@@ -105,8 +105,10 @@ pub struct Generator {
     pub tag: String,
     pub accounts: Accounts,
     pub invalid_ratio: f64,
-    /// Event times are spread over the hour before this instant.
+    /// Event times are spread over the `spread_nanos` before this instant.
     pub now_nanos: i64,
+    /// One hour by default; days with `--spread-hours`, to fill the dedupe window's cold tier.
+    pub spread_nanos: u64,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -207,11 +209,12 @@ impl Generator {
             put_varint(&mut q, u64::from(nanos));
         }
         put_bytes(e, 0x22, &q);
-        // 5: timestamp: within the last hour, or a year back for one kind of bad event.
+        // 5: timestamp: within the spread (the last hour by default), or a year back for one kind
+        // of bad event.
         let back = if invalid_kind == 4 {
             365 * 86_400 * 1_000_000_000
         } else {
-            1_000_000_000 + rng.below(3_600 * 1_000_000_000) as i64
+            1_000_000_000 + rng.below(self.spread_nanos) as i64
         };
         e.push(0x28);
         put_varint(e, (self.now_nanos - back) as u64);
@@ -247,6 +250,7 @@ mod tests {
             accounts: Accounts::new(1000, Some(1.1)),
             invalid_ratio,
             now_nanos: 1_790_000_000_000_000_000,
+            spread_nanos: 3_600 * 1_000_000_000,
         }
     }
 
@@ -287,6 +291,31 @@ mod tests {
                 assert_eq!(e.meter == "voice.seconds", e.attributes.len() == 1);
             }
         }
+    }
+
+    #[test]
+    fn event_times_cover_the_spread() {
+        let g = Generator {
+            spread_nanos: 30 * 86_400 * 1_000_000_000,
+            ..generator(0.0)
+        };
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        begin_batch(&mut out, 1);
+        for seq in 0..2000 {
+            g.encode_event(0, seq, &mut out, &mut scratch);
+        }
+        let batch = proto::UsageBatch::decode(out.as_slice()).expect("valid protobuf");
+        let days_back: Vec<i64> = batch
+            .events
+            .iter()
+            .map(|e| (g.now_nanos - e.timestamp_unix_nanos) / (86_400 * 1_000_000_000))
+            .collect();
+        assert!(days_back.iter().all(|d| (0..30).contains(d)), "inside the 30 days");
+        assert!(days_back.iter().any(|d| *d >= 25), "as far back as the spread");
+        assert!(
+            days_back.iter().filter(|d| **d == 0).count() < 200,
+            "not bunched in the last day"
+        );
     }
 
     #[test]

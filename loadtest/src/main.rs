@@ -67,6 +67,11 @@ struct RunArgs {
     /// Share of events that are invalid on purpose (expected REJECTED).
     #[arg(long, default_value_t = 0.0)]
     invalid_ratio: f64,
+    /// Event times are spread over this many hours before the start (older than the daemon's
+    /// `dedupe_hot_hours`, they fill its dedupe window's cold tier). Every event must stay in an
+    /// open billing period: past a closed one it is PERIOD_CLOSED and the run fails.
+    #[arg(long, default_value_t = 1)]
+    spread_hours: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Print the summary as one JSON object.
@@ -91,6 +96,10 @@ fn check_args(a: &RunArgs) -> Result<(), String> {
     };
     ratio("dup-ratio", a.dup_ratio)?;
     ratio("invalid-ratio", a.invalid_ratio)?;
+    if !(1..=34 * 24).contains(&a.spread_hours) {
+        // Older events would be TOO_OLD for ratingd's default 35-day window.
+        return Err("--spread-hours must be between 1 and 816 (34 days)".into());
+    }
     if a.batch == 0 || a.streams == 0 || a.in_flight == 0 || a.accounts == 0 {
         return Err("--batch, --streams, --in-flight and --accounts must be at least 1".into());
     }
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
                 zipf: args.zipf,
                 dup_ratio: args.dup_ratio,
                 invalid_ratio: args.invalid_ratio,
+                spread_hours: args.spread_hours,
                 seed: args.seed,
                 connect_timeout: Duration::from_secs_f64(args.connect_timeout_s),
                 daemon_pid: args.daemon_pid,

@@ -31,6 +31,8 @@ pub struct Plan {
     pub zipf: Option<f64>,
     pub dup_ratio: f64,
     pub invalid_ratio: f64,
+    /// Event times are spread over this many hours before the start.
+    pub spread_hours: u32,
     pub seed: u64,
     pub connect_timeout: Duration,
     pub daemon_pid: Option<u32>,
@@ -440,6 +442,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
             accounts: Accounts::new(plan.accounts.max(1), plan.zipf),
             invalid_ratio: plan.invalid_ratio,
             now_nanos,
+            spread_nanos: u64::from(plan.spread_hours.max(1)) * 3_600 * 1_000_000_000,
         },
         plan: plan.clone(),
         check,
@@ -514,6 +517,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
         "accounts": plan.accounts,
         "dup_ratio": plan.dup_ratio,
         "invalid_ratio": plan.invalid_ratio,
+        "spread_hours": plan.spread_hours,
         "seed": plan.seed,
         "daemon": daemon_pid.map(|pid| serde_json::json!({
             "pid": pid,
