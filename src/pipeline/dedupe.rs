@@ -253,13 +253,17 @@ struct Spill {
 }
 
 impl Spill {
-    /// True once the run is written and may be named.
-    fn ready(&self, committed: u64) -> bool {
-        let committed_enough = match self.kind {
+    /// True when the run may be named once written: a spill's outputs are committed.
+    fn may_name(&self, committed: u64) -> bool {
+        match self.kind {
             JobKind::Spill { target, .. } => committed >= target,
             JobKind::Merge { .. } => true,
-        };
-        committed_enough && self.writer.is_finished()
+        }
+    }
+
+    /// True once the run is written and may be named.
+    fn ready(&self, committed: u64) -> bool {
+        self.may_name(committed) && self.writer.is_finished()
     }
 }
 
@@ -546,11 +550,7 @@ impl DedupeWindow {
     /// are done, else leaves the ids to the checkpoint.
     pub fn finish(&mut self, committed: u64) -> Maintenance {
         let mut done = Maintenance::default();
-        let named = self.spill.as_ref().is_some_and(|s| match s.kind {
-            JobKind::Spill { target, .. } => committed >= target,
-            JobKind::Merge { .. } => true,
-        });
-        if named {
+        if self.spill.as_ref().is_some_and(|s| s.may_name(committed)) {
             self.finish_spill(&mut done);
         }
         done
