@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 
-use ahash::AHashSet;
 use rust_decimal::Decimal;
 use tracing::{info, warn};
 
@@ -19,8 +18,6 @@ pub struct Alerts {
     context: SharedContext,
     table: crate::store::Alerts,
     clock: SharedClock,
-    /// Ids of every alert raised so far (bounded by accounts x periods x thresholds).
-    raised: AHashSet<String>,
 }
 
 impl Alerts {
@@ -29,7 +26,9 @@ impl Alerts {
         self.context.load()
     }
 
-    /// Loads the alerts raised before; flags unannounced ones for the Redis projection.
+    /// Flags alerts raised before and not yet announced for the Redis projection. Which alerts
+    /// were raised is read from the store when a threshold is crossed, not kept in memory: that
+    /// set would grow with accounts x periods x thresholds for as long as the daemon runs.
     pub fn load(
         plan: PlanAlerts,
         context: SharedContext,
@@ -41,13 +40,11 @@ impl Alerts {
         if stored.iter().any(|a| !a.announced) {
             committed.alerts_pending.store(true, Ordering::Release);
         }
-        let raised = stored.into_iter().map(|a| a.alert.id()).collect();
         Ok(Alerts {
             plan,
             context,
             table,
             clock,
-            raised,
         })
     }
 
@@ -81,8 +78,14 @@ impl Alerts {
         };
         for threshold in crossed {
             let id = alert_id(&after.account, &after.period, threshold);
-            if self.raised.contains(&id) {
-                continue;
+            match self.table.contains(&id) {
+                Ok(false) => {}
+                Ok(true) => continue,
+                // Unknown: not raised now; the next crossing of the same threshold tries again.
+                Err(error) => {
+                    warn!(%error, alert = %id, "cannot read the spend alerts");
+                    continue;
+                }
             }
             let alert = SpendAlert {
                 account: after.account.to_string(),
@@ -100,7 +103,6 @@ impl Alerts {
                 Ok(()) => {
                     metrics::counter!(crate::telemetry::ALERTS).increment(1);
                     info!(alert = %id, "spend threshold crossed");
-                    self.raised.insert(id);
                     committed.alerts_pending.store(true, Ordering::Release);
                 }
                 // Not recorded: not raised; the next crossing of the same threshold tries again.

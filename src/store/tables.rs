@@ -319,6 +319,13 @@ impl Alerts {
         Ok(())
     }
 
+    /// True when the alert `id` was raised (one read, when a threshold is crossed).
+    pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
+        let mut key = ALERT_PREFIX.to_vec();
+        key.extend_from_slice(id.as_bytes());
+        Ok(self.0.db.contains_key(key)?)
+    }
+
     /// Every stored alert.
     pub fn all(&self) -> Result<Vec<StoredAlert>, StoreError> {
         let mut out = Vec::new();
