@@ -160,3 +160,72 @@ pub fn store_block(data: &[u8]) {
         "a block with byte {at} changed (xor {mask:#04x}) was opened as valid"
     );
 }
+
+/// Bytes as a dedupe cold-tier manifest and as a run file -> `ColdDir::open` (and lookups when it
+/// opens): no panic whatever the bytes. And a run built from the input's entries opens with every
+/// entry found, and with any one byte changed it never opens as valid (header and page checksums).
+pub fn dedupe_cold(data: &[u8]) {
+    use crate::store::cold::{ColdDir, ENTRY, Manifest, RunInfo};
+    let root = std::env::temp_dir().join(format!("ratingd-fuzz-cold-{}", std::process::id()));
+    let dir = ColdDir::new(&root, 0, 1);
+    let _ = dir.wipe();
+    std::fs::create_dir_all(dir.path()).expect("temp dir");
+    // 1. The input as the manifest, then as the run a valid manifest names.
+    std::fs::write(dir.path().join("manifest"), data).expect("write");
+    let _ = dir.open();
+    let info = RunInfo {
+        id: 1,
+        oldest_day: 5,
+        newest_day: 6,
+        count: (data.len() / ENTRY) as u64,
+        level: 0,
+    };
+    let manifest = Manifest {
+        next_id: 2,
+        runs: vec![info],
+    };
+    dir.write_manifest(&manifest).expect("manifest");
+    std::fs::write(dir.path().join("run-0000000000000001.cold"), data).expect("write");
+    if let Ok((_, runs)) = dir.open() {
+        for run in &runs {
+            let _ = run.lookup(u128::from(data.len() as u64));
+        }
+    }
+    // 2. A well-formed run of the input's entries.
+    let Some((&flip, rest)) = data.split_first() else {
+        let _ = dir.wipe();
+        return;
+    };
+    let mut entries: Vec<(u64, u64)> = rest
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let mut k = [0u8; 8];
+            k.copy_from_slice(&c[..8]);
+            let mut v = [0u8; 8];
+            v[..6].copy_from_slice(&c[8..]);
+            (u64::from_le_bytes(k), u64::from_le_bytes(v))
+        })
+        .collect();
+    entries.sort_unstable();
+    // One value per id (as the window stores them): the same 64-bit key and 24 fingerprint bits.
+    entries.dedup_by_key(|e| (e.0, e.1 >> 24));
+    let _ = dir.wipe();
+    let run = dir.write_run(3, 5, 6, &entries).expect("a run is written");
+    dir.write_manifest(&Manifest {
+        next_id: 4,
+        runs: vec![run.info],
+    })
+    .expect("manifest");
+    let (_, runs) = dir.open().expect("a written run opens");
+    for &(k, v) in &entries {
+        let fingerprint = (u128::from(v >> 24) << 64) | u128::from(k);
+        assert_eq!(runs[0].lookup(fingerprint).expect("readable"), Some(v), "entry {k:x}");
+    }
+    let path = run.path().to_path_buf();
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = usize::from(flip) * 7919 % bytes.len();
+    bytes[at] ^= 1 << (flip % 8);
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(dir.open().is_err(), "a run with byte {at} changed opened as valid");
+    let _ = dir.wipe();
+}

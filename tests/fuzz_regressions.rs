@@ -61,6 +61,19 @@ fn tariff_file_inputs() {
 }
 
 #[test]
+fn dedupe_cold_inputs() {
+    assert!(replay("dedupe_cold", fuzzing::dedupe_cold) > 0);
+    let mut many = vec![3u8];
+    for i in 0..600u64 {
+        many.extend_from_slice(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
+        many.extend_from_slice(&(i % 7).to_le_bytes()[..6]);
+    }
+    for data in [&b""[..], b"\x00", b"RDM1", b"RDC1\x01\x00\x00\x00", many.as_slice()] {
+        fuzzing::dedupe_cold(data);
+    }
+}
+
+#[test]
 fn store_block_inputs() {
     assert!(replay("store_block", fuzzing::store_block) > 0);
     for data in [&b""[..], b"\x00", b"RTB1", b"\x07a|b|c", b"\xffsome event id|another"] {
