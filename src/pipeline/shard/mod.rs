@@ -198,16 +198,11 @@ fn hot_cutoff(now: DateTime<Utc>, hot_hours: u32) -> u16 {
 /// Moves old days of the window to its cold tier and drops expired runs (see
 /// [`super::dedupe::DedupeWindow::maintain`]), logging and counting what happened.
 fn maintain(state: &mut ShardState, env: &ShardEnv, now: DateTime<Utc>, sent: u64) {
-    let committed = env
-        .committed
-        .outputs_committed
-        .get(env.index)
-        .map_or(0, |n| n.load(std::sync::atomic::Ordering::Acquire));
     let done = state.dedupe.maintain(
         hot_cutoff(now, env.hot_hours),
         oldest_kept(now, env.window_days),
         sent,
-        committed,
+        outputs_committed(env),
     );
     if let Some((path, ids)) = done.installed {
         tracing::info!(shard = env.index, path, ids, "dedupe ids moved to the cold tier");
@@ -226,6 +221,14 @@ fn maintain(state: &mut ShardState, env: &ShardEnv, now: DateTime<Utc>, sent: u6
         tracing::error!(shard = env.index, %error, "dedupe cold tier not written; retried in a minute");
         metrics::counter!(crate::telemetry::DEDUPE_SPILL_ERRORS).increment(1);
     }
+}
+
+/// How many of this shard's outputs the committer has committed.
+fn outputs_committed(env: &ShardEnv) -> u64 {
+    env.committed
+        .outputs_committed
+        .get(env.index)
+        .map_or(0, |n| n.load(std::sync::atomic::Ordering::Acquire))
 }
 
 /// What a shard thread reads besides its queue.
@@ -348,12 +351,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
             }
             ShardMsg::Stop => {
                 send_copy(state.finish_copy());
-                let committed = env
-                    .committed
-                    .outputs_committed
-                    .get(index)
-                    .map_or(0, |n| n.load(std::sync::atomic::Ordering::Acquire));
-                if let Some((path, ids)) = state.dedupe.stop(committed).installed {
+                if let Some((path, ids)) = state.dedupe.stop(outputs_committed(&env)).installed {
                     tracing::info!(shard = index, path, ids, "dedupe ids moved to the cold tier");
                 }
                 return;
