@@ -146,6 +146,7 @@ fn records(count: u64) -> Vec<u8> {
             subscription_discount: None,
             rated_quantity: e.event.quantity,
             charge: Decimal::new(123_456_789, 9),
+            correction: None,
         });
     }
     segment.finish()
@@ -181,6 +182,7 @@ fn blocks(c: &mut Criterion) {
                     subscription_discount: None,
                     rated_quantity: one.event.quantity,
                     charge: Decimal::new(123_456_789, 9),
+                    correction: None,
                 });
             }
             payload = segment.finish();

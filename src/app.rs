@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::admin::{AdminCore, AdminService};
+use crate::admin::{AdminCore, AdminService, AdminTables};
 use crate::config::Config;
 use crate::domain::subscription::{SubscriptionBook, SubscriptionError};
 use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
@@ -23,7 +23,9 @@ use crate::pipeline::{Clock, EventLimits, Pipeline, PipelineConfig, RatingContex
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
 use crate::security::guard::GuardLayer;
-use crate::store::{Alerts, Closes, Records, Retention, Store, StoreError, Subscriptions, Suspense, Versions};
+use crate::store::{
+    Adjustments, Alerts, Closes, Corrections, Records, Retention, Store, StoreError, Subscriptions, Suspense, Versions,
+};
 use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
@@ -127,6 +129,8 @@ struct Tables {
     alerts: Alerts,
     versions: Versions,
     retention: Retention,
+    corrections: Corrections,
+    adjustments: Adjustments,
 }
 
 /// Opens the data dir, puts the stored subscriptions in force over the configured ones, and
@@ -141,6 +145,8 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         alerts: store.alerts(),
         versions: store.versions(),
         retention: store.retention(),
+        corrections: store.corrections(),
+        adjustments: store.adjustments(),
     };
     // The file must not edit a version in force since an earlier start or reload.
     let edits = edited_in_force(&tables.versions.all()?, &config.catalogue, clock.now());
@@ -223,11 +229,16 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         config.limits.max_inflight_per_stream,
         shutdown_rx.clone(),
     ));
+    let admin_tables = AdminTables {
+        subscriptions: tables.subscriptions.clone(),
+        suspense: tables.suspense.clone(),
+        versions: tables.versions.clone(),
+        corrections: tables.corrections.clone(),
+        adjustments: tables.adjustments.clone(),
+    };
     let admin = Arc::new(AdminCore::new(
         pipeline.clone(),
-        tables.subscriptions.clone(),
-        tables.suspense.clone(),
-        tables.versions.clone(),
+        admin_tables,
         config.limits.max_batch_events,
         config.tariffs_path.clone(),
     ));
@@ -296,6 +307,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         committed.clone(),
         tables.closes.clone(),
         tables.alerts.clone(),
+        tables.adjustments.clone(),
         export_stop_rx,
     ));
     let closer = tokio::spawn(crate::export::close::run(

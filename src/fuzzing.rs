@@ -146,6 +146,7 @@ pub fn store_block(data: &[u8]) {
             subscription_discount: None,
             rated_quantity: rust_decimal::Decimal::ONE,
             charge: rust_decimal::Decimal::new(5, 2),
+            correction: None,
         };
         segment.push(&record.as_ref());
     }

@@ -435,3 +435,66 @@ effective_from = "2026-02-01T00:00:00Z"
         .replace("[[plans.versions]]\neffective_from = \"2026-02-01T00:00:00Z\"\n", "");
     assert!(parse_catalogue(&fee_only).is_ok(), "{fee_only}");
 }
+
+/// `supersedes` (docs/tariffs.md, "Correcting a version in force"): it must name an earlier
+/// version that nothing supersedes yet, from that version's date; a valid one is in force in
+/// place of the old one, which still exists under its number.
+#[test]
+fn supersedes_names_an_earlier_version_from_its_date() {
+    let version = |from: &str, supersedes: Option<u32>, price: &str| {
+        let line = supersedes.map(|n| format!("supersedes = {n}\n")).unwrap_or_default();
+        format!(
+            "[[plans.versions]]\neffective_from = \"{from}\"\n{line}[plans.versions.meters.m]\nmodel = \"per_unit\"\nprice = \"{price}\"\n"
+        )
+    };
+    let plan = |versions: &[String]| {
+        format!(
+            "[[plans]]\nid = \"p\"\ncurrency = \"EUR\"\ntime_zone = \"UTC\"\nrounding = {{ places = 2, mode = \"half-up\" }}\n{}",
+            versions.concat()
+        )
+    };
+    let broken = plan(&[
+        version("2026-01-01T00:00:00Z", None, "1"),
+        version("2026-03-01T00:00:00Z", None, "2"),
+        version("2026-02-01T00:00:00Z", Some(1), "3"),
+        version("2026-01-01T00:00:00Z", Some(9), "4"),
+        version("2026-01-01T00:00:00Z", Some(5), "5"),
+    ]);
+    let e = errors(&broken);
+    assert!(
+        has(
+            &e,
+            "plans[0].versions[2].effective_from",
+            "must be that of the version it supersedes"
+        ),
+        "{e:?}"
+    );
+    assert!(has(&e, "plans[0].versions[3].supersedes", "names version 9"), "{e:?}");
+    assert!(has(&e, "plans[0].versions[4].supersedes", "names version 5"), "{e:?}");
+    let twice = plan(&[
+        version("2026-01-01T00:00:00Z", None, "1"),
+        version("2026-01-01T00:00:00Z", Some(1), "2"),
+        version("2026-01-01T00:00:00Z", Some(1), "3"),
+    ]);
+    assert!(has(
+        &errors(&twice),
+        "plans[0].versions[2].supersedes",
+        "already superseded"
+    ));
+
+    // A chain: 3 corrects 1, 4 corrects 3; 2 (from March) is untouched.
+    let chain = plan(&[
+        version("2026-01-01T00:00:00Z", None, "1"),
+        version("2026-03-01T00:00:00Z", None, "2"),
+        version("2026-01-01T00:00:00Z", Some(1), "3"),
+        version("2026-01-01T00:00:00Z", Some(3), "4"),
+    ]);
+    let catalogue = parse_catalogue(&chain).unwrap();
+    let p = catalogue.plan("p").unwrap();
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    assert_eq!(p.version_at(at("2025-12-31T23:59:59Z")).map(|v| v.number), None);
+    assert_eq!(p.version_at(at("2026-01-15T00:00:00Z")).unwrap().number, 4);
+    assert_eq!(p.version_at(at("2026-03-15T00:00:00Z")).unwrap().number, 2);
+    assert_eq!(p.version(1).unwrap().supersedes, None);
+    assert_eq!(p.version(3).unwrap().supersedes, Some(1));
+}

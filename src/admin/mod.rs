@@ -2,6 +2,8 @@
 //! reload (also on SIGHUP), the list of upcoming tariff versions, and suspense: listed, and
 //! reprocessed through the pipeline's door like any batch.
 
+mod corrections;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
 use crate::domain::tariff_file::parse_catalogue;
 use crate::domain::usage::RejectReason;
 use crate::pipeline::{Pipeline, RatingContext};
-use crate::store::{Subscriptions, Suspense, SuspenseId, Versions};
+use crate::store::{Adjustments, Corrections, Subscriptions, Suspense, SuspenseId, Versions};
 use crate::wire::ApiError;
 use crate::wire::convert::{
     charge_from_proto, reason_filter, subscription_from_proto, subscription_to_proto, suspended_to_proto,
@@ -36,6 +38,17 @@ pub struct Reprocessed {
     pub rejected: u32,
 }
 
+/// The tables the Admin API writes (handles from the store).
+pub struct AdminTables {
+    pub subscriptions: Subscriptions,
+    pub suspense: Suspense,
+    pub versions: Versions,
+    /// Correction ids and what each was asked for.
+    pub corrections: Corrections,
+    /// Closed periods' corrections to announce.
+    pub adjustments: Adjustments,
+}
+
 /// The admin operations, shared by the gRPC service and the SIGHUP handler.
 pub struct AdminCore {
     pipeline: Arc<Pipeline>,
@@ -46,25 +59,22 @@ pub struct AdminCore {
     tariffs_path: PathBuf,
     /// Serializes changes: each is read-modify-replace of the whole context.
     writes: tokio::sync::Mutex<()>,
+    corrections: Corrections,
+    adjustments: Adjustments,
 }
 
 impl AdminCore {
-    pub fn new(
-        pipeline: Arc<Pipeline>,
-        subscriptions: Subscriptions,
-        suspense: Suspense,
-        versions: Versions,
-        max_batch_events: usize,
-        tariffs_path: PathBuf,
-    ) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, tables: AdminTables, max_batch_events: usize, tariffs_path: PathBuf) -> Self {
         AdminCore {
             pipeline,
-            subscriptions,
-            suspense,
-            versions,
+            subscriptions: tables.subscriptions,
+            suspense: tables.suspense,
+            versions: tables.versions,
             max_batch_events,
             tariffs_path,
             writes: tokio::sync::Mutex::new(()),
+            corrections: tables.corrections,
+            adjustments: tables.adjustments,
         }
     }
 
@@ -411,10 +421,39 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn rerate(
+        &self,
+        request: Request<proto::RerateRequest>,
+    ) -> Result<Response<proto::CorrectionResponse>, Status> {
+        let caller = caller_name(&request);
+        Ok(Response::new(self.0.rerate(request.into_inner(), &caller).await?))
+    }
+
+    async fn void_event(
+        &self,
+        request: Request<proto::VoidEventRequest>,
+    ) -> Result<Response<proto::CorrectionResponse>, Status> {
+        let caller = caller_name(&request);
+        Ok(Response::new(self.0.void_event(request.into_inner(), &caller).await?))
+    }
+
+    async fn amend_event(
+        &self,
+        request: Request<proto::AmendEventRequest>,
+    ) -> Result<Response<proto::CorrectionResponse>, Status> {
+        let caller = caller_name(&request);
+        Ok(Response::new(self.0.amend_event(request.into_inner(), &caller).await?))
+    }
+
     async fn list_upcoming_versions(
         &self,
         _: Request<proto::ListUpcomingVersionsRequest>,
     ) -> Result<Response<proto::UpcomingVersions>, Status> {
         Ok(Response::new(self.0.upcoming()))
     }
+}
+
+/// The name of the caller's token (kept with each correction); empty without tokens.
+fn caller_name<T>(request: &Request<T>) -> String {
+    crate::security::auth::principal(request).map_or_else(String::new, |p| p.name.to_string())
 }

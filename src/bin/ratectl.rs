@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use ratingd::client::commands::charges::ChargesCommand;
+use ratingd::client::commands::corrections::{AmendArgs, RerateArgs, VoidArgs};
 use ratingd::client::commands::explain::ExplainArgs;
 use ratingd::client::commands::export::ExportArgs;
 use ratingd::client::commands::records::RecordsArgs;
@@ -61,6 +62,13 @@ enum Command {
     /// One-off charges and credits (Admin API).
     #[command(subcommand)]
     Charges(ChargesCommand),
+    /// Rate a period's records again under the tariff versions now in force (Admin API): a
+    /// reversal and a replacement of each changed record, one commit per account and period.
+    Rerate(RerateArgs),
+    /// Take one event back: a reversal of its record (Admin API). Its id stays claimed.
+    Void(VoidArgs),
+    /// Rate one event again with a new quantity and/or attributes, at its own time (Admin API).
+    Amend(AmendArgs),
     /// Rated records of one account, oldest first.
     Records(RecordsArgs),
     /// Every rated record of a period (or of one account in it) to CSV or JSONL, streamed page by
@@ -88,6 +96,9 @@ fn online(access: &Access, command: &Command) -> Result<Printed, Failure> {
             Command::Totals(a) => commands::totals::run(a, access).await,
             Command::Subscriptions(c) => commands::subscriptions::run(c, access).await,
             Command::Charges(c) => commands::charges::run(c, access).await,
+            Command::Rerate(a) => commands::corrections::rerate(a, access).await,
+            Command::Void(a) => commands::corrections::void(a, access).await,
+            Command::Amend(a) => commands::corrections::amend(a, access).await,
             Command::Records(a) => commands::records::run(a, access).await,
             Command::Export(a) => commands::export::run(a, access).await,
             Command::Statement(a) => commands::statement::run(a, access).await,

@@ -59,6 +59,18 @@ impl PeriodTotals {
 
     /// Adds one rated record.
     pub fn add(&mut self, meter: &str, quantity: Decimal, rated_quantity: Decimal, charge: Decimal) {
+        self.add_counted(meter, quantity, rated_quantity, charge, 1);
+    }
+
+    /// Adds what a record changes: a reversal counts one event less (its amounts are negative).
+    pub fn add_counted(
+        &mut self,
+        meter: &str,
+        quantity: Decimal,
+        rated_quantity: Decimal,
+        charge: Decimal,
+        events: i64,
+    ) {
         let index = match self.meters.iter().position(|m| &*m.meter == meter) {
             Some(i) => i,
             None => {
@@ -76,7 +88,7 @@ impl PeriodTotals {
         m.quantity += quantity;
         m.rated_quantity += rated_quantity;
         m.charge += charge;
-        m.events += 1;
+        m.events = m.events.saturating_add_signed(events);
         self.total_charge += charge;
     }
 

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod alert;
 pub mod charge;
+pub mod correction;
 pub mod fee;
 pub mod hex;
 pub mod keyed;

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use super::correction::{ADJUSTMENT_METER, Correction};
+
 /// What the engine needs to price one event.
 #[derive(Debug, Clone, Copy)]
 pub struct RatingInput<'a> {
@@ -39,6 +41,8 @@ pub struct RatedRecord {
     pub subscription_discount: Option<Decimal>,
     pub rated_quantity: Decimal,
     pub charge: Decimal,
+    /// Set on the records a correction writes (a reversal or a replacement): why it exists.
+    pub correction: Option<Correction>,
 }
 
 /// The same fields borrowed: a shard encodes records from its events without copying strings.
@@ -58,6 +62,7 @@ pub struct RatedRecordRef<'a> {
     pub subscription_discount: Option<Decimal>,
     pub rated_quantity: Decimal,
     pub charge: Decimal,
+    pub correction: Option<&'a Correction>,
 }
 
 impl RatedRecord {
@@ -69,13 +74,52 @@ impl RatedRecord {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into()))
             .collect();
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "event_id": self.event_id, "account": self.account_id, "meter": self.meter,
             "quantity": self.quantity.normalize().to_string(), "timestamp": self.at().to_rfc3339(),
             "attributes": attributes, "plan": self.plan, "version": self.version, "period": self.period,
             "rated_quantity": self.rated_quantity.normalize().to_string(), "charge": self.charge.to_string(),
             "period_usage_before": self.period_usage_before.normalize().to_string(),
-        })
+        });
+        if let Some(c) = &self.correction {
+            line["correction"] = serde_json::json!({
+                "role": c.role.as_str(), "action": c.action.as_str(), "id": c.id, "reason": c.reason,
+                "requested_by": c.requested_by, "at": c.at().to_rfc3339(),
+                "booked_plan": c.booked.as_ref().map(|b| b.plan.clone()),
+                "booked_period": c.booked.as_ref().map(|b| b.period.clone()),
+            });
+        }
+        line
+    }
+
+    /// True for a reversal record (it takes an earlier record of the same event back).
+    pub fn is_reversal(&self) -> bool {
+        self.correction
+            .as_ref()
+            .is_some_and(|c| c.role == super::correction::Role::Reversal)
+    }
+
+    /// What the record adds to the totals it counts in ([`RatedRecord::booked`]): meter,
+    /// quantity, rated quantity, charge and events. A reversal's amounts are negative and it
+    /// counts one event less; an adjustment of a closed period adds its charge alone, under
+    /// [`ADJUSTMENT_METER`], so the open period's usage does not move.
+    pub fn counts(&self) -> (&str, Decimal, Decimal, Decimal, i64) {
+        match &self.correction {
+            Some(c) if c.booked.is_some() => (ADJUSTMENT_METER, Decimal::ZERO, Decimal::ZERO, self.charge, 1),
+            Some(c) if c.role == super::correction::Role::Reversal => {
+                (&self.meter, self.quantity, self.rated_quantity, self.charge, -1)
+            }
+            _ => (&self.meter, self.quantity, self.rated_quantity, self.charge, 1),
+        }
+    }
+
+    /// Where the record counts in the totals: its own (plan, period), or for an adjustment of a
+    /// closed period the open one it was booked into.
+    pub fn booked(&self) -> (&str, &str) {
+        match self.correction.as_ref().and_then(|c| c.booked.as_ref()) {
+            Some(b) => (&b.plan, &b.period),
+            None => (&self.plan, &self.period),
+        }
     }
 
     /// The event time.
@@ -112,6 +156,7 @@ impl RatedRecord {
             subscription_discount: self.subscription_discount,
             rated_quantity: self.rated_quantity,
             charge: self.charge,
+            correction: self.correction.as_ref(),
         }
     }
 }

@@ -59,15 +59,45 @@ pub struct Plan {
     pub rounding: InvoiceRounding,
     pub time_zone: Tz,
     pub period: BillingPeriod,
-    /// Sorted by `effective_from`, strictly increasing; never empty.
+    /// In file order, numbered from 1; never empty. The versions that supersede none are sorted
+    /// by `effective_from`, strictly increasing; a version that `supersedes` another comes after
+    /// it with the same `effective_from`.
     pub versions: Vec<Version>,
+    /// The index in `versions` of the version in force from each date, sorted by date: each
+    /// version that supersedes none, replaced by the last of the chain that supersedes it.
+    pub timeline: Vec<usize>,
 }
 
 impl Plan {
-    /// The version in force at `at`: the last one whose `effective_from` is not after it.
+    /// The version in force at `at`: of the last date not after it, the version that supersedes
+    /// it last (if any does).
     pub fn version_at(&self, at: DateTime<Utc>) -> Option<&Version> {
-        let after = self.versions.partition_point(|v| v.effective_from <= at);
-        after.checked_sub(1).map(|i| &self.versions[i])
+        let after = self
+            .timeline
+            .partition_point(|&i| self.versions[i].effective_from <= at);
+        after.checked_sub(1).map(|i| &self.versions[self.timeline[i]])
+    }
+
+    /// The version numbered `number` (superseded or not: records keep the version that rated them).
+    pub fn version(&self, number: u32) -> Option<&Version> {
+        self.versions.iter().find(|v| v.number == number)
+    }
+
+    /// The timeline of `versions`: see [`Plan::timeline`]. Every `supersedes` names an earlier
+    /// version (the validator's check).
+    pub fn timeline_of(versions: &[Version]) -> Vec<usize> {
+        let mut timeline: Vec<usize> = Vec::new();
+        for (i, v) in versions.iter().enumerate() {
+            match v.supersedes {
+                None => timeline.push(i),
+                Some(n) => {
+                    if let Some(slot) = timeline.iter_mut().find(|slot| versions[**slot].number == n) {
+                        *slot = i;
+                    }
+                }
+            }
+        }
+        timeline
     }
 
     /// True when some version has fees or a minimum commitment: the plan's periods are billed
@@ -109,6 +139,9 @@ impl Plan {
 pub struct Version {
     /// 1-based position in the plan's version list; stable because versions are only appended.
     pub number: u32,
+    /// The version this one corrects, from the same `effective_from`: events rated from now on
+    /// and `Admin.Rerate` use this one, records rated before keep (and explain with) the old one.
+    pub supersedes: Option<u32>,
     pub effective_from: DateTime<Utc>,
     /// Percentage off every charge of this version (0 < d <= 100), if any.
     pub discount_percent: Option<Decimal>,

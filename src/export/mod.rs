@@ -18,7 +18,7 @@ use crate::config::RedisConfig;
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::alert::SpendAlert;
 use crate::pipeline::{CommittedView, TotalsKey};
-use crate::store::{Alerts, Closes, StoredAlert};
+use crate::store::{Adjustments, Alerts, Closes, StoredAlert};
 
 /// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
 const KEYS_PER_PIPELINE: usize = 500;
@@ -45,6 +45,9 @@ impl Keys<'_> {
     }
     pub fn alerts(&self) -> String {
         format!("{}:alerts", self.prefix)
+    }
+    pub fn adjustments(&self) -> String {
+        format!("{}:adjustments", self.prefix)
     }
 }
 
@@ -137,13 +140,19 @@ pub async fn run(
     committed: CommittedView,
     closes: Closes,
     alerts: Alerts,
+    adjustments: Adjustments,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Entries a crash left unannounced go out with the first flush.
+    committed
+        .adjustments_pending
+        .store(true, std::sync::atomic::Ordering::Release);
     let mut exporter = Exporter {
         config,
         committed,
         closes,
         alerts,
+        adjustments,
         conn: None,
         last_success: std::time::Instant::now(),
         resync: true,
@@ -170,6 +179,7 @@ struct Exporter {
     committed: CommittedView,
     closes: Closes,
     alerts: Alerts,
+    adjustments: Adjustments,
     conn: Option<ConnectionManager>,
     /// When a flush last succeeded (start-up counts as one): the Redis lag is measured from it.
     last_success: std::time::Instant,
@@ -216,6 +226,38 @@ impl Exporter {
             let id = alert.id();
             if let Err(e) = self.alerts.put(&StoredAlert { alert, announced: true }) {
                 warn!(error = %e, alert = %id, "cannot record the alert as announced");
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every closed period's correction not yet announced to `<prefix>:adjustments`,
+    /// then records it as announced (a crash between the two repeats the entry, identical;
+    /// consumers dedupe on `adjustment_id`).
+    async fn announce_adjustments(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        use std::sync::atomic::Ordering;
+        if !self.committed.adjustments_pending.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        let pending = self.adjustments.pending().map_err(|e| {
+            self.committed.adjustments_pending.store(true, Ordering::Release);
+            store_failure(e)
+        })?;
+        for (id, entry) in pending {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(keys.adjustments()).arg("*");
+            for (k, v) in entry_fields(&entry) {
+                cmd.arg(k).arg(v);
+            }
+            if let Err(e) = cmd.query_async::<()>(conn).await {
+                self.committed.adjustments_pending.store(true, Ordering::Release);
+                return Err(e);
+            }
+            if let Err(e) = self.adjustments.announced(&id) {
+                warn!(error = %e, adjustment = %id, "cannot record the adjustment as announced");
             }
         }
         Ok(())
@@ -394,6 +436,7 @@ impl Exporter {
         }
         self.announce(&mut conn).await?;
         self.announce_alerts(&mut conn).await?;
+        self.announce_adjustments(&mut conn).await?;
         // Written last: present only when everything before it is.
         let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
         redis::pipe()

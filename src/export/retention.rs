@@ -104,31 +104,31 @@ impl Sweeper {
         let keep = chrono::Duration::days(i64::from(self.days));
         let mut periods: Vec<(String, String, DateTime<Utc>)> = Vec::new();
         for r in &commit.records {
-            if periods
-                .iter()
-                .any(|(plan, period, _)| *plan == r.plan && *period == r.period)
-            {
+            // Where the record counts: a closed period's correction counts in the open period
+            // it was booked into, and stays until that one is closed and old enough.
+            let (plan, period) = r.booked();
+            if periods.iter().any(|(p, l, _)| p == plan && l == period) {
                 continue;
             }
-            if !committed.is_closed(&r.plan, &r.period) {
+            if !committed.is_closed(plan, period) {
                 // Looked at again a little later (the close is due at the period's end plus
                 // the grace, which the closer reaches on its own interval).
                 return Verdict::Kept(Some(now + chrono::Duration::minutes(10)));
             }
             let Some(end) = context
                 .catalogue
-                .plan(&r.plan)
-                .and_then(|p| p.period.period_labelled(p.time_zone, &r.period))
+                .plan(plan)
+                .and_then(|p| p.period.period_labelled(p.time_zone, period))
                 .map(|p| p.end)
             else {
                 // A plan no longer in the catalogue: its periods' ends are unknown; kept.
-                warn!(plan = %r.plan, period = %r.period, seq = commit.seq, "retention: the plan is not in the catalogue; records kept");
+                warn!(plan = %plan, period = %period, seq = commit.seq, "retention: the plan is not in the catalogue; records kept");
                 return Verdict::Kept(Some(now + chrono::Duration::hours(1)));
             };
             if end + keep > now {
                 return Verdict::Kept(Some(end + keep));
             }
-            periods.push((r.plan.clone(), r.period.clone(), end));
+            periods.push((plan.to_string(), period.to_string(), end));
         }
         Verdict::Due(periods)
     }

@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 
 use super::{Pipeline, PipelineError};
 use crate::domain::charge::CHARGE_METER;
+use crate::domain::correction::ADJUSTMENT_METER;
 use crate::domain::fee::{FEE_ID_PREFIX, FEE_METER_PREFIX, FeeDue, MINIMUM_METER, fees_due, minimum_due};
 use crate::domain::period::Period;
 use crate::domain::subscription::windows_of;
@@ -97,7 +98,8 @@ impl Pipeline {
     /// Writes the minimum-commitment true-ups of the `(plan, period label)` pairs about to close
     /// (after their fees): for each account subscribed to a plan whose version has a minimum, the
     /// amount that brings the plan's subtotal in the period (usage and fees; one-off charges
-    /// apart) up to the minimum prorated like a fee, as a record of `@minimum`.
+    /// apart, and corrections of closed periods booked here) up to the minimum prorated like a
+    /// fee, as a record of `@minimum`.
     pub async fn bill_minimums(&self, closing: &[(Arc<str>, Arc<str>)]) -> Result<(usize, usize), PipelineError> {
         let context = self.context.load_full();
         let mut items = Vec::new();
@@ -118,8 +120,11 @@ impl Pipeline {
                 };
                 let total = self.charged_total(account, label, plan_id);
                 let (one_off, _) = self.charged(account, label, plan_id, CHARGE_METER);
+                // Corrections of earlier (closed) periods booked here are not this period's
+                // usage: a credit note for last month is not swallowed by this month's minimum.
+                let (adjusted, _) = self.charged(account, label, plan_id, ADJUSTMENT_METER);
                 let (trued_up, records) = self.charged(account, label, plan_id, MINIMUM_METER);
-                let subtotal = total - one_off - trued_up;
+                let subtotal = total - one_off - adjusted - trued_up;
                 let owed = (minimum.due - subtotal).max(Decimal::ZERO);
                 if owed == trued_up {
                     continue;

@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod committer;
+pub mod corrections;
 pub mod dedupe;
 pub mod fees;
 pub mod intake;
@@ -87,6 +88,8 @@ pub struct Committed {
     pub announcements_pending: AtomicBool,
     /// Set when a spend alert was written and may not be in Redis yet.
     pub alerts_pending: AtomicBool,
+    /// Set when a closed period's correction was written and may not be announced yet.
+    pub adjustments_pending: AtomicBool,
     /// Accounts whose stored records failed their check at start, with why (fixed after start):
     /// their totals are not served or projected, and their batches are refused.
     pub damaged: ahash::AHashMap<Arc<str>, Arc<str>>,
@@ -307,11 +310,30 @@ pub struct ShardOutput {
     pub totals: Vec<PeriodTotals>,
 }
 
+impl ShardOutput {
+    /// An output with nothing in it yet (the shard sets `shard`, and `rated_at` when done).
+    pub fn empty(ticket: Arc<BatchTicket>) -> ShardOutput {
+        ShardOutput {
+            ticket,
+            shard: 0,
+            rated_at: std::time::Instant::now(),
+            records: Vec::new(),
+            record_count: 0,
+            suspense: Vec::new(),
+            duplicate: 0,
+            results: Vec::new(),
+            totals: Vec::new(),
+        }
+    }
+}
+
 /// Messages to a shard thread, handled in queue order.
 pub enum ShardMsg {
     Job(ShardJob),
     /// Serialize your state and send it to the committer behind your earlier outputs (checkpoint).
     Snapshot,
+    /// A correction of some of the shard's accounts (`corrections`).
+    Correct(corrections::CorrectionJob),
     /// Finish: everything queued before this has been handled.
     Stop,
 }
@@ -382,6 +404,8 @@ pub struct BatchTicket {
     ack: Mutex<Ack>,
     reply: Mutex<Option<oneshot::Sender<Result<Ack, PipelineError>>>>,
     admitted: Mutex<Option<Admitted>>,
+    /// False for corrections: their records are not received events.
+    counted: bool,
 }
 
 impl BatchTicket {
@@ -400,7 +424,20 @@ impl BatchTicket {
             }),
             reply: Mutex::new(Some(tx)),
             admitted: Mutex::new(Some(admitted)),
+            counted: true,
         };
+        (Arc::new(ticket), rx)
+    }
+
+    /// A ticket whose acknowledgement is not counted in the event metrics (a correction).
+    pub fn uncounted(
+        batch_id: u64,
+        parts: usize,
+        admitted: Admitted,
+    ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
+        let (ticket, rx) = BatchTicket::new(batch_id, parts, admitted);
+        let mut ticket = Arc::into_inner(ticket).expect("just made");
+        ticket.counted = false;
         (Arc::new(ticket), rx)
     }
 
@@ -417,7 +454,9 @@ impl BatchTicket {
             let mut ack = std::mem::take(&mut *lock(&self.ack));
             ack.batch_id = self.batch_id;
             ack.results.sort_by_key(|r| r.index);
-            crate::telemetry::count_ack(&ack);
+            if self.counted {
+                crate::telemetry::count_ack(&ack);
+            }
             self.finish(Ok(ack));
         }
     }
@@ -572,6 +611,7 @@ impl Pipeline {
                 hot_hours: config.dedupe_hot_hours,
                 committed: committed.clone(),
                 failed: failed.clone(),
+                records: store.records(),
             };
             threads.push(
                 std::thread::Builder::new()

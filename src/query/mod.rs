@@ -45,6 +45,60 @@ const QUOTE_LIMITS: EventLimits = EventLimits {
 
 /// The explanation of a record ratingd wrote itself (not rated: its amount is its charge): a
 /// one-off charge or credit, a recurring fee with its proration, or a minimum-commitment true-up.
+/// The chain of a corrected event, for people: each record, and what asked for each correction.
+fn chain_text(chain: &[RatedRecord]) -> String {
+    use std::fmt::Write;
+    let Some(first) = chain.first() else {
+        return String::new();
+    };
+    let mut text = format!(
+        "event {:?} of account {:?}: {} records\n",
+        first.event_id,
+        first.account_id,
+        chain.len()
+    );
+    for (n, r) in chain.iter().enumerate() {
+        let what = match &r.correction {
+            None => "original".to_string(),
+            Some(c) => {
+                let by = if c.requested_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", c.requested_by)
+                };
+                let booked = c
+                    .booked
+                    .as_ref()
+                    .map(|b| {
+                        format!(
+                            ", booked into {} of plan {:?} (period {} was closed)",
+                            b.period, b.plan, r.period
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{} ({} {:?}, {}{by}: {:?}{booked})",
+                    c.role.as_str(),
+                    c.action.as_str(),
+                    c.id,
+                    c.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    c.reason
+                )
+            }
+        };
+        let _ = writeln!(
+            text,
+            "  {}. {what}: plan {:?} version {}, quantity {}, charge {}",
+            n + 1,
+            r.plan,
+            r.version,
+            r.quantity.normalize(),
+            r.charge
+        );
+    }
+    text
+}
+
 fn own_record_explained(record: &RatedRecord) -> proto::ExplainRecordResponse {
     let description = description_of(&record.attributes);
     let (kind, text) = if record.meter == CHARGE_METER {
@@ -83,6 +137,7 @@ fn own_record_explained(record: &RatedRecord) -> proto::ExplainRecordResponse {
             "{text}, in period {} of plan {:?}: {description}",
             record.period, record.plan
         ),
+        chain: Vec::new(),
     }
 }
 
@@ -284,7 +339,9 @@ impl QueryService {
             let mut found = Vec::new();
             records
                 .account_records(&account, 0, |_, _, r| {
-                    if r.period == period {
+                    // What counts in the period: its records, and corrections of closed
+                    // periods booked into it.
+                    if r.booked().1 == period {
                         found.push(r);
                     }
                     true
@@ -299,7 +356,11 @@ impl QueryService {
                 .catalogue
                 .plan(&part.plan)
                 .ok_or_else(|| ApiError::PlanGone(part.plan.to_string()))?;
-            let of_plan: Vec<RatedRecord> = records.iter().filter(|r| *r.plan == *part.plan).cloned().collect();
+            let of_plan: Vec<RatedRecord> = records
+                .iter()
+                .filter(|r| *r.booked().0 == *part.plan)
+                .cloned()
+                .collect();
             let s = statement::build(plan, &of_plan)?;
             if s.total != part.total_charge {
                 return Err(ApiError::RecordsDisagree {
@@ -433,8 +494,9 @@ impl QueryService {
                 if record.event_id == event_id {
                     found.push(record);
                 }
-                // With an account, ids are unique: stop at the first; without, look for others.
-                found.is_empty() || (account.is_empty() && found.len() < 2)
+                // With an account, every record of the event (its chain of corrections); without,
+                // stop once a second account uses the id.
+                !account.is_empty() || !found.iter().any(|r| r.account_id != found[0].account_id)
             };
             let scanned = if account.is_empty() {
                 records.all_records(&mut visit)
@@ -444,14 +506,17 @@ impl QueryService {
             scanned.map(|()| found)
         })
         .await?;
-        if let [first, second, ..] = found.as_slice() {
+        if let Some(second) = found.iter().find(|r| r.account_id != found[0].account_id) {
             return Err(ApiError::AmbiguousEventId {
                 event_id: req.event_id,
-                first: first.account_id.clone(),
+                first: found[0].account_id.clone(),
                 second: second.account_id.clone(),
             });
         }
-        let record = found.into_iter().next().ok_or_else(|| {
+        // The record in force is the chain's last: a correction writes its reversal before its
+        // replacement, so the last is the replacement, the original, or (voided) the reversal.
+        let chain = found;
+        let record = chain.last().cloned().ok_or_else(|| {
             let missing = ApiError::NoRecord {
                 event_id: req.event_id.clone(),
                 account: req.account_id.clone(),
@@ -469,21 +534,28 @@ impl QueryService {
             }
         })?;
         self.pipeline.committed().check_damage(&record.account_id)?;
-        if record.meter.starts_with('@') {
-            return Ok(own_record_explained(&record));
+        let mut answer = if record.meter.starts_with('@') {
+            own_record_explained(&record)
+        } else {
+            let context = self.pipeline.context().load();
+            let plan = context
+                .catalogue
+                .plan(&record.plan)
+                .ok_or_else(|| ApiError::PlanGone(record.plan.clone()))?;
+            let rated = rerate(plan, &record)?;
+            let report = Report::new(plan, &record.meter, &record.attributes, &rated.explanation);
+            proto::ExplainRecordResponse {
+                record: Some(record_to_proto(&record)),
+                explanation_json: serde_json::to_string(&report).unwrap_or_default(),
+                explanation_text: report.to_string(),
+                chain: Vec::new(),
+            }
+        };
+        if chain.len() > 1 {
+            answer.explanation_text = format!("{}\n{}", chain_text(&chain), answer.explanation_text);
         }
-        let context = self.pipeline.context().load();
-        let plan = context
-            .catalogue
-            .plan(&record.plan)
-            .ok_or_else(|| ApiError::PlanGone(record.plan.clone()))?;
-        let rated = rerate(plan, &record)?;
-        let report = Report::new(plan, &record.meter, &record.attributes, &rated.explanation);
-        Ok(proto::ExplainRecordResponse {
-            record: Some(record_to_proto(&record)),
-            explanation_json: serde_json::to_string(&report).unwrap_or_default(),
-            explanation_text: report.to_string(),
-        })
+        answer.chain = chain.iter().map(record_to_proto).collect();
+        Ok(answer)
     }
 
     fn get_totals(&self, request: Request<proto::GetTotalsRequest>) -> Result<proto::Totals, ApiError> {

@@ -14,7 +14,7 @@ use crate::domain::fee::{FEE_METER_PREFIX, MINIMUM_METER};
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::{Model, Plan};
 use crate::domain::usage::attribute;
-use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate, rerate};
+use crate::rating::{ModelKind, RateSource, RatingInput, RerateError, rate_with, rerate};
 use crate::wire::convert::{currency_total_to_proto, status_label};
 use crate::wire::proto;
 
@@ -51,8 +51,105 @@ struct MeterSum {
     period_end: (Decimal, String),
 }
 
-/// Builds the statement of `records` (one account, one period, all under `plan`).
+/// Builds the statement of `records` (one account's records that count in one period under
+/// `plan`, in commit order). Corrected events are shown as they stand (their records in force),
+/// with a "corrections" section saying what changed them and why; corrections of a closed
+/// period booked into this one are lines of their own.
 pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateError> {
+    let (adjustments, own): (Vec<&RatedRecord>, Vec<&RatedRecord>) = records
+        .iter()
+        .partition(|r| r.correction.as_ref().is_some_and(|c| c.booked.is_some()));
+    let corrections = corrections_of(own.iter().copied().filter(|r| r.correction.is_some()));
+    let in_force = crate::rating::correct::current(own.into_iter().cloned());
+    let mut statement = build_in_force(plan, &in_force)?;
+    // Adjustments of closed periods: one line per correction and period corrected.
+    let mut adjusted: Vec<(String, Decimal)> = Vec::new();
+    for r in adjustments {
+        let Some(c) = &r.correction else { continue };
+        let text = format!(
+            "adjustment of period {} ({} {}, {}): {}",
+            r.period,
+            c.action.as_str(),
+            c.id,
+            c.at().format("%Y-%m-%d"),
+            c.reason
+        );
+        match adjusted.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, sum)) => *sum += r.charge,
+            None => adjusted.push((text, r.charge)),
+        }
+    }
+    let at = statement
+        .lines
+        .iter()
+        .rposition(|l| l.description.starts_with("discount "))
+        .unwrap_or(statement.lines.len());
+    for (description, amount) in adjusted.into_iter().rev() {
+        statement.subtotal += amount;
+        statement.total += amount;
+        statement.lines.insert(
+            at,
+            Line {
+                meter: String::new(),
+                description,
+                amount: Some(amount),
+            },
+        );
+    }
+    if !corrections.is_empty() {
+        statement.lines.push(Line {
+            meter: String::new(),
+            description: "corrections (included above):".to_string(),
+            amount: None,
+        });
+        statement.lines.extend(corrections.into_iter().map(|description| Line {
+            meter: String::new(),
+            description,
+            amount: None,
+        }));
+    }
+    Ok(statement)
+}
+
+/// One line per correction among `records`: what, when, who, the events it changed, the
+/// difference it made and why.
+fn corrections_of<'a>(records: impl Iterator<Item = &'a RatedRecord>) -> Vec<String> {
+    // (id, action, at, by, reason) -> (events reversed, difference)
+    type Key = (String, &'static str, String, String, String);
+    let mut seen: Vec<(Key, (u64, Decimal))> = Vec::new();
+    for r in records {
+        let Some(c) = &r.correction else { continue };
+        let key = (
+            c.id.clone(),
+            c.action.as_str(),
+            c.at().format("%Y-%m-%d %H:%M UTC").to_string(),
+            c.requested_by.clone(),
+            c.reason.clone(),
+        );
+        let entry = match seen.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v,
+            None => {
+                seen.push((key, (0, Decimal::ZERO)));
+                &mut seen.last_mut().expect("pushed above").1
+            }
+        };
+        entry.0 += u64::from(r.is_reversal());
+        entry.1 += r.charge;
+    }
+    seen.into_iter()
+        .map(|((id, action, at, by, reason), (events, difference))| {
+            let by = if by.is_empty() {
+                String::new()
+            } else {
+                format!(" by {by}")
+            };
+            format!("  {action} {id} ({at}{by}): {events} events changed, {difference} in all: {reason}")
+        })
+        .collect()
+}
+
+/// The statement of the records in force.
+fn build_in_force(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateError> {
     let mut undiscounted_plan = plan.clone();
     for v in &mut undiscounted_plan.versions {
         v.discount_percent = None;
@@ -95,17 +192,26 @@ pub fn build(plan: &Plan, records: &[RatedRecord]) -> Result<Statement, RerateEr
             continue;
         }
         let charged = rerate(plan, r)?;
-        let plain = rate(
+        let failed = |error| RerateError::Rating {
+            event_id: r.event_id.clone(),
+            error,
+        };
+        // Under the record's own version (a later one may supersede it).
+        let version = undiscounted_plan.version(r.version).ok_or_else(|| {
+            failed(crate::rating::RatingError::NoVersion {
+                plan: plan.id.clone(),
+                at: r.at(),
+            })
+        })?;
+        let plain = rate_with(
             &undiscounted_plan,
+            version,
             &RatingInput {
                 subscription_discount: None,
                 ..r.rating_input()
             },
         )
-        .map_err(|error| RerateError::Rating {
-            event_id: r.event_id.clone(),
-            error,
-        })?;
+        .map_err(failed)?;
         let e = &charged.explanation;
         if let Some(d) = e.version_discount {
             discounts.insert(format!("{d}% (plan version {})", e.version), ());

@@ -16,6 +16,7 @@
 //! order and batching of arrival.
 
 mod bands;
+pub mod correct;
 mod cumulative;
 pub mod explain;
 
@@ -110,10 +111,31 @@ pub enum RerateError {
 /// checks that the version and charge are those stored: the one way a rating (and with it an
 /// explanation) is rebuilt from a record.
 pub fn rerate(plan: &Plan, record: &RatedRecord) -> Result<Rated, RerateError> {
-    let rated = rate(plan, &record.rating_input()).map_err(|error| RerateError::Rating {
+    let failed = |error| RerateError::Rating {
         event_id: record.event_id.clone(),
         error,
+    };
+    // A superseded version still rates the records it rated (kept side by side).
+    let version = plan.version(record.version).ok_or_else(|| {
+        failed(RatingError::NoVersion {
+            plan: plan.id.clone(),
+            at: record.at(),
+        })
     })?;
+    // A reversal holds the negated rating of the record it takes back.
+    let mut input = record.rating_input();
+    let sign = if record.is_reversal() {
+        -Decimal::ONE
+    } else {
+        Decimal::ONE
+    };
+    input.quantity *= sign;
+    let mut rated = rate_with(plan, version, &input).map_err(failed)?;
+    if record.is_reversal() {
+        rated.charge = -rated.charge;
+        rated.rated_quantity = -rated.rated_quantity;
+        rated.explanation.charge = rated.charge;
+    }
     if rated.charge != record.charge || rated.explanation.version != record.version {
         return Err(RerateError::Changed {
             event_id: record.event_id.clone(),
@@ -235,16 +257,22 @@ pub struct TierStep {
 
 /// Prices one event against `plan`.
 pub fn rate(plan: &Plan, input: &RatingInput<'_>) -> Result<Rated, RatingError> {
+    let version = plan.version_at(input.at).ok_or_else(|| RatingError::NoVersion {
+        plan: plan.id.clone(),
+        at: input.at,
+    })?;
+    rate_with(plan, version, input)
+}
+
+/// Rates one event under a given version of `plan` (a record's own version, which a later
+/// version may supersede: [`rerate`], corrections that keep a record's version).
+pub fn rate_with(plan: &Plan, version: &Version, input: &RatingInput<'_>) -> Result<Rated, RatingError> {
     if input.quantity.is_sign_negative() && !input.quantity.is_zero() {
         return Err(RatingError::NegativeQuantity);
     }
     if input.period_usage.is_sign_negative() && !input.period_usage.is_zero() {
         return Err(RatingError::NegativePeriodUsage);
     }
-    let version = plan.version_at(input.at).ok_or_else(|| RatingError::NoVersion {
-        plan: plan.id.clone(),
-        at: input.at,
-    })?;
     let tariff = version
         .meters
         .get(input.meter)

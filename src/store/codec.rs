@@ -210,6 +210,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RatedRecord, CodecError> {
         plan: r.str()?,
         period: r.str()?,
         attributes: r.pairs()?,
+        correction: None,
     };
     if !r.is_empty() {
         return Err(CodecError::Invalid("trailing bytes"));
@@ -665,6 +666,7 @@ mod tests {
             subscription_discount: Some(Decimal::TEN),
             rated_quantity: Decimal::new(15, 1),
             charge: Decimal::new(1_350_000, 9),
+            correction: None,
         }
     }
 

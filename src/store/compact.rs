@@ -10,7 +10,9 @@
 //! - times are zigzag varint offsets from the segment's base timestamp;
 //! - decimals are their scale (one byte) and their mantissa as a zigzag varint;
 //! - every record starts with a kind byte. Kind 1 is a rated record (usage, one-off charges,
-//!   fees and true-ups alike: their meter says which). Other kinds are refused with
+//!   fees and true-ups alike: their meter says which). Kind 2 is a correction record: kind 1's
+//!   fields, then the correction (`role u8 | action u8 | id | reason | requested_by | at (zigzag
+//!   varint nanos) | booked u8 [plan period]`). Other kinds are refused with
 //!   [`CodecError::Invalid`] until a version that writes them reads them.
 //!
 //! The dedupe fingerprint is not stored: it is the data dir's keyed hash of (account, event id),
@@ -22,10 +24,15 @@
 use rust_decimal::Decimal;
 
 use super::codec::CodecError;
+use crate::domain::correction::{Action, Booking, Correction, Role};
 use crate::domain::record::{RatedRecord, RatedRecordRef};
 
 /// The kind byte of a rated record.
 pub const KIND_RATED: u8 = 1;
+/// The kind byte of a correction record (a reversal or a replacement): a rated record followed by
+/// its correction (role, action, id, reason, requested by, when, and the open period an
+/// adjustment of a closed period is booked into). Older releases refuse it as unknown.
+pub const KIND_CORRECTION: u8 = 2;
 /// Most dictionary entries per segment: past it, strings are written in full each time.
 pub const DICT_MAX: usize = 64;
 /// Segment header: body length, record count, base timestamp.
@@ -124,7 +131,11 @@ impl SegmentWriter {
         {
             flags |= FLAG_NO_USAGE_BEFORE;
         }
-        self.buf.push(KIND_RATED);
+        self.buf.push(if r.correction.is_some() {
+            KIND_CORRECTION
+        } else {
+            KIND_RATED
+        });
         self.buf.push(flags);
         let id = r.event_id.as_bytes();
         let shared = id.iter().zip(&self.prev_id).take_while(|(a, b)| a == b).count();
@@ -157,6 +168,29 @@ impl SegmentWriter {
         for (k, v) in r.attributes {
             self.dict(k);
             self.dict(v);
+        }
+        if let Some(c) = r.correction {
+            self.buf.push(match c.role {
+                Role::Reversal => 1,
+                Role::Replacement => 2,
+            });
+            self.buf.push(match c.action {
+                Action::Rerate => 1,
+                Action::Void => 2,
+                Action::Amend => 3,
+            });
+            put_bytes(&mut self.buf, c.id.as_bytes());
+            put_bytes(&mut self.buf, c.reason.as_bytes());
+            put_bytes(&mut self.buf, c.requested_by.as_bytes());
+            put_varint(&mut self.buf, zigzag(i128::from(c.at_unix_nanos)));
+            match &c.booked {
+                None => self.buf.push(0),
+                Some(b) => {
+                    self.buf.push(1);
+                    self.dict(&b.plan);
+                    self.dict(&b.period);
+                }
+            }
         }
     }
 
@@ -304,9 +338,9 @@ impl<'a> SegmentReader<'a> {
     }
 
     fn record(&mut self) -> Result<RatedRecord, CodecError> {
-        match self.take(1)?[0] {
-            KIND_RATED => {}
-            _ => return Err(CodecError::Invalid("unknown record kind (written by a newer ratingd?)")),
+        let kind = self.take(1)?[0];
+        if kind != KIND_RATED && kind != KIND_CORRECTION {
+            return Err(CodecError::Invalid("unknown record kind (written by a newer ratingd?)"));
         }
         let flags = self.take(1)?[0];
         if flags & !FLAGS_KNOWN != 0 {
@@ -356,6 +390,11 @@ impl<'a> SegmentReader<'a> {
         for _ in 0..n {
             attributes.push((self.dict()?, self.dict()?));
         }
+        let correction = if kind == KIND_CORRECTION {
+            Some(self.correction()?)
+        } else {
+            None
+        };
         Ok(RatedRecord {
             content,
             event_id,
@@ -371,6 +410,43 @@ impl<'a> SegmentReader<'a> {
             subscription_discount,
             rated_quantity,
             charge,
+            correction,
+        })
+    }
+
+    fn correction(&mut self) -> Result<Correction, CodecError> {
+        let role = match self.take(1)?[0] {
+            1 => Role::Reversal,
+            2 => Role::Replacement,
+            _ => return Err(CodecError::Invalid("correction role")),
+        };
+        let action = match self.take(1)?[0] {
+            1 => Action::Rerate,
+            2 => Action::Void,
+            3 => Action::Amend,
+            _ => return Err(CodecError::Invalid("correction action")),
+        };
+        let id = self.string()?;
+        let reason = self.string()?;
+        let requested_by = self.string()?;
+        let at_unix_nanos =
+            i64::try_from(unzigzag(self.varint()?)).map_err(|_| CodecError::Invalid("correction time"))?;
+        let booked = match self.take(1)?[0] {
+            0 => None,
+            1 => Some(Booking {
+                plan: self.dict()?,
+                period: self.dict()?,
+            }),
+            _ => return Err(CodecError::Invalid("correction booking")),
+        };
+        Ok(Correction {
+            role,
+            action,
+            id,
+            reason,
+            requested_by,
+            at_unix_nanos,
+            booked,
         })
     }
 }
@@ -425,6 +501,7 @@ mod tests {
             subscription_discount: None,
             rated_quantity: Decimal::from(120),
             charge: Decimal::new(180_000_000, 9),
+            correction: None,
         }
     }
 
@@ -481,6 +558,39 @@ mod tests {
             ..usage(6)
         });
         list.push(usage(7));
+        // Correction records: a reversal of a closed period booked into an open one, and a
+        // replacement.
+        let correction = |role, action, booked| Correction {
+            role,
+            action,
+            id: "fix-2026-11".into(),
+            reason: "price entered wrong".into(),
+            requested_by: "ops".into(),
+            at_unix_nanos: -5,
+            booked,
+        };
+        list.push(RatedRecord {
+            quantity: Decimal::from(-61),
+            rated_quantity: Decimal::from(-120),
+            charge: Decimal::new(-180_000_000, 9),
+            correction: Some(correction(
+                Role::Reversal,
+                Action::Rerate,
+                Some(Booking {
+                    plan: "telecom-standard".into(),
+                    period: "2026-12".into(),
+                }),
+            )),
+            ..usage(8)
+        });
+        list.push(RatedRecord {
+            correction: Some(correction(Role::Replacement, Action::Amend, None)),
+            ..usage(8)
+        });
+        list.push(RatedRecord {
+            correction: Some(correction(Role::Reversal, Action::Void, None)),
+            ..usage(9)
+        });
         list
     }
 
@@ -560,11 +670,15 @@ mod tests {
         assert_eq!(parse(&segment).unwrap().len(), 2);
         let at = SEGMENT_HEADER;
         let mut kind = segment.clone();
-        kind[at] = 2;
+        kind[at] = 3;
         assert_eq!(
             parse(&kind).unwrap_err(),
             CodecError::Invalid("unknown record kind (written by a newer ratingd?)")
         );
+        // Kind 2 (a correction) without its correction after the attributes.
+        let mut correction = segment.clone();
+        correction[at] = 2;
+        assert!(parse(&correction).is_err());
         let mut flags = segment.clone();
         flags[at + 1] = 0x80;
         assert!(parse(&flags).is_err());

@@ -18,7 +18,11 @@
 //! - `f/<period>\xFF<account>\xFF<plan>`: the final totals of a closed period, written with its
 //!   close (queries read closed periods from here; they are not kept in memory);
 //! - `m/finals`: set once every close has its `f/` entries;
-//! - `r/<plan>\xFF<period>`: a period whose records retention removed ([`retention`]).
+//! - `r/<plan>\xFF<period>`: a period whose records retention removed ([`retention`]);
+//! - `c/<id>`: a correction asked for under this id (what was asked), so an id names one
+//!   correction for good;
+//! - `j/<adjustment id>`: a correction of a closed period to announce on `<prefix>:adjustments`,
+//!   and whether it was.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
@@ -39,7 +43,10 @@ use crate::domain::keyed::HashKey;
 
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
 pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
-pub use tables::{Alerts, Closes, Finals, StoredAlert, StoredClose, Subscriptions, Suspense, SuspenseId, Versions};
+pub use tables::{
+    Adjustments, Alerts, Claim, Closes, Corrections, Finals, StoredAlert, StoredClose, Subscriptions, Suspense,
+    SuspenseId, Versions,
+};
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +243,14 @@ impl Store {
 
     pub fn retention(&self) -> Retention {
         Retention(self.db.clone())
+    }
+
+    pub fn corrections(&self) -> Corrections {
+        Corrections(self.db.clone())
+    }
+
+    pub fn adjustments(&self) -> Adjustments {
+        Adjustments(self.db.clone())
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             subscription_discount: None,
             rated_quantity: Decimal::from(3),
             charge: Decimal::new(3_000, 9),
+            correction: None,
         }
     }
 

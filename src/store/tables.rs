@@ -18,6 +18,8 @@ pub(super) const CLOSE_PREFIX: &[u8] = b"k/";
 pub(super) const ALERT_PREFIX: &[u8] = b"a/";
 const VERSION_PREFIX: &[u8] = b"t/";
 pub(super) const FINAL_PREFIX: &[u8] = b"f/";
+const CORRECTION_PREFIX: &[u8] = b"c/";
+const ADJUSTMENT_PREFIX: &[u8] = b"j/";
 /// Set once every close has its `f/` entries (closes written by earlier releases have none).
 const FINALS_WRITTEN_KEY: &[u8] = b"m/finals";
 
@@ -401,5 +403,106 @@ impl Versions {
             });
         }
         Ok(out)
+    }
+}
+
+/// The corrections asked for by id (`c/<id>` -> what was asked, as the Admin API describes it):
+/// the same id asked again with another selector or reason is refused, so an id names one
+/// correction for good.
+#[derive(Clone)]
+pub struct Corrections(pub(super) Db);
+
+/// What [`Corrections::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The id was free, or held this same request: go on (a resend finishes what is left).
+    Go,
+    /// The id holds another request (as described then).
+    Taken(String),
+}
+
+impl Corrections {
+    /// Stores `request` under `id` unless the id holds another one (durable before it returns).
+    pub fn claim(&self, id: &str, request: &str) -> Result<Claim, StoreError> {
+        let mut k = CORRECTION_PREFIX.to_vec();
+        k.extend_from_slice(id.as_bytes());
+        match self
+            .0
+            .db
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(request.as_bytes()))?
+        {
+            Ok(()) => {
+                self.0.db.flush()?;
+                Ok(Claim::Go)
+            }
+            Err(found) => {
+                let earlier = found
+                    .current
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default();
+                Ok(if earlier == request {
+                    Claim::Go
+                } else {
+                    Claim::Taken(earlier)
+                })
+            }
+        }
+    }
+}
+
+/// Corrections of closed periods to announce on `<prefix>:adjustments`
+/// (`j/<adjustment id>` -> announced (one byte), then the entry as JSON).
+#[derive(Clone)]
+pub struct Adjustments(pub(super) Db);
+
+impl Adjustments {
+    fn key(id: &str) -> Vec<u8> {
+        let mut k = ADJUSTMENT_PREFIX.to_vec();
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
+    /// Stores the entry of adjustment `id` unless it is stored already (announced or not), and
+    /// fsyncs. True when it was new.
+    pub fn add(&self, id: &str, entry: &str) -> Result<bool, StoreError> {
+        let mut value = vec![0u8];
+        value.extend_from_slice(entry.as_bytes());
+        let added = self
+            .0
+            .db
+            .compare_and_swap(Self::key(id), None as Option<&[u8]>, Some(value))?
+            .is_ok();
+        self.0.db.flush()?;
+        Ok(added)
+    }
+
+    /// The entries not announced yet: (id, entry).
+    pub fn pending(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(ADJUSTMENT_PREFIX) {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k[ADJUSTMENT_PREFIX.len()..]).into_owned();
+            match v.split_first() {
+                Some((0, entry)) => out.push((id, String::from_utf8_lossy(entry).into_owned())),
+                Some((1, _)) => {}
+                _ => {
+                    return Err(self
+                        .0
+                        .corrupt(format!("j/{id}"), codec::CodecError::Invalid("adjustment entry")));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the entry `id` as announced.
+    pub fn announced(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(v) = self.0.db.get(Self::key(id))? {
+            let mut v = v.to_vec();
+            v[0] = 1;
+            self.0.db.insert(Self::key(id), v)?;
+            self.0.db.flush()?;
+        }
+        Ok(())
     }
 }

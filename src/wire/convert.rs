@@ -119,6 +119,73 @@ pub fn record_to_proto(r: &RatedRecord) -> proto::RatedRecord {
         rated_quantity: r.rated_quantity.normalize().to_string(),
         charge: r.charge.to_string(),
         period_usage_before: r.period_usage_before.normalize().to_string(),
+        correction: r.correction.as_ref().map(|c| proto::RecordCorrection {
+            role: c.role.as_str().to_string(),
+            action: c.action.as_str().to_string(),
+            id: c.id.clone(),
+            reason: c.reason.clone(),
+            requested_by: c.requested_by.clone(),
+            at: c.at().to_rfc3339(),
+            booked_plan: c.booked.as_ref().map(|b| b.plan.clone()).unwrap_or_default(),
+            booked_period: c.booked.as_ref().map(|b| b.period.clone()).unwrap_or_default(),
+        }),
+    }
+}
+
+/// A correction's answer: every outcome with its records, the refusals, and the difference per
+/// currency (never summed across currencies).
+pub fn correction_to_proto(
+    id: &str,
+    dry_run: bool,
+    report: &crate::pipeline::corrections::Report,
+) -> proto::CorrectionResponse {
+    let mut differences: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)> = Vec::new();
+    for o in &report.outcomes {
+        match differences.iter_mut().find(|(c, _)| *c == o.currency) {
+            Some((_, d)) => *d += o.difference,
+            None => differences.push((o.currency, o.difference)),
+        }
+    }
+    differences.sort_by_key(|(c, _)| c.to_string());
+    proto::CorrectionResponse {
+        id: id.to_string(),
+        dry_run,
+        records_changed: report
+            .outcomes
+            .iter()
+            .flat_map(|o| &o.records)
+            .filter(|r| r.is_reversal())
+            .count() as u32,
+        differences: differences
+            .into_iter()
+            .map(|(currency, d)| proto::CurrencyDifference {
+                currency: currency.to_string(),
+                difference: d.to_string(),
+            })
+            .collect(),
+        outcomes: report
+            .outcomes
+            .iter()
+            .map(|o| proto::CorrectionOutcome {
+                account_id: o.account.clone(),
+                plan: o.plan.clone(),
+                period: o.period.clone(),
+                currency: o.currency.to_string(),
+                difference: o.difference.to_string(),
+                booked_plan: o.booked.as_ref().map(|b| b.plan.clone()).unwrap_or_default(),
+                booked_period: o.booked.as_ref().map(|b| b.period.clone()).unwrap_or_default(),
+                already_applied: o.already_applied,
+                records: o.records.iter().map(record_to_proto).collect(),
+            })
+            .collect(),
+        refused: report
+            .refused
+            .iter()
+            .map(|(account, why)| proto::CorrectionRefusal {
+                account_id: account.clone(),
+                reason: why.to_string(),
+            })
+            .collect(),
     }
 }
 

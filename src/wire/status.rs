@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use crate::domain::subscription::SubscriptionError;
 use crate::domain::tariff_file::TariffErrors;
 use crate::pipeline::PipelineError;
+use crate::pipeline::corrections::CorrectionError;
 use crate::rating::RerateError;
 use crate::store::StoreError;
 
@@ -174,6 +175,16 @@ pub enum ApiError {
         totals: rust_decimal::Decimal,
     },
 
+    // Corrections.
+    #[error("{0}")]
+    BadCorrection(String),
+    #[error("{0}")]
+    NothingToCorrect(String),
+    #[error("correction id {id:?} was already used for another request ({earlier}); use a new id")]
+    CorrectionIdTaken { id: String, earlier: String },
+    #[error(transparent)]
+    Correction(#[from] CorrectionError),
+
     // ratingd itself.
     #[error("batch {batch_id} refused whole: {cause}")]
     BatchRefused { batch_id: u64, cause: PipelineError },
@@ -245,6 +256,16 @@ impl ApiError {
                 // A stored value failed its check: what it holds cannot be trusted.
                 StoreError::Corrupt { .. } => Code::DataLoss,
                 StoreError::UnkeyedDataDir(_) => Code::FailedPrecondition,
+            },
+            ApiError::BadCorrection(_) => Code::InvalidArgument,
+            ApiError::NothingToCorrect(_) => Code::NotFound,
+            ApiError::CorrectionIdTaken { .. } => Code::AlreadyExists,
+            ApiError::Correction(e) => match e {
+                CorrectionError::UnknownEvent(_) => Code::NotFound,
+                CorrectionError::Invalid(_) => Code::InvalidArgument,
+                CorrectionError::NoOpenPeriod(_) => Code::FailedPrecondition,
+                CorrectionError::Pipeline(e) => pipeline_code(e),
+                CorrectionError::Storage(_) => Code::Unavailable,
             },
             ApiError::TaskFailed(_) => Code::Internal,
         }

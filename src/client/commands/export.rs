@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::DEFAULT_TARGET;
-use super::records::record_json;
+use super::records::{counted_period, record_json};
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, query_client::QueryClient};
@@ -43,7 +43,9 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-const EXPORT_COLUMNS: &str = "event_id,account,meter,quantity,timestamp,plan,version,period,rated_quantity,period_usage_before,charge,attributes";
+/// The CSV columns; the correction columns were appended (issue 17) and are empty for records
+/// no correction wrote.
+const EXPORT_COLUMNS: &str = "event_id,account,meter,quantity,timestamp,plan,version,period,rated_quantity,period_usage_before,charge,attributes,correction_role,correction_action,correction_id,correction_reason,booked_plan,booked_period";
 
 fn export_row(r: &proto::RatedRecord, format: ExportFormat) -> String {
     match format {
@@ -56,6 +58,7 @@ fn export_row(r: &proto::RatedRecord, format: ExportFormat) -> String {
                 .collect();
             let version = r.version.to_string();
             let attributes = serde_json::Value::Object(attributes).to_string();
+            let c = r.correction.clone().unwrap_or_default();
             [
                 &r.event_id,
                 &r.account_id,
@@ -69,6 +72,12 @@ fn export_row(r: &proto::RatedRecord, format: ExportFormat) -> String {
                 &r.period_usage_before,
                 &r.charge,
                 &attributes,
+                &c.role,
+                &c.action,
+                &c.id,
+                &c.reason,
+                &c.booked_plan,
+                &c.booked_period,
             ]
             .iter()
             .map(|f| csv_field(f))
@@ -124,7 +133,7 @@ pub async fn run(args: &ExportArgs, access: &Access) -> Result<Printed, Failure>
                     .await
                     .map_err(rpc_failure)?
                     .into_inner();
-                for r in page.records.iter().filter(|r| r.period == args.period) {
+                for r in page.records.iter().filter(|r| counted_period(r) == args.period) {
                     writeln!(out, "{}", export_row(r, args.format)).map_err(write_err)?;
                     records += 1;
                     charge += r.charge.parse::<Decimal>().unwrap_or_default();

@@ -3,6 +3,7 @@
 //! [`super::output::Printed`]; `src/bin/ratectl.rs` only parses and dispatches.
 
 pub mod charges;
+pub mod corrections;
 pub mod explain;
 pub mod export;
 pub mod records;

@@ -32,12 +32,30 @@ pub fn record_json(r: &proto::RatedRecord) -> serde_json::Value {
         .iter()
         .map(|a| (a.key.clone(), a.value.clone().into()))
         .collect();
-    json!({
+    let mut line = json!({
         "event_id": r.event_id, "account": r.account_id, "meter": r.meter, "quantity": r.quantity,
         "timestamp": r.timestamp, "attributes": attributes, "plan": r.plan_id, "version": r.version,
         "period": r.period, "rated_quantity": r.rated_quantity, "charge": r.charge,
         "period_usage_before": r.period_usage_before,
-    })
+    });
+    if let Some(c) = &r.correction {
+        let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        line["correction"] = json!({
+            "role": c.role, "action": c.action, "id": c.id, "reason": c.reason,
+            "requested_by": c.requested_by, "at": c.at,
+            "booked_plan": optional(&c.booked_plan), "booked_period": optional(&c.booked_period),
+        });
+    }
+    line
+}
+
+/// The period a record counts in: its own, or for a closed period's correction the open one it
+/// was booked into.
+pub fn counted_period(r: &proto::RatedRecord) -> &str {
+    match &r.correction {
+        Some(c) if !c.booked_period.is_empty() => &c.booked_period,
+        _ => &r.period,
+    }
 }
 
 pub async fn run(args: &RecordsArgs, access: &Access) -> Result<Printed, Failure> {
@@ -68,8 +86,16 @@ pub async fn run(args: &RecordsArgs, access: &Access) -> Result<Printed, Failure
     let mut lines: Vec<String> = rows
         .iter()
         .map(|r| {
+            let correction = r.correction.as_ref().map_or_else(String::new, |c| {
+                let booked = if c.booked_period.is_empty() {
+                    String::new()
+                } else {
+                    format!(", booked into {}", c.booked_period)
+                };
+                format!(" [{} by {} {}{booked}]", c.role, c.action, c.id)
+            });
             format!(
-                "{} {} {} {} {} -> {} ({} v{})",
+                "{} {} {} {} {} -> {} ({} v{}){correction}",
                 r.timestamp, r.event_id, r.meter, r.quantity, r.period, r.charge, r.plan_id, r.version
             )
         })
@@ -108,9 +134,35 @@ mod tests {
             subscription_discount: None,
             rated_quantity: "91".parse().unwrap(),
             charge: "1.234567890".parse().unwrap(),
+            correction: None,
         };
         let via_api = record_json(&crate::wire::convert::record_to_proto(&record));
         assert_eq!(record.export_json(), via_api);
         assert_eq!(via_api["quantity"], "90.5");
+        // A correction record too, with and without a booking.
+        use crate::domain::correction::{Action, Booking, Correction, Role};
+        for booked in [
+            None,
+            Some(Booking {
+                plan: "telecom-standard".into(),
+                period: "2025-12".into(),
+            }),
+        ] {
+            let corrected = RatedRecord {
+                charge: "-1.234567890".parse().unwrap(),
+                correction: Some(Correction {
+                    role: Role::Reversal,
+                    action: Action::Void,
+                    id: "void:acme:e-1".into(),
+                    reason: "test call".into(),
+                    requested_by: "ops".into(),
+                    at_unix_nanos: 1_765_000_000_000_000_000,
+                    booked,
+                }),
+                ..record.clone()
+            };
+            let via_api = record_json(&crate::wire::convert::record_to_proto(&corrected));
+            assert_eq!(corrected.export_json(), via_api);
+        }
     }
 }

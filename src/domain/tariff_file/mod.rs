@@ -213,6 +213,7 @@ impl Validator {
             rounding,
             time_zone: time_zone?,
             period: period?,
+            timeline: versions.as_deref().map(Plan::timeline_of).unwrap_or_default(),
             versions: versions?,
         })
     }
@@ -270,18 +271,48 @@ impl Validator {
         let mut versions = Vec::with_capacity(raw.len());
         let mut ok = true;
         let mut previous: Option<DateTime<Utc>> = None;
+        // (number, effective_from, superseded yet) of every version read so far.
+        let mut seen: Vec<(u32, Option<DateTime<Utc>>, bool)> = Vec::new();
         for (i, raw_version) in raw.into_iter().enumerate() {
             let vpath = indexed(path, "versions", i);
             let from = self.instant(&key(&vpath, "effective_from"), &raw_version.effective_from);
-            if let (Some(prev), Some(from)) = (previous, from)
-                && from <= prev
-            {
-                self.error(
-                    key(&vpath, "effective_from"),
-                    format!("versions must be sorted by effective_from without overlap: {from} is not after {prev}"),
-                );
+            let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            match raw_version.supersedes {
+                // A correction of an earlier version: from the same date, not in the date order.
+                Some(n) => match seen.iter_mut().find(|s| s.0 == n) {
+                    None => self.error(
+                        key(&vpath, "supersedes"),
+                        format!("names version {n}, which is not an earlier version of this plan (versions are numbered from 1 in file order)"),
+                    ),
+                    Some((_, _, true)) => self.error(
+                        key(&vpath, "supersedes"),
+                        format!("version {n} is already superseded by another version: supersede that one instead"),
+                    ),
+                    Some((_, old_from, superseded)) => {
+                        *superseded = true;
+                        if let (Some(old), Some(from)) = (*old_from, from)
+                            && old != from
+                        {
+                            self.error(
+                                key(&vpath, "effective_from"),
+                                format!("must be that of the version it supersedes ({old}), not {from}"),
+                            );
+                        }
+                    }
+                },
+                None => {
+                    if let (Some(prev), Some(from)) = (previous, from)
+                        && from <= prev
+                    {
+                        self.error(
+                            key(&vpath, "effective_from"),
+                            format!("versions must be sorted by effective_from without overlap: {from} is not after {prev}"),
+                        );
+                    }
+                    previous = from.or(previous);
+                }
             }
-            previous = from.or(previous);
+            seen.push((number, from, false));
             let discount = raw_version
                 .discount_percent
                 .and_then(|d| self.percent(&key(&vpath, "discount_percent"), d));
@@ -293,7 +324,8 @@ impl Validator {
             let meters = self.meters(&vpath, raw_version.meters, has_fees);
             match (from, meters, fees) {
                 (Some(effective_from), Some(meters), Some(fees)) => versions.push(Version {
-                    number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    number,
+                    supersedes: raw_version.supersedes,
                     effective_from,
                     discount_percent: discount,
                     meters,

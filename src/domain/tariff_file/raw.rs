@@ -56,6 +56,8 @@ pub(super) struct RawPeriod {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVersion {
     pub(super) effective_from: RawInstant,
+    /// The number of the version this one corrects (same `effective_from`).
+    pub(super) supersedes: Option<u32>,
     pub(super) discount_percent: Option<Dec>,
     #[serde(default)]
     pub(super) meters: BTreeMap<String, RawMeter>,

@@ -5,6 +5,7 @@
 //! checkpoint and the blocks after it (`recover`).
 
 mod copy;
+mod correct;
 mod rate;
 mod recover;
 
@@ -142,17 +143,20 @@ impl ShardState {
 
     /// Applies a stored record (recovery): claims its id (`fingerprint`, the data dir's keyed
     /// hash of its account and event id) and adds it to its totals.
+    /// `plan` is the plan it counts in ([`RatedRecord::booked`]). A correction record claims
+    /// nothing: the original's claim stands (a resend of the original stays a DUPLICATE).
     fn apply(&mut self, record: &RatedRecord, fingerprint: u128, plan: &Plan) {
-        self.dedupe
-            .insert(fingerprint, day_of(record.timestamp_unix_nanos), record.content);
-        let period: Arc<str> = Arc::from(record.period.as_str());
-        let (_, _, plan_id) = self.period(plan, record.at());
-        self.totals_mut(&record.account_id, &period, &plan_id, plan).1.add(
-            &record.meter,
-            record.quantity,
-            record.rated_quantity,
-            record.charge,
-        );
+        if record.correction.is_none() {
+            self.dedupe
+                .insert(fingerprint, day_of(record.timestamp_unix_nanos), record.content);
+        }
+        let period: Arc<str> = Arc::from(record.booked().1);
+        let at = record.correction.as_ref().map_or(record.at(), |c| c.at());
+        let (_, _, plan_id) = self.period(plan, at);
+        let (meter, quantity, rated_quantity, charge, events) = record.counts();
+        self.totals_mut(&record.account_id, &period, &plan_id, plan)
+            .1
+            .add_counted(meter, quantity, rated_quantity, charge, events);
     }
 
     /// Drops the totals of closed periods: their final totals are on disk (`f/`), and no event may
@@ -247,6 +251,8 @@ pub struct ShardEnv {
     /// Set when a cold-tier page fails its check: ratingd takes no more work until restarted
     /// (the restart rebuilds the cold tier from the blocks).
     pub failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The blocks, read by corrections.
+    pub records: crate::store::Records,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
@@ -295,26 +301,13 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 Err(_) => return,
             },
         };
-        match msg {
+        // A job's or a correction's output, sent to the committer below.
+        let mut output = match msg {
             ShardMsg::Job(job) => {
-                // A close since the last job: its totals leave this shard too (one atomic load a job).
-                let generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
-                if generation != closed_generation {
-                    closed_generation = generation;
-                    let closed = committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
-                    state.forget(&closed);
-                }
-                state.job_now = env.clock.now();
-                // Once a day (a comparison per job otherwise): ids older than the window go.
-                state.evict(state.job_now, env.window_days);
-                // Old days to the cold tier (a few comparisons per job unless one is due).
-                let now = state.job_now;
-                maintain(&mut state, &env, now, sent);
-                state.closed_before = state.job_now - env.close_grace;
+                begin_job(&mut state, &env, &mut closed_generation, sent);
                 let started = std::time::Instant::now();
                 queued.record(started.duration_since(job.queued_at).as_secs_f64());
-                let mut output = state.process(&env.context.load(), job);
-                output.shard = index;
+                let output = state.process(&env.context.load(), job);
                 rated.record(output.rated_at.duration_since(started).as_secs_f64());
                 queue_depth.set(rx.len() as f64);
                 window_ids.set(state.dedupe.len() as f64);
@@ -327,17 +320,16 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     fail_on_damage(&env, output, damage);
                     continue;
                 }
-                if out.send(CommitterMsg::Output(output)).is_err() {
-                    warn!(shard = index, "committer is gone; shard stops");
-                    return;
+                output
+            }
+            ShardMsg::Correct(job) => {
+                begin_job(&mut state, &env, &mut closed_generation, sent);
+                // Every record of the shard's accounts must be on disk before they are read.
+                if let Err(error) = wait_committed(&env, sent) {
+                    job.ticket.fail(error);
+                    continue;
                 }
-                sent += 1;
-                // After the output: a copy that now holds this job's claims reaches the committer
-                // behind it.
-                if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP))
-                {
-                    return;
-                }
+                state.correct(&env.context.load(), &env.records, job)
             }
             ShardMsg::Snapshot => {
                 if !send_copy(state.finish_copy()) {
@@ -348,6 +340,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     return;
                 }
                 state.begin_copy();
+                continue;
             }
             ShardMsg::Stop => {
                 send_copy(state.finish_copy());
@@ -356,8 +349,51 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 }
                 return;
             }
+        };
+        output.shard = index;
+        if out.send(CommitterMsg::Output(output)).is_err() {
+            warn!(shard = index, "committer is gone; shard stops");
+            return;
+        }
+        sent += 1;
+        // After the output: a copy that now holds its claims reaches the committer behind it.
+        if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
+            return;
         }
     }
+}
+
+/// What every job does first: drop the totals of periods closed since the last one, read the
+/// clock, evict ids past the window and move old days to the cold tier.
+fn begin_job(state: &mut ShardState, env: &ShardEnv, closed_generation: &mut u64, sent: u64) {
+    let committed = &env.committed;
+    // A close since the last job: its totals leave this shard too (one atomic load a job).
+    let generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
+    if generation != *closed_generation {
+        *closed_generation = generation;
+        let closed = committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
+        state.forget(&closed);
+    }
+    state.job_now = env.clock.now();
+    // Once a day (a comparison per job otherwise): ids older than the window go.
+    state.evict(state.job_now, env.window_days);
+    // Old days to the cold tier (a few comparisons per job unless one is due).
+    let now = state.job_now;
+    maintain(state, env, now, sent);
+    state.closed_before = state.job_now - env.close_grace;
+}
+
+/// Waits until the committer has committed the `sent` outputs this shard sent (a correction
+/// reads its accounts' records from the blocks). The committer commits what is queued without
+/// waiting for more, so this is one group commit at most; a failed commit ends the wait.
+fn wait_committed(env: &ShardEnv, sent: u64) -> Result<(), super::PipelineError> {
+    while outputs_committed(env) < sent {
+        if env.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(super::PipelineError::StorageFailed("an earlier commit failed".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    Ok(())
 }
 
 /// A job met a cold-tier page that failed its check: its events' answers are unknown, so its

@@ -20,13 +20,13 @@ use crate::store::codec;
 /// The (account, period) totals one job changed, each once, in first-touched order: the account's
 /// key and the totals' index in its list (an account's list only grows while a job runs).
 #[derive(Default)]
-struct Touched {
+pub(super) struct Touched {
     seen: ahash::AHashSet<(usize, usize)>,
     list: Vec<(Arc<str>, usize)>,
 }
 
 impl Touched {
-    fn add(&mut self, account: &Arc<str>, index: usize) {
+    pub(super) fn add(&mut self, account: &Arc<str>, index: usize) {
         // A totals' own account key (its address) and its index identify it for the job.
         if self.seen.insert((Arc::as_ptr(account) as *const u8 as usize, index)) {
             self.list.push((account.clone(), index));
@@ -37,19 +37,7 @@ impl Touched {
 impl ShardState {
     /// Rates one job.
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
-        let mut out = ShardOutput {
-            ticket: job.ticket,
-            // Set by the shard thread.
-            shard: 0,
-            // Set when the job is done (below).
-            rated_at: job.queued_at,
-            records: Vec::new(),
-            record_count: 0,
-            suspense: Vec::new(),
-            duplicate: 0,
-            results: Vec::new(),
-            totals: Vec::new(),
-        };
+        let mut out = ShardOutput::empty(job.ticket);
         let mut touched = Touched::default();
         // About 50 bytes a record in the compact layout: one allocation per job.
         self.segment.begin(Vec::with_capacity(job.events.len() * 64));
@@ -64,14 +52,19 @@ impl ShardState {
         }
         out.records = self.segment.finish();
         self.count_charges();
-        for (account, index) in touched.list {
-            if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
-                out.totals.push(t.clone());
-            }
-        }
+        out.totals = self.changed_totals(touched);
         // The whole job, the copies of its changed totals included, is the rate stage.
         out.rated_at = std::time::Instant::now();
         out
+    }
+
+    /// Copies of the totals a job changed (the committer publishes them after the commit).
+    pub(super) fn changed_totals(&self, touched: Touched) -> Vec<crate::domain::aggregate::PeriodTotals> {
+        touched
+            .list
+            .into_iter()
+            .filter_map(|(account, index)| self.accounts.get(&*account).and_then(|l| l.get(index)).cloned())
+            .collect()
     }
 
     fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
@@ -185,6 +178,7 @@ impl ShardState {
             subscription_discount: discount,
             rated_quantity,
             charge,
+            correction: None,
         });
         out.record_count += 1;
     }

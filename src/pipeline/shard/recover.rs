@@ -92,7 +92,7 @@ pub fn recover(
             if seq < next[k] {
                 continue;
             }
-            let plan = ctx.catalogue.plan(&record.plan).ok_or_else(|| {
+            let plan = ctx.catalogue.plan(record.booked().0).ok_or_else(|| {
                 store.corrupt(
                     name.clone(),
                     CodecError::Invalid("record names a plan missing from the catalogue"),
@@ -169,6 +169,7 @@ mod tests {
             subscription_discount: None,
             rated_quantity: Decimal::from(10),
             charge: Decimal::new(charge, 9),
+            correction: None,
         }
     }
 
