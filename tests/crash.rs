@@ -4,8 +4,13 @@
 //! period, and another gets its subscription through the Admin API halfway, after which its
 //! events are sent; one-off charges are added before half of the kills. Some events are a day
 //! older than the one hot hour of the dedupe window, so each restart moves their ids to its cold
-//! tier on disk and the resends after it are checked there. At the end every total equals an
-//! independent computation from the generated events, and every charge counts once.
+//! tier on disk and the resends after it are checked there. Corrections are in the mix too
+//! (docs/corrections.md): acknowledged events are voided and amended (each asked again after the
+//! next restart, which must find it applied), and after a tariff fix (a version superseding
+//! saas-pro's first) a re-rate of every saas-pro account runs while batches stream, so kills land
+//! in it; it is called again with the same id after each restart until it answers. At the end
+//! every total equals an independent computation from the corrected events under the fixed
+//! tariff, and every charge and correction counts once.
 
 mod common;
 
@@ -18,6 +23,99 @@ use tokio_stream::wrappers::ReceiverStream;
 
 const KILLS: usize = 20;
 const IN_FLIGHT: usize = 8;
+/// Before this kill's start the tariff file gets its fix; at this kill's start the re-rate begins.
+const FIX_AT: usize = 4;
+const RERATE_AT: usize = 7;
+
+/// The shipped catalogue with saas-pro's first version superseded: storage blocks at 0.60
+/// instead of 0.50 (a price entered wrong, docs/corrections.md).
+fn fixed_catalogue() -> String {
+    let shipped = include_str!("../config/tariffs.toml");
+    let fix = "[[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\nsupersedes = 1\n\
+               discount_percent = \"10\"\n\
+               [plans.versions.meters.\"api.requests\"]\nmodel = \"volume\"\n\
+               tiers = [{ up_to = 1000000, price = \"0.0010\" }, { up_to = 10000000, price = \"0.0008\" }, { price = \"0.0005\" }]\n\
+               [plans.versions.meters.\"storage.gb_hours\"]\nmodel = \"package\"\nblock_size = 100\nblock_price = \"0.60\"\n\n";
+    // Versions belong to the plan above them: the fix goes right before the next plan.
+    let at = shipped
+        .find("[[plans]]\nid = \"saas-team\"")
+        .expect("saas-team follows saas-pro");
+    format!("{}{fix}{}", &shipped[..at], &shipped[at..])
+}
+
+/// A void or an amend of one acknowledged event, and what it does to the events sent.
+struct Fix {
+    account: String,
+    event_id: String,
+    /// `None`: void; else the new quantity's whole units.
+    quantity: Option<i64>,
+}
+
+impl Fix {
+    async fn apply(&self, target: &str) -> proto::CorrectionResponse {
+        let mut admin = proto::admin_client::AdminClient::new(channel(target).await);
+        let reason = "crash test".to_string();
+        let answer = match self.quantity {
+            None => {
+                let request = proto::VoidEventRequest {
+                    account_id: self.account.clone(),
+                    event_id: self.event_id.clone(),
+                    reason,
+                    id: String::new(),
+                };
+                within(60, "a void", admin.void_event(request)).await
+            }
+            Some(units) => {
+                let request = proto::AmendEventRequest {
+                    account_id: self.account.clone(),
+                    event_id: self.event_id.clone(),
+                    quantity: Some(proto::Quantity { units, nanos: 0 }),
+                    attributes: Vec::new(),
+                    reason,
+                    id: String::new(),
+                };
+                within(60, "an amend", admin.amend_event(request)).await
+            }
+        };
+        answer
+            .unwrap_or_else(|e| panic!("{} of {}: {e}", self.what(), self.event_id))
+            .into_inner()
+    }
+
+    fn what(&self) -> &'static str {
+        if self.quantity.is_some() { "amend" } else { "void" }
+    }
+
+    /// The events as they stand after it: every copy of the event voided or amended.
+    fn on(&self, events: &mut Vec<proto::UsageEvent>) {
+        let hit = |e: &proto::UsageEvent| e.account_id == self.account && e.event_id == self.event_id;
+        match self.quantity {
+            None => events.retain(|e| !hit(e)),
+            Some(units) => {
+                for e in events.iter_mut().filter(|e| hit(e)) {
+                    e.quantity = Some(proto::Quantity { units, nanos: 0 });
+                }
+            }
+        }
+    }
+}
+
+/// The re-rate of every saas-pro account's period after the fix.
+fn rerate(period: &str) -> proto::RerateRequest {
+    proto::RerateRequest {
+        id: "crash-storage-fix".into(),
+        period: period.into(),
+        all: true,
+        plan: "saas-pro".into(),
+        reason: "storage block price entered as 0.50 instead of 0.60".into(),
+        ..Default::default()
+    }
+}
+
+async fn call_rerate(target: String, period: String) -> Result<proto::CorrectionResponse, tonic::Status> {
+    let mut admin = proto::admin_client::AdminClient::new(channel(&target).await);
+    admin.rerate(rerate(&period)).await.map(|r| r.into_inner())
+}
 
 /// Streams pending batches with `IN_FLIGHT` outstanding until `stop_after` acks (or all) arrive.
 /// Returns how many acks arrived; acknowledged batches leave `pending`. Every wait is bounded: a
@@ -70,7 +168,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let now = safe_now();
     // `chg-0` is on saas-pro (USD) until 12 hours before now, then on telecom-standard (EUR).
     let change = now - chrono::Duration::hours(12);
-    let config = write_config(
+    let (config, tariffs) = write_config_with_tariffs(
         &dir.0,
         &format!(
             "commit_max_events = 300\ncheckpoint_every_records = 2500\ndedupe_hot_hours = 1\n\
@@ -79,6 +177,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
              [[subscriptions]]\naccount = \"fee-0\"\nplan = \"saas-pro\"\nfrom = \"2020-01-01T00:00:00Z\"\n",
             change.to_rfc3339()
         ),
+        include_str!("../config/tariffs.toml"),
     );
     let mut events = generate_at(24_000, 0.1, 21, now);
     // Every 40th event gets a `chg-0` neighbour: API requests before the change, calls after it.
@@ -132,12 +231,75 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         })
         .collect();
     let mut pending = pending_batches(&events, 100);
+    let batches_sent = pending.clone();
+    let period = (now - chrono::Duration::hours(1)).format("%Y-%m").to_string();
+    // The voids and amends applied, and the one to ask again after the next restart.
+    let mut fixes: Vec<Fix> = Vec::new();
+    let mut ask_again: Option<usize> = None;
+    let mut rerate_task: Option<tokio::task::JoinHandle<Result<proto::CorrectionResponse, tonic::Status>>> = None;
+    let mut rerate_done: Option<proto::CorrectionResponse> = None;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for kill in 0..KILLS {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
+        if kill == FIX_AT {
+            std::fs::write(&tariffs, fixed_catalogue()).unwrap();
+        }
         let daemon = DaemonProcess::spawn(&config);
+        // A re-rate a kill interrupted is called again with the same id until it answers.
+        if let Some(task) = rerate_task.take() {
+            match task.await.unwrap() {
+                Ok(answer) => rerate_done = Some(answer),
+                Err(_) => {
+                    let answer = within(
+                        60,
+                        "the re-rate again",
+                        call_rerate(daemon.target.clone(), period.clone()),
+                    );
+                    rerate_done = Some(answer.await.expect("the re-rate answers after a restart"));
+                }
+            }
+        }
+        if kill == RERATE_AT {
+            // Runs while batches stream: the kill below may land in it.
+            rerate_task = Some(tokio::spawn(call_rerate(daemon.target.clone(), period.clone())));
+        }
+        // The correction of the previous round again: found applied, nothing written.
+        if let Some(i) = ask_again.take() {
+            let again = fixes[i].apply(&daemon.target).await;
+            assert!(
+                again.outcomes.iter().all(|o| o.already_applied),
+                "{} of {} asked again after a restart: {again:?}",
+                fixes[i].what(),
+                fixes[i].event_id
+            );
+        }
+        if kill % 3 == 1 {
+            // An acknowledged saas or tel event not corrected yet: voided or amended.
+            let acked = batches_sent
+                .iter()
+                .filter(|(id, _)| !pending.contains_key(id))
+                .flat_map(|(_, b)| &b.events)
+                .find(|e| {
+                    (e.account_id.starts_with("saas-") || e.account_id.starts_with("tel-"))
+                        && !fixes
+                            .iter()
+                            .any(|f| f.account == e.account_id && f.event_id == e.event_id)
+                });
+            if let Some(e) = acked {
+                let units = e.quantity.map_or(0, |q| q.units);
+                let fix = Fix {
+                    account: e.account_id.clone(),
+                    event_id: e.event_id.clone(),
+                    quantity: (fixes.len() % 2 == 1).then_some(units + 7),
+                };
+                let answer = fix.apply(&daemon.target).await;
+                assert!(answer.records_changed >= 1, "{answer:?}");
+                ask_again = Some(fixes.len());
+                fixes.push(fix);
+            }
+        }
         if kill % 2 == 0 {
             // Acknowledged after its fsync: it must survive every later kill, exactly once.
             let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
@@ -165,6 +327,13 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         }
         // Kill after a random number of acks: other batches are then in flight, some committed
         // and not yet acknowledged, some not yet committed.
+        if kill == RERATE_AT {
+            // The re-rate writes one commit per shard: a kill a few milliseconds after it was
+            // asked lands before, between or after them (it is timing, not synchronisation).
+            tokio::time::sleep(std::time::Duration::from_micros(500 + rng % 2_000)).await;
+            daemon.kill9();
+            continue;
+        }
         let stop_after = 1 + (rng % 9) as usize;
         stream_some(&daemon.target, &mut pending, stop_after).await;
         daemon.kill9();
@@ -184,7 +353,22 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         );
         stream_some(&daemon.target, &mut pending, usize::MAX).await;
     }
-    let all: Vec<proto::UsageEvent> = events.iter().chain(&late).cloned().collect();
+    if let Some(task) = rerate_task.take() {
+        rerate_done = task.await.unwrap().ok();
+    }
+    let rerated = match rerate_done {
+        Some(answer) => answer,
+        None => call_rerate(daemon.target.clone(), period.clone()).await.unwrap(),
+    };
+    assert!(!rerated.outcomes.is_empty(), "the re-rate changed saas-pro accounts");
+    // Once more: every account found corrected, nothing written.
+    let again = call_rerate(daemon.target.clone(), period.clone()).await.unwrap();
+    assert!(again.outcomes.iter().all(|o| o.already_applied), "{again:?}");
+    assert!(fixes.len() >= 5, "voids and amends in the mix: {}", fixes.len());
+    let mut all: Vec<proto::UsageEvent> = events.iter().chain(&late).cloned().collect();
+    for fix in &fixes {
+        fix.on(&mut all);
+    }
     assert_changed_totals_match(&daemon.target, &all, change).await;
     // Every charge once: sent again, each is a duplicate; the total is 1 + 3 + ... + 19.
     let mut admin = proto::admin_client::AdminClient::new(channel(&daemon.target).await);
@@ -229,8 +413,9 @@ async fn assert_changed_totals_match(
     events: &[proto::UsageEvent],
     change: chrono::DateTime<chrono::Utc>,
 ) {
-    assert_totals_match(target, events).await;
-    let mut reference = Reference::shipped();
+    let fixed = fixed_catalogue();
+    assert_totals_match_with(target, &Reference::accounts_on(&fixed), events).await;
+    let mut reference = Reference::accounts_on(&fixed);
     let epoch = chrono::DateTime::<chrono::Utc>::from_timestamp(1_577_836_800, 0).unwrap();
     reference.subscribe("chg-0", "saas-pro", epoch, Some(change), rust_decimal::Decimal::ZERO);
     reference.subscribe("chg-0", "telecom-standard", change, None, rust_decimal::Decimal::ZERO);

@@ -273,3 +273,150 @@ fn no_float_in_the_money_paths() {
     }
     assert!(offenders.is_empty(), "float in a money path:\n{}", offenders.join("\n"));
 }
+
+/// Corrections: a plan whose first version is superseded by a fix (other prices for every
+/// meter), with a volume meter, a graduated meter with an allowance, and a banded per-minute
+/// meter with a connect fee and 60/1 increments.
+fn corrections_plan() -> String {
+    let version = |extra: &str, api: &str, data: &str, voice: &str| {
+        format!(
+            r#"[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+{extra}[plans.versions.meters.api]
+model = "volume"
+tiers = [{{ up_to = 500, price = "{api}" }}, {{ up_to = 2000, price = "0.004" }}, {{ price = "0.001" }}]
+[plans.versions.meters.data]
+model = "graduated"
+included = 100
+tiers = [{{ up_to = 1000, price = "{data}" }}, {{ price = "0.01" }}]
+[plans.versions.meters.voice]
+model = "per_unit"
+per = 60
+price = "{voice}"
+duration = true
+increments = {{ first = 60, next = 1 }}
+connect_fee = "0.03"
+bands = [
+  {{ name = "day", factor = "1", windows = [{{ days = ["mon-fri"], from = "08:00", to = "18:00" }}] }},
+  {{ name = "rest", factor = "0.4", windows = [{{ days = ["mon-fri"], from = "00:00", to = "08:00" }}, {{ days = ["mon-fri"], from = "18:00", to = "24:00" }}, {{ days = ["sat-sun"], from = "00:00", to = "24:00" }}] }},
+]
+"#
+        )
+    };
+    format!(
+        "[[plans]]\nid = \"c\"\ncurrency = \"EUR\"\ntime_zone = \"Europe/Berlin\"\nrounding = {{ places = 2, mode = \"half-even\" }}\n{}{}",
+        version("", "0.01", "0.05", "0.20"),
+        version("supersedes = 1\n", "0.008", "0.045", "0.18")
+    )
+}
+
+/// One correction of the generated mix.
+#[derive(Debug, Clone)]
+enum Op {
+    Void(usize),
+    Amend(usize, u32),
+    Rerate(Option<&'static str>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..40usize).prop_map(Op::Void),
+        (0..40usize, 0..3000u32).prop_map(|(i, q)| Op::Amend(i, q)),
+        prop::option::of(prop::sample::select(vec!["api", "data", "voice"])).prop_map(Op::Rerate),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// After any sequence of voids, amends and re-rates (and a last re-rate under the fix), what
+    /// the records add to the totals (reversals included) equals a fresh rating, in order, of the
+    /// corrected events; at every step the records in force sum to all the records, and each
+    /// reproduces its own charge from its stored inputs and version.
+    #[test]
+    fn corrections_leave_the_totals_of_a_fresh_rating(
+        events in prop::collection::vec((0..3usize, 0..3000u32, 0..(30 * 24 * 60i64)), 1..30),
+        ops in prop::collection::vec(op(), 0..8),
+    ) {
+        use ratingd::domain::correction::{Change, Correction, Role};
+        use ratingd::domain::record::RatedRecord;
+        use ratingd::rating::correct::{correct, current, reversal_of};
+        use ratingd::rating::{rate_with, rerate};
+
+        let catalogue = parse_catalogue(&corrections_plan()).expect("valid");
+        let plan = catalogue.plan("c").unwrap();
+        let meters = ["api", "data", "voice"];
+        let start = at("2026-11-01T00:00:00+01:00");
+        // The events as sent (id, meter, quantity, time), rated in order under version 1.
+        let mut sent: Vec<(String, &str, Decimal, DateTime<Utc>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (m, q, minute))| (format!("e{i}"), meters[*m], Decimal::from(*q), start + Duration::minutes(*minute)))
+            .collect();
+        let mut records: Vec<RatedRecord> = Vec::new();
+        let mut usage = [Decimal::ZERO; 3];
+        for (id, meter, quantity, when) in &sent {
+            let m = meters.iter().position(|x| x == meter).unwrap();
+            let input = RatingInput { meter, quantity: *quantity, at: *when, attributes: &[], period_usage: usage[m], subscription_discount: None };
+            let r = rate_with(plan, plan.version(1).unwrap(), &input).expect("rated");
+            records.push(RatedRecord {
+                content: 0, event_id: id.clone(), account_id: "a".into(), meter: meter.to_string(), quantity: *quantity,
+                timestamp_unix_nanos: when.timestamp_nanos_opt().unwrap(), attributes: Vec::new(), plan: "c".into(),
+                version: 1, period: "2026-11".into(), period_usage_before: usage[m], subscription_discount: None,
+                rated_quantity: r.rated_quantity, charge: r.charge, correction: None,
+            });
+            usage[m] += r.rated_quantity;
+        }
+        let mut voided = vec![false; sent.len()];
+        let mut ops = ops;
+        ops.push(Op::Rerate(None));
+        for (n, op) in ops.iter().enumerate() {
+            let change = match op {
+                Op::Void(i) => Change::Void { event_id: format!("e{}", i % sent.len()) },
+                Op::Amend(i, q) => Change::Amend { event_id: format!("e{}", i % sent.len()), quantity: Some(Decimal::from(*q)), attributes: None },
+                Op::Rerate(meter) => Change::Rerate { meter: meter.map(str::to_string) },
+            };
+            let in_force = current(records.clone());
+            let Ok(revisions) = correct(plan, &in_force, &change) else {
+                // A voided event, or an amendment that changes nothing: refused, nothing written.
+                continue;
+            };
+            let c = |role| Some(Correction { role, action: change.action(), id: format!("op{n}"), reason: String::new(), requested_by: String::new(), at_unix_nanos: 0, booked: None });
+            for (i, new) in revisions {
+                records.push(RatedRecord { correction: c(Role::Reversal), ..reversal_of(&in_force[i]) });
+                if let Some(new) = new {
+                    records.push(RatedRecord { correction: c(Role::Replacement), ..new });
+                }
+            }
+            let count = sent.len();
+            match op {
+                Op::Void(i) => voided[i % count] = true,
+                Op::Amend(i, q) => sent[i % count].2 = Decimal::from(*q),
+                Op::Rerate(_) => {}
+            }
+            let in_force = current(records.clone());
+            let all: Decimal = records.iter().map(|r| r.charge).sum();
+            prop_assert_eq!(all, in_force.iter().map(|r| r.charge).sum::<Decimal>());
+            for r in &in_force {
+                prop_assert_eq!(rerate(plan, r).expect("reproduced").charge, r.charge);
+            }
+        }
+        // Fresh: the corrected events, in order, under the versions now in force.
+        let mut fresh = [(Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, 0i64); 3];
+        for ((_, meter, quantity, when), gone) in sent.iter().zip(&voided) {
+            if *gone {
+                continue;
+            }
+            let m = meters.iter().position(|x| x == meter).unwrap();
+            let r = rate(plan, &RatingInput { meter, quantity: *quantity, at: *when, attributes: &[], period_usage: fresh[m].1, subscription_discount: None }).expect("rated");
+            fresh[m] = (fresh[m].0 + quantity, fresh[m].1 + r.rated_quantity, fresh[m].2 + r.charge, fresh[m].3 + 1);
+        }
+        let mut totals = [(Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, 0i64); 3];
+        for r in &records {
+            let (meter, quantity, rated, charge, n) = r.counts();
+            let m = meters.iter().position(|x| *x == meter).unwrap();
+            totals[m] = (totals[m].0 + quantity, totals[m].1 + rated, totals[m].2 + charge, totals[m].3 + n);
+        }
+        prop_assert_eq!(totals, fresh);
+    }
+}

@@ -492,14 +492,18 @@ pub fn generate_at(n: usize, dup_ratio: f64, seed: u64, now: DateTime<Utc>) -> V
 /// of `events`: currency, plan, per meter quantity, rated quantity, charge, amount and events, the
 /// exact total and the invoice amount.
 pub async fn assert_totals_match(target: &str, events: &[proto::UsageEvent]) {
-    let reference = Reference::shipped();
+    assert_totals_match_with(target, &Reference::shipped(), events).await;
+}
+
+/// [`assert_totals_match`] against a given reference (another catalogue, more subscriptions).
+pub async fn assert_totals_match_with(target: &str, reference: &Reference, events: &[proto::UsageEvent]) {
     let expected = reference.rate(events);
     assert!(!expected.totals.is_empty());
     for ((account, period), want) in &expected.totals {
         let got = totals_at(target, account, period)
             .await
             .unwrap_or_else(|| panic!("no totals for {account} {period}"));
-        assert_totals_equal(&reference, account, period, &got, want);
+        assert_totals_equal(reference, account, period, &got, want);
     }
 }
 

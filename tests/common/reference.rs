@@ -230,21 +230,49 @@ pub fn plans(toml_text: &str) -> BTreeMap<String, Plan> {
             zone: text(p, "time_zone").parse().expect("IANA zone"),
             places: table(rounding, "places").and_then(|x| x.as_integer()).expect("places") as u32,
             mode: text(rounding, "mode"),
-            versions: table(p, "versions")
-                .and_then(|v| v.as_array())
-                .expect("versions")
-                .iter()
-                .map(|v| Version {
-                    from: instant(table(v, "effective_from").expect("effective_from")),
-                    discount_percent: table(v, "discount_percent").map_or(Decimal::ZERO, amount),
-                    meters: table(v, "meters")
-                        .and_then(|m| m.as_table())
-                        .map(|m| m.iter().map(|(name, m)| (name.clone(), meter(m))).collect())
-                        .unwrap_or_default(),
-                })
-                .collect(),
+            versions: in_force(
+                table(p, "versions")
+                    .and_then(|v| v.as_array())
+                    .expect("versions")
+                    .iter()
+                    .map(|v| {
+                        let version = Version {
+                            from: instant(table(v, "effective_from").expect("effective_from")),
+                            discount_percent: table(v, "discount_percent").map_or(Decimal::ZERO, amount),
+                            meters: table(v, "meters")
+                                .and_then(|m| m.as_table())
+                                .map(|m| m.iter().map(|(name, m)| (name.clone(), meter(m))).collect())
+                                .unwrap_or_default(),
+                        };
+                        let supersedes = table(v, "supersedes").and_then(|n| n.as_integer()).map(|n| n as usize);
+                        (version, supersedes)
+                    })
+                    .collect(),
+            ),
         };
         out.insert(plan.id.clone(), plan);
+    }
+    out
+}
+
+/// The versions in force, by date: a version that `supersedes` version `n` (numbered from 1 in
+/// file order) takes its place; the others in file order.
+fn in_force(list: Vec<(Version, Option<usize>)>) -> Vec<Version> {
+    let mut out: Vec<Version> = Vec::new();
+    // The slot in `out` of each version number (a superseding version takes its target's slot).
+    let mut slot_of: Vec<usize> = Vec::new();
+    for (version, supersedes) in list {
+        match supersedes {
+            Some(n) => {
+                let slot = slot_of[n - 1];
+                out[slot] = version;
+                slot_of.push(slot);
+            }
+            None => {
+                slot_of.push(out.len());
+                out.push(version);
+            }
+        }
     }
     out
 }
@@ -549,7 +577,13 @@ impl Reference {
     /// The shipped catalogue with the accounts of `common::write_config`: `tel-N` on
     /// telecom-standard and `saas-N` on saas-pro, from 2020.
     pub fn shipped() -> Reference {
-        let mut r = Reference::new(include_str!("../../config/tariffs.toml"));
+        Reference::accounts_on(include_str!("../../config/tariffs.toml"))
+    }
+
+    /// The accounts of `common::write_config` (as [`Reference::shipped`]) on the catalogue
+    /// `toml_text`, which holds at least the shipped plans.
+    pub fn accounts_on(toml_text: &str) -> Reference {
+        let mut r = Reference::new(toml_text);
         let from = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
         for i in 0..super::ACCOUNTS_PER_PLAN {
             r.subscribe(&format!("tel-{i}"), "telecom-standard", from, None, Decimal::ZERO);
