@@ -233,7 +233,10 @@ async fn a_price_fix_rerates_the_period_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_void_and_an_amend_reprice_what_they_touch() {
     let dir = TempDir::new("corr-void");
-    let (config, _) = start_config(&dir, &["fv-1"]);
+    // The one test of this file with metrics (one exporter per process).
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let extra = format!("metrics_listen = \"{metrics}\"\n{}", subscribed(&["fv-1"]));
+    let (config, _) = write_config_with_tariffs(&dir.0, &extra, &catalogue(false));
     let d = TestDaemon::start(&config).await;
     let events = vec![
         event("s1", "fv-1", "fix.storage", 60, 0, utc(10, 10, 0), &[]),
@@ -314,9 +317,11 @@ async fn a_void_and_an_amend_reprice_what_they_touch() {
         .await
         .unwrap_err();
     assert_eq!(same.code(), tonic::Code::InvalidArgument, "{}", same.message());
+    // The id of the void, used for an amendment: refused. (The refused amendment above took no
+    // id: it wrote nothing.)
     let reused = admin
         .amend_event(proto::AmendEventRequest {
-            id: "amend-again".into(),
+            id: "void:fv-1:s1".into(),
             quantity: Some(proto::Quantity { units: 400, nanos: 0 }),
             ..amend.clone()
         })
@@ -332,6 +337,17 @@ async fn a_void_and_an_amend_reprice_what_they_touch() {
         .unwrap_err();
     assert_eq!(no_reason.code(), tonic::Code::InvalidArgument);
     assert_eq!(charge_of(&d, "fv-1", "2026-11").await, "602.150000000");
+    // Counted by action: the void wrote 3 records (s1 reversed, s2 reversed and replaced), the
+    // amend 2; the second void and the refusals none. Not counted as received events.
+    let scraped = scrape_metrics(&metrics);
+    let count = |k: &str| scraped.get(k).copied().unwrap_or(0.0);
+    assert_eq!(
+        count("ratingd_correction_records_total{action=\"void\"}"),
+        3.0,
+        "{scraped:?}"
+    );
+    assert_eq!(count("ratingd_correction_records_total{action=\"amend\"}"), 2.0);
+    assert_eq!(count("ratingd_events_received_total"), 4.0, "3 events sent, 1 resent");
 
     // The statement shows the events as they stand, then what corrected them and why.
     let lines = statement_lines(&d, "fv-1", "2026-11").await;
@@ -664,5 +680,114 @@ async fn ratectl_prints_what_a_correction_changed() {
     .await;
     assert_eq!(code, Some(1));
     assert!(err.contains("--quantity"), "{err}");
+    d.stop().await;
+}
+
+/// Bad input is refused with the reason and writes nothing: a re-rate of a period without
+/// records, of an unknown plan or meter, without a selector or with two; and a closed period's
+/// correction when no plan of the account bills in its currency now (the account moved to a
+/// USD plan after November).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_corrections_are_refused_and_write_nothing() {
+    let dir = TempDir::new("corr-bad");
+    let moved = "[[subscriptions]]\naccount = \"fm-1\"\nplan = \"fix-eur\"\nfrom = \"2026-01-01T00:00:00Z\"\nto = \"2026-12-01T00:00:00Z\"\n\
+                 [[subscriptions]]\naccount = \"fm-1\"\nplan = \"saas-pro\"\nfrom = \"2026-12-01T00:00:00Z\"\n";
+    let (config, _) = write_config_with_tariffs(&dir.0, moved, &catalogue(false));
+    let d = TestDaemon::start(&config).await;
+    assert_eq!(
+        d.submit(1, vec![event("m1", "fm-1", "fix.api", 100, 0, utc(17, 10, 0), &[])])
+            .await
+            .accepted,
+        1
+    );
+    let mut admin = AdminClient::new(channel(&d.target).await);
+    let refused = |r: Result<tonic::Response<proto::CorrectionResponse>, tonic::Status>| r.unwrap_err();
+
+    let none = refused(
+        admin
+            .rerate(proto::RerateRequest {
+                period: "2026-07".into(),
+                ..rerate("bad-1", ("fm-1", "", false), false)
+            })
+            .await,
+    );
+    assert_eq!(none.code(), tonic::Code::NotFound, "{}", none.message());
+    let plan = refused(
+        admin
+            .rerate(proto::RerateRequest {
+                plan: "gold".into(),
+                ..rerate("bad-2", ("fm-1", "", false), false)
+            })
+            .await,
+    );
+    assert_eq!(plan.code(), tonic::Code::InvalidArgument, "{}", plan.message());
+    let meter = refused(
+        admin
+            .rerate(proto::RerateRequest {
+                meter: "fax.pages".into(),
+                ..rerate("bad-3", ("fm-1", "", false), false)
+            })
+            .await,
+    );
+    assert_eq!(meter.code(), tonic::Code::InvalidArgument, "{}", meter.message());
+    for selector in [("", "", false), ("fm-1", "", true)] {
+        let e = refused(admin.rerate(rerate("bad-4", selector, false)).await);
+        assert!(
+            e.message().contains("exactly one of account, account_prefix and all"),
+            "{}",
+            e.message()
+        );
+    }
+    // The refused ids were not taken: the same id works for a valid request.
+    admin.rerate(rerate("bad-1", ("fm-1", "", false), false)).await.unwrap();
+
+    // Past November's close: fm-1 is on a USD plan now, so the EUR correction has nowhere to go.
+    let clock = d.running.as_ref().unwrap().clock.clone();
+    clock.advance(Utc.with_ymd_and_hms(2026, 12, 4, 0, 1, 0).unwrap() - clock.now());
+    let target = d.target.clone();
+    wait_until(20, "the close of November", || {
+        let target = target.clone();
+        async move {
+            totals_at(&target, "fm-1", "2026-11")
+                .await
+                .is_some_and(|t| t.status == "closed")
+        }
+    })
+    .await;
+    let void = refused(
+        admin
+            .void_event(proto::VoidEventRequest {
+                account_id: "fm-1".into(),
+                event_id: "m1".into(),
+                reason: "test".into(),
+                id: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(void.code(), tonic::Code::FailedPrecondition, "{}", void.message());
+    assert!(
+        void.message().contains("no plan billing in EUR now"),
+        "{}",
+        void.message()
+    );
+    // Refused before anything was written: the id is free for the request with another reason.
+    let retried = refused(
+        admin
+            .void_event(proto::VoidEventRequest {
+                account_id: "fm-1".into(),
+                event_id: "m1".into(),
+                reason: "test, second try".into(),
+                id: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(retried.code(), tonic::Code::FailedPrecondition, "{}", retried.message());
+    assert_eq!(charge_of(&d, "fm-1", "2026-11").await, "10.000000000");
+    assert!(
+        totals_at(&d.target, "fm-1", "2026-12").await.is_none(),
+        "nothing booked"
+    );
+    let explained = explain(&d.target, "fm-1", "m1").await;
+    assert_eq!(explained.chain.len(), 1, "no correction record");
     d.stop().await;
 }

@@ -205,7 +205,7 @@ impl AdminCore {
         caller: &str,
     ) -> Result<proto::CorrectionResponse, ApiError> {
         let action = change.action().as_str();
-        self.claim(&id, &described)?;
+        let new = self.claim(&id, &described)?;
         let request = CorrectionRequest {
             change,
             id: id.clone(),
@@ -217,6 +217,10 @@ impl AdminCore {
         };
         let mut report = self.pipeline.correct(request, vec![account]).await?;
         if let Some((_, error)) = report.refused.pop() {
+            // Nothing was written: the id is free again for a corrected request.
+            if new {
+                self.corrections.release(&id, &described)?;
+            }
             return Err(error.into());
         }
         self.note_adjustments(&report)?;
@@ -225,9 +229,11 @@ impl AdminCore {
     }
 
     /// Claims `id` for the request `described`: the same id with another request is refused.
-    fn claim(&self, id: &str, described: &str) -> Result<(), ApiError> {
+    /// True when the id was free.
+    fn claim(&self, id: &str, described: &str) -> Result<bool, ApiError> {
         match self.corrections.claim(id, described)? {
-            Claim::Go => Ok(()),
+            Claim::New => Ok(true),
+            Claim::Same => Ok(false),
             Claim::Taken(earlier) => Err(ApiError::CorrectionIdTaken {
                 id: id.to_string(),
                 earlier,
@@ -262,8 +268,18 @@ impl AdminCore {
         Ok(())
     }
 
-    fn log(&self, id: &str, action: &str, report: &Report, dry_run: bool) {
+    /// Logs a correction and counts the records it wrote.
+    fn log(&self, id: &str, action: &'static str, report: &Report, dry_run: bool) {
         let records: usize = report.outcomes.iter().map(|o| o.records.len()).sum();
+        if !dry_run {
+            let written: usize = report
+                .outcomes
+                .iter()
+                .filter(|o| !o.already_applied)
+                .map(|o| o.records.len())
+                .sum();
+            metrics::counter!(crate::telemetry::CORRECTION_RECORDS, "action" => action).increment(written as u64);
+        }
         tracing::info!(
             id,
             action,

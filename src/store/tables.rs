@@ -415,8 +415,10 @@ pub struct Corrections(pub(super) Db);
 /// What [`Corrections::claim`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The id was free, or held this same request: go on (a resend finishes what is left).
-    Go,
+    /// The id was free: it holds this request now.
+    New,
+    /// The id held this same request: go on (a resend finishes what is left).
+    Same,
     /// The id holds another request (as described then).
     Taken(String),
 }
@@ -433,7 +435,7 @@ impl Corrections {
         {
             Ok(()) => {
                 self.0.db.flush()?;
-                Ok(Claim::Go)
+                Ok(Claim::New)
             }
             Err(found) => {
                 let earlier = found
@@ -441,12 +443,27 @@ impl Corrections {
                     .map(|v| String::from_utf8_lossy(&v).into_owned())
                     .unwrap_or_default();
                 Ok(if earlier == request {
-                    Claim::Go
+                    Claim::Same
                 } else {
                     Claim::Taken(earlier)
                 })
             }
         }
+    }
+}
+
+impl Corrections {
+    /// Frees `id` when it holds `request` (a correction refused before it wrote anything).
+    pub fn release(&self, id: &str, request: &str) -> Result<(), StoreError> {
+        let mut k = CORRECTION_PREFIX.to_vec();
+        k.extend_from_slice(id.as_bytes());
+        // Ok or a mismatch alike: only this request's own claim is removed.
+        let _ = self
+            .0
+            .db
+            .compare_and_swap(&k, Some(request.as_bytes()), None as Option<&[u8]>)?;
+        self.0.db.flush()?;
+        Ok(())
     }
 }
 

@@ -24,6 +24,8 @@ pub const RETENTION_REMOVED: &str = "ratingd_retention_removed_records_total";
 /// Retention steps that failed (export or removal) and removed nothing; retried next interval.
 pub const RETENTION_ERRORS: &str = "ratingd_retention_errors_total";
 pub const ALERTS: &str = "ratingd_alerts_total";
+/// Records written by corrections (reversals and replacements), by `action` (rerate, void, amend).
+pub const CORRECTION_RECORDS: &str = "ratingd_correction_records_total";
 pub const BATCH_ACK_DURATION: &str = "ratingd_batch_ack_duration_seconds";
 pub const SHARD_QUEUE_DEPTH: &str = "ratingd_shard_queue_depth";
 /// Batches admitted and not yet acknowledged (at most `limits.max_inflight_batches`).
@@ -67,7 +69,7 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 28] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -80,6 +82,7 @@ pub const ALL: [&str; 27] = [
     DEDUPE_COLD_PAGE_READS,
     DEDUPE_SPILL_ERRORS,
     ALERTS,
+    CORRECTION_RECORDS,
     BATCH_ACK_DURATION,
     SHARD_QUEUE_DEPTH,
     BATCHES_IN_FLIGHT,
@@ -131,6 +134,10 @@ fn describe() {
         "Rated records removed by retention (closed periods that ended more than retention_days ago)."
     );
     describe_counter!(ALERTS, "Spend alerts raised.");
+    describe_counter!(
+        CORRECTION_RECORDS,
+        "Records written by corrections (reversals and replacements), by action: rerate, void, amend."
+    );
     describe_histogram!(
         BATCH_ACK_DURATION,
         Unit::Seconds,
