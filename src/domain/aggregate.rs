@@ -59,7 +59,12 @@ impl PeriodTotals {
 
     /// Adds one rated record.
     pub fn add(&mut self, meter: &str, quantity: Decimal, rated_quantity: Decimal, charge: Decimal) {
-        self.add_counted(meter, quantity, rated_quantity, charge, 1);
+        let m = self.meter_mut(meter);
+        m.quantity += quantity;
+        m.rated_quantity += rated_quantity;
+        m.charge += charge;
+        m.events += 1;
+        self.total_charge += charge;
     }
 
     /// Adds what a record changes: a reversal counts one event less (its amounts are negative).
@@ -71,6 +76,16 @@ impl PeriodTotals {
         charge: Decimal,
         events: i64,
     ) {
+        let m = self.meter_mut(meter);
+        m.quantity += quantity;
+        m.rated_quantity += rated_quantity;
+        m.charge += charge;
+        m.events = m.events.saturating_add_signed(events);
+        self.total_charge += charge;
+    }
+
+    /// The totals of `meter`, added (at zero) when absent.
+    fn meter_mut(&mut self, meter: &str) -> &mut MeterTotals {
         let index = match self.meters.iter().position(|m| &*m.meter == meter) {
             Some(i) => i,
             None => {
@@ -84,12 +99,7 @@ impl PeriodTotals {
                 self.meters.len() - 1
             }
         };
-        let m = &mut self.meters[index];
-        m.quantity += quantity;
-        m.rated_quantity += rated_quantity;
-        m.charge += charge;
-        m.events = m.events.saturating_add_signed(events);
-        self.total_charge += charge;
+        &mut self.meters[index]
     }
 
     /// The invoice amount: the exact total rounded with the plan's rounding.

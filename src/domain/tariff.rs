@@ -64,7 +64,8 @@ pub struct Plan {
     /// it with the same `effective_from`.
     pub versions: Vec<Version>,
     /// The index in `versions` of the version in force from each date, sorted by date: each
-    /// version that supersedes none, replaced by the last of the chain that supersedes it.
+    /// version that supersedes none, replaced by the last of the chain that supersedes it. Empty
+    /// when no version supersedes another (then `versions` is the timeline itself).
     pub timeline: Vec<usize>,
 }
 
@@ -72,6 +73,10 @@ impl Plan {
     /// The version in force at `at`: of the last date not after it, the version that supersedes
     /// it last (if any does).
     pub fn version_at(&self, at: DateTime<Utc>) -> Option<&Version> {
+        if self.timeline.is_empty() {
+            let after = self.versions.partition_point(|v| v.effective_from <= at);
+            return after.checked_sub(1).map(|i| &self.versions[i]);
+        }
         let after = self
             .timeline
             .partition_point(|&i| self.versions[i].effective_from <= at);
@@ -83,9 +88,12 @@ impl Plan {
         self.versions.iter().find(|v| v.number == number)
     }
 
-    /// The timeline of `versions`: see [`Plan::timeline`]. Every `supersedes` names an earlier
-    /// version (the validator's check).
+    /// The timeline of `versions`: see [`Plan::timeline`] (empty when none supersedes another).
+    /// Every `supersedes` names an earlier version (the validator's check).
     pub fn timeline_of(versions: &[Version]) -> Vec<usize> {
+        if versions.iter().all(|v| v.supersedes.is_none()) {
+            return Vec::new();
+        }
         let mut timeline: Vec<usize> = Vec::new();
         for (i, v) in versions.iter().enumerate() {
             match v.supersedes {

@@ -62,7 +62,7 @@ impl ShardState {
             }
         }
         out.records = self.segment.finish();
-        out.totals = self.changed_totals(touched);
+        self.push_changed_totals(touched, &mut out);
         out.rated_at = std::time::Instant::now();
         let mut report = lock(&job.report);
         report.outcomes.extend(planned);

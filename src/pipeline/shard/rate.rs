@@ -52,19 +52,20 @@ impl ShardState {
         }
         out.records = self.segment.finish();
         self.count_charges();
-        out.totals = self.changed_totals(touched);
+        self.push_changed_totals(touched, &mut out);
         // The whole job, the copies of its changed totals included, is the rate stage.
         out.rated_at = std::time::Instant::now();
         out
     }
 
-    /// Copies of the totals a job changed (the committer publishes them after the commit).
-    pub(super) fn changed_totals(&self, touched: Touched) -> Vec<crate::domain::aggregate::PeriodTotals> {
-        touched
-            .list
-            .into_iter()
-            .filter_map(|(account, index)| self.accounts.get(&*account).and_then(|l| l.get(index)).cloned())
-            .collect()
+    /// Copies of the totals a job changed into its output (the committer publishes them after
+    /// the commit).
+    pub(super) fn push_changed_totals(&self, touched: Touched, out: &mut ShardOutput) {
+        for (account, index) in touched.list {
+            if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
+                out.totals.push(t.clone());
+            }
+        }
     }
 
     fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
