@@ -738,6 +738,23 @@ async fn bad_corrections_are_refused_and_write_nothing() {
             e.message()
         );
     }
+    // An amendment to a negative quantity, or nanos out of range.
+    for (units, nanos) in [(-1, 0), (1, 1_000_000_000)] {
+        let bad = refused(
+            admin
+                .amend_event(proto::AmendEventRequest {
+                    account_id: "fm-1".into(),
+                    event_id: "m1".into(),
+                    quantity: Some(proto::Quantity { units, nanos }),
+                    attributes: Vec::new(),
+                    reason: "test".into(),
+                    id: String::new(),
+                })
+                .await,
+        );
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{}", bad.message());
+        assert!(bad.message().contains("quantity must be >= 0"), "{}", bad.message());
+    }
     // The refused ids were not taken: the same id works for a valid request.
     admin.rerate(rerate("bad-1", ("fm-1", "", false), false)).await.unwrap();
 
@@ -789,5 +806,38 @@ async fn bad_corrections_are_refused_and_write_nothing() {
     );
     let explained = explain(&d.target, "fm-1", "m1").await;
     assert_eq!(explained.chain.len(), 1, "no correction record");
+    d.stop().await;
+}
+
+/// A re-rate of more accounts than one job takes (256 per shard): 600 accounts on two shards go
+/// in rounds, and every one is corrected once: 1,000 calls each, 100.00 -> 10.00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerate_of_many_accounts_goes_in_rounds() {
+    let dir = TempDir::new("corr-many");
+    let accounts: Vec<String> = (0..600).map(|n| format!("fa-{n:03}")).collect();
+    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let (config, tariffs) = start_config(&dir, &names);
+    let d = TestDaemon::start(&config).await;
+    let events: Vec<proto::UsageEvent> = accounts
+        .iter()
+        .map(|a| event("m1", a, "fix.api", 1000, 0, utc(17, 10, 0), &[]))
+        .collect();
+    assert_eq!(d.submit(1, events).await.accepted, 600);
+    std::fs::write(&tariffs, catalogue(true)).unwrap();
+    let mut admin = AdminClient::new(channel(&d.target).await);
+    admin.reload_tariffs(proto::ReloadTariffsRequest {}).await.unwrap();
+    let done = admin
+        .rerate(rerate("fix-many", ("", "fa-", false), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((done.outcomes.len(), done.records_changed), (600, 600));
+    assert_eq!(
+        differences(&done),
+        [("EUR".to_string(), "-54000.000000000".to_string())]
+    );
+    for a in ["fa-000", "fa-299", "fa-599"] {
+        assert_eq!(charge_of(&d, a, "2026-11").await, "10.000000000");
+    }
     d.stop().await;
 }

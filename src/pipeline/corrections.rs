@@ -97,7 +97,8 @@ pub struct CorrectionJob {
 
 impl Pipeline {
     /// Applies `request` to `accounts` (each in its shard, behind the jobs queued before it) and
-    /// returns once every part is committed (or, for a dry run, priced).
+    /// returns once every part is committed (or, for a dry run, priced). A failure part-way
+    /// leaves the rounds before it committed: calling again with the same id finishes.
     pub async fn correct(&self, request: CorrectionRequest, accounts: Vec<String>) -> Result<Report, PipelineError> {
         let shards = self.shard_tx.len();
         let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); shards];
@@ -105,36 +106,45 @@ impl Pipeline {
             self.committed.check_damage(&account)?;
             by_shard[self.key.shard_of(&account, shards)].push(account);
         }
-        let mut jobs: Vec<(usize, Vec<String>)> = Vec::new();
-        for (shard, list) in by_shard.into_iter().enumerate() {
-            for chunk in list.chunks(ACCOUNTS_PER_JOB) {
-                jobs.push((shard, chunk.to_vec()));
-            }
-        }
-        let report = Arc::new(Mutex::new(Report::default()));
-        if jobs.is_empty() {
-            return Ok(Report::default());
-        }
-        let admitted = self.admit().await?;
-        let (ticket, rx) = BatchTicket::uncounted(u64::MAX, jobs.len(), admitted);
         let request = Arc::new(request);
+        let report = Arc::new(Mutex::new(Report::default()));
+        // In rounds of at most one job per shard, each round admitted like one batch: the shard
+        // and committer queues stay within their bounds, however many accounts are selected.
+        let rounds = by_shard
+            .iter()
+            .map(|l| l.len().div_ceil(ACCOUNTS_PER_JOB))
+            .max()
+            .unwrap_or(0);
         let at = self.clock.now();
-        for (shard, accounts) in jobs {
-            let job = CorrectionJob {
-                ticket: ticket.clone(),
-                request: request.clone(),
-                at,
-                accounts,
-                report: report.clone(),
-            };
-            if self.shard_tx[shard].send(ShardMsg::Correct(job)).is_err() {
-                ticket.fail(PipelineError::ShuttingDown);
+        for round in 0..rounds {
+            let jobs: Vec<(usize, Vec<String>)> = by_shard
+                .iter()
+                .enumerate()
+                .filter_map(|(shard, list)| {
+                    let chunk = list.chunks(ACCOUNTS_PER_JOB).nth(round)?;
+                    Some((shard, chunk.to_vec()))
+                })
+                .collect();
+            let admitted = self.admit().await?;
+            let (ticket, rx) = BatchTicket::uncounted(u64::MAX, jobs.len(), admitted);
+            for (shard, accounts) in jobs {
+                let job = CorrectionJob {
+                    ticket: ticket.clone(),
+                    request: request.clone(),
+                    at,
+                    accounts,
+                    report: report.clone(),
+                };
+                if self.shard_tx[shard].send(ShardMsg::Correct(job)).is_err() {
+                    ticket.fail(PipelineError::ShuttingDown);
+                }
+            }
+            match rx.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(PipelineError::ShuttingDown),
             }
         }
-        match rx.await {
-            Ok(Ok(_)) => Ok(std::mem::take(&mut *lock(&report))),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(PipelineError::ShuttingDown),
-        }
+        Ok(std::mem::take(&mut *lock(&report)))
     }
 }

@@ -186,10 +186,7 @@ mod tests {
     use crate::domain::tariff_file::parse_catalogue;
     use crate::rating::rate;
 
-    const METERS: &str = r#"
-[plans.versions.meters.storage]
-model = "volume"
-tiers = [{ up_to = "100", price = "10" }, { price = "8" }]
+    const VOICE: &str = r#"
 [plans.versions.meters.voice]
 model = "per_unit"
 per = 60
@@ -203,20 +200,21 @@ bands = [
 ]
 "#;
 
-    /// A per-unit meter whose price was entered wrong (version 1: 0.10; version 2 supersedes it
-    /// with 0.01 from the same date), a volume meter (10 each up to 100 units, 8 each from 100),
-    /// and a per-minute voice meter with a connect fee, 60/1 increments and an off-peak band
-    /// from 18:00 at half price.
+    /// Prices entered wrong in version 1, fixed by version 2 from the same date: a per-unit meter
+    /// (0.10, fixed to 0.01) and a volume meter (10 each up to 100 units, then 8 each, fixed to 7
+    /// each); and a per-minute voice meter with a connect fee, 60/1 increments and an off-peak
+    /// band from 18:00 at half price, the same in both.
     fn plans() -> String {
-        let version = |extra: &str, price: &str| {
+        let version = |extra: &str, price: &str, tier: &str| {
             format!(
-                "[[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n{extra}[plans.versions.meters.api]\nmodel = \"per_unit\"\nprice = \"{price}\"\n{METERS}"
+                "[[plans.versions]]\neffective_from = \"2026-01-01T00:00:00Z\"\n{extra}[plans.versions.meters.api]\nmodel = \"per_unit\"\nprice = \"{price}\"\n\
+                 [plans.versions.meters.storage]\nmodel = \"volume\"\ntiers = [{{ up_to = \"100\", price = \"10\" }}, {{ price = \"{tier}\" }}]\n{VOICE}"
             )
         };
         format!(
             "[[plans]]\nid = \"p\"\ncurrency = \"EUR\"\ntime_zone = \"UTC\"\nrounding = {{ places = 2, mode = \"half-up\" }}\n{}{}",
-            version("", "0.10"),
-            version("supersedes = 1\n", "0.01")
+            version("", "0.10", "8"),
+            version("supersedes = 1\n", "0.01", "7")
         )
     }
 
@@ -349,7 +347,7 @@ bands = [
         let plan = catalogue.plan("p").unwrap();
         let mut records = rated(
             plan,
-            2,
+            1,
             &[
                 ("s1", "storage", dec!(60), "2026-11-03T10:00:00Z"),
                 ("s2", "storage", dec!(60), "2026-11-04T10:00:00Z"),
@@ -372,6 +370,44 @@ bands = [
             correct(plan, &after, &Change::Void { event_id: "s1".into() }),
             Err(CorrectError::UnknownEvent("s1".into()))
         );
+    }
+
+    /// A volume-tier price fix re-prices the period: 60 + 60 units at the 8 tier (960; the second
+    /// record 960 - 600 = 360) become 120 x 7 = 840. The first record is 600 under both versions
+    /// (below the tier), yet it is rated again under version 2 (its version changes); the
+    /// second becomes 840 - 600 = 240. The records in force sum to the price of the total.
+    #[test]
+    fn a_volume_tier_price_fix_reprices_the_period() {
+        let catalogue = parse_catalogue(&plans()).unwrap();
+        let plan = catalogue.plan("p").unwrap();
+        let mut records = rated(
+            plan,
+            1,
+            &[
+                ("s1", "storage", dec!(60), "2026-11-03T10:00:00Z"),
+                ("s2", "storage", dec!(60), "2026-11-04T10:00:00Z"),
+            ],
+        );
+        assert_eq!(sum(&records), dec!(960));
+        let now = current(records.clone());
+        let revisions = correct(plan, &now, &Change::Rerate { meter: None }).unwrap();
+        let charges: Vec<Decimal> = revisions.iter().map(|(_, r)| r.as_ref().unwrap().charge).collect();
+        assert_eq!(charges, [dec!(600), dec!(240)]);
+        apply(&mut records, &now, revisions);
+        assert_eq!(sum(&records), dec!(840));
+        let whole = rate(
+            plan,
+            &RatingInput {
+                meter: "storage",
+                quantity: dec!(120),
+                at: at("2026-11-04T10:00:00Z"),
+                attributes: &[],
+                period_usage: Decimal::ZERO,
+                subscription_discount: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(whole.charge, sum(&current(records)));
     }
 
     /// An amend across a band: a call at 17:58 of 60 s (peak: 0.05 + 0.60 = 0.65) amended to
