@@ -688,33 +688,35 @@ async fn bad_corrections_are_refused_and_write_nothing() {
     let mut admin = AdminClient::new(channel(&d.target).await);
     let refused = |r: Result<tonic::Response<proto::CorrectionResponse>, tonic::Status>| r.unwrap_err();
 
-    let none = refused(
-        admin
-            .rerate(proto::RerateRequest {
+    // A period without records, an unknown plan, an unknown meter.
+    let base = || rerate("bad-1", ("fm-1", "", false), false);
+    let bad_requests = [
+        (
+            proto::RerateRequest {
                 period: "2026-07".into(),
-                ..rerate("bad-1", ("fm-1", "", false), false)
-            })
-            .await,
-    );
-    assert_eq!(none.code(), tonic::Code::NotFound, "{}", none.message());
-    let plan = refused(
-        admin
-            .rerate(proto::RerateRequest {
+                ..base()
+            },
+            tonic::Code::NotFound,
+        ),
+        (
+            proto::RerateRequest {
                 plan: "gold".into(),
-                ..rerate("bad-2", ("fm-1", "", false), false)
-            })
-            .await,
-    );
-    assert_eq!(plan.code(), tonic::Code::InvalidArgument, "{}", plan.message());
-    let meter = refused(
-        admin
-            .rerate(proto::RerateRequest {
+                ..base()
+            },
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            proto::RerateRequest {
                 meter: "fax.pages".into(),
-                ..rerate("bad-3", ("fm-1", "", false), false)
-            })
-            .await,
-    );
-    assert_eq!(meter.code(), tonic::Code::InvalidArgument, "{}", meter.message());
+                ..base()
+            },
+            tonic::Code::InvalidArgument,
+        ),
+    ];
+    for (request, code) in bad_requests {
+        let e = refused(admin.rerate(request).await);
+        assert_eq!(e.code(), code, "{}", e.message());
+    }
     for selector in [("", "", false), ("fm-1", "", true)] {
         let e = refused(admin.rerate(rerate("bad-4", selector, false)).await);
         assert!(

@@ -312,11 +312,11 @@ pub struct ShardOutput {
 
 impl ShardOutput {
     /// An output with nothing in it yet (the shard sets `shard`, and `rated_at` when done).
-    pub fn empty(ticket: Arc<BatchTicket>) -> ShardOutput {
+    pub fn empty(ticket: Arc<BatchTicket>, rated_at: std::time::Instant) -> ShardOutput {
         ShardOutput {
             ticket,
             shard: 0,
-            rated_at: std::time::Instant::now(),
+            rated_at,
             records: Vec::new(),
             record_count: 0,
             suspense: Vec::new(),

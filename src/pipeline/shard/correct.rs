@@ -20,7 +20,7 @@ use crate::store::Records;
 impl ShardState {
     /// Handles one correction job (its accounts all belong to this shard).
     pub fn correct(&mut self, ctx: &RatingContext, records: &Records, job: CorrectionJob) -> ShardOutput {
-        let mut out = ShardOutput::empty(job.ticket.clone());
+        let mut out = ShardOutput::empty(job.ticket.clone(), std::time::Instant::now());
         let mut by_account: ahash::AHashMap<String, Vec<RatedRecord>> =
             job.accounts.iter().map(|a| (a.clone(), Vec::new())).collect();
         let wanted: ahash::AHashSet<&str> = job.accounts.iter().map(String::as_str).collect();

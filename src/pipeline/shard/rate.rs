@@ -37,7 +37,8 @@ impl Touched {
 impl ShardState {
     /// Rates one job.
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
-        let mut out = ShardOutput::empty(job.ticket);
+        // `rated_at` is set when the job is done (below).
+        let mut out = ShardOutput::empty(job.ticket, job.queued_at);
         let mut touched = Touched::default();
         // About 50 bytes a record in the compact layout: one allocation per job.
         self.segment.begin(Vec::with_capacity(job.events.len() * 64));
