@@ -796,20 +796,22 @@ async fn bad_corrections_are_refused_and_write_nothing() {
     d.stop().await;
 }
 
-/// A re-rate of more accounts than one job takes (256 per shard): 600 accounts on two shards go
-/// in rounds, and every one is corrected once: 1,000 calls each, 100.00 -> 10.00.
+/// A re-rate of more accounts than one job takes (4,096 per shard): 8,300 accounts on two shards
+/// put more than 4,096 on one of them, so they go in rounds, and every one is corrected once:
+/// 1,000 calls each, 100.00 -> 10.00.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerate_of_many_accounts_goes_in_rounds() {
     let dir = TempDir::new("corr-many");
-    let accounts: Vec<String> = (0..600).map(|n| format!("fa-{n:03}")).collect();
-    let names: Vec<&str> = accounts.iter().map(String::as_str).collect();
-    let (config, tariffs) = start_config(&dir, &names);
+    let (config, tariffs) = write_config_with_tariffs(&dir.0, "default_plan = \"fix-eur\"\n", &catalogue(false));
     let d = TestDaemon::start(&config).await;
+    let accounts: Vec<String> = (0..8_300).map(|n| format!("fa-{n:05}")).collect();
     let events: Vec<proto::UsageEvent> = accounts
         .iter()
         .map(|a| event("m1", a, "fix.api", 1000, 0, utc(17, 10, 0), &[]))
         .collect();
-    assert_eq!(d.submit(1, events).await.accepted, 600);
+    for (i, chunk) in events.chunks(1000).enumerate() {
+        assert_eq!(d.submit(i as u64, chunk.to_vec()).await.accepted as usize, chunk.len());
+    }
     std::fs::write(&tariffs, catalogue(true)).unwrap();
     let mut admin = AdminClient::new(channel(&d.target).await);
     admin.reload_tariffs(proto::ReloadTariffsRequest {}).await.unwrap();
@@ -818,12 +820,12 @@ async fn a_rerate_of_many_accounts_goes_in_rounds() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((done.outcomes.len(), done.records_changed), (600, 600));
+    assert_eq!((done.outcomes.len(), done.records_changed), (8_300, 8_300));
     assert_eq!(
         differences(&done),
-        [("EUR".to_string(), "-54000.000000000".to_string())]
+        [("EUR".to_string(), "-747000.000000000".to_string())]
     );
-    for a in ["fa-000", "fa-299", "fa-599"] {
+    for a in ["fa-00000", "fa-04150", "fa-08299"] {
         assert_eq!(charge_of(&d, a, "2026-11").await, "10.000000000");
     }
     d.stop().await;

@@ -24,11 +24,16 @@ impl ShardState {
         let mut by_account: ahash::AHashMap<String, Vec<RatedRecord>> =
             job.accounts.iter().map(|a| (a.clone(), Vec::new())).collect();
         let wanted: ahash::AHashSet<&str> = job.accounts.iter().map(String::as_str).collect();
+        // A re-rate keeps only its period's records in memory; a void or amend (one account)
+        // keeps all of the account's, as the event's period is not known yet.
+        let period = job.request.period.as_deref();
         let read = records.records_of(
             |a| wanted.contains(a),
             0,
             |_, _, record| {
-                if let Some(list) = by_account.get_mut(&record.account_id) {
+                if period.is_none_or(|p| p == record.period)
+                    && let Some(list) = by_account.get_mut(&record.account_id)
+                {
                     list.push(record);
                 }
                 true
