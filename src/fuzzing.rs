@@ -123,14 +123,33 @@ pub fn store_block(data: &[u8]) {
     }
     let _ = codec::decode_suspense(data);
     let _ = codec::decode_record(data);
-    // A well-formed block of up to 3 records whose fields come from the input.
+    // A well-formed block of up to 3 records whose fields come from the input (the second a
+    // correction record, booked into another period when the input is long enough).
     let Some((&flip, rest)) = data.split_first() else {
         return;
     };
     let text = String::from_utf8_lossy(rest);
     let mut segment = crate::store::compact::SegmentWriter::default();
     segment.begin(Vec::new());
+    let mut written = Vec::new();
     for (i, part) in text.split('|').take(3).enumerate() {
+        use crate::domain::correction::{Action, Booking, Correction, Role};
+        let correction = (i == 1).then(|| Correction {
+            role: if part.len() % 2 == 0 {
+                Role::Reversal
+            } else {
+                Role::Replacement
+            },
+            action: [Action::Rerate, Action::Void, Action::Amend][part.len() % 3],
+            id: part.to_string(),
+            reason: part.chars().rev().collect(),
+            requested_by: "fuzz".into(),
+            at_unix_nanos: -(part.len() as i64),
+            booked: (part.len() > 4).then(|| Booking {
+                plan: part.to_string(),
+                period: "2026-12".into(),
+            }),
+        });
         let record = crate::domain::record::RatedRecord {
             content: 7,
             event_id: part.to_string(),
@@ -146,13 +165,16 @@ pub fn store_block(data: &[u8]) {
             subscription_discount: None,
             rated_quantity: rust_decimal::Decimal::ONE,
             charge: rust_decimal::Decimal::new(5, 2),
-            correction: None,
+            correction,
         };
         segment.push(&record.as_ref());
+        written.push(record);
     }
     let mut sealed = codec::seal_segments([segment.finish().as_slice()]).remove(0);
     let (count, payload) = codec::open_block(&sealed).expect("a sealed block opens");
-    assert_eq!(codec::records(payload).filter(Result::is_ok).count(), count as usize);
+    let read: Vec<_> = codec::records(payload).filter_map(Result::ok).collect();
+    assert_eq!(read.len(), count as usize);
+    assert_eq!(read, written, "records read back as written");
     let at = usize::from(flip) % sealed.len();
     let mask = rest.first().copied().unwrap_or(1).max(1);
     sealed[at] ^= mask;
