@@ -5,6 +5,7 @@
 use crate::domain::correction::Change;
 use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
 use crate::pipeline::corrections::{CorrectionRequest, Report};
+use crate::pipeline::intake::{QUANTITY_RULE, quantity_of};
 use crate::store::Claim;
 use crate::wire::ApiError;
 use crate::wire::convert::correction_to_proto;
@@ -137,18 +138,7 @@ impl AdminCore {
         required("reason", &req.reason, MAX_REASON_BYTES)?;
         let quantity = match req.quantity {
             None => None,
-            Some(q) => {
-                if q.units < 0 || !(0..1_000_000_000).contains(&q.nanos) {
-                    return Err(bad("quantity must be >= 0 with 0 <= nanos < 1e9"));
-                }
-                Some(
-                    rust_decimal::Decimal::from_i128_with_scale(
-                        i128::from(q.units) * 1_000_000_000 + i128::from(q.nanos),
-                        9,
-                    )
-                    .normalize(),
-                )
-            }
+            Some(q) => Some(quantity_of(q.units, q.nanos).ok_or_else(|| bad(QUANTITY_RULE))?),
         };
         let mut attributes = Vec::with_capacity(req.attributes.len());
         for a in &req.attributes {

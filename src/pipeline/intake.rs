@@ -74,9 +74,9 @@ pub fn check(
     let Some((units, nanos)) = e.quantity else {
         return invalid("quantity is missing".into());
     };
-    if units < 0 || !(0..1_000_000_000).contains(&nanos) {
-        return invalid("quantity must be >= 0 with 0 <= nanos < 1e9".into());
-    }
+    let Some(quantity) = quantity_of(units, nanos) else {
+        return invalid(QUANTITY_RULE.into());
+    };
     if e.attributes.len() > limits.max_attributes {
         return invalid(format!("more than {} attributes", limits.max_attributes));
     }
@@ -108,7 +108,19 @@ pub fn check(
             format!("no tariff defines meter {:?}", e.meter),
         ));
     }
-    Ok(if nanos == 0 {
+    Ok(quantity)
+}
+
+/// What [`quantity_of`] accepts, as said to a client.
+pub const QUANTITY_RULE: &str = "quantity must be >= 0 with 0 <= nanos < 1e9";
+
+/// The exact quantity of whole units and nanos as sent (events, amendments); `None` when it
+/// breaks [`QUANTITY_RULE`].
+pub fn quantity_of(units: i64, nanos: i32) -> Option<Decimal> {
+    if units < 0 || !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    Some(if nanos == 0 {
         Decimal::from(units)
     } else {
         Decimal::from_i128_with_scale(i128::from(units) * 1_000_000_000 + i128::from(nanos), 9).normalize()

@@ -414,6 +414,24 @@ impl BatchTicket {
         parts: usize,
         admitted: Admitted,
     ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
+        BatchTicket::counting(batch_id, parts, admitted, true)
+    }
+
+    /// A ticket whose acknowledgement is not counted in the event metrics (a correction).
+    pub fn uncounted(
+        batch_id: u64,
+        parts: usize,
+        admitted: Admitted,
+    ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
+        BatchTicket::counting(batch_id, parts, admitted, false)
+    }
+
+    fn counting(
+        batch_id: u64,
+        parts: usize,
+        admitted: Admitted,
+        counted: bool,
+    ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
         let (tx, rx) = oneshot::channel();
         let ticket = BatchTicket {
             batch_id,
@@ -424,20 +442,8 @@ impl BatchTicket {
             }),
             reply: Mutex::new(Some(tx)),
             admitted: Mutex::new(Some(admitted)),
-            counted: true,
+            counted,
         };
-        (Arc::new(ticket), rx)
-    }
-
-    /// A ticket whose acknowledgement is not counted in the event metrics (a correction).
-    pub fn uncounted(
-        batch_id: u64,
-        parts: usize,
-        admitted: Admitted,
-    ) -> (Arc<BatchTicket>, oneshot::Receiver<Result<Ack, PipelineError>>) {
-        let (ticket, rx) = BatchTicket::new(batch_id, parts, admitted);
-        let mut ticket = Arc::into_inner(ticket).expect("just made");
-        ticket.counted = false;
         (Arc::new(ticket), rx)
     }
 

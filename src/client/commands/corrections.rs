@@ -160,20 +160,13 @@ pub async fn amend(a: &AmendArgs, access: &Access) -> Result<Printed, Failure> {
     Ok(printed(&r))
 }
 
-/// A decimal quantity as whole units and nanos.
+/// A decimal quantity as whole units and nanos (the usage files' conversion), never negative.
 fn quantity(text: &str) -> Result<proto::Quantity, String> {
-    let d = crate::domain::money::parse_exact(text).map_err(|e| format!("--quantity {text:?}: {e}"))?;
-    if d.is_sign_negative() || d.scale() > 9 {
-        return Err(format!(
-            "--quantity {text:?}: must be >= 0 with at most 9 decimal places"
-        ));
+    let q = crate::client::usage_file::quantity(text).map_err(|e| format!("--quantity: {e}"))?;
+    if q.units < 0 || q.nanos < 0 {
+        return Err(format!("--quantity {text:?}: must be >= 0"));
     }
-    let nanos = d.mantissa() * 10i128.pow(9 - d.scale());
-    let units = i64::try_from(nanos / 1_000_000_000).map_err(|_| format!("--quantity {text:?} is too large"))?;
-    Ok(proto::Quantity {
-        units,
-        nanos: (nanos % 1_000_000_000) as i32,
-    })
+    Ok(q)
 }
 
 /// What a correction did, for people and for scripts.
