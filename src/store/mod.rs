@@ -77,8 +77,12 @@ const NEXT_SEQ_KEY: &[u8] = b"m/next_seq";
 const BLOCK_PREFIX: &[u8] = b"b/";
 const SUSPENSE_PREFIX: &[u8] = b"s/";
 const INDEX_PREFIX: &[u8] = b"x/";
-/// Where checkpoints were kept inside sled by earlier versions; removed at open.
-const LEGACY_CHECKPOINT_PREFIXES: [&[u8]; 2] = [b"c/", b"0c/"];
+/// Where checkpoints were kept inside sled by earlier versions, removed at open: every key under
+/// `0c/`, and under `c/` the keys of one shard number (`c/<shard u32>`) holding binary data. `c/`
+/// now holds correction ids with their request as text, and those stay (a 4-byte id has the
+/// same key length as a legacy checkpoint, but its value is text).
+const LEGACY_CHECKPOINT_PREFIX: &[u8] = b"0c/";
+const LEGACY_SHARD_CHECKPOINT_PREFIX: &[u8] = b"c/";
 
 /// sled's own cache.
 const SLED_CACHE_BYTES: u64 = 128 << 20;
@@ -161,9 +165,13 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let next_seq = after_last_block.max(recorded);
-        for prefix in LEGACY_CHECKPOINT_PREFIXES {
-            for k in db.scan_prefix(prefix).keys() {
-                db.remove(k?)?;
+        for k in db.scan_prefix(LEGACY_CHECKPOINT_PREFIX).keys() {
+            db.remove(k?)?;
+        }
+        for item in db.scan_prefix(LEGACY_SHARD_CHECKPOINT_PREFIX) {
+            let (k, v) = item?;
+            if k.len() == LEGACY_SHARD_CHECKPOINT_PREFIX.len() + 4 && std::str::from_utf8(&v).is_err() {
+                db.remove(k)?;
             }
         }
         Ok(Store {
@@ -267,6 +275,30 @@ fn random_key() -> HashKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn correction_ids_survive_a_restart_beside_legacy_checkpoints() {
+        let dir = std::env::temp_dir().join(format!("ratingd-legacy-c-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = super::Store::open(&dir).unwrap();
+            // A 4-byte id: the key length of a legacy `c/<shard u32>` checkpoint.
+            assert_eq!(store.corrections().claim("fix1", "void e1").unwrap(), super::Claim::New);
+            store.db.db.insert(b"c/\0\0\0\x01", &[0xff, 0x00, 0x80][..]).unwrap();
+            store.db.db.flush().unwrap();
+        }
+        let store = super::Store::open(&dir).unwrap();
+        assert_eq!(
+            store.corrections().claim("fix1", "void e2").unwrap(),
+            super::Claim::Taken("void e1".into())
+        );
+        assert!(
+            store.db.db.get(b"c/\0\0\0\x01").unwrap().is_none(),
+            "the legacy checkpoint is removed"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_data_dir_gets_its_own_random_key() {
         assert_ne!(super::random_key(), super::random_key());
