@@ -27,6 +27,7 @@ use crate::store::{
     Adjustments, Alerts, Closes, Corrections, Records, Retention, Store, StoreError, Subscriptions, Suspense, Versions,
 };
 use crate::wire::proto::admin_server::AdminServer;
+use crate::wire::proto::charging_server::ChargingServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
 
@@ -35,7 +36,18 @@ use crate::wire::proto::query_server::QueryServer;
 const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The services whose health is reported ("" is the server as a whole).
-const SERVICES: [&str; 4] = ["", "ratingd.v1.Ingest", "ratingd.v1.Query", "ratingd.v1.Admin"];
+const SERVICES: [&str; 5] = [
+    "",
+    "ratingd.v1.Ingest",
+    "ratingd.v1.Query",
+    "ratingd.v1.Admin",
+    "ratingd.v1.Charging",
+];
+
+/// How often due reservations and expiring credit are swept (a balance read sweeps its own
+/// account first, so this bounds only how long a lapsed reservation's money shows as held in
+/// Redis and the metrics).
+const BALANCE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -131,6 +143,8 @@ struct Tables {
     retention: Retention,
     corrections: Corrections,
     adjustments: Adjustments,
+    balances: crate::store::Balances,
+    balance_alerts: crate::store::Outbox,
 }
 
 /// Opens the data dir, puts the stored subscriptions in force over the configured ones, and
@@ -147,6 +161,8 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         retention: store.retention(),
         corrections: store.corrections(),
         adjustments: store.adjustments(),
+        balances: store.balances(),
+        balance_alerts: store.balance_alerts(),
     };
     // The file must not edit a version in force since an earlier start or reload.
     let edits = edited_in_force(&tables.versions.all()?, &config.catalogue, clock.now());
@@ -179,6 +195,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         close_grace_seconds: i64::from(config.period_close_grace_hours) * 3600,
         retention_days: config.retention_days,
         dedupe_hot_hours: config.dedupe_hot_hours,
+        reservation_ttl_seconds: config.reservation_ttl_seconds,
     };
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let pipeline = Pipeline::start(store, context, clock, plan_alerts, pipeline_config)?;
@@ -278,8 +295,19 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         .add_service(reflection_v1alpha)
         .add_service(IngestServer::new(ingest).max_decoding_message_size(max_message))
         .add_service(
-            QueryServer::new(QueryService::new(pipeline.clone(), tables.records.clone()))
-                .max_decoding_message_size(max_message),
+            QueryServer::new(QueryService::new(
+                pipeline.clone(),
+                tables.records.clone(),
+                tables.balances.clone(),
+            ))
+            .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            ChargingServer::new(crate::charging::ChargingService::new(
+                pipeline.clone(),
+                tables.balances.clone(),
+            ))
+            .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminService(admin.clone())).max_decoding_message_size(max_message));
     info!(
@@ -308,8 +336,10 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         tables.closes.clone(),
         tables.alerts.clone(),
         tables.adjustments.clone(),
+        tables.balance_alerts.clone(),
         export_stop_rx,
     ));
+    let sweeper = tokio::spawn(sweep_balances(pipeline.clone(), shutdown_rx.clone()));
     let closer = tokio::spawn(crate::export::close::run(
         pipeline.clone(),
         tables.closes.clone(),
@@ -362,6 +392,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         let p = pipeline.clone();
         tokio::task::spawn_blocking(move || p.shutdown()).await?;
         closer.await?;
+        sweeper.await?;
         let _ = export_stop_tx.send(true);
         exporter.await?;
         info!("ratingd stopped");
@@ -377,4 +408,21 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Releases lapsed reservations and expires credit every [`BALANCE_SWEEP_INTERVAL`] until the
+/// daemon stops.
+async fn sweep_balances(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(BALANCE_SWEEP_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(error) = pipeline.sweep_balances().await {
+            warn!(%error, "balance sweep not done; retried in a second");
+        }
+    }
 }

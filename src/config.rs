@@ -48,6 +48,8 @@ pub struct Config {
     pub future_skew_seconds: u32,
     /// Most events in one group commit (one block, one fsync).
     pub commit_max_events: usize,
+    /// A charging session's reservation lapses this long after its last grant (docs/charging.md).
+    pub reservation_ttl_seconds: u32,
     /// A checkpoint is written after this many records have been committed since the last one.
     pub checkpoint_every_records: u64,
     /// Graceful shutdown: how long in-flight batches may take to drain after SIGTERM.
@@ -188,6 +190,8 @@ struct RawConfig {
     period_close_grace_hours: u32,
     #[serde(default = "default_retention")]
     retention_days: u32,
+    #[serde(default = "default_reservation_ttl")]
+    reservation_ttl_seconds: u32,
     retention_export_dir: Option<PathBuf>,
     tariffs: PathBuf,
     default_plan: Option<String>,
@@ -232,6 +236,8 @@ struct RawSubscription {
     discount_percent: Option<String>,
     #[serde(default)]
     alert_thresholds: Vec<String>,
+    #[serde(default)]
+    prepaid: bool,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +285,10 @@ fn default_hot_hours() -> u32 {
 
 fn default_retention() -> u32 {
     400
+}
+
+fn default_reservation_ttl() -> u32 {
+    300
 }
 
 impl Config {
@@ -377,6 +387,9 @@ impl Config {
                 ));
             }
         }
+        if raw.reservation_ttl_seconds == 0 {
+            errors.push("reservation_ttl_seconds: must be at least 1".to_string());
+        }
         if raw.commit_max_events == 0 {
             errors.push("commit_max_events: must be at least 1".to_string());
         }
@@ -465,6 +478,7 @@ impl Config {
             dedupe_hot_hours: raw.dedupe_hot_hours,
             future_skew_seconds: raw.future_skew_seconds,
             commit_max_events: raw.commit_max_events,
+            reservation_ttl_seconds: raw.reservation_ttl_seconds,
             checkpoint_every_records: raw.checkpoint_every_records,
             shutdown_grace_seconds: raw.shutdown_grace_seconds,
             period_close_grace_hours: raw.period_close_grace_hours,
@@ -510,7 +524,10 @@ fn tokens(raw: Vec<RawToken>, errors: &mut Vec<String>) -> Vec<Token> {
         }
         let role = Role::parse(&t.role);
         match role {
-            None => errors.push(format!("{path}.role: {:?} is not one of ingest, read, admin", t.role)),
+            None => errors.push(format!(
+                "{path}.role: {:?} is not one of ingest, read, admin, charging",
+                t.role
+            )),
             Some(Role::Admin) if t.account_prefix.is_some() => {
                 errors.push(format!("{path}.account_prefix: admin tokens cannot be scoped"))
             }
@@ -605,6 +622,7 @@ fn subscription(
         to,
         discount_percent: discount,
         alert_thresholds: thresholds(&format!("{path}.alert_thresholds"), &raw.alert_thresholds, errors),
+        prepaid: raw.prepaid,
     })
 }
 

@@ -35,6 +35,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod charging;
 pub mod client;
 pub mod config;
 pub mod domain;

@@ -20,6 +20,7 @@ fn subscription(account: &str, plan: &str, from: &str, to: &str) -> proto::Subsc
         to: to.into(),
         discount_percent: String::new(),
         alert_thresholds: Vec::new(),
+        prepaid: false,
     }
 }
 

@@ -63,6 +63,7 @@ async fn health_is_serving_and_reflection_lists_every_service() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "ratingd.v1.Admin",
+            "ratingd.v1.Charging",
             "ratingd.v1.Ingest",
             "ratingd.v1.Query"
         ]

@@ -145,7 +145,47 @@ async fn every_daemon_command_prints_what_users_read() {
     let (_, out, _) = ratectl(args(&t, &["subscriptions", "get", "--account", "newco", "--json"])).await;
     assert_eq!(
         out.trim(),
-        r#"{"subscriptions":[{"account":"newco","discount_percent":"5","from":"2026-01-01T00:00:00+00:00","plan":"saas-pro","to":""}]}"#
+        r#"{"subscriptions":[{"account":"newco","discount_percent":"5","from":"2026-01-01T00:00:00+00:00","plan":"saas-pro","prepaid":false,"to":""}]}"#
+    );
+
+    // Prepaid balances: a top-up (sent twice: applied once), the balance, the ledger.
+    let topup = [
+        "balance",
+        "topup",
+        "--account",
+        "tel-1",
+        "--amount",
+        "12.50",
+        "--currency",
+        "EUR",
+        "--id",
+        "t1",
+    ];
+    let (_, out, _) = ratectl(args(&t, &topup)).await;
+    assert_eq!(
+        out.trim(),
+        "top-up t1 applied: 12.50 EUR\ntel-1 EUR: available 12.500000000 reserved 0.000000000 credit limit 0.000000000"
+    );
+    let (_, out, _) = ratectl(args(&t, &topup)).await;
+    assert!(out.starts_with("top-up t1 already applied"), "{out}");
+    let (_, out, _) = ratectl(args(&t, &["balance", "get", "--account", "tel-1", "--json"])).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["account"], "tel-1");
+    assert_eq!(
+        (&v["balances"]["EUR"]["available"], &v["balances"]["EUR"]["reserved"]),
+        (&serde_json::json!("12.500000000"), &serde_json::json!("0.000000000"))
+    );
+    let (_, out, _) = ratectl(args(&t, &["balance", "ledger", "--account", "tel-1", "--json"])).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (&entries[0]["kind"], &entries[0]["amount"], &entries[0]["id"]),
+        (
+            &serde_json::json!("topup"),
+            &serde_json::json!("12.50"),
+            &serde_json::json!("t1")
+        )
     );
 
     let (_, out, _) = ratectl(args(&t, &["suspense", "list"])).await;

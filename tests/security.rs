@@ -16,7 +16,10 @@ use tonic::Code;
 use common::{Reference, TempDir, TestDaemon, event, reopen, safe_now, test_now, write_config};
 use ratingd::client::connect::{Access, Authed};
 use ratingd::security::auth::hash_hex;
-use ratingd::wire::proto::{self, admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient};
+use ratingd::wire::proto::{
+    self, admin_client::AdminClient, charging_client::ChargingClient, ingest_client::IngestClient,
+    query_client::QueryClient,
+};
 
 const AGENT: &str = "agent-token-for-tel-accounts-0001";
 const READER: &str = "reader-token-for-billing-0000001";
@@ -24,6 +27,7 @@ const ADMIN: &str = "admin-token-for-operators-000001";
 const EXPIRED: &str = "expired-agent-token-00000000001";
 const REVOKED: &str = "to-be-revoked-agent-token-000001";
 const SAAS_READER: &str = "reader-token-for-saas-only-00001";
+const CHARGER: &str = "charging-token-for-tel-only-00001";
 
 fn token_entry(name: &str, secret: &str, role: &str, extra: &str) -> String {
     format!(
@@ -39,6 +43,7 @@ fn tokens(with_revoked: bool) -> String {
     text += &token_entry("admin", ADMIN, "admin", "");
     text += &token_entry("expired", EXPIRED, "ingest", "expires = \"2020-01-01T00:00:00Z\"");
     text += &token_entry("saas-reader", SAAS_READER, "read", "account_prefix = \"saas-\"");
+    text += &token_entry("charger", CHARGER, "charging", "account_prefix = \"tel-\"");
     if with_revoked {
         text += &token_entry("revoked", REVOKED, "ingest", "");
     }
@@ -237,6 +242,34 @@ async fn the_auth_matrix_refuses_without_writing_anything() {
             .unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied);
     }
+    // Charging needs the charging role (or admin), within the token's accounts; the charging
+    // role reads nothing else.
+    let authorize = |account: &str| proto::AuthorizeRequest {
+        session_id: format!("sec-{account}"),
+        account_id: account.into(),
+        meter: "voice.seconds".into(),
+        requested_units: Some(proto::Quantity { units: 60, nanos: 0 }),
+        ..Default::default()
+    };
+    for (token, account, want) in [
+        (None, "tel-1", Code::Unauthenticated),
+        (Some(AGENT), "tel-1", Code::PermissionDenied),
+        (Some(READER), "tel-1", Code::PermissionDenied),
+        (Some(CHARGER), "saas-1", Code::PermissionDenied),
+        // Past the guard: tel-1 has no balance.
+        (Some(CHARGER), "tel-1", Code::NotFound),
+        (Some(ADMIN), "tel-1", Code::NotFound),
+    ] {
+        let got = ChargingClient::new(channel(&t, token).await)
+            .authorize(authorize(account))
+            .await
+            .unwrap_err();
+        assert_eq!(got.code(), want, "{token:?} {account}: {got:?}");
+    }
+    assert_eq!(
+        totals(&t, Some(CHARGER), "tel-1").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     // Health needs no token (load balancers probe it).
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&t, None).await);
     health
@@ -254,7 +287,7 @@ async fn the_auth_matrix_refuses_without_writing_anything() {
         .replace(&tokens(true), &tokens(false));
     std::fs::write(&config, text).unwrap();
     let running = d.running.as_ref().unwrap();
-    assert_eq!(running.reload_tokens(&config).expect("reload"), 5);
+    assert_eq!(running.reload_tokens(&config).expect("reload"), 6);
     assert_eq!(
         code(submit(&t, Some(REVOKED), batch(11, &["tel-4"])).await),
         Code::Unauthenticated

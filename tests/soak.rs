@@ -64,31 +64,6 @@ fn day_events(day: i64, now: DateTime<Utc>) -> Vec<proto::UsageEvent> {
         .collect()
 }
 
-/// The records of `account` with an event time from `from` on (all pages).
-async fn records_from(target: &str, account: &str, from: DateTime<Utc>) -> Vec<proto::RatedRecord> {
-    let mut q = QueryClient::new(channel(target).await);
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = q
-            .list_rated_records(proto::ListRatedRecordsRequest {
-                account_id: account.into(),
-                from: from.to_rfc3339(),
-                page_size: 1000,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.records);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
 struct Sample {
     day: i64,
     data_dir: u64,
@@ -242,7 +217,12 @@ async fn four_hundred_days_level_off_and_lose_nothing() {
     assert_eq!(d.totals("s-7", &plan.period_of(end)).await.unwrap(), totals_before);
     let first_day = (kept_from - start).num_days() + 1;
     let want: usize = (first_day..DAYS).map(|day| sent[&("s-7".to_string(), day)]).sum();
-    let got = records_from(&d.target, "s-7", start + Duration::days(first_day) - Duration::days(1)).await;
+    let got = records_from(
+        &d.target,
+        "s-7",
+        Some(start + Duration::days(first_day) - Duration::days(1)),
+    )
+    .await;
     let got_days = got
         .iter()
         .filter(|r| {

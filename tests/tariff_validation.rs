@@ -283,6 +283,11 @@ fn plan_level_rules() {
             "plans[0].currency",
             "3 uppercase letters",
         ),
+        (
+            base(&format!("{ok_plan}\ninsufficient_balance = \"borrow\""), ok_version),
+            "plans[0].insufficient_balance",
+            "must be \"reject\" or \"overdraft\"",
+        ),
     ];
     for (text, path, needle) in cases {
         let e = errors(&text);

@@ -1,6 +1,8 @@
-//! `loadtest`: the load generator (`loadtest run`) and null sink (`loadtest sink`) for ratingd.
+//! `loadtest`: the load generator (`loadtest run`), null sink (`loadtest sink`) and charging
+//! session driver (`loadtest charge`) for ratingd.
 //! How to measure with them: BENCHMARKS.md and `loadtest/run.sh`.
 
+mod charge;
 mod generate;
 mod procstat;
 mod run;
@@ -28,6 +30,17 @@ enum Command {
     },
     /// Send generated usage and check every acknowledgement.
     Run(RunArgs),
+    /// Run charging sessions (Authorize, then Terminate) back to back, one prepaid account per
+    /// worker: sessions per second and the latency of each call.
+    Charge {
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 100_000)]
+        sessions: u64,
+        /// Workers, each with its own account and one session at a time.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -167,6 +180,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Charge {
+            target,
+            sessions,
+            concurrency,
+        } => {
+            let plan = charge::ChargePlan {
+                target,
+                sessions,
+                concurrency: concurrency.max(1),
+            };
+            match runtime.block_on(charge::run(plan)) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             if let Err(e) = check_args(&args) {
                 eprintln!("loadtest: {e}");

@@ -445,11 +445,46 @@ impl Admin for AdminService {
         Ok(Response::new(self.0.amend_event(request.into_inner(), &caller).await?))
     }
 
+    async fn top_up(&self, request: Request<proto::TopUpRequest>) -> Result<Response<proto::BalanceResponse>, Status> {
+        let op = crate::wire::balance::top_up(request.into_inner())?;
+        Ok(Response::new(self.0.balance(op).await?))
+    }
+
+    async fn set_balance_limits(
+        &self,
+        request: Request<proto::SetBalanceLimitsRequest>,
+    ) -> Result<Response<proto::BalanceResponse>, Status> {
+        let op = crate::wire::balance::limits(request.into_inner())?;
+        Ok(Response::new(self.0.balance(op).await?))
+    }
+
     async fn list_upcoming_versions(
         &self,
         _: Request<proto::ListUpcomingVersionsRequest>,
     ) -> Result<Response<proto::UpcomingVersions>, Status> {
         Ok(Response::new(self.0.upcoming()))
+    }
+}
+
+impl AdminCore {
+    /// A top-up or a change of a purse's limits, answered with the wallet once it is durable.
+    async fn balance(&self, op: crate::pipeline::balance::BalanceOp) -> Result<proto::BalanceResponse, ApiError> {
+        use crate::pipeline::balance::{BalanceOp, BalanceReply};
+        let account = match &op {
+            BalanceOp::TopUp { account, .. } | BalanceOp::Configure { account, .. } => account.clone(),
+            _ => String::new(),
+        };
+        match self.pipeline.balance(op).await? {
+            BalanceReply::Wallet {
+                wallet,
+                already_applied,
+            } => Ok(crate::wire::balance::wallet_to_proto(
+                &account,
+                wallet.as_ref(),
+                already_applied,
+            )),
+            other => Err(ApiError::TaskFailed(format!("unexpected balance reply {other:?}"))),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use ratingd::client::commands::balance::BalanceCommand;
 use ratingd::client::commands::charges::ChargesCommand;
 use ratingd::client::commands::corrections::{AmendArgs, RerateArgs, VoidArgs};
 use ratingd::client::commands::explain::ExplainArgs;
@@ -62,6 +63,9 @@ enum Command {
     /// One-off charges and credits (Admin API).
     #[command(subcommand)]
     Charges(ChargesCommand),
+    /// Prepaid balances: top-ups, credit limits, balances and ledgers.
+    #[command(subcommand)]
+    Balance(BalanceCommand),
     /// Rate a period's records again under the tariff versions now in force (Admin API): a
     /// reversal and a replacement of each changed record, one commit per account and period.
     Rerate(RerateArgs),
@@ -96,6 +100,7 @@ fn online(access: &Access, command: &Command) -> Result<Printed, Failure> {
             Command::Totals(a) => commands::totals::run(a, access).await,
             Command::Subscriptions(c) => commands::subscriptions::run(c, access).await,
             Command::Charges(c) => commands::charges::run(c, access).await,
+            Command::Balance(c) => commands::balance::run(c, access).await,
             Command::Rerate(a) => commands::corrections::rerate(a, access).await,
             Command::Void(a) => commands::corrections::void(a, access).await,
             Command::Amend(a) => commands::corrections::amend(a, access).await,

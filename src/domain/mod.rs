@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod balance;
 pub mod charge;
 pub mod correction;
 pub mod fee;

@@ -17,6 +17,9 @@ pub struct Subscription {
     /// Spend alerts: period charges (in the plan's currency) that raise an alert when first
     /// crossed, on top of the plan's own thresholds.
     pub alert_thresholds: Vec<Decimal>,
+    /// A prepaid subscription: each of its records is paid from the account's balance in the
+    /// same commit, or refused INSUFFICIENT_BALANCE as its plan says (docs/charging.md).
+    pub prepaid: bool,
 }
 
 impl Subscription {
@@ -275,7 +278,7 @@ impl SubscriptionBook {
             .map(|s| s.plan_id.as_str())
     }
 
-    /// The plan (and subscription discount) that prices the account's `meter` at `at`: the one
+    /// The plan (with the subscription's discount and prepaid flag) that prices the account's `meter` at `at`: the one
     /// subscription in force then; with several (a base and add-ons), the one whose plan prices
     /// the meter, else the base one (whose plan then refuses the meter); with none, the default
     /// plan.
@@ -285,9 +288,9 @@ impl SubscriptionBook {
         at: DateTime<Utc>,
         meter: &str,
         catalogue: &Catalogue,
-    ) -> Option<(&str, Option<Decimal>)> {
-        fn of(s: &Subscription) -> (&str, Option<Decimal>) {
-            (s.plan_id.as_str(), s.discount_percent)
+    ) -> Option<(&str, Option<Decimal>, bool)> {
+        fn of(s: &Subscription) -> (&str, Option<Decimal>, bool) {
+            (s.plan_id.as_str(), s.discount_percent, s.prepaid)
         }
         if let Some(list) = self.by_account.get(account) {
             let mut covering = list.iter().filter(|s| s.covers(at));
@@ -309,6 +312,6 @@ impl SubscriptionBook {
                 return Some(of(base.unwrap_or(first)));
             }
         }
-        self.default_plan.as_deref().map(|p| (p, None))
+        self.default_plan.as_deref().map(|p| (p, None, false))
     }
 }

@@ -55,6 +55,8 @@ pub struct Plan {
     /// An add-on plan: an account holds it beside its one base subscription, and it may price
     /// only meters no other subscription in force at the same time prices.
     pub addon: bool,
+    /// What a prepaid subscription's event that the balance cannot pay gets.
+    pub insufficient_balance: crate::domain::balance::BalancePolicy,
     pub currency: Currency,
     pub rounding: InvoiceRounding,
     pub time_zone: Tz,

@@ -86,10 +86,13 @@ pub enum RejectReason {
     TooFarInFuture,
     PeriodClosed,
     Conflict,
+    /// A prepaid account's balance (with its credit limit) cannot pay the event's charge, and
+    /// its plan rejects rather than overdraws (reprocessable after a top-up).
+    InsufficientBalance,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::InvalidField,
         RejectReason::UnknownMeter,
         RejectReason::NoTariff,
@@ -97,6 +100,7 @@ impl RejectReason {
         RejectReason::TooFarInFuture,
         RejectReason::PeriodClosed,
         RejectReason::Conflict,
+        RejectReason::InsufficientBalance,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +112,7 @@ impl RejectReason {
             RejectReason::TooFarInFuture => "TOO_FAR_IN_FUTURE",
             RejectReason::PeriodClosed => "PERIOD_CLOSED",
             RejectReason::Conflict => "CONFLICT",
+            RejectReason::InsufficientBalance => "INSUFFICIENT_BALANCE",
         }
     }
 }

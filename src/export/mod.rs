@@ -17,8 +17,9 @@ pub mod retention;
 use crate::config::RedisConfig;
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::alert::SpendAlert;
+use crate::domain::balance::at_record_scale;
 use crate::pipeline::{CommittedView, TotalsKey};
-use crate::store::{Adjustments, Alerts, Closes, StoredAlert};
+use crate::store::{Adjustments, Alerts, Closes, Outbox, StoredAlert};
 
 /// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
 const KEYS_PER_PIPELINE: usize = 500;
@@ -49,6 +50,31 @@ impl Keys<'_> {
     pub fn adjustments(&self) -> String {
         format!("{}:adjustments", self.prefix)
     }
+    /// `<prefix>:balance:{<account>}`: an account's balances (docs/redis.md).
+    pub fn balance(&self, account: &str) -> String {
+        format!("{}:balance:{{{account}}}", self.prefix)
+    }
+}
+
+/// The fields of a balance hash: per currency its available, reserved and credit limit, and the
+/// epoch they were read at.
+pub fn balance_fields(wallet: &crate::domain::balance::Wallet, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("epoch".to_string(), epoch.to_string()),
+        ("updated_at".to_string(), updated_at.to_string()),
+    ];
+    for p in &wallet.purses {
+        f.push((format!("{}:available", p.currency), p.available().to_string()));
+        f.push((
+            format!("{}:reserved", p.currency),
+            at_record_scale(p.reserved).to_string(),
+        ));
+        f.push((
+            format!("{}:credit_limit", p.currency),
+            at_record_scale(p.credit_limit).to_string(),
+        ));
+    }
+    f
 }
 
 /// The layout version of the aggregate hashes (docs/redis.md), written in their `layout` field.
@@ -141,11 +167,15 @@ pub async fn run(
     closes: Closes,
     alerts: Alerts,
     adjustments: Adjustments,
+    balance_alerts: Outbox,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Entries a crash left unannounced go out with the first flush.
     committed
         .adjustments_pending
+        .store(true, std::sync::atomic::Ordering::Release);
+    committed
+        .balance_alerts_pending
         .store(true, std::sync::atomic::Ordering::Release);
     let mut exporter = Exporter {
         config,
@@ -153,6 +183,7 @@ pub async fn run(
         closes,
         alerts,
         adjustments,
+        balance_alerts,
         conn: None,
         last_success: std::time::Instant::now(),
         resync: true,
@@ -180,6 +211,7 @@ struct Exporter {
     closes: Closes,
     alerts: Alerts,
     adjustments: Adjustments,
+    balance_alerts: Outbox,
     conn: Option<ConnectionManager>,
     /// When a flush last succeeded (start-up counts as one): the Redis lag is measured from it.
     last_success: std::time::Instant,
@@ -231,33 +263,37 @@ impl Exporter {
         Ok(())
     }
 
-    /// Appends every closed period's correction not yet announced to `<prefix>:adjustments`,
-    /// then records it as announced (a crash between the two repeats the entry, identical;
-    /// consumers dedupe on `adjustment_id`).
-    async fn announce_adjustments(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    /// Appends every entry of `outbox` not yet announced to `stream`, then records it as
+    /// announced (a crash between the two repeats the entry, identical; consumers dedupe on its
+    /// id field): closed periods' corrections on `<prefix>:adjustments`, balance alerts on
+    /// `<prefix>:alerts`. `pending` is the flag that says there may be some.
+    async fn announce_outbox(
+        &self,
+        conn: &mut ConnectionManager,
+        outbox: &Outbox,
+        stream: String,
+        pending: &std::sync::atomic::AtomicBool,
+    ) -> redis::RedisResult<()> {
         use std::sync::atomic::Ordering;
-        if !self.committed.adjustments_pending.swap(false, Ordering::AcqRel) {
+        if !pending.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let keys = Keys {
-            prefix: &self.config.prefix,
-        };
-        let pending = self.adjustments.pending().map_err(|e| {
-            self.committed.adjustments_pending.store(true, Ordering::Release);
+        let entries = outbox.pending().map_err(|e| {
+            pending.store(true, Ordering::Release);
             store_failure(e)
         })?;
-        for (id, entry) in pending {
+        for (id, entry) in entries {
             let mut cmd = redis::cmd("XADD");
-            cmd.arg(keys.adjustments()).arg("*");
+            cmd.arg(&stream).arg("*");
             for (k, v) in entry_fields(&entry) {
                 cmd.arg(k).arg(v);
             }
             if let Err(e) = cmd.query_async::<()>(conn).await {
-                self.committed.adjustments_pending.store(true, Ordering::Release);
+                pending.store(true, Ordering::Release);
                 return Err(e);
             }
-            if let Err(e) = self.adjustments.announced(&id) {
-                warn!(error = %e, adjustment = %id, "cannot record the adjustment as announced");
+            if let Err(e) = outbox.announced(&id) {
+                warn!(error = %e, entry = %id, "cannot record the entry as announced");
             }
         }
         Ok(())
@@ -436,7 +472,25 @@ impl Exporter {
         }
         self.announce(&mut conn).await?;
         self.announce_alerts(&mut conn).await?;
-        self.announce_adjustments(&mut conn).await?;
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        let committed = &self.committed;
+        self.announce_outbox(
+            &mut conn,
+            &self.adjustments,
+            keys.adjustments(),
+            &committed.adjustments_pending,
+        )
+        .await?;
+        self.announce_outbox(
+            &mut conn,
+            &self.balance_alerts,
+            keys.alerts(),
+            &committed.balance_alerts_pending,
+        )
+        .await?;
+        self.write_balances(&mut conn, all, epoch, &updated_at).await?;
         // Written last: present only when everything before it is.
         let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
         redis::pipe()
@@ -449,6 +503,49 @@ impl Exporter {
         }
         self.resync = false;
         Ok(targets.len())
+    }
+}
+
+impl Exporter {
+    /// Writes the balance hash of every account whose wallet changed (all of them on a resync).
+    /// A failed write puts the accounts back for the next flush.
+    async fn write_balances(
+        &self,
+        conn: &mut ConnectionManager,
+        all: bool,
+        epoch: u64,
+        updated_at: &str,
+    ) -> redis::RedisResult<()> {
+        let accounts: Vec<std::sync::Arc<str>> = if all {
+            self.committed.balances.iter().map(|e| e.key().clone()).collect()
+        } else {
+            std::mem::take(&mut *self.committed.balances_dirty.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect()
+        };
+        let keys = Keys {
+            prefix: &self.config.prefix,
+        };
+        for chunk in accounts.chunks(KEYS_PER_PIPELINE) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for account in chunk {
+                if self.committed.damaged.contains_key(account) {
+                    continue;
+                }
+                let Some(wallet) = self.committed.balances.get(account).map(|w| w.clone()) else {
+                    continue;
+                };
+                pipe.hset_multiple(keys.balance(account), &balance_fields(&wallet, epoch, updated_at))
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(conn).await {
+                let mut dirty = self.committed.balances_dirty.lock().unwrap_or_else(|e| e.into_inner());
+                dirty.extend(accounts.iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

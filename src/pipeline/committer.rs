@@ -143,6 +143,9 @@ impl Committer {
         }
         for out in group.iter_mut() {
             commit.suspense.append(&mut out.suspense);
+            if let Some(balance) = out.balance.as_mut() {
+                commit.writes.append(&mut balance.writes);
+            }
         }
         if records > 0 {
             let mut accounts: Vec<std::sync::Arc<str>> = group
@@ -153,7 +156,7 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.parts.is_empty() && commit.suspense.is_empty() {
+        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.writes.is_empty() {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
             self.publish(group);
@@ -208,6 +211,11 @@ impl Committer {
         if !new.is_empty() {
             self.committed.note_open(new);
         }
+        for out in group.iter_mut() {
+            if let Some(balance) = out.balance.take() {
+                self.publish_balances(*balance);
+            }
+        }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);
         if !changed.is_empty() {
             self.committed.mark_dirty(changed);
@@ -217,6 +225,23 @@ impl Committer {
                 n.fetch_add(1, Ordering::AcqRel);
             }
             out.ticket.part_done(out.record_count, out.duplicate, out.results);
+        }
+    }
+
+    /// Committed wallets become visible (and marked for the Redis projection); written alerts
+    /// are flagged for announcement.
+    fn publish_balances(&mut self, balance: super::shard::BalanceWrites) {
+        if balance.alerts {
+            self.committed.balance_alerts_pending.store(true, Ordering::Release);
+        }
+        if balance.wallets.is_empty() {
+            return;
+        }
+        let mut dirty = super::lock(&self.committed.balances_dirty);
+        for wallet in balance.wallets {
+            let account: Arc<str> = Arc::from(wallet.account.as_str());
+            dirty.insert(account.clone());
+            self.committed.balances.insert(account, wallet);
         }
     }
 

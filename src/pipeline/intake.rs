@@ -141,7 +141,7 @@ pub fn accept(e: RawEvent, quantity: Decimal) -> UsageEvent {
 
 /// Hash of what must be equal for a resend to be a DUPLICATE rather than a CONFLICT. Its value is
 /// stored in records and checkpoints: the bytes hashed never change.
-fn content_hash(seed: u64, e: &RawEvent) -> u64 {
+pub(super) fn content_hash(seed: u64, e: &RawEvent) -> u64 {
     let (units, nanos) = e.quantity.unwrap_or((0, 0));
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
     h.update(e.meter.as_bytes());
@@ -172,7 +172,12 @@ fn truncate(mut s: String) -> String {
 }
 
 /// The suspense form of an event refused at the door (strings bounded, attributes capped).
-fn rejected_at_door(e: RawEvent, (reason, detail): Rejection, limits: &EventLimits, now_nanos: i64) -> Rejected {
+pub(super) fn rejected_at_door(
+    e: RawEvent,
+    (reason, detail): Rejection,
+    limits: &EventLimits,
+    now_nanos: i64,
+) -> Rejected {
     Rejected {
         event: RawEvent {
             event_id: truncate(e.event_id),

@@ -13,6 +13,7 @@
 //! between admission and acknowledgement, so every queue holds at most that many jobs.
 
 pub mod alerts;
+pub mod balance;
 pub mod committer;
 pub mod corrections;
 pub mod dedupe;
@@ -103,6 +104,12 @@ pub struct Committed {
     pub closed_generation: std::sync::atomic::AtomicU64,
     /// Periods whose records retention removed (all or some): queries for them say so.
     pub retired: std::sync::RwLock<Vec<RetiredPeriod>>,
+    /// Committed wallets, by account (the Redis projection's `balance` hashes).
+    pub balances: DashMap<Arc<str>, crate::domain::balance::Wallet, ahash::RandomState>,
+    /// Accounts whose wallet changed since the Redis projection last took them.
+    pub balances_dirty: Mutex<ahash::AHashSet<Arc<str>>>,
+    /// Set when a balance alert was written and may not be in Redis yet.
+    pub balance_alerts_pending: AtomicBool,
     /// Per shard: how many of its outputs are committed (a spill to the dedupe cold tier waits
     /// for the outputs that claimed its ids).
     pub outputs_committed: Vec<std::sync::atomic::AtomicU64>,
@@ -308,6 +315,8 @@ pub struct ShardOutput {
     pub results: Vec<EventOutcome>,
     /// Absolute totals of every (account, period, plan) this job changed.
     pub totals: Vec<PeriodTotals>,
+    /// Balance changes (prepaid records, balance operations); `None` for most jobs.
+    pub balance: Option<Box<shard::BalanceWrites>>,
 }
 
 impl ShardOutput {
@@ -323,6 +332,7 @@ impl ShardOutput {
             duplicate: 0,
             results: Vec::new(),
             totals: Vec::new(),
+            balance: None,
         }
     }
 }
@@ -334,6 +344,8 @@ pub enum ShardMsg {
     Snapshot,
     /// A correction of some of the shard's accounts (`corrections`).
     Correct(corrections::CorrectionJob),
+    /// A balance operation on one of the shard's accounts, or a sweep (`balance`).
+    Balance(balance::BalanceJob),
     /// Finish: everything queued before this has been handled.
     Stop,
 }
@@ -426,7 +438,7 @@ impl BatchTicket {
         BatchTicket::counting(batch_id, parts, admitted, false)
     }
 
-    fn counting(
+    pub(crate) fn counting(
         batch_id: u64,
         parts: usize,
         admitted: Admitted,
@@ -519,6 +531,8 @@ pub struct PipelineConfig {
     pub retention_days: u32,
     /// Ids of events older than this many hours leave memory for the dedupe window's cold tier.
     pub dedupe_hot_hours: u32,
+    /// A charging session's reservation lapses this long after its last grant.
+    pub reservation_ttl_seconds: u32,
 }
 
 /// Spend-alert thresholds per plan id (from the config); subscriptions add their own.
@@ -541,6 +555,8 @@ impl Pipeline {
             config.dedupe_window_days,
             clock.now(),
         )?;
+        // Before the damage is read: an account whose balance fails its ledger's check is damaged.
+        let wallets = balance::load(&store, &mut states)?;
         let damaged = store
             .damaged()?
             .into_iter()
@@ -583,6 +599,9 @@ impl Pipeline {
             ..Committed::default()
         });
         committed.epoch.store(store.next_seq(), Ordering::Release);
+        for wallet in wallets {
+            committed.balances.insert(Arc::from(wallet.account.as_str()), wallet);
+        }
         let mut new = Vec::new();
         for state in &states {
             for totals in state.all_totals() {
@@ -618,6 +637,8 @@ impl Pipeline {
                 committed: committed.clone(),
                 failed: failed.clone(),
                 records: store.records(),
+                balances: store.balances(),
+                reservation_ttl: chrono::Duration::seconds(i64::from(config.reservation_ttl_seconds)),
             };
             threads.push(
                 std::thread::Builder::new()

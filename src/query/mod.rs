@@ -3,6 +3,7 @@
 //! anything; records, explanations and statements are read from the blocks and rated again from
 //! their stored inputs (`rating::rerate`).
 
+mod balance;
 pub mod statement;
 
 use std::sync::Arc;
@@ -153,6 +154,8 @@ struct PartView {
 pub struct QueryService {
     pipeline: Arc<Pipeline>,
     records: Records,
+    /// Ledgers (ListLedger).
+    balances: crate::store::Balances,
 }
 
 /// A failed call as its status; a token's scope refusal is counted and logged.
@@ -193,8 +196,12 @@ fn projected(total: Decimal, start: DateTime<Utc>, end: DateTime<Utc>, now: Date
 }
 
 impl QueryService {
-    pub fn new(pipeline: Arc<Pipeline>, records: Records) -> Self {
-        QueryService { pipeline, records }
+    pub fn new(pipeline: Arc<Pipeline>, records: Records, balances: crate::store::Balances) -> Self {
+        QueryService {
+            pipeline,
+            records,
+            balances,
+        }
     }
 
     fn totals(&self, account: &str, period: &str) -> Result<AccountPeriod, ApiError> {
@@ -716,7 +723,7 @@ impl QueryService {
                     .subscriptions
                     .plan_for(&req.account_id, event.timestamp, &event.meter, &context.catalogue)
                 {
-                    Some((p, d)) => (p.to_string(), d),
+                    Some((p, d, _)) => (p.to_string(), d),
                     None => {
                         let detail = "no plan for this account or plan id".to_string();
                         events.push(quote_refused(
@@ -790,6 +797,20 @@ fn answer<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
 /// Every method answers through `refuse`: one mapping to a status, scope refusals counted.
 #[tonic::async_trait]
 impl Query for QueryService {
+    async fn get_balance(
+        &self,
+        request: Request<proto::GetBalanceRequest>,
+    ) -> Result<Response<proto::BalanceResponse>, Status> {
+        answer(QueryService::get_balance(self, request).await)
+    }
+
+    async fn list_ledger(
+        &self,
+        request: Request<proto::ListLedgerRequest>,
+    ) -> Result<Response<proto::ListLedgerResponse>, Status> {
+        answer(QueryService::list_ledger(self, request).await)
+    }
+
     async fn list_rated_records(
         &self,
         request: Request<proto::ListRatedRecordsRequest>,

@@ -19,6 +19,7 @@ mod bands;
 pub mod correct;
 mod cumulative;
 pub mod explain;
+pub mod grant;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;

@@ -16,8 +16,11 @@ pub enum Role {
     Ingest,
     /// `ratingd.v1.Query` only: billing backends.
     Read,
-    /// `ratingd.v1.Admin`, and Ingest and Query too.
+    /// `ratingd.v1.Admin`, and every other service too.
     Admin,
+    /// `ratingd.v1.Charging` only: the network's online charging client (authorize, update,
+    /// terminate).
+    Charging,
 }
 
 impl Role {
@@ -26,6 +29,7 @@ impl Role {
             "ingest" => Some(Role::Ingest),
             "read" => Some(Role::Read),
             "admin" => Some(Role::Admin),
+            "charging" => Some(Role::Charging),
             _ => None,
         }
     }
@@ -35,6 +39,7 @@ impl Role {
             Role::Ingest => "ingest",
             Role::Read => "read",
             Role::Admin => "admin",
+            Role::Charging => "charging",
         }
     }
 

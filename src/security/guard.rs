@@ -44,6 +44,8 @@ fn needed_role(path: &str) -> Option<Role> {
         Some(Role::Read)
     } else if path.starts_with("/ratingd.v1.Admin/") {
         Some(Role::Admin)
+    } else if path.starts_with("/ratingd.v1.Charging/") {
+        Some(Role::Charging)
     } else {
         None
     }

@@ -33,6 +33,9 @@ pub struct Commit {
     pub suspense: Vec<Vec<u8>>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
     pub accounts: Vec<Arc<str>>,
+    /// Balance keys and values (`balance`: wallets, ledger entries, sessions, top-up ids, balance
+    /// alerts) written in the same batch as the records they pay for.
+    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Store {
@@ -52,6 +55,9 @@ impl Store {
             let mut k = key(SUSPENSE_PREFIX, seq);
             k.extend_from_slice(&(n as u32).to_be_bytes());
             batch.insert(k, entry);
+        }
+        for (k, v) in commit.writes {
+            batch.insert(k, v);
         }
         batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
         self.db.db.apply_batch(batch)?;

@@ -295,6 +295,10 @@ pub fn encode_subscription(s: &Subscription) -> Vec<u8> {
     for t in s.alert_thresholds.iter().take(usize::from(u8::MAX)) {
         w.decimal(*t);
     }
+    // Added by issue 18: values written before end here and are postpaid.
+    if s.prepaid {
+        w.u8(1);
+    }
     value
 }
 
@@ -310,6 +314,7 @@ pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, CodecError> {
     };
     let count = r.u8()?;
     let alert_thresholds = (0..count).map(|_| r.decimal()).collect::<Result<Vec<_>, _>>()?;
+    let prepaid = !r.is_empty() && r.u8()? == 1;
     Ok(Subscription {
         account_id,
         plan_id,
@@ -317,6 +322,7 @@ pub fn decode_subscription(bytes: &[u8]) -> Result<Subscription, CodecError> {
         to: (to != i64::MIN).then(|| chrono::DateTime::from_timestamp_nanos(to)),
         discount_percent,
         alert_thresholds,
+        prepaid,
     })
 }
 

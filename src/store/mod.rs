@@ -22,13 +22,16 @@
 //! - `c/<id>`: a correction asked for under this id (what was asked), so an id names one
 //!   correction for good;
 //! - `j/<adjustment id>`: a correction of a closed period to announce on `<prefix>:adjustments`,
-//!   and whether it was.
+//!   and whether it was;
+//! - `w/`, `l/`, `n/`, `g/`, `e/`: wallets, ledger entries, top-up ids, charging sessions and
+//!   balance alerts ([`balance`]), written by the committer with the records they pay for.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
 //! The committer owns the [`Store`] (the only writer of blocks); readers and the services hold
 //! the cloneable table handles it gives out.
 
+pub mod balance;
 pub mod blocks;
 pub mod checkpoint;
 pub mod codec;
@@ -41,10 +44,11 @@ use std::path::Path;
 
 use crate::domain::keyed::HashKey;
 
+pub use balance::Balances;
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
 pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
 pub use tables::{
-    Adjustments, Alerts, Claim, Closes, Corrections, Finals, StoredAlert, StoredClose, Subscriptions, Suspense,
+    Adjustments, Alerts, Claim, Closes, Corrections, Finals, Outbox, StoredAlert, StoredClose, Subscriptions, Suspense,
     SuspenseId, Versions,
 };
 
@@ -258,7 +262,23 @@ impl Store {
     }
 
     pub fn adjustments(&self) -> Adjustments {
-        Adjustments(self.db.clone())
+        Outbox {
+            db: self.db.clone(),
+            prefix: tables::ADJUSTMENT_PREFIX,
+        }
+    }
+
+    /// Balance alerts to announce on `<prefix>:alerts` (`e/`).
+    pub fn balance_alerts(&self) -> Outbox {
+        Outbox {
+            db: self.db.clone(),
+            prefix: balance::BALANCE_ALERT_PREFIX,
+        }
+    }
+
+    /// Wallets, ledgers and charging sessions.
+    pub fn balances(&self) -> Balances {
+        Balances(self.db.clone())
     }
 }
 

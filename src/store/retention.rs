@@ -260,6 +260,7 @@ mod tests {
                     parts: codec::seal_segments([segment.finish().as_slice()]),
                     suspense: vec![suspended(suspense, at(when))],
                     accounts: vec!["acme".into()],
+                    writes: Vec::new(),
                 })
                 .unwrap();
             assert_eq!(got, seq as u64);

@@ -19,7 +19,7 @@ pub(super) const ALERT_PREFIX: &[u8] = b"a/";
 const VERSION_PREFIX: &[u8] = b"t/";
 pub(super) const FINAL_PREFIX: &[u8] = b"f/";
 const CORRECTION_PREFIX: &[u8] = b"c/";
-const ADJUSTMENT_PREFIX: &[u8] = b"j/";
+pub(super) const ADJUSTMENT_PREFIX: &[u8] = b"j/";
 /// Set once every close has its `f/` entries (closes written by earlier releases have none).
 const FINALS_WRITTEN_KEY: &[u8] = b"m/finals";
 
@@ -467,45 +467,52 @@ impl Corrections {
     }
 }
 
-/// Corrections of closed periods to announce on `<prefix>:adjustments`
-/// (`j/<adjustment id>` -> announced (one byte), then the entry as JSON).
+/// Entries to announce on a Redis stream, kept until they were (`<prefix><id>` -> announced
+/// (one byte), then the entry as JSON): closed periods' corrections (`j/`, on
+/// `<prefix>:adjustments`) and balance alerts (`e/`, written by the committer with the change that
+/// raised them, on `<prefix>:alerts`).
 #[derive(Clone)]
-pub struct Adjustments(pub(super) Db);
+pub struct Outbox {
+    pub(super) db: Db,
+    pub(super) prefix: &'static [u8],
+}
 
-impl Adjustments {
-    fn key(id: &str) -> Vec<u8> {
-        let mut k = ADJUSTMENT_PREFIX.to_vec();
+/// Corrections of closed periods to announce on `<prefix>:adjustments`.
+pub type Adjustments = Outbox;
+
+impl Outbox {
+    fn key(&self, id: &str) -> Vec<u8> {
+        let mut k = self.prefix.to_vec();
         k.extend_from_slice(id.as_bytes());
         k
     }
 
-    /// Stores the entry of adjustment `id` unless it is stored already (announced or not), and
-    /// fsyncs. True when it was new.
+    /// Stores the entry of `id` unless it is stored already (announced or not), and fsyncs.
+    /// True when it was new.
     pub fn add(&self, id: &str, entry: &str) -> Result<bool, StoreError> {
         let mut value = vec![0u8];
         value.extend_from_slice(entry.as_bytes());
         let added = self
-            .0
             .db
-            .compare_and_swap(Self::key(id), None as Option<&[u8]>, Some(value))?
+            .db
+            .compare_and_swap(self.key(id), None as Option<&[u8]>, Some(value))?
             .is_ok();
-        self.0.db.flush()?;
+        self.db.db.flush()?;
         Ok(added)
     }
 
     /// The entries not announced yet: (id, entry).
     pub fn pending(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(ADJUSTMENT_PREFIX) {
+        for item in self.db.db.scan_prefix(self.prefix) {
             let (k, v) = item?;
-            let id = String::from_utf8_lossy(&k[ADJUSTMENT_PREFIX.len()..]).into_owned();
+            let id = String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned();
             match v.split_first() {
                 Some((0, entry)) => out.push((id, String::from_utf8_lossy(entry).into_owned())),
                 Some((1, _)) => {}
                 _ => {
-                    return Err(self
-                        .0
-                        .corrupt(format!("j/{id}"), codec::CodecError::Invalid("adjustment entry")));
+                    let key = format!("{}{id}", String::from_utf8_lossy(self.prefix));
+                    return Err(self.db.corrupt(key, codec::CodecError::Invalid("announcement entry")));
                 }
             }
         }
@@ -514,11 +521,11 @@ impl Adjustments {
 
     /// Records the entry `id` as announced.
     pub fn announced(&self, id: &str) -> Result<(), StoreError> {
-        if let Some(v) = self.0.db.get(Self::key(id))? {
+        if let Some(v) = self.db.db.get(self.key(id))? {
             let mut v = v.to_vec();
             v[0] = 1;
-            self.0.db.insert(Self::key(id), v)?;
-            self.0.db.flush()?;
+            self.db.db.insert(self.key(id), v)?;
+            self.db.db.flush()?;
         }
         Ok(())
     }

@@ -26,6 +26,15 @@ pub const RETENTION_ERRORS: &str = "ratingd_retention_errors_total";
 pub const ALERTS: &str = "ratingd_alerts_total";
 /// Records written by corrections (reversals and replacements), by `action` (rerate, void, amend).
 pub const CORRECTION_RECORDS: &str = "ratingd_correction_records_total";
+/// Charging sessions holding a reservation.
+pub const RESERVATIONS_OPEN: &str = "ratingd_reservations_open";
+/// Reservations that lapsed (no update before their expiry) and gave their money back.
+pub const RESERVATIONS_EXPIRED: &str = "ratingd_reservations_expired_total";
+/// Authorize and Update requests the balance could not pay a single unit of.
+pub const RESERVATIONS_DENIED: &str = "ratingd_reservations_denied_total";
+/// Balance ledger entries written, by `kind` (topup, reservation, commit, release, expiry,
+/// adjustment).
+pub const LEDGER_ENTRIES: &str = "ratingd_ledger_entries_total";
 pub const BATCH_ACK_DURATION: &str = "ratingd_batch_ack_duration_seconds";
 pub const SHARD_QUEUE_DEPTH: &str = "ratingd_shard_queue_depth";
 /// Batches admitted and not yet acknowledged (at most `limits.max_inflight_batches`).
@@ -69,7 +78,7 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 32] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -83,6 +92,10 @@ pub const ALL: [&str; 28] = [
     DEDUPE_SPILL_ERRORS,
     ALERTS,
     CORRECTION_RECORDS,
+    RESERVATIONS_OPEN,
+    RESERVATIONS_EXPIRED,
+    RESERVATIONS_DENIED,
+    LEDGER_ENTRIES,
     BATCH_ACK_DURATION,
     SHARD_QUEUE_DEPTH,
     BATCHES_IN_FLIGHT,
@@ -137,6 +150,19 @@ fn describe() {
     describe_counter!(
         CORRECTION_RECORDS,
         "Records written by corrections (reversals and replacements), by action: rerate, void, amend."
+    );
+    describe_gauge!(RESERVATIONS_OPEN, "Charging sessions holding a reservation.");
+    describe_counter!(
+        RESERVATIONS_EXPIRED,
+        "Reservations that lapsed without an update and gave their money back."
+    );
+    describe_counter!(
+        RESERVATIONS_DENIED,
+        "Authorize and Update requests the balance could not pay a single unit of."
+    );
+    describe_counter!(
+        LEDGER_ENTRIES,
+        "Balance ledger entries written, by kind: topup, reservation, commit, release, expiry, adjustment."
     );
     describe_histogram!(
         BATCH_ACK_DURATION,

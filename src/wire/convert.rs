@@ -58,6 +58,7 @@ pub fn reason_to_proto(reason: RejectReason) -> proto::RejectReason {
         RejectReason::TooFarInFuture => proto::RejectReason::TooFarInFuture,
         RejectReason::PeriodClosed => proto::RejectReason::PeriodClosed,
         RejectReason::Conflict => proto::RejectReason::Conflict,
+        RejectReason::InsufficientBalance => proto::RejectReason::InsufficientBalance,
     }
 }
 
@@ -72,6 +73,7 @@ pub fn reason_from_proto(reason: proto::RejectReason) -> Option<RejectReason> {
         proto::RejectReason::TooFarInFuture => Some(RejectReason::TooFarInFuture),
         proto::RejectReason::PeriodClosed => Some(RejectReason::PeriodClosed),
         proto::RejectReason::Conflict => Some(RejectReason::Conflict),
+        proto::RejectReason::InsufficientBalance => Some(RejectReason::InsufficientBalance),
     }
 }
 
@@ -306,6 +308,7 @@ fn subscription_input(p: proto::Subscription) -> Result<Subscription, Subscripti
         },
         discount_percent: discount,
         alert_thresholds,
+        prepaid: p.prepaid,
     })
 }
 
@@ -322,6 +325,7 @@ pub fn subscription_to_proto(s: &Subscription) -> proto::Subscription {
         to: s.to.map(|t| t.to_rfc3339()).unwrap_or_default(),
         discount_percent: s.discount_percent.map(|d| d.to_string()).unwrap_or_default(),
         alert_thresholds: s.alert_thresholds.iter().map(ToString::to_string).collect(),
+        prepaid: s.prepaid,
     }
 }
 

@@ -3,6 +3,7 @@
 //! of errors to gRPC statuses. Services speak proto through here; nothing below them (domain,
 //! rating, store, pipeline, telemetry) names tonic or a proto type.
 
+pub mod balance;
 pub mod codec;
 pub mod convert;
 pub mod paging;

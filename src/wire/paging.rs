@@ -32,6 +32,18 @@ pub fn parse_record_token(token: &str) -> Result<(u64, u32), ApiError> {
     Ok((seq, index))
 }
 
+/// The token after a ledger entry's number.
+pub fn ledger_token(number: u64) -> String {
+    hex(&number.to_be_bytes())
+}
+
+pub fn parse_ledger_token(token: &str) -> Result<u64, ApiError> {
+    let bytes = unhex(token).filter(|b| b.len() == 8).ok_or(ApiError::BadPageToken)?;
+    Ok(u64::from_be_bytes(
+        bytes.try_into().map_err(|_| ApiError::BadPageToken)?,
+    ))
+}
+
 /// The token after an account id.
 pub fn account_token(account: &str) -> String {
     hex(account.as_bytes())

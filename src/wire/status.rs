@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use crate::domain::subscription::SubscriptionError;
 use crate::domain::tariff_file::TariffErrors;
 use crate::pipeline::PipelineError;
+use crate::pipeline::balance::BalanceError;
 use crate::pipeline::corrections::CorrectionError;
 use crate::rating::RerateError;
 use crate::store::StoreError;
@@ -185,6 +186,12 @@ pub enum ApiError {
     #[error(transparent)]
     Correction(#[from] CorrectionError),
 
+    // Balances and charging.
+    #[error("{field}: {detail}")]
+    BadAmount { field: &'static str, detail: String },
+    #[error(transparent)]
+    Balance(#[from] BalanceError),
+
     // ratingd itself.
     #[error("batch {batch_id} refused whole: {cause}")]
     BatchRefused { batch_id: u64, cause: PipelineError },
@@ -266,6 +273,17 @@ impl ApiError {
                 CorrectionError::NoOpenPeriod(_) => Code::FailedPrecondition,
                 CorrectionError::Pipeline(e) => pipeline_code(e),
                 CorrectionError::Storage(_) => Code::Unavailable,
+            },
+            ApiError::BadAmount { .. } => Code::InvalidArgument,
+            ApiError::Balance(e) => match e {
+                BalanceError::UnknownSession(_) | BalanceError::NoBalance(_) => Code::NotFound,
+                BalanceError::SessionExists(_) | BalanceError::IdTaken(_) => Code::AlreadyExists,
+                BalanceError::SessionEnded(_) | BalanceError::Insufficient(_) | BalanceError::NoTariff(_) => {
+                    Code::FailedPrecondition
+                }
+                BalanceError::Invalid(_) => Code::InvalidArgument,
+                BalanceError::Storage(_) => Code::Unavailable,
+                BalanceError::Pipeline(e) => pipeline_code(e),
             },
             ApiError::TaskFailed(_) => Code::Internal,
         }

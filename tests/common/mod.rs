@@ -795,3 +795,51 @@ pub fn reopen(path: &std::path::Path) -> ratingd::store::Store {
         }
     }
 }
+
+/// Every rated record of `account` (with an event time from `from` on, when given), all pages.
+pub async fn records_from(target: &str, account: &str, from: Option<DateTime<Utc>>) -> Vec<proto::RatedRecord> {
+    let mut q = proto::query_client::QueryClient::new(channel(target).await);
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = q
+            .list_rated_records(proto::ListRatedRecordsRequest {
+                account_id: account.into(),
+                from: from.map(|f| f.to_rfc3339()).unwrap_or_default(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.records);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Every entry of `account`'s balance ledger, all pages.
+pub async fn ledger_of(target: &str, account: &str) -> Vec<proto::LedgerEntry> {
+    let mut q = proto::query_client::QueryClient::new(channel(target).await);
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = q
+            .list_ledger(proto::ListLedgerRequest {
+                account_id: account.into(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}

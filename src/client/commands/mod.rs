@@ -2,6 +2,7 @@
 //! ratingd, the connection settings as a value) and returns what it has to say as a
 //! [`super::output::Printed`]; `src/bin/ratectl.rs` only parses and dispatches.
 
+pub mod balance;
 pub mod charges;
 pub mod corrections;
 pub mod explain;

@@ -27,6 +27,9 @@ pub enum SubscriptionsCommand {
         /// Spend alert when the period charge first reaches this amount (repeatable).
         #[arg(long = "alert")]
         alerts: Vec<String>,
+        /// Pay each record from the account's balance (docs/charging.md).
+        #[arg(long)]
+        prepaid: bool,
         #[arg(long, default_value = DEFAULT_TARGET)]
         target: String,
     },
@@ -40,7 +43,7 @@ pub enum SubscriptionsCommand {
 }
 
 fn subscription_json(s: &proto::Subscription) -> serde_json::Value {
-    json!({ "account": s.account_id, "plan": s.plan_id, "from": s.from, "to": s.to, "discount_percent": s.discount_percent })
+    json!({ "account": s.account_id, "plan": s.plan_id, "from": s.from, "to": s.to, "discount_percent": s.discount_percent, "prepaid": s.prepaid })
 }
 
 fn subscription_line(s: &proto::Subscription) -> String {
@@ -62,6 +65,7 @@ pub async fn run(command: &SubscriptionsCommand, access: &Access) -> Result<Prin
             to,
             discount,
             alerts,
+            prepaid,
             target,
         } => {
             let request = proto::Subscription {
@@ -71,6 +75,7 @@ pub async fn run(command: &SubscriptionsCommand, access: &Access) -> Result<Prin
                 to: to.clone().unwrap_or_default(),
                 discount_percent: discount.clone().unwrap_or_default(),
                 alert_thresholds: alerts.clone(),
+                prepaid: *prepaid,
             };
             let s = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
                 .upsert_subscription(request)

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
+use crate::domain::balance::BalancePolicy;
 use crate::domain::money::{Currency, InvoiceRounding, MAX_INPUT_SCALE, RECORD_SCALE};
 use crate::domain::period::BillingPeriod;
 use crate::domain::tariff::{
@@ -205,10 +206,20 @@ impl Validator {
             Some(p) => self.period(&key(path, "billing_period"), p),
         };
         let versions = self.versions(path, raw.versions);
+        let insufficient_balance = match raw.insufficient_balance.as_deref() {
+            None | Some("reject") => BalancePolicy::Reject,
+            Some("overdraft") => BalancePolicy::Overdraft,
+            Some(other) => {
+                let detail = format!("must be \"reject\" or \"overdraft\", got {other:?}");
+                self.error(key(path, "insufficient_balance"), detail);
+                BalancePolicy::Reject
+            }
+        };
         Some(Plan {
             id: raw.id,
             name: raw.name,
             addon: raw.addon,
+            insufficient_balance,
             currency: currency?,
             rounding,
             time_zone: time_zone?,

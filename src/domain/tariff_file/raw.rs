@@ -30,6 +30,8 @@ pub(super) struct RawPlan {
     /// An add-on: held beside the account's base subscription.
     #[serde(default)]
     pub(super) addon: bool,
+    /// "reject" (the default) or "overdraft": prepaid usage the balance cannot pay.
+    pub(super) insufficient_balance: Option<String>,
     #[serde(default)]
     pub(super) versions: Vec<RawVersion>,
 }

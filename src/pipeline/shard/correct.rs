@@ -19,7 +19,13 @@ use crate::store::Records;
 
 impl ShardState {
     /// Handles one correction job (its accounts all belong to this shard).
-    pub fn correct(&mut self, ctx: &RatingContext, records: &Records, job: CorrectionJob) -> ShardOutput {
+    pub fn correct(
+        &mut self,
+        ctx: &RatingContext,
+        records: &Records,
+        balances: &crate::store::Balances,
+        job: CorrectionJob,
+    ) -> ShardOutput {
         let mut out = ShardOutput::empty(job.ticket.clone(), std::time::Instant::now());
         let mut by_account: ahash::AHashMap<String, Vec<RatedRecord>> =
             job.accounts.iter().map(|a| (a.clone(), Vec::new())).collect();
@@ -66,8 +72,12 @@ impl ShardState {
                 }
             }
         }
+        if !job.request.dry_run {
+            self.adjust_paid_corrections(balances, &job.request, job.at, &planned);
+        }
         out.records = self.segment.finish();
         self.push_changed_totals(touched, &mut out);
+        out.balance = self.balances.take();
         out.rated_at = std::time::Instant::now();
         let mut report = lock(&job.report);
         report.outcomes.extend(planned);

@@ -4,6 +4,7 @@
 //! checkpoint copies a little at a time (`copy`); at start its state is rebuilt from the last
 //! checkpoint and the blocks after it (`recover`).
 
+mod balance;
 mod copy;
 mod correct;
 mod rate;
@@ -23,6 +24,7 @@ use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::Plan;
 
+pub use balance::BalanceWrites;
 pub use copy::ShardSnapshot;
 use copy::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP, StateCopy};
 pub use recover::recover;
@@ -56,6 +58,8 @@ pub struct ShardState {
     /// Encodes each job's records as one segment (its dictionary and id buffers reused from job to
     /// job; each job's output buffer is allocated once, sized for its events).
     segment: crate::store::compact::SegmentWriter,
+    /// The wallets of the shard's accounts and the sessions holding reservations.
+    balances: balance::Balances,
 }
 
 impl Default for ShardState {
@@ -71,11 +75,26 @@ impl Default for ShardState {
             copying: None,
             cold_damage: None,
             segment: Default::default(),
+            balances: Default::default(),
         }
     }
 }
 
 impl ShardState {
+    /// Installs the balances read at start: the shard's wallets and reserved sessions.
+    pub fn load_balances(
+        &mut self,
+        wallets: Vec<crate::domain::balance::Wallet>,
+        sessions: Vec<crate::domain::balance::Session>,
+    ) {
+        for wallet in wallets {
+            self.balances.load_wallet(wallet);
+        }
+        for session in sessions {
+            self.balances.load_session(session);
+        }
+    }
+
     pub fn all_totals(&self) -> impl Iterator<Item = PeriodTotals> + '_ {
         self.accounts.values().flatten().cloned()
     }
@@ -253,6 +272,10 @@ pub struct ShardEnv {
     pub failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The blocks, read by corrections.
     pub records: crate::store::Records,
+    /// Sessions and top-up ids as committed (balance operations read them).
+    pub balances: crate::store::Balances,
+    /// How long a charging session's reservation holds without an update.
+    pub reservation_ttl: chrono::Duration,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
@@ -329,7 +352,11 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                     job.ticket.fail(error);
                     continue;
                 }
-                state.correct(&env.context.load(), &env.records, job)
+                state.correct(&env.context.load(), &env.records, &env.balances, job)
+            }
+            ShardMsg::Balance(job) => {
+                begin_job(&mut state, &env, &mut closed_generation, sent);
+                state.balance_job(&env.context.load(), &env, job, sent + 1)
             }
             ShardMsg::Snapshot => {
                 if !send_copy(state.finish_copy()) {

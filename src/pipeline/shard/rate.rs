@@ -51,12 +51,19 @@ impl ShardState {
                 break;
             }
         }
+        // The whole job, the copies of its changed totals included, is the rate stage.
+        self.finish_output(touched, &mut out);
+        out
+    }
+
+    /// Completes a job's output: its records' segment, the charge metric, copies of the totals
+    /// it changed, its balance writes, and when it was done.
+    pub(super) fn finish_output(&mut self, touched: Touched, out: &mut ShardOutput) {
         out.records = self.segment.finish();
         self.count_charges();
-        self.push_changed_totals(touched, &mut out);
-        // The whole job, the copies of its changed totals included, is the rate stage.
+        self.push_changed_totals(touched, out);
+        out.balance = self.balances.take();
         out.rated_at = std::time::Instant::now();
-        out
     }
 
     /// Copies of the totals a job changed into its output (the committer publishes them after
@@ -69,7 +76,13 @@ impl ShardState {
         }
     }
 
-    fn rate_one(&mut self, ctx: &RatingContext, e: ValidEvent, out: &mut ShardOutput, touched: &mut Touched) {
+    pub(super) fn rate_one(
+        &mut self,
+        ctx: &RatingContext,
+        e: ValidEvent,
+        out: &mut ShardOutput,
+        touched: &mut Touched,
+    ) {
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
         // What ratingd writes itself (meters starting with @: one-off charges from Admin.AddCharge,
@@ -110,18 +123,18 @@ impl ShardState {
         }
         let found = if billed_by_closer(&ev.meter) {
             // A recurring fee or a true-up names its plan.
-            attribute(&ev.attributes, "plan").map(|p| (p, None))
+            attribute(&ev.attributes, "plan").map(|p| (p, None, false))
         } else if one_off {
             let currency = charge::currency_of(&ev.attributes);
             let plan = ctx
                 .subscriptions
                 .plan_in_currency(&ev.account_id, ev.timestamp, currency, &ctx.catalogue);
-            plan.map(|p| (p, None))
+            plan.map(|p| (p, None, false))
         } else {
             ctx.subscriptions
                 .plan_for(&ev.account_id, ev.timestamp, &ev.meter, &ctx.catalogue)
         };
-        let Some((plan_id, discount)) = found else {
+        let Some((plan_id, discount, prepaid)) = found else {
             let detail = ctx.subscriptions.no_plan_detail(&ev.account_id, ev.timestamp);
             return refuse(out, RejectReason::NoTariff, detail, self.job_now);
         };
@@ -136,6 +149,7 @@ impl ShardState {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }
+        let pays = prepaid || self.balances.paying();
         let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
         let usage = totals.usage(&ev.meter);
         let (rated_quantity, charge, version) = if one_off {
@@ -157,6 +171,19 @@ impl ShardState {
                 Ok(r) => (r.rated_quantity, r.charge, r.explanation.version),
                 Err(error) => return refuse(out, error.reason(), error.to_string(), self.job_now),
             }
+        };
+        // A prepaid subscription's record (or a charging session's end) is paid in this commit.
+        let totals = if pays {
+            if let Err(detail) = self
+                .balances
+                .pay(&ev.account_id, &ev.event_id, plan, charge, self.job_now)
+            {
+                return refuse(out, RejectReason::InsufficientBalance, detail, self.job_now);
+            }
+            // Invariant: totals_mut above holds the account's list and its index.
+            &mut self.accounts.get_mut(&*ev.account_id).expect("account present")[index]
+        } else {
+            totals
         };
         totals.add(&ev.meter, ev.quantity, rated_quantity, charge);
         touched.add(&totals.account, index);
@@ -187,7 +214,7 @@ impl ShardState {
 
     /// Adds this job's charges to the approximate per-currency counter (one increment per currency
     /// and job, in integer micro-units; no float touches money).
-    fn count_charges(&mut self) {
+    pub(super) fn count_charges(&mut self) {
         use rust_decimal::prelude::ToPrimitive;
         for (currency, sum) in self.job_charges.drain(..) {
             // Counters only go up: a job whose volume-tier marginals net negative adds nothing.
@@ -201,7 +228,7 @@ impl ShardState {
 }
 
 /// Answers one event REJECTED and writes its suspense entry into the job's output.
-fn reject(out: &mut ShardOutput, index: u32, rejected: Rejected) {
+pub(super) fn reject(out: &mut ShardOutput, index: u32, rejected: Rejected) {
     out.results.push(EventOutcome {
         index,
         rejected: Some(rejected.reason),

@@ -1,0 +1,105 @@
+//! `ratingd.v1.Charging`: online charging. `Authorize` grants as many units as the account's
+//! balance pays at its tariff and reserves their price; `Update` reports the units used and asks
+//! for more; `Terminate` rates the session's usage once, as one event through the normal path,
+//! pays its charge from the balance and releases the rest (docs/charging.md). Every answer comes
+//! after the commit that holds its change.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::pipeline::Pipeline;
+use crate::pipeline::balance::{BalanceError, BalanceOp, BalanceReply};
+use crate::security::auth::check_account;
+use crate::store::Balances;
+use crate::wire::ApiError;
+use crate::wire::balance::{authorize, ended_to_proto, grant_to_proto, units};
+use crate::wire::proto::{self, charging_server::Charging};
+
+pub struct ChargingService {
+    pipeline: Arc<Pipeline>,
+    /// Sessions as committed: the account of an Update or Terminate, a resent Terminate's answer.
+    sessions: Balances,
+}
+
+impl ChargingService {
+    pub fn new(pipeline: Arc<Pipeline>, sessions: Balances) -> ChargingService {
+        ChargingService { pipeline, sessions }
+    }
+
+    /// The committed session `id`, checked against the caller's accounts.
+    fn session<T>(&self, request: &Request<T>, id: &str) -> Result<crate::domain::balance::Session, ApiError> {
+        let session = self
+            .sessions
+            .session(id)?
+            .ok_or_else(|| BalanceError::UnknownSession(id.to_string()))?;
+        check_account(request, &session.account)?;
+        Ok(session)
+    }
+
+    async fn grant(&self, op: BalanceOp) -> Result<Response<proto::GrantResponse>, Status> {
+        match self.pipeline.balance(op).await.map_err(ApiError::from)? {
+            BalanceReply::Granted { granted, session } => Ok(Response::new(grant_to_proto(granted, &session))),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A reply of another kind than the operation's (not reachable: each operation has one).
+fn unexpected(reply: BalanceReply) -> Status {
+    ApiError::TaskFailed(format!("unexpected balance reply {reply:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Charging for ChargingService {
+    async fn authorize(
+        &self,
+        request: Request<proto::AuthorizeRequest>,
+    ) -> Result<Response<proto::GrantResponse>, Status> {
+        check_account(&request, &request.get_ref().account_id)?;
+        let op = authorize(request.into_inner())?;
+        if let BalanceOp::Authorize {
+            started: Some(started), ..
+        } = &op
+        {
+            self.pipeline.check_session_start(*started).map_err(ApiError::from)?;
+        }
+        self.grant(op).await
+    }
+
+    async fn update(&self, request: Request<proto::UpdateRequest>) -> Result<Response<proto::GrantResponse>, Status> {
+        let session = self.session(&request, &request.get_ref().session_id)?;
+        let p = request.into_inner();
+        let op = BalanceOp::Update {
+            used: units("used_units", p.used_units)?,
+            requested: units("requested_units", p.requested_units)?,
+            session: p.session_id,
+            account: session.account,
+        };
+        self.grant(op).await
+    }
+
+    async fn terminate(
+        &self,
+        request: Request<proto::TerminateRequest>,
+    ) -> Result<Response<proto::TerminateResponse>, Status> {
+        let session = self.session(&request, &request.get_ref().session_id)?;
+        let p = request.into_inner();
+        let used = units("used_units", p.used_units)?;
+        if session.outcome.is_some() {
+            // Idempotent by session id: the first outcome, whatever this resend says.
+            return Ok(Response::new(ended_to_proto(&session)));
+        }
+        let event = self.pipeline.session_event(&session, used);
+        let op = BalanceOp::Terminate {
+            session: p.session_id,
+            account: session.account,
+            used,
+            event,
+        };
+        match self.pipeline.balance(op).await.map_err(ApiError::from)? {
+            BalanceReply::Terminated { session } => Ok(Response::new(ended_to_proto(&session))),
+            other => Err(unexpected(other)),
+        }
+    }
+}

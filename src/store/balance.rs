@@ -1,0 +1,399 @@
+//! Balances on disk: written only by the committer, in the same batch as the records they pay
+//! for (the shards encode them into their outputs), and read here.
+//!
+//! - `w/<account>`: the wallet (every purse's sums, credit limit, thresholds, expiring lots, the
+//!   next entry number), rewritten whole with each commit that changes it;
+//! - `l/<account>\xFF<number u64 BE>`: one ledger entry;
+//! - `n/<account>\xFF<top-up id>`: a top-up applied under this id (what it was, its entry);
+//! - `g/<session id>`: a charging session (open, expired or terminated with its outcome);
+//! - `e/<account>|<ledger entry, 20 digits>|<kind>`: a balance alert to announce on
+//!   `<prefix>:alerts` (see [`super::Outbox`]), in the order of the changes that raised it.
+//!
+//! Every value starts with a layout byte (1); a value of another layout is refused as corrupt.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::codec::{CodecError, Reader, Writer};
+use super::{Db, StoreError};
+use crate::domain::balance::{EntryKind, LedgerEntry, Lot, Purse, Session, SessionOutcome, Wallet};
+use crate::domain::money::Currency;
+
+pub(super) const WALLET_PREFIX: &[u8] = b"w/";
+const LEDGER_PREFIX: &[u8] = b"l/";
+const TOPUP_PREFIX: &[u8] = b"n/";
+const SESSION_PREFIX: &[u8] = b"g/";
+pub(super) const BALANCE_ALERT_PREFIX: &[u8] = b"e/";
+const LAYOUT: u8 = 1;
+
+pub fn wallet_key(account: &str) -> Vec<u8> {
+    [WALLET_PREFIX, account.as_bytes()].concat()
+}
+
+pub fn ledger_key(account: &str, number: u64) -> Vec<u8> {
+    [LEDGER_PREFIX, account.as_bytes(), &[0xFF], &number.to_be_bytes()].concat()
+}
+
+pub fn topup_key(account: &str, id: &str) -> Vec<u8> {
+    [TOPUP_PREFIX, account.as_bytes(), &[0xFF], id.as_bytes()].concat()
+}
+
+pub fn session_key(id: &str) -> Vec<u8> {
+    [SESSION_PREFIX, id.as_bytes()].concat()
+}
+
+pub fn balance_alert_key(id: &str) -> Vec<u8> {
+    [BALANCE_ALERT_PREFIX, id.as_bytes()].concat()
+}
+
+/// A balance alert's stored value: not announced yet, then its stream entry.
+pub fn encode_balance_alert(entry: &str) -> Vec<u8> {
+    [&[0u8][..], entry.as_bytes()].concat()
+}
+
+fn currency(r: &mut Reader<'_>) -> Result<Currency, CodecError> {
+    r.str()?.parse().map_err(|_| CodecError::Invalid("currency"))
+}
+
+fn layout(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    match r.u8()? {
+        LAYOUT => Ok(()),
+        _ => Err(CodecError::Invalid(
+            "balance value of an unknown layout (written by a newer ratingd?)",
+        )),
+    }
+}
+
+pub fn encode_wallet(w: &Wallet) -> Vec<u8> {
+    let mut value = Vec::with_capacity(64 + 128 * w.purses.len());
+    let mut o = Writer(&mut value);
+    o.u8(LAYOUT);
+    o.str(&w.account);
+    o.u64(w.next_entry);
+    o.u32(w.purses.len() as u32);
+    for p in &w.purses {
+        o.str(p.currency.as_str());
+        for d in [
+            p.topped_up,
+            p.adjusted,
+            p.committed,
+            p.expired,
+            p.reserved,
+            p.credit_limit,
+        ] {
+            o.decimal(d);
+        }
+        o.u32(p.low_balance.len() as u32);
+        for t in &p.low_balance {
+            o.decimal(*t);
+        }
+        o.u32(p.lots.len() as u32);
+        for l in &p.lots {
+            o.str(&l.id);
+            o.i64(l.expires_unix_nanos);
+            o.decimal(l.remaining);
+        }
+    }
+    value
+}
+
+pub fn decode_wallet(bytes: &[u8]) -> Result<Wallet, CodecError> {
+    let mut r = Reader::new(bytes);
+    layout(&mut r)?;
+    let account = r.str()?;
+    let next_entry = r.u64()?;
+    let n = r.u32()?;
+    let mut purses = Vec::new();
+    for _ in 0..n {
+        let mut p = Purse::new(currency(&mut r)?);
+        p.topped_up = r.decimal()?;
+        p.adjusted = r.decimal()?;
+        p.committed = r.decimal()?;
+        p.expired = r.decimal()?;
+        p.reserved = r.decimal()?;
+        p.credit_limit = r.decimal()?;
+        for _ in 0..r.u32()? {
+            p.low_balance.push(r.decimal()?);
+        }
+        for _ in 0..r.u32()? {
+            p.lots.push(Lot {
+                id: r.str()?,
+                expires_unix_nanos: r.i64()?,
+                remaining: r.decimal()?,
+            });
+        }
+        purses.push(p);
+    }
+    Ok(Wallet {
+        account,
+        next_entry,
+        purses,
+    })
+}
+
+pub fn encode_entry(e: &LedgerEntry) -> Vec<u8> {
+    let mut value = Vec::with_capacity(128);
+    let mut o = Writer(&mut value);
+    o.u8(LAYOUT);
+    o.str(&e.account);
+    o.u64(e.number);
+    o.u8(e.kind.code());
+    o.str(e.currency.as_str());
+    o.decimal(e.amount);
+    o.str(&e.id);
+    o.i64(e.at_unix_nanos);
+    o.decimal(e.available_after);
+    o.decimal(e.reserved_after);
+    o.str(&e.detail);
+    value
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Result<LedgerEntry, CodecError> {
+    let mut r = Reader::new(bytes);
+    layout(&mut r)?;
+    Ok(LedgerEntry {
+        account: r.str()?,
+        number: r.u64()?,
+        kind: EntryKind::from_code(r.u8()?).ok_or(CodecError::Invalid("ledger entry kind"))?,
+        currency: currency(&mut r)?,
+        amount: r.decimal()?,
+        id: r.str()?,
+        at_unix_nanos: r.i64()?,
+        available_after: r.decimal()?,
+        reserved_after: r.decimal()?,
+        detail: r.str()?,
+    })
+}
+
+/// A top-up applied: what a resend under its id must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTopUp {
+    pub currency: Currency,
+    pub amount: Decimal,
+    pub expires: Option<DateTime<Utc>>,
+    /// Its ledger entry.
+    pub entry: u64,
+}
+
+pub fn encode_topup(t: &StoredTopUp) -> Vec<u8> {
+    let mut value = Vec::with_capacity(48);
+    let mut o = Writer(&mut value);
+    o.u8(LAYOUT);
+    o.str(t.currency.as_str());
+    o.decimal(t.amount);
+    o.i64(t.expires.and_then(|e| e.timestamp_nanos_opt()).unwrap_or(i64::MIN));
+    o.u64(t.entry);
+    value
+}
+
+pub fn decode_topup(bytes: &[u8]) -> Result<StoredTopUp, CodecError> {
+    let mut r = Reader::new(bytes);
+    layout(&mut r)?;
+    let currency = currency(&mut r)?;
+    let amount = r.decimal()?;
+    let expires = r.i64()?;
+    Ok(StoredTopUp {
+        currency,
+        amount,
+        expires: (expires != i64::MIN).then(|| DateTime::from_timestamp_nanos(expires)),
+        entry: r.u64()?,
+    })
+}
+
+pub fn encode_session(s: &Session) -> Vec<u8> {
+    let mut value = Vec::with_capacity(160);
+    let mut o = Writer(&mut value);
+    o.u8(LAYOUT);
+    o.str(&s.id);
+    o.str(&s.account);
+    o.str(&s.meter);
+    o.pairs(&s.attributes);
+    o.str(s.currency.as_str());
+    o.i64(s.started_unix_nanos);
+    o.decimal(s.granted);
+    o.decimal(s.used);
+    o.decimal(s.reserved);
+    o.i64(s.expires_unix_nanos);
+    match &s.outcome {
+        None => o.u8(0),
+        Some(out) => {
+            o.u8(1);
+            for d in [out.used, out.charge, out.overdraft, out.beyond_grant, out.released] {
+                o.decimal(d);
+            }
+            match &out.rejected {
+                None => o.u8(0),
+                Some((reason, detail)) => {
+                    o.u8(1);
+                    o.str(reason);
+                    o.str(detail);
+                }
+            }
+            o.i64(out.at_unix_nanos);
+        }
+    }
+    value
+}
+
+pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
+    let mut r = Reader::new(bytes);
+    layout(&mut r)?;
+    let mut s = Session {
+        id: r.str()?,
+        account: r.str()?,
+        meter: r.str()?,
+        attributes: r.pairs()?,
+        currency: currency(&mut r)?,
+        started_unix_nanos: r.i64()?,
+        granted: r.decimal()?,
+        used: r.decimal()?,
+        reserved: r.decimal()?,
+        expires_unix_nanos: r.i64()?,
+        outcome: None,
+    };
+    if r.u8()? == 1 {
+        let mut out = SessionOutcome {
+            used: r.decimal()?,
+            charge: r.decimal()?,
+            overdraft: r.decimal()?,
+            beyond_grant: r.decimal()?,
+            released: r.decimal()?,
+            rejected: None,
+            at_unix_nanos: 0,
+        };
+        if r.u8()? == 1 {
+            out.rejected = Some((r.str()?, r.str()?));
+        }
+        out.at_unix_nanos = r.i64()?;
+        s.outcome = Some(out);
+    }
+    Ok(s)
+}
+
+/// Reads balances, ledgers and sessions (the Query API, the shards, the start's check).
+#[derive(Clone)]
+pub struct Balances(pub(super) Db);
+
+impl Balances {
+    fn corrupt(&self, key: &[u8], error: CodecError) -> StoreError {
+        self.0.corrupt(String::from_utf8_lossy(key).into_owned(), error)
+    }
+
+    /// The stored value at `key` as it is (a shard's read of its own keys).
+    pub fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.0.db.get(key)?)
+    }
+
+    /// Every wallet (recovery hands each to its shard).
+    pub fn wallets(&self) -> Result<Vec<Wallet>, StoreError> {
+        self.0
+            .db
+            .scan_prefix(WALLET_PREFIX)
+            .map(|item| {
+                let (k, v) = item?;
+                decode_wallet(&v).map_err(|e| self.corrupt(&k, e))
+            })
+            .collect()
+    }
+
+    pub fn wallet(&self, account: &str) -> Result<Option<Wallet>, StoreError> {
+        let key = wallet_key(account);
+        match self.0.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode_wallet(&v).map(Some).map_err(|e| self.corrupt(&key, e)),
+        }
+    }
+
+    /// Sessions that hold a reservation (recovery: they expire on the shard's clock).
+    pub fn reserved_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(SESSION_PREFIX) {
+            let (k, v) = item?;
+            let s = decode_session(&v).map_err(|e| self.corrupt(&k, e))?;
+            if s.outcome.is_none() && s.reserved > Decimal::ZERO {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let key = session_key(id);
+        match self.0.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode_session(&v).map(Some).map_err(|e| self.corrupt(&key, e)),
+        }
+    }
+
+    /// The account's ledger entries numbered after `after`, at most `limit`, in order.
+    pub fn ledger(&self, account: &str, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        let from = ledger_key(account, after.saturating_add(1));
+        let to = ledger_key(account, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.0.db.range(from..=to).take(limit) {
+            let (k, v) = item?;
+            out.push(decode_entry(&v).map_err(|e| self.corrupt(&k, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Every ledger entry, account by account in entry order (the start's check).
+    pub fn all_entries(&self) -> impl Iterator<Item = Result<LedgerEntry, StoreError>> + '_ {
+        self.0.db.scan_prefix(LEDGER_PREFIX).map(move |item| {
+            let (k, v) = item?;
+            decode_entry(&v).map_err(|e| self.corrupt(&k, e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_balance_value_round_trips() {
+        let eur: Currency = "EUR".parse().unwrap();
+        let at = DateTime::from_timestamp(1_800_000_000, 5).unwrap();
+        let mut w = Wallet::new("acc");
+        let topped = w.top_up(eur, "12.5".parse().unwrap(), "t1", Some(at), at).unwrap();
+        w.purse_mut(eur).credit_limit = "3".parse().unwrap();
+        w.purse_mut(eur).low_balance = vec!["1".parse().unwrap()];
+        assert_eq!(decode_wallet(&encode_wallet(&w)).unwrap(), w);
+        assert_eq!(decode_entry(&encode_entry(&topped)).unwrap(), topped);
+        let t = StoredTopUp {
+            currency: eur,
+            amount: "12.5".parse().unwrap(),
+            expires: Some(at),
+            entry: 1,
+        };
+        assert_eq!(decode_topup(&encode_topup(&t)).unwrap(), t);
+        let mut s = Session {
+            id: "s1".into(),
+            account: "acc".into(),
+            meter: "voice".into(),
+            attributes: vec![("destination".into(), "+49".into())],
+            currency: eur,
+            started_unix_nanos: 7,
+            granted: "187".parse().unwrap(),
+            used: "60".parse().unwrap(),
+            reserved: "0.287".parse().unwrap(),
+            expires_unix_nanos: 9,
+            outcome: None,
+        };
+        assert_eq!(decode_session(&encode_session(&s)).unwrap(), s);
+        s.outcome = Some(SessionOutcome {
+            used: "200".parse().unwrap(),
+            charge: "0.3".parse().unwrap(),
+            overdraft: "0.013".parse().unwrap(),
+            beyond_grant: "13".parse().unwrap(),
+            released: "0.287".parse().unwrap(),
+            rejected: Some(("PERIOD_CLOSED".into(), "closed".into())),
+            at_unix_nanos: 11,
+        });
+        assert_eq!(decode_session(&encode_session(&s)).unwrap(), s);
+        let mut bad = encode_wallet(&w);
+        bad[0] = 2;
+        assert!(decode_wallet(&bad).is_err());
+        assert!(decode_session(&encode_session(&s)[..20]).is_err());
+    }
+}
