@@ -293,11 +293,11 @@ async fn concurrent_sessions_never_get_more_than_the_balance_holds() {
 }
 
 /// A reservation not renewed within the TTL gives its money back; the session's late end is
-/// still rated and debited.
+/// still rated and debited. Credit topped up with an expiry is spent first and its rest expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_expires_and_a_late_terminate_still_rates() {
     let dir = TempDir::new("chg-expiry");
-    let d = TestDaemon::start(&config(&dir, "reservation_ttl_seconds = 60\n", &["pp-5"], &[])).await;
+    let d = TestDaemon::start(&config(&dir, "reservation_ttl_seconds = 60\n", &["pp-5"], &["pp-5"])).await;
     top_up(&d, "pp-5", "5.00", "t1").await.unwrap();
     let mut c = charging(&d).await;
     let g = c
@@ -327,6 +327,51 @@ async fn a_reservation_expires_and_a_late_terminate_still_rates() {
         .into_inner();
     assert_eq!((dec(&t.charge), dec(&t.released)), (dec("1.05"), dec("0")));
     assert_eq!(balance(&d, "pp-5").await, (dec("3.95"), dec("0")));
+
+    // Credit with an expiry is spent first; what is left of it then expires.
+    let promo = proto::TopUpRequest {
+        account_id: "pp-5".into(),
+        amount: "2.00".into(),
+        currency: "EUR".into(),
+        id: "promo".into(),
+        expires_at: (d.now() + Duration::hours(1)).to_rfc3339(),
+    };
+    admin(&d).await.top_up(promo.clone()).await.unwrap();
+    let ack = d
+        .submit(1, vec![event("v1", "pp-5", "pre.voice", 60, 0, utc(11, 0, 0), &[])])
+        .await;
+    assert_eq!(ack.accepted, 1);
+    assert_eq!(balance(&d, "pp-5").await, (dec("5.30"), dec("0")));
+    d.running.as_ref().unwrap().clock.advance(Duration::hours(1));
+    // 2.00 - 0.65 of the promotion expired: 3.95 left, all of it the first top-up's.
+    assert_eq!(balance(&d, "pp-5").await, (dec("3.95"), dec("0")));
+    let last = ledger(&d, "pp-5").await.pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.amount.as_str(), last.id.as_str()),
+        ("expiry", "1.350000000", "promo")
+    );
+    // Sent again after its expiry: the same top-up, nothing changes; a new one expiring in the
+    // past is refused.
+    assert!(
+        admin(&d)
+            .await
+            .top_up(promo)
+            .await
+            .unwrap()
+            .into_inner()
+            .already_applied
+    );
+    let stale = proto::TopUpRequest {
+        account_id: "pp-5".into(),
+        amount: "2.00".into(),
+        currency: "EUR".into(),
+        id: "stale".into(),
+        expires_at: (d.now() - Duration::minutes(1)).to_rfc3339(),
+    };
+    assert_eq!(
+        admin(&d).await.top_up(stale).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     assert_ledger_sums_to_balance(&d, "pp-5").await;
     d.stop().await;
 }

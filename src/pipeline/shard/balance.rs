@@ -382,6 +382,12 @@ impl ShardState {
                     });
                 }
                 self.billed_in(ctx, &account, currency, now)?;
+                if let Some(expires) = expires.filter(|e| *e <= now) {
+                    return Err(BalanceError::Invalid(format!(
+                        "expires_at {} is not in the future",
+                        expires.to_rfc3339()
+                    )));
+                }
                 let entry = self.balances.apply(&account, currency, now, |w| {
                     w.top_up(currency, amount, &id, expires, now)
                 })?;

@@ -356,7 +356,13 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
             }
             ShardMsg::Balance(job) => {
                 begin_job(&mut state, &env, &mut closed_generation, sent);
-                state.balance_job(&env.context.load(), &env, job, sent + 1)
+                let output = state.balance_job(&env.context.load(), &env, job, sent + 1);
+                // A session's end checks the dedupe window like any event.
+                if let Some(damage) = state.cold_damage.take() {
+                    fail_on_damage(&env, output, damage);
+                    continue;
+                }
+                output
             }
             ShardMsg::Snapshot => {
                 if !send_copy(state.finish_copy()) {
