@@ -538,8 +538,8 @@ async fn bad_input_gets_a_clear_status() {
     d.stop().await;
 }
 
-/// Balances, open sessions and the ledger survive a restart (the start checks each balance
-/// against its ledger); a balance whose stored value no longer matches its ledger is refused.
+/// Balances, open sessions and the ledger survive a restart (the start rebuilds each balance from
+/// its ledger, checking every entry); an account whose ledger was edited on disk is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balances_survive_a_restart_and_a_tampered_one_is_refused() {
     let dir = TempDir::new("chg-restart");
@@ -569,13 +569,18 @@ async fn balances_survive_a_restart_and_a_tampered_one_is_refused() {
     assert_ledger_sums_to_balance(&d, "pp-9").await;
     d.stop().await;
 
-    // Someone edits pp-10's wallet on disk: its top-up doubled, the ledger unchanged.
+    // Someone edits pp-10's top-up on disk to 6.00: it no longer leaves the 3.00 it says.
     {
-        use ratingd::store::balance::{decode_wallet, encode_wallet, wallet_key};
+        use ratingd::store::balance::{decode_entry, encode_entry};
         let db = open_sled(&dir.0.join("data"));
-        let mut wallet = decode_wallet(&db.get(wallet_key("pp-10")).unwrap().unwrap()).unwrap();
-        wallet.purses[0].topped_up = dec("6.00");
-        db.insert(wallet_key("pp-10"), encode_wallet(&wallet)).unwrap();
+        let (key, mut entry) = db
+            .scan_prefix(b"l/")
+            .map(|item| item.unwrap())
+            .map(|(k, v)| (k, decode_entry(&v).unwrap()))
+            .find(|(_, e)| e.account == "pp-10")
+            .expect("pp-10's top-up");
+        entry.amount = dec("6.00");
+        db.insert(key, encode_entry(&entry)).unwrap();
         db.flush().unwrap();
     }
     let d = TestDaemon::start(&path).await;

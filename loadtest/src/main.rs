@@ -97,6 +97,10 @@ struct RunArgs {
     /// when the target is on this machine).
     #[arg(long)]
     daemon_pid: Option<u32>,
+    /// Subscribe the accounts as prepaid and top each up first (every record is then paid from
+    /// its balance: the cost of prepaid ingest, docs/charging.md).
+    #[arg(long)]
+    prepaid: bool,
 }
 
 fn check_args(a: &RunArgs) -> Result<(), String> {
@@ -225,6 +229,7 @@ fn main() -> ExitCode {
                 seed: args.seed,
                 connect_timeout: Duration::from_secs_f64(args.connect_timeout_s),
                 daemon_pid: args.daemon_pid,
+                prepaid: args.prepaid,
             };
             match runtime.block_on(run::run(plan)) {
                 Ok(report) => {

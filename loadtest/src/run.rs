@@ -36,6 +36,8 @@ pub struct Plan {
     pub seed: u64,
     pub connect_timeout: Duration,
     pub daemon_pid: Option<u32>,
+    /// Prepaid subscriptions, each account topped up before the run.
+    pub prepaid: bool,
 }
 
 /// Accounts per UpsertSubscriptions call.
@@ -170,9 +172,41 @@ async fn connect(plan: &Plan) -> Result<Channel, String> {
     }
 }
 
+/// Tops every account up with a billion of its plan's currency, 64 top-ups at a time (each is a
+/// commit of its own; concurrent ones share group commits).
+async fn top_up(channel: Channel, accounts: u64) -> Result<(), String> {
+    const AT_ONCE: u64 = 64;
+    let tasks: Vec<_> = (0..AT_ONCE)
+        .map(|lane| {
+            let mut admin = AdminClient::new(channel.clone());
+            tokio::spawn(async move {
+                for n in (lane..accounts).step_by(AT_ONCE as usize) {
+                    let currency = if plan_of(n) == "telecom-standard" { "EUR" } else { "USD" };
+                    let request = proto::TopUpRequest {
+                        account_id: account_name(n),
+                        amount: "1000000000".into(),
+                        currency: currency.into(),
+                        id: "loadtest".into(),
+                        expires_at: String::new(),
+                    };
+                    admin
+                        .top_up(request)
+                        .await
+                        .map_err(|s| format!("topping up {}: {}", account_name(n), s.message()))?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 /// Subscribes the accounts (half to each example plan). `Ok(false)` when the target has no Admin
 /// service (a sink).
-async fn subscribe(channel: Channel, accounts: u64) -> Result<bool, String> {
+async fn subscribe(channel: Channel, accounts: u64, prepaid: bool) -> Result<bool, String> {
     let mut admin = AdminClient::new(channel).max_encoding_message_size(64 << 20);
     let all: Vec<u64> = (0..accounts).collect();
     for chunk in all.chunks(SUBSCRIBE_CHUNK) {
@@ -182,6 +216,7 @@ async fn subscribe(channel: Channel, accounts: u64) -> Result<bool, String> {
                 account_id: account_name(n),
                 plan_id: plan_of(n).to_string(),
                 from: "2000-01-01T00:00:00Z".to_string(),
+                prepaid,
                 ..proto::Subscription::default()
             })
             .collect();
@@ -427,7 +462,10 @@ const REASONS: [&str; 8] = [
 
 pub async fn run(plan: Plan) -> Result<Report, String> {
     let first = connect(&plan).await?;
-    let check = subscribe(first.clone(), plan.accounts).await?;
+    let check = subscribe(first.clone(), plan.accounts, plan.prepaid).await?;
+    if check && plan.prepaid {
+        top_up(first.clone(), plan.accounts).await?;
+    }
     let target_addr = target_socket(&plan.target).await;
     let daemon_pid = plan.daemon_pid.or_else(|| target_addr.and_then(procstat::listener_pid));
     let mut channels = vec![first];

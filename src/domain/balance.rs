@@ -85,6 +85,8 @@ pub struct LedgerEntry {
     pub reserved_after: Decimal,
     /// Why, for a reader: "session s1 expired", "overdraft 0.25 past the credit limit".
     pub detail: String,
+    /// A top-up's expiry (what is left of it then expires).
+    pub expires_unix_nanos: Option<i64>,
 }
 
 impl LedgerEntry {
@@ -292,6 +294,7 @@ impl Wallet {
             available_after: purse.available(),
             reserved_after: at_record_scale(purse.reserved),
             detail,
+            expires_unix_nanos: None,
         }
     }
 
@@ -309,6 +312,7 @@ impl Wallet {
         }
         let purse = self.purse_mut(currency);
         purse.topped_up = exact_add(purse.topped_up, amount)?;
+        let expires_unix_nanos = expires.map(|e| e.timestamp_nanos_opt().unwrap_or(i64::MAX));
         let detail = match expires {
             Some(expires) => {
                 let expires_unix_nanos = expires.timestamp_nanos_opt().unwrap_or(i64::MAX);
@@ -327,7 +331,9 @@ impl Wallet {
             }
             None => String::new(),
         };
-        Ok(self.entry(EntryKind::TopUp, currency, amount, id, at, detail))
+        let mut entry = self.entry(EntryKind::TopUp, currency, amount, id, at, detail);
+        entry.expires_unix_nanos = expires_unix_nanos;
+        Ok(entry)
     }
 
     /// Holds `amount` for a session (`id`).
@@ -415,21 +421,72 @@ impl Wallet {
     /// Expires what is left of every lot whose expiry is at or before `now`.
     pub fn expire_lots(&mut self, now: DateTime<Utc>) -> Result<Vec<LedgerEntry>, BalanceError> {
         let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let mut due = Vec::new();
-        for purse in &mut self.purses {
-            let n = purse.lots.partition_point(|l| l.expires_unix_nanos <= now_nanos);
-            for lot in purse.lots.drain(..n) {
-                purse.expired = exact_add(purse.expired, lot.remaining)?;
-                due.push((purse.currency, lot));
-            }
-        }
-        Ok(due
-            .into_iter()
-            .map(|(currency, lot)| {
-                let detail = format!("credit of top-up {} expired", lot.id);
-                self.entry(EntryKind::Expiry, currency, lot.remaining, &lot.id, now, detail)
+        let due: Vec<(Currency, String)> = self
+            .purses
+            .iter()
+            .flat_map(|p| {
+                p.lots
+                    .iter()
+                    .take_while(|l| l.expires_unix_nanos <= now_nanos)
+                    .map(|l| (p.currency, l.id.clone()))
             })
-            .collect())
+            .collect();
+        due.into_iter()
+            .map(|(currency, id)| self.expire_lot(currency, &id, now))
+            .collect()
+    }
+
+    /// Expires what is left of the lot of top-up `id`.
+    fn expire_lot(&mut self, currency: Currency, id: &str, at: DateTime<Utc>) -> Result<LedgerEntry, BalanceError> {
+        let purse = self.purse_mut(currency);
+        let remaining = match purse.lots.iter().position(|l| l.id == id) {
+            Some(i) => purse.lots.remove(i).remaining,
+            None => Decimal::ZERO,
+        };
+        purse.expired = exact_add(purse.expired, remaining)?;
+        let detail = format!("credit of top-up {id} expired");
+        Ok(self.entry(EntryKind::Expiry, currency, remaining, id, at, detail))
+    }
+
+    /// Applies a stored entry again (the start rebuilds each wallet from its ledger): the same
+    /// change as when it was written, which must leave the same balance the entry says it left.
+    /// An entry out of sequence, or a balance that differs, is the ledger's damage.
+    pub fn replay(&mut self, e: &LedgerEntry) -> Result<(), String> {
+        if e.number != self.next_entry {
+            return Err(format!(
+                "entry {} where entry {} was due (an entry is missing or repeated)",
+                e.number, self.next_entry
+            ));
+        }
+        let (c, at, id) = (e.currency, e.at(), e.id.as_str());
+        let produced = match e.kind {
+            EntryKind::TopUp => {
+                let expires = e.expires_unix_nanos.map(DateTime::from_timestamp_nanos);
+                self.top_up(c, e.amount, id, expires, at)
+            }
+            EntryKind::Reservation => self.reserve(c, e.amount, id, at),
+            EntryKind::Release => self.release(c, e.amount, id, at, String::new()),
+            EntryKind::Commit => self.commit(c, e.amount, id, at, String::new()).map(|(e, _)| e),
+            EntryKind::Adjustment => self.adjust(c, e.amount, id, at, String::new()),
+            EntryKind::Expiry => self.expire_lot(c, id, at),
+        }
+        .map_err(|error| format!("entry {}: {error}", e.number))?;
+        if (produced.amount, produced.available_after, produced.reserved_after)
+            != (e.amount, e.available_after, e.reserved_after)
+        {
+            return Err(format!(
+                "entry {} ({} {} {}) says it left {} available and {} reserved; the entries before it and it leave {} and {}",
+                e.number,
+                e.kind.as_str(),
+                e.amount,
+                c,
+                e.available_after,
+                e.reserved_after,
+                produced.available_after,
+                produced.reserved_after
+            ));
+        }
+        Ok(())
     }
 
     /// The soonest lot expiry of any purse, if any credit expires.
@@ -520,16 +577,16 @@ impl BalanceAlert {
     }
 }
 
-/// The alerts a change of `purse` raises: each low-balance threshold the available balance fell
-/// below (from at or above it), exhaustion when the spendable balance reached zero from above.
+/// The alerts a change of `purse` (its ledger entry `entry`) raises, its available balance going
+/// from `available_before` to `after`: each low-balance threshold it fell below (from at or above
+/// it), exhaustion when the spendable balance reached zero from above.
 pub fn alerts_of_change(
     account: &str,
     purse: &Purse,
-    available_before: Decimal,
+    (available_before, after): (Decimal, Decimal),
     entry: u64,
     at: DateTime<Utc>,
 ) -> Vec<BalanceAlert> {
-    let after = purse.available();
     let alert = |kind| BalanceAlert {
         account: account.to_string(),
         currency: purse.currency,
@@ -544,7 +601,7 @@ pub fn alerts_of_change(
         .filter(|&&t| available_before >= t && after < t)
         .map(|&t| alert(BalanceAlertKind::LowBalance(t)))
         .collect();
-    if available_before + purse.credit_limit > Decimal::ZERO && purse.spendable() <= Decimal::ZERO {
+    if available_before + purse.credit_limit > Decimal::ZERO && after + purse.credit_limit <= Decimal::ZERO {
         out.push(alert(BalanceAlertKind::Exhausted));
     }
     out
@@ -676,13 +733,15 @@ mod tests {
         w.top_up(eur(), d("10"), "t", None, at(0)).unwrap();
         let before = w.purse(eur()).unwrap().available();
         let (e, _) = w.commit(eur(), d("6"), "e1", at(1), String::new()).unwrap();
-        let alerts = alerts_of_change("acc", w.purse(eur()).unwrap(), before, e.number, at(1));
+        let after = w.purse(eur()).unwrap().available();
+        let alerts = alerts_of_change("acc", w.purse(eur()).unwrap(), (before, after), e.number, at(1));
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, BalanceAlertKind::LowBalance(d("5")));
         assert_eq!(alerts[0].id(), "acc|balance:EUR|low_balance:5|2");
         let before = w.purse(eur()).unwrap().available();
         let (e, _) = w.commit(eur(), d("4"), "e2", at(2), String::new()).unwrap();
-        let kinds: Vec<_> = alerts_of_change("acc", w.purse(eur()).unwrap(), before, e.number, at(2))
+        let after = w.purse(eur()).unwrap().available();
+        let kinds: Vec<_> = alerts_of_change("acc", w.purse(eur()).unwrap(), (before, after), e.number, at(2))
             .into_iter()
             .map(|a| a.kind)
             .collect();
@@ -701,6 +760,29 @@ mod tests {
         purse.check(&[&a, &b]).unwrap();
         let error = purse.check(&[&a]).unwrap_err();
         assert!(error.contains("open reservations"), "{error}");
+    }
+
+    #[test]
+    fn a_wallet_replayed_from_its_ledger_is_the_same_and_a_changed_entry_is_found() {
+        let mut w = Wallet::new("acc");
+        let mut ledger = vec![w.top_up(eur(), d("10"), "t1", Some(at(50)), at(0)).unwrap()];
+        ledger.push(w.reserve(eur(), d("2"), "s", at(1)).unwrap());
+        ledger.push(w.commit(eur(), d("1.5"), "e", at(2), String::new()).unwrap().0);
+        ledger.push(w.release(eur(), d("2"), "s", at(3), String::new()).unwrap());
+        ledger.extend(w.expire_lots(at(60)).unwrap());
+        let mut again = Wallet::new("acc");
+        for e in &ledger {
+            again.replay(e).unwrap();
+        }
+        assert_eq!(again, w);
+        let mut changed = ledger.clone();
+        changed[2].amount = d("1");
+        let mut again = Wallet::new("acc");
+        let error = changed.iter().try_for_each(|e| again.replay(e)).unwrap_err();
+        assert!(error.starts_with("entry 3 (commit 1 EUR) says it left"), "{error}");
+        let mut again = Wallet::new("acc");
+        let error = ledger[1..].iter().try_for_each(|e| again.replay(e)).unwrap_err();
+        assert!(error.contains("entry 2 where entry 1 was due"), "{error}");
     }
 
     #[derive(Debug, Clone)]
@@ -757,6 +839,14 @@ mod tests {
             }
             let numbers: Vec<u64> = ledger.iter().map(|e| e.number).collect();
             prop_assert_eq!(numbers, (1..=ledger.len() as u64).collect::<Vec<_>>());
+            // The ledger alone rebuilds the wallet (what the start does), credit limit aside.
+            let mut again = Wallet::new("acc");
+            again.purse_mut(eur()).credit_limit = w.purse(eur()).unwrap().credit_limit;
+            for e in &ledger {
+                let replayed = again.replay(e);
+                prop_assert!(replayed.is_ok(), "{:?}", replayed);
+            }
+            prop_assert_eq!(again, w);
         }
     }
 }

@@ -239,30 +239,57 @@ impl Pipeline {
     }
 }
 
-/// Reads the balances at start: checks every wallet against its ledger (the invariant of
-/// [`crate::domain::balance::Purse::check`]; an account that fails it is recorded as damaged,
-/// like one whose records fail their checksum), then hands each wallet and each session that
-/// holds a reservation to the shard that owns its account. Returns the wallets (the committed
-/// view).
+/// Rebuilds the wallets at start: each purse's settings from `w/`, its sums and expiring credit
+/// by replaying every ledger entry in commit order ([`Wallet::replay`], which checks that each
+/// entry follows the one before it and leaves the balance it says it left: the invariant
+/// `available = top-ups + adjustments - commits - expiries - open reservations` at every entry).
+/// An account whose ledger fails is recorded as damaged, like one whose records fail their
+/// checksum. Then hands each wallet and each session that holds a reservation to the shard
+/// that owns its account. Returns the wallets (the committed view).
 pub(super) fn load(
     store: &crate::store::Store,
     states: &mut [super::shard::ShardState],
 ) -> Result<Vec<Wallet>, crate::store::StoreError> {
     let balances = store.balances();
-    let wallets = balances.wallets()?;
-    let damage = check_ledgers(&balances, &wallets)?;
+    let mut wallets: ahash::AHashMap<String, Wallet> = ahash::AHashMap::new();
+    for settings in balances.settings()? {
+        let mut wallet = Wallet::new(&settings.account);
+        for p in settings.purses {
+            let purse = wallet.purse_mut(p.currency);
+            purse.credit_limit = p.credit_limit;
+            purse.low_balance = p.low_balance;
+        }
+        wallets.insert(settings.account, wallet);
+    }
+    let mut damage: Vec<(String, String)> = Vec::new();
+    for entry in balances.all_entries() {
+        let entry = entry?;
+        if damage.iter().any(|(a, _)| *a == entry.account) {
+            continue;
+        }
+        let wallet = wallets
+            .entry(entry.account.clone())
+            .or_insert_with(|| Wallet::new(&entry.account));
+        if let Err(why) = wallet.replay(&entry) {
+            damage.push((
+                entry.account.clone(),
+                format!("its balance does not match its ledger: {why}"),
+            ));
+        }
+    }
     for (account, why) in &damage {
         tracing::error!(
             account,
             why,
             "a balance does not match its ledger; the account is refused until restored"
         );
+        wallets.remove(account);
     }
     store.record_damage(&damage)?;
     let key = store.key();
     let shards = states.len();
     let mut parts: Vec<(Vec<Wallet>, Vec<Session>)> = (0..shards).map(|_| Default::default()).collect();
-    for w in &wallets {
+    for w in wallets.values() {
         parts[key.shard_of(&w.account, shards)].0.push(w.clone());
     }
     for s in balances.reserved_sessions()? {
@@ -271,71 +298,5 @@ pub(super) fn load(
     for (state, (wallets, sessions)) in states.iter_mut().zip(parts) {
         state.load_balances(wallets, sessions);
     }
-    Ok(wallets)
-}
-
-/// The accounts whose wallet differs from the sum of its ledger, with how.
-fn check_ledgers(
-    balances: &crate::store::Balances,
-    wallets: &[Wallet],
-) -> Result<Vec<(String, String)>, crate::store::StoreError> {
-    let by_account: ahash::AHashMap<&str, &Wallet> = wallets.iter().map(|w| (w.account.as_str(), w)).collect();
-    let mut damage = Vec::new();
-    let mut checked = ahash::AHashSet::new();
-    let mut check = |account: &str, entries: &[crate::domain::balance::LedgerEntry]| {
-        checked.insert(account.to_string());
-        if let Err(why) = check_wallet(by_account.get(account).copied(), entries) {
-            damage.push((
-                account.to_string(),
-                format!("its balance does not match its ledger: {why}"),
-            ));
-        }
-    };
-    let mut current: Vec<crate::domain::balance::LedgerEntry> = Vec::new();
-    for entry in balances.all_entries() {
-        let entry = entry?;
-        if current.first().is_some_and(|e| e.account != entry.account) {
-            check(&current[0].account.clone(), &current);
-            current.clear();
-        }
-        current.push(entry);
-    }
-    if let Some(first) = current.first() {
-        check(&first.account.clone(), &current);
-    }
-    for w in wallets.iter().filter(|w| !checked.contains(&w.account)) {
-        if let Err(why) = check_wallet(Some(w), &[]) {
-            damage.push((
-                w.account.clone(),
-                format!("its balance does not match its ledger: {why}"),
-            ));
-        }
-    }
-    Ok(damage)
-}
-
-fn check_wallet(wallet: Option<&Wallet>, entries: &[crate::domain::balance::LedgerEntry]) -> Result<(), String> {
-    let Some(wallet) = wallet else {
-        return Err(format!("{} ledger entries and no wallet", entries.len()));
-    };
-    if let Some(last) = entries.iter().map(|e| e.number).max()
-        && last >= wallet.next_entry
-    {
-        return Err(format!(
-            "entry {last} is beyond the wallet's next number {}",
-            wallet.next_entry
-        ));
-    }
-    for purse in &wallet.purses {
-        let of_purse: Vec<&crate::domain::balance::LedgerEntry> =
-            entries.iter().filter(|e| e.currency == purse.currency).collect();
-        purse.check(&of_purse)?;
-    }
-    if let Some(stray) = entries.iter().find(|e| wallet.purse(e.currency).is_none()) {
-        return Err(format!(
-            "entry {} is in {}, which the wallet has no purse for",
-            stray.number, stray.currency
-        ));
-    }
-    Ok(())
+    Ok(wallets.into_values().collect())
 }

@@ -145,6 +145,7 @@ impl Committer {
             commit.suspense.append(&mut out.suspense);
             if let Some(balance) = out.balance.as_mut() {
                 commit.writes.append(&mut balance.writes);
+                commit.ledger.append(&mut balance.ledger);
             }
         }
         if records > 0 {
@@ -156,7 +157,8 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.writes.is_empty() {
+        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.writes.is_empty() && commit.ledger.is_empty()
+        {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
             self.publish(group);

@@ -1,9 +1,13 @@
 //! Balances on disk: written only by the committer, in the same batch as the records they pay
 //! for (the shards encode them into their outputs), and read here.
 //!
-//! - `w/<account>`: the wallet (every purse's sums, credit limit, thresholds, expiring lots, the
-//!   next entry number), rewritten whole with each commit that changes it;
-//! - `l/<account>\xFF<number u64 BE>`: one ledger entry;
+//! - `l/<seq u64 BE><n u32 BE>`: the ledger entries of commit `seq`, in order (appended at the
+//!   end of the key space like blocks: a busy prepaid daemon writes thousands a commit, and keys
+//!   spread over the accounts would rewrite sled leaves all over the tree);
+//! - `y/<seq u64 BE>`: the accounts with ledger entries in commit `seq` (a ledger is read by
+//!   account through it); the wallets themselves are rebuilt from the ledger at start;
+//! - `w/<account>`: a wallet's settings (each purse's credit limit and low-balance thresholds),
+//!   written when they are set;
 //! - `n/<account>\xFF<top-up id>`: a top-up applied under this id (what it was, its entry);
 //! - `g/<session id>`: a charging session (open, expired or terminated with its outcome);
 //! - `e/<account>|<ledger entry, 20 digits>|<kind>`: a balance alert to announce on
@@ -20,7 +24,8 @@ use crate::domain::balance::{EntryKind, LedgerEntry, Lot, Purse, Session, Sessio
 use crate::domain::money::Currency;
 
 pub(super) const WALLET_PREFIX: &[u8] = b"w/";
-const LEDGER_PREFIX: &[u8] = b"l/";
+pub(super) const LEDGER_PREFIX: &[u8] = b"l/";
+pub(super) const LEDGER_INDEX_PREFIX: &[u8] = b"y/";
 const TOPUP_PREFIX: &[u8] = b"n/";
 const SESSION_PREFIX: &[u8] = b"g/";
 pub(super) const BALANCE_ALERT_PREFIX: &[u8] = b"e/";
@@ -30,8 +35,9 @@ pub fn wallet_key(account: &str) -> Vec<u8> {
     [WALLET_PREFIX, account.as_bytes()].concat()
 }
 
-pub fn ledger_key(account: &str, number: u64) -> Vec<u8> {
-    [LEDGER_PREFIX, account.as_bytes(), &[0xFF], &number.to_be_bytes()].concat()
+/// The key of the `n`th ledger entry of commit `seq`.
+pub(super) fn ledger_key(seq: u64, n: u32) -> Vec<u8> {
+    [LEDGER_PREFIX, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
 }
 
 pub fn topup_key(account: &str, id: &str) -> Vec<u8> {
@@ -145,6 +151,7 @@ pub fn encode_entry(e: &LedgerEntry) -> Vec<u8> {
     o.decimal(e.available_after);
     o.decimal(e.reserved_after);
     o.str(&e.detail);
+    o.i64(e.expires_unix_nanos.unwrap_or(i64::MIN));
     value
 }
 
@@ -162,6 +169,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LedgerEntry, CodecError> {
         available_after: r.decimal()?,
         reserved_after: r.decimal()?,
         detail: r.str()?,
+        expires_unix_nanos: Some(r.i64()?).filter(|e| *e != i64::MIN),
     })
 }
 
@@ -284,8 +292,8 @@ impl Balances {
         Ok(self.0.db.get(key)?)
     }
 
-    /// Every wallet (recovery hands each to its shard).
-    pub fn wallets(&self) -> Result<Vec<Wallet>, StoreError> {
+    /// Every wallet's settings (credit limits, low-balance thresholds), by account.
+    pub fn settings(&self) -> Result<Vec<Wallet>, StoreError> {
         self.0
             .db
             .scan_prefix(WALLET_PREFIX)
@@ -294,14 +302,6 @@ impl Balances {
                 decode_wallet(&v).map_err(|e| self.corrupt(&k, e))
             })
             .collect()
-    }
-
-    pub fn wallet(&self, account: &str) -> Result<Option<Wallet>, StoreError> {
-        let key = wallet_key(account);
-        match self.0.db.get(&key)? {
-            None => Ok(None),
-            Some(v) => decode_wallet(&v).map(Some).map_err(|e| self.corrupt(&key, e)),
-        }
     }
 
     /// Sessions that hold a reservation (recovery: they expire on the shard's clock).
@@ -325,19 +325,33 @@ impl Balances {
         }
     }
 
-    /// The account's ledger entries numbered after `after`, at most `limit`, in order.
+    /// The account's ledger entries numbered after `after`, at most `limit`, in order: the
+    /// commits whose `y/` index names the account, read in commit order.
     pub fn ledger(&self, account: &str, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
-        let from = ledger_key(account, after.saturating_add(1));
-        let to = ledger_key(account, u64::MAX);
         let mut out = Vec::new();
-        for item in self.0.db.range(from..=to).take(limit) {
+        for item in self.0.db.scan_prefix(LEDGER_INDEX_PREFIX) {
             let (k, v) = item?;
-            out.push(decode_entry(&v).map_err(|e| self.corrupt(&k, e))?);
+            let accounts = super::codec::decode_index(&v).map_err(|e| self.corrupt(&k, e))?;
+            if !accounts.iter().any(|a| a == account) {
+                continue;
+            }
+            let Some(seq) = super::parse_seq(&k) else { continue };
+            for item in self.0.db.range(ledger_key(seq, 0)..ledger_key(seq + 1, 0)) {
+                let (k, v) = item?;
+                let e = decode_entry(&v).map_err(|e| self.corrupt(&k, e))?;
+                if e.account == account && e.number > after {
+                    out.push(e);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }
 
-    /// Every ledger entry, account by account in entry order (the start's check).
+    /// Every ledger entry in commit order (each account's in its entry order): the start
+    /// rebuilds the wallets from them.
     pub fn all_entries(&self) -> impl Iterator<Item = Result<LedgerEntry, StoreError>> + '_ {
         self.0.db.scan_prefix(LEDGER_PREFIX).map(move |item| {
             let (k, v) = item?;

@@ -33,9 +33,12 @@ pub struct Commit {
     pub suspense: Vec<Vec<u8>>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
     pub accounts: Vec<Arc<str>>,
-    /// Balance keys and values (`balance`: wallets, ledger entries, sessions, top-up ids, balance
+    /// Balance keys and values (`balance`: wallet settings, sessions, top-up ids, balance
     /// alerts) written in the same batch as the records they pay for.
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Ledger entries (account, encoded entry), in order: stored as `l/<seq><n>`, with the
+    /// accounts in `y/<seq>`.
+    pub ledger: Vec<(Arc<str>, Vec<u8>)>,
 }
 
 impl Store {
@@ -58,6 +61,19 @@ impl Store {
         }
         for (k, v) in commit.writes {
             batch.insert(k, v);
+        }
+        if !commit.ledger.is_empty() {
+            let mut accounts: Vec<Arc<str>> = Vec::with_capacity(commit.ledger.len());
+            for (n, (account, entry)) in commit.ledger.into_iter().enumerate() {
+                batch.insert(super::balance::ledger_key(seq, n as u32), entry);
+                accounts.push(account);
+            }
+            accounts.sort_unstable();
+            accounts.dedup();
+            batch.insert(
+                key(super::balance::LEDGER_INDEX_PREFIX, seq),
+                codec::encode_index(&accounts),
+            );
         }
         batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
         self.db.db.apply_batch(batch)?;

@@ -23,8 +23,9 @@
 //!   correction for good;
 //! - `j/<adjustment id>`: a correction of a closed period to announce on `<prefix>:adjustments`,
 //!   and whether it was;
-//! - `w/`, `l/`, `n/`, `g/`, `e/`: wallets, ledger entries, top-up ids, charging sessions and
-//!   balance alerts ([`balance`]), written by the committer with the records they pay for.
+//! - `l/`, `y/`, `w/`, `n/`, `g/`, `e/`: ledger entries and their per-commit account index,
+//!   wallet settings, top-up ids, charging sessions and balance alerts ([`balance`]), written by
+//!   the committer with the records they pay for.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.

@@ -261,6 +261,7 @@ mod tests {
                     suspense: vec![suspended(suspense, at(when))],
                     accounts: vec!["acme".into()],
                     writes: Vec::new(),
+                    ledger: Vec::new(),
                 })
                 .unwrap();
             assert_eq!(got, seq as u64);

@@ -21,7 +21,7 @@ use crate::pipeline::balance::{BalanceError, BalanceJob, BalanceOp, BalanceReply
 use crate::pipeline::{RatingContext, ShardOutput, lock};
 use crate::store::balance::{
     StoredTopUp, balance_alert_key, decode_session, decode_topup, encode_balance_alert, encode_entry, encode_session,
-    encode_topup, encode_wallet, ledger_key, session_key, topup_key, wallet_key,
+    encode_topup, encode_wallet, session_key, topup_key, wallet_key,
 };
 
 /// What a job's balance changes add to its commit.
@@ -29,6 +29,8 @@ use crate::store::balance::{
 pub struct BalanceWrites {
     /// Keys and values for the commit's batch (`store::balance`).
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Ledger entries, encoded, with their account, in order.
+    pub ledger: Vec<(Arc<str>, Vec<u8>)>,
     /// The wallets changed, as they are now (the committed view and the Redis projection).
     pub wallets: Vec<Wallet>,
     /// True when a balance alert was written.
@@ -56,8 +58,11 @@ pub struct Balances {
     recent: AHashMap<Vec<u8>, (Vec<u8>, u64)>,
     /// The output being built: its number among the shard's outputs.
     output: u64,
-    /// Accounts whose wallet changed in the current job.
-    touched: Vec<Arc<str>>,
+    /// Accounts whose wallet changed in the current job (one hash lookup per change: a job of a
+    /// thousand prepaid events touches about as many wallets).
+    touched: ahash::AHashSet<Arc<str>>,
+    /// Ledger entries written in the current job, by kind (counted once a job).
+    entries: [u64; 6],
     pending: BalanceWrites,
     paying: Option<Paying>,
 }
@@ -84,16 +89,19 @@ impl Balances {
 
     /// The account's wallet, created empty when absent; noted as changed by the job.
     fn wallet_mut(&mut self, account: &str) -> &mut Wallet {
-        if !self.touched.iter().any(|a| &**a == account) {
+        if !self.touched.contains(account) {
             let key = match self.wallets.get_key_value(account) {
-                Some((k, _)) => k.clone(),
-                None => Arc::from(account),
+                Some((key, _)) => key.clone(),
+                None => {
+                    let key: Arc<str> = Arc::from(account);
+                    self.wallets.insert(key.clone(), Wallet::new(account));
+                    key
+                }
             };
-            self.touched.push(key);
+            self.touched.insert(key);
         }
-        self.wallets
-            .entry(Arc::from(account))
-            .or_insert_with(|| Wallet::new(account))
+        // Invariant: a touched account's wallet is present (inserted above when it was not).
+        self.wallets.get_mut(account).expect("wallet present")
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -130,15 +138,24 @@ impl Balances {
         let before = wallet.purse(currency).map_or(Decimal::ZERO, |p| p.available());
         let entry = change(wallet).map_err(|e| BalanceError::Invalid(e.to_string()))?;
         let alerts = match wallet.purse(currency) {
-            Some(purse) => alerts_of_change(account, purse, before, entry.number, now),
+            Some(purse) => alerts_of_change(account, purse, (before, entry.available_after), entry.number, now),
             None => Vec::new(),
         };
-        metrics::counter!(crate::telemetry::LEDGER_ENTRIES, "kind" => entry.kind.as_str()).increment(1);
-        self.put(ledger_key(account, entry.number), encode_entry(&entry));
+        self.note_entry(&entry);
         for alert in alerts {
             self.alert(alert);
         }
         Ok(entry)
+    }
+
+    /// A ledger entry into the job's output (its account's key is the wallet's).
+    fn note_entry(&mut self, entry: &LedgerEntry) {
+        self.entries[usize::from(entry.kind.code() - 1)] += 1;
+        let account = match self.wallets.get_key_value(entry.account.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(entry.account.as_str()),
+        };
+        self.pending.ledger.push((account, encode_entry(entry)));
     }
 
     fn alert(&mut self, alert: BalanceAlert) {
@@ -149,12 +166,19 @@ impl Balances {
 
     /// The balance writes of the job, with every changed wallet (none: `None`, nothing to add).
     pub(super) fn take(&mut self) -> Option<Box<BalanceWrites>> {
-        if self.touched.is_empty() && self.pending.writes.is_empty() {
+        if self.touched.is_empty() && self.pending.writes.is_empty() && self.pending.ledger.is_empty() {
             return None;
+        }
+        for (kind, n) in crate::domain::balance::EntryKind::ALL
+            .iter()
+            .zip(std::mem::take(&mut self.entries))
+        {
+            if n > 0 {
+                metrics::counter!(crate::telemetry::LEDGER_ENTRIES, "kind" => kind.as_str()).increment(n);
+            }
         }
         for account in std::mem::take(&mut self.touched) {
             if let Some(wallet) = self.wallets.get(&account) {
-                self.pending.writes.push((wallet_key(&account), encode_wallet(wallet)));
                 self.pending.wallets.push(wallet.clone());
             }
         }
@@ -198,7 +222,8 @@ impl Balances {
             .map(|_| Decimal::ZERO)
         } else {
             let mut overdraft = Decimal::ZERO;
-            let detail = format!("record {event_id}");
+            // The id names the record; a detail is written only for an overdraft.
+            let detail = String::new();
             self.apply(account, currency, now, |w| {
                 let (entry, over) = w.commit(currency, charge, event_id, now, detail)?;
                 overdraft = over;
@@ -272,18 +297,19 @@ impl Balances {
                     .expire_lots(now)
                     .map_err(|e| BalanceError::Invalid(e.to_string()))?;
                 let mut alerts = Vec::new();
+                let mut before = before;
                 for entry in &entries {
-                    let before = before
-                        .iter()
-                        .find(|(c, _)| *c == entry.currency)
-                        .map_or(Decimal::ZERO, |(_, b)| *b);
+                    let Some((_, was)) = before.iter_mut().find(|(c, _)| *c == entry.currency) else {
+                        continue;
+                    };
                     if let Some(purse) = wallet.purse(entry.currency) {
-                        alerts.extend(alerts_of_change(&account, purse, before, entry.number, now));
+                        let change = (*was, entry.available_after);
+                        alerts.extend(alerts_of_change(&account, purse, change, entry.number, now));
                     }
+                    *was = entry.available_after;
                 }
-                for entry in entries {
-                    metrics::counter!(crate::telemetry::LEDGER_ENTRIES, "kind" => entry.kind.as_str()).increment(1);
-                    self.put(ledger_key(&account, entry.number), encode_entry(&entry));
+                for entry in &entries {
+                    self.note_entry(entry);
                 }
                 for alert in alerts {
                     self.alert(alert);
@@ -420,6 +446,11 @@ impl ShardState {
                     thresholds.sort();
                     thresholds.dedup();
                     purse.low_balance = thresholds;
+                }
+                // The settings are stored; the sums come back from the ledger at start.
+                if let Some(wallet) = self.balances.wallets.get(account.as_str()) {
+                    let settings = encode_wallet(wallet);
+                    self.balances.put(wallet_key(&account), settings);
                 }
                 Ok(BalanceReply::Wallet {
                     wallet: self.balances.wallets.get(account.as_str()).cloned(),
