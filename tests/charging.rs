@@ -551,9 +551,32 @@ async fn balances_survive_a_restart_and_a_tampered_one_is_refused() {
     c.authorize(authorize("r1", "pp-9", "pre.voice", 60, utc(12, 0, 0)))
         .await
         .unwrap();
+    // A prepaid subscription through the Admin API keeps its flag across the restart.
+    let prepaid = proto::Subscription {
+        account_id: "pp-12".into(),
+        plan_id: "pre-eur".into(),
+        from: "2026-01-01T00:00:00Z".into(),
+        prepaid: true,
+        ..Default::default()
+    };
+    admin(&d).await.upsert_subscription(prepaid).await.unwrap();
     d.stop().await;
 
     let d = TestDaemon::start(&path).await;
+    let got = admin(&d)
+        .await
+        .get_subscriptions(proto::GetSubscriptionsRequest {
+            account_id: "pp-12".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.subscriptions[0].prepaid);
+    // So its usage is paid from a balance it does not have: refused.
+    let ack = d
+        .submit(1, vec![event("p1", "pp-12", "pre.voice", 60, 0, utc(10, 0, 0), &[])])
+        .await;
+    assert_eq!(ack.results[0].reason, proto::RejectReason::InsufficientBalance as i32);
     assert_eq!(balance(&d, "pp-9").await, (dec("2.35"), dec("0.65")));
     let t = charging(&d)
         .await

@@ -625,6 +625,27 @@ pub fn records(payload: Payload<'_>) -> Box<dyn Iterator<Item = Result<RatedReco
 
 #[cfg(test)]
 mod tests {
+    /// A prepaid subscription keeps its flag; one stored before the flag existed (no trailing
+    /// byte) reads as postpaid.
+    #[test]
+    fn subscriptions_round_trip_with_and_without_the_prepaid_byte() {
+        let mut s = Subscription {
+            account_id: "acme".into(),
+            plan_id: "saas-pro".into(),
+            from: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            to: None,
+            discount_percent: Some("5".parse().unwrap()),
+            alert_thresholds: vec!["10".parse().unwrap()],
+            prepaid: true,
+        };
+        let bytes = encode_subscription(&s);
+        assert_eq!(decode_subscription(&bytes).unwrap(), s);
+        s.prepaid = false;
+        let older = encode_subscription(&s);
+        assert_eq!(older.len() + 1, bytes.len(), "postpaid is written as before the flag");
+        assert_eq!(decode_subscription(&older).unwrap(), s);
+    }
+
     /// Final totals read back field for field, the scale of every decimal kept, and the total
     /// recomputed from the meters.
     #[test]
