@@ -262,11 +262,10 @@ impl Balances {
     /// Releases the reservations and expires the credit due at `now`.
     fn sweep(&mut self, now: DateTime<Utc>) -> Result<(), BalanceError> {
         let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        while let Some((due, id)) = self.expiries.first().cloned() {
-            if due > now_nanos {
+        while self.expiries.first().is_some_and(|(due, _)| *due <= now_nanos) {
+            let Some((_, id)) = self.expiries.pop_first() else {
                 break;
-            }
-            self.expiries.pop_first();
+            };
             let Some(mut session) = self.sessions.remove(&id) else {
                 continue;
             };
