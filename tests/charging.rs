@@ -692,6 +692,8 @@ async fn balances_and_their_alerts_reach_redis() {
     assert_eq!(dec(&hash["EUR:credit_limit"]), Decimal::ZERO);
     assert_eq!(xrange(&redis.url(), "r:alerts").len(), 2, "each alert once");
     d.stop().await;
+    // Announced alerts leave sled: the outbox holds only what is still to announce.
+    assert_eq!(open_sled(&dir.0.join("data")).scan_prefix(b"e/").count(), 0);
 }
 
 /// The worked call flow of docs/charging.md, on the shipped telecom-standard plan: a call to +44

@@ -230,6 +230,25 @@ pub struct Wallet {
     pub purses: Vec<Purse>,
 }
 
+/// What readers of committed balances see of a wallet (the Redis projection): per currency its
+/// available balance, what is reserved and the credit limit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BalanceView {
+    pub purses: Vec<(Currency, Decimal, Decimal, Decimal)>,
+}
+
+impl Wallet {
+    pub fn view(&self) -> BalanceView {
+        BalanceView {
+            purses: self
+                .purses
+                .iter()
+                .map(|p| (p.currency, p.available(), p.reserved, p.credit_limit))
+                .collect(),
+        }
+    }
+}
+
 /// Why a change is not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BalanceError {

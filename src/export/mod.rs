@@ -58,20 +58,21 @@ impl Keys<'_> {
 
 /// The fields of a balance hash: per currency its available, reserved and credit limit, and the
 /// epoch they were read at.
-pub fn balance_fields(wallet: &crate::domain::balance::Wallet, epoch: u64, updated_at: &str) -> Vec<(String, String)> {
+pub fn balance_fields(
+    view: &crate::domain::balance::BalanceView,
+    epoch: u64,
+    updated_at: &str,
+) -> Vec<(String, String)> {
     let mut f = vec![
         ("epoch".to_string(), epoch.to_string()),
         ("updated_at".to_string(), updated_at.to_string()),
     ];
-    for p in &wallet.purses {
-        f.push((format!("{}:available", p.currency), p.available().to_string()));
+    for (currency, available, reserved, credit_limit) in &view.purses {
+        f.push((format!("{currency}:available"), at_record_scale(*available).to_string()));
+        f.push((format!("{currency}:reserved"), at_record_scale(*reserved).to_string()));
         f.push((
-            format!("{}:reserved", p.currency),
-            at_record_scale(p.reserved).to_string(),
-        ));
-        f.push((
-            format!("{}:credit_limit", p.currency),
-            at_record_scale(p.credit_limit).to_string(),
+            format!("{currency}:credit_limit"),
+            at_record_scale(*credit_limit).to_string(),
         ));
     }
     f
@@ -533,10 +534,10 @@ impl Exporter {
                 if self.committed.damaged.contains_key(account) {
                     continue;
                 }
-                let Some(wallet) = self.committed.balances.get(account).map(|w| w.clone()) else {
+                let Some(view) = self.committed.balances.get(account).map(|w| w.clone()) else {
                     continue;
                 };
-                pipe.hset_multiple(keys.balance(account), &balance_fields(&wallet, epoch, updated_at))
+                pipe.hset_multiple(keys.balance(account), &balance_fields(&view, epoch, updated_at))
                     .ignore();
             }
             if let Err(e) = pipe.query_async::<()>(conn).await {

@@ -240,10 +240,9 @@ impl Committer {
             return;
         }
         let mut dirty = super::lock(&self.committed.balances_dirty);
-        for wallet in balance.wallets {
-            let account: Arc<str> = Arc::from(wallet.account.as_str());
+        for (account, view) in balance.wallets {
             dirty.insert(account.clone());
-            self.committed.balances.insert(account, wallet);
+            self.committed.balances.insert(account, view);
         }
     }
 

@@ -105,7 +105,7 @@ pub struct Committed {
     /// Periods whose records retention removed (all or some): queries for them say so.
     pub retired: std::sync::RwLock<Vec<RetiredPeriod>>,
     /// Committed wallets, by account (the Redis projection's `balance` hashes).
-    pub balances: DashMap<Arc<str>, crate::domain::balance::Wallet, ahash::RandomState>,
+    pub balances: DashMap<Arc<str>, crate::domain::balance::BalanceView, ahash::RandomState>,
     /// Accounts whose wallet changed since the Redis projection last took them.
     pub balances_dirty: Mutex<ahash::AHashSet<Arc<str>>>,
     /// Set when a balance alert was written and may not be in Redis yet.
@@ -600,7 +600,9 @@ impl Pipeline {
         });
         committed.epoch.store(store.next_seq(), Ordering::Release);
         for wallet in wallets {
-            committed.balances.insert(Arc::from(wallet.account.as_str()), wallet);
+            committed
+                .balances
+                .insert(Arc::from(wallet.account.as_str()), wallet.view());
         }
         let mut new = Vec::new();
         for state in &states {

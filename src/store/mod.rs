@@ -266,6 +266,7 @@ impl Store {
         Outbox {
             db: self.db.clone(),
             prefix: tables::ADJUSTMENT_PREFIX,
+            keep_announced: true,
         }
     }
 
@@ -274,6 +275,7 @@ impl Store {
         Outbox {
             db: self.db.clone(),
             prefix: balance::BALANCE_ALERT_PREFIX,
+            keep_announced: false,
         }
     }
 

@@ -475,6 +475,9 @@ impl Corrections {
 pub struct Outbox {
     pub(super) db: Db,
     pub(super) prefix: &'static [u8],
+    /// Kept once announced (an adjustment's id stays claimed); else removed, so the outbox holds
+    /// only what is still to announce (a balance alert is unique by its ledger entry already).
+    pub(super) keep_announced: bool,
 }
 
 /// Corrections of closed periods to announce on `<prefix>:adjustments`.
@@ -519,8 +522,13 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Records the entry `id` as announced.
+    /// Records the entry `id` as announced (or removes it, see [`Outbox::keep_announced`]).
     pub fn announced(&self, id: &str) -> Result<(), StoreError> {
+        if !self.keep_announced {
+            self.db.db.remove(self.key(id))?;
+            self.db.db.flush()?;
+            return Ok(());
+        }
         if let Some(v) = self.db.db.get(self.key(id))? {
             let mut v = v.to_vec();
             v[0] = 1;

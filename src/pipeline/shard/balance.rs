@@ -32,7 +32,7 @@ pub struct BalanceWrites {
     /// Ledger entries, encoded, with their account, in order.
     pub ledger: Vec<(Arc<str>, Vec<u8>)>,
     /// The wallets changed, as they are now (the committed view and the Redis projection).
-    pub wallets: Vec<Wallet>,
+    pub wallets: Vec<(Arc<str>, crate::domain::balance::BalanceView)>,
     /// True when a balance alert was written.
     pub alerts: bool,
 }
@@ -179,7 +179,7 @@ impl Balances {
         }
         for account in std::mem::take(&mut self.touched) {
             if let Some(wallet) = self.wallets.get(&account) {
-                self.pending.wallets.push(wallet.clone());
+                self.pending.wallets.push((account, wallet.view()));
             }
         }
         Some(Box::new(std::mem::take(&mut self.pending)))
