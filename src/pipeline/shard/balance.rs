@@ -51,7 +51,7 @@ pub struct Balances {
     sessions: AHashMap<String, Session>,
     /// (expiry, session id) of every session in `sessions`: the next due first.
     expiries: BTreeSet<(i64, String)>,
-    /// The soonest expiry of any topped-up credit (`i64::MAX`: none).
+    /// The soonest expiry of any topped-up credit (`None`: none expires).
     next_lot_due: Option<i64>,
     /// Session and top-up keys written by outputs not yet committed, with the output's number:
     /// read before the store, so a resend right after the first is answered the same.
