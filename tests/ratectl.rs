@@ -217,3 +217,84 @@ async fn every_daemon_command_prints_what_users_read() {
     assert_eq!(totals.total_charge, "0.030333333");
     d.stop().await;
 }
+
+/// A CDR file with its own columns sent through a mapping (docs/mediation.md): semicolons,
+/// Berlin wall-clock times, milliseconds scaled to seconds, a constant meter and attribute. Sent
+/// twice: the second time every event is a duplicate. A mapping naming a column the file lacks
+/// sends nothing and names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdr_file_is_sent_through_a_mapping() {
+    let dir = TempDir::new("ratectl-mapping");
+    let d = TestDaemon::start(&write_config(&dir.0, "")).await;
+    let mapping = dir.0.join("switch.toml");
+    std::fs::write(
+        &mapping,
+        "event_id = \"call_ref\"\naccount = \"subscriber\"\nmeter_constant = \"voice.seconds\"\n\
+         quantity = \"duration_ms\"\ntimestamp = \"start\"\ntimestamp_format = \"%d.%m.%Y %H:%M:%S\"\n\
+         time_zone = \"Europe/Berlin\"\nquantity_multiply = \"0.001\"\ndelimiter = \";\"\n\
+         [attributes]\ndestination = \"called\"\n[constants]\nsource = \"switch-7\"\n",
+    )
+    .unwrap();
+    let cdrs = dir.0.join("cdrs-2026-11-18.txt");
+    std::fs::write(
+        &cdrs,
+        "call_ref;subscriber;called;start;duration_ms\n\
+         r-1;tel-5;+441632960000;18.11.2026 12:30:00;61500\n\
+         r-2;tel-5;+12125550100;18.11.2026 12:40:00;30000\n",
+    )
+    .unwrap();
+    let send = |mapping: &std::path::Path| {
+        args(
+            &d.target,
+            &[
+                "--json",
+                "send",
+                "--file",
+                cdrs.to_str().unwrap(),
+                "--format",
+                "csv",
+                "--mapping",
+                mapping.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, out, err) = ratectl(send(&mapping)).await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&v["sent"], &v["accepted"]),
+        (&serde_json::json!(2), &serde_json::json!(2))
+    );
+    let (_, out, _) = ratectl(send(&mapping)).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["duplicate"], serde_json::json!(2));
+    // The record holds the scaled quantity, the instant in UTC and both attributes.
+    let records = records_from(&d.target, "tel-5", None).await;
+    let r1 = records.iter().find(|r| r.event_id == "r-1").unwrap();
+    assert_eq!(r1.quantity, "61.5");
+    assert_eq!(r1.timestamp, "2026-11-18T11:30:00+00:00");
+    let attrs: Vec<(&str, &str)> = r1
+        .attributes
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()))
+        .collect();
+    assert_eq!(attrs, [("destination", "+441632960000"), ("source", "switch-7")]);
+
+    let wrong = dir.0.join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&mapping)
+            .unwrap()
+            .replace("\"called\"", "\"b_number\""),
+    )
+    .unwrap();
+    let (code, out, err) = ratectl(send(&wrong)).await;
+    assert_eq!(code, Some(1));
+    // With --json the failure is a JSON object on standard output.
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains("line 1: mapping attributes.destination: column \\\"b_number\\\" is not in the header"),
+        "{said}"
+    );
+    d.stop().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod connect;
+pub mod mapping;
 pub mod output;
 pub mod send;
 pub mod usage_file;

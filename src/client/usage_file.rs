@@ -121,8 +121,8 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
     Ok(events)
 }
 
-/// Splits one CSV line: fields may be quoted, with `""` for a quote inside.
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+/// Splits one CSV line at `delimiter`: fields may be quoted, with `""` for a quote inside.
+pub(super) fn csv_fields(line: &str, delimiter: char) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();
@@ -135,7 +135,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
                 field.push('"');
             }
             ('"', true) => quoted = false,
-            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, false) if c == delimiter => fields.push(std::mem::take(&mut field)),
             (c, _) => field.push(c),
         }
     }
@@ -151,7 +151,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
     let Some((_, header)) = lines.next() else {
         return Ok(Vec::new());
     };
-    let header = csv_fields(header.trim_end_matches('\r')).map_err(|m| err(1, m))?;
+    let header = csv_fields(header.trim_end_matches('\r'), ',').map_err(|m| err(1, m))?;
     let required = ["event_id", "account", "meter", "quantity", "timestamp"];
     let mut at = [0usize; 5];
     for (slot, name) in at.iter_mut().zip(required) {
@@ -168,7 +168,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
     let mut events = Vec::new();
     for (i, line) in lines {
         let n = i + 1;
-        let fields = csv_fields(line.trim_end_matches('\r')).map_err(|m| err(n, m))?;
+        let fields = csv_fields(line.trim_end_matches('\r'), ',').map_err(|m| err(n, m))?;
         if fields.len() != header.len() {
             return Err(err(
                 n,

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
+use crate::client::mapping::Mapping;
 use crate::client::output::{Failure, Printed};
 use crate::client::send::{SendOptions, send_all};
 use crate::client::usage_file;
@@ -33,6 +34,19 @@ pub struct SendArgs {
     /// send during one day, so a resend is recognized as a duplicate.
     #[arg(long)]
     rebase_days: bool,
+    /// The file's format; by default CSV when the name ends in .csv, else JSONL.
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
+    /// A CSV file with its own columns: which column is which field, the timestamp's format and
+    /// zone, a factor for the quantity's unit, constant attributes (docs/mediation.md).
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
 }
 
 pub async fn run(args: &SendArgs, access: &Access) -> Result<Printed, Failure> {
@@ -42,7 +56,26 @@ pub async fn run(args: &SendArgs, access: &Access) -> Result<Printed, Failure> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::new(format!("cannot read {}: {e}", args.file.display())))?;
     let name = args.file.to_string_lossy();
-    let mut events = usage_file::parse(&name, &text).map_err(|e| Failure::new(format!("{name}: {e}")))?;
+    let csv = args.format.map_or(name.ends_with(".csv"), |f| f == FileFormat::Csv);
+    let parsed = match &args.mapping {
+        Some(path) if csv => {
+            let mapping_text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+            let mapping = Mapping::parse(&mapping_text).map_err(|e| {
+                let lines: Vec<String> = e.0.iter().map(|l| format!("{}: {l}", path.display())).collect();
+                Failure::new(lines.join("\n"))
+            })?;
+            mapping.read(&text)
+        }
+        Some(_) => {
+            return Err(Failure::new(
+                "--mapping reads CSV files: give --format csv (or a .csv file)",
+            ));
+        }
+        None if csv => usage_file::parse_csv(&text),
+        None => usage_file::parse_jsonl(&text),
+    };
+    let mut events = parsed.map_err(|e| Failure::new(format!("{name}: {e}")))?;
     if args.rebase_days {
         usage_file::rebase_days(&mut events, Utc::now());
     }
