@@ -1,7 +1,7 @@
 //! Prepaid balances: a wallet per account holds one purse per currency, and every change to a
 //! purse is a numbered ledger entry (top-up, reservation, commit, release, expiry, adjustment)
 //! with the id that makes it once-only. The purse keeps the running sums; the ledger explains
-//! them, and [`Purse::check`] proves one against the other:
+//! them, and [`Wallet::replay`] (at every start) proves one against the other:
 //!
 //! ```text
 //! available = top-ups + adjustments - commits - expiries - open reservations
@@ -156,7 +156,12 @@ impl Purse {
     pub fn spendable(&self) -> Decimal {
         self.available() + self.credit_limit
     }
+}
 
+/// The check the tests hold every purse to (the start replays the ledger instead,
+/// [`Wallet::replay`]).
+#[cfg(test)]
+impl Purse {
     /// Checks the purse's sums against its ledger entries (all of them, in any order): the
     /// invariant `available = top-ups + adjustments - commits - expiries - open reservations`,
     /// each sum on its own, and that the entries after the last one say the same.
