@@ -36,6 +36,7 @@ fn context() -> RatingContext {
     RatingContext {
         catalogue,
         subscriptions: SubscriptionBook::new(&[], Some("saas-pro".into())),
+        mediation: Default::default(),
     }
 }
 
@@ -60,6 +61,7 @@ fn event(n: u64) -> ValidEvent {
             timestamp: now() - Duration::seconds((n % 3600) as i64),
             attributes: Vec::new(),
         },
+        as_sent: None,
     }
 }
 
@@ -147,6 +149,7 @@ fn records(count: u64) -> Vec<u8> {
             rated_quantity: e.event.quantity,
             charge: Decimal::new(123_456_789, 9),
             correction: None,
+            as_sent: None,
         });
     }
     segment.finish()
@@ -183,6 +186,7 @@ fn blocks(c: &mut Criterion) {
                     rated_quantity: one.event.quantity,
                     charge: Decimal::new(123_456_789, 9),
                     correction: None,
+                    as_sent: None,
                 });
             }
             payload = segment.finish();

@@ -179,6 +179,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
     let context: SharedContext = Arc::new(ArcSwap::from_pointee(RatingContext {
         catalogue: config.catalogue.clone(),
         subscriptions,
+        mediation: Arc::new(config.mediation_rules.clone()),
     }));
     let pipeline_config = PipelineConfig {
         shards: config.shards,
@@ -257,7 +258,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         pipeline.clone(),
         admin_tables,
         config.limits.max_batch_events,
-        config.tariffs_path.clone(),
+        (config.tariffs_path.clone(), config.mediation_rules_path.clone()),
     ));
     let max_message = config.limits.max_message_bytes;
     // Health: SERVING from here on (recovery is done before the port is bound), NOT_SERVING as
@@ -411,7 +412,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
 }
 
 /// Releases lapsed reservations and expires credit every [`BALANCE_SWEEP_INTERVAL`] until the
-/// daemon stops.
+/// daemon stops; also removes the claims of moved events whose day left the dedupe window.
 async fn sweep_balances(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -423,6 +424,12 @@ async fn sweep_balances(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>
         }
         if let Err(error) = pipeline.sweep_balances().await {
             warn!(%error, "balance sweep not done; retried in a second");
+        }
+        let pruning = pipeline.clone();
+        match tokio::task::spawn_blocking(move || pruning.prune_moved_claims()).await {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(removed)) => info!(removed, "claims of moved events left the dedupe window"),
+            Ok(Err(error)) => warn!(%error, "claims of moved events not pruned; retried in a second"),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::mediation::{Rules, parse_rules};
 use crate::domain::money::parse_exact;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
@@ -66,6 +67,10 @@ pub struct Config {
     pub retention_export_dir: Option<PathBuf>,
     pub tariffs_path: PathBuf,
     pub catalogue: Catalogue,
+    /// `[mediation] rules`: the normalization rules file, reloaded with the tariffs; `None`: no
+    /// rules, every event is rated as sent.
+    pub mediation_rules_path: Option<PathBuf>,
+    pub mediation_rules: Rules,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
     pub default_plan: Option<String>,
     pub subscriptions: Vec<Subscription>,
@@ -194,6 +199,8 @@ struct RawConfig {
     reservation_ttl_seconds: u32,
     retention_export_dir: Option<PathBuf>,
     tariffs: PathBuf,
+    #[serde(default)]
+    mediation: RawMediation,
     default_plan: Option<String>,
     #[serde(default)]
     subscriptions: Vec<RawSubscription>,
@@ -206,6 +213,12 @@ struct RawConfig {
     allow_unauthenticated_non_loopback: bool,
     #[serde(default)]
     tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMediation {
+    rules: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +328,13 @@ impl Config {
             )
         })?;
         let mut errors = Vec::new();
+        let mediation_rules = match &raw.mediation.rules {
+            None => Rules::default(),
+            Some(path) => load_rules(path).unwrap_or_else(|e| {
+                errors.extend(e);
+                Rules::default()
+            }),
+        };
         let listen = raw
             .listen
             .parse::<SocketAddr>()
@@ -491,6 +511,8 @@ impl Config {
             },
             tariffs_path: raw.tariffs,
             catalogue,
+            mediation_rules_path: raw.mediation.rules,
+            mediation_rules,
             default_plan: raw.default_plan,
             subscriptions,
             plan_alerts,
@@ -500,6 +522,13 @@ impl Config {
             tokens,
         })
     }
+}
+
+/// Reads and checks a normalization rules file: every error prefixed with the file's path.
+pub fn load_rules(path: &Path) -> Result<Rules, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("mediation.rules: cannot read {}: {e}", path.display())])?;
+    parse_rules(&text).map_err(|errors| errors.0.iter().map(|e| format!("{}: {e}", path.display())).collect())
 }
 
 /// `[[tokens]]`: unique names and hashes, known roles, a scope only for ingest and read tokens.

@@ -166,6 +166,16 @@ pub fn store_block(data: &[u8]) {
             rated_quantity: rust_decimal::Decimal::ONE,
             charge: rust_decimal::Decimal::new(5, 2),
             correction,
+            // Every third record carries the event as sent (normalization rules changed it).
+            as_sent: (i % 3 == 0).then(|| {
+                Box::new(crate::domain::record::AsSent {
+                    account_id: format!("sent-{i}"),
+                    meter: part.to_string(),
+                    quantity: rust_decimal::Decimal::new(i as i64, 3),
+                    attributes: vec![(part.to_string(), "v".into())],
+                    rules: vec!["r1".into(), part.to_string()],
+                })
+            }),
         };
         segment.push(&record.as_ref());
         written.push(record);

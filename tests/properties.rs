@@ -363,7 +363,7 @@ proptest! {
                 content: 0, event_id: id.clone(), account_id: "a".into(), meter: meter.to_string(), quantity: *quantity,
                 timestamp_unix_nanos: when.timestamp_nanos_opt().unwrap(), attributes: Vec::new(), plan: "c".into(),
                 version: 1, period: "2026-11".into(), period_usage_before: usage[m], subscription_discount: None,
-                rated_quantity: r.rated_quantity, charge: r.charge, correction: None,
+                rated_quantity: r.rated_quantity, charge: r.charge, correction: None, as_sent: None,
             });
             usage[m] += r.rated_quantity;
         }

@@ -201,7 +201,7 @@ async fn every_daemon_command_prints_what_users_read() {
     let (_, out, _) = ratectl(args(&t, &["tariffs", "upcoming"])).await;
     assert_eq!(out.trim(), "saas-pro version 2 effective 2027-01-01T00:00:00+00:00");
     let (_, out, _) = ratectl(args(&t, &["tariffs", "reload", "--json"])).await;
-    assert_eq!(out.trim(), r#"{"meters":5,"plans":4,"versions":5}"#);
+    assert_eq!(out.trim(), r#"{"mediation_rules":0,"meters":5,"plans":4,"versions":5}"#);
 
     // Nothing of this changed the totals.
     let mut q = proto::query_client::QueryClient::new(channel(&t).await);

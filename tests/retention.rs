@@ -376,6 +376,7 @@ async fn closes_of_an_earlier_release_get_their_final_totals_at_the_first_start(
                 rated_quantity: rust_decimal::Decimal::from(10),
                 charge: rust_decimal::Decimal::new(charge, 9),
                 correction: None,
+                as_sent: None,
             };
             segment.push(&record.as_ref());
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::domain::mediation::{Rules, parse_rules};
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
 use crate::domain::tariff_file::parse_catalogue;
@@ -36,6 +37,8 @@ pub struct Reprocessed {
     pub accepted: u32,
     pub duplicate: u32,
     pub rejected: u32,
+    /// A normalization rule drops them now: they leave suspense.
+    pub dropped: u32,
 }
 
 /// The tables the Admin API writes (handles from the store).
@@ -49,6 +52,16 @@ pub struct AdminTables {
     pub adjustments: Adjustments,
 }
 
+/// What a reload put in force.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloaded {
+    pub plans: usize,
+    pub versions: usize,
+    pub meters: usize,
+    /// Normalization rules.
+    pub rules: usize,
+}
+
 /// The admin operations, shared by the gRPC service and the SIGHUP handler.
 pub struct AdminCore {
     pipeline: Arc<Pipeline>,
@@ -57,6 +70,8 @@ pub struct AdminCore {
     versions: Versions,
     max_batch_events: usize,
     tariffs_path: PathBuf,
+    /// The normalization rules file, reloaded with the tariffs (`None`: no rules).
+    rules_path: Option<PathBuf>,
     /// Serializes changes: each is read-modify-replace of the whole context.
     writes: tokio::sync::Mutex<()>,
     corrections: Corrections,
@@ -64,7 +79,12 @@ pub struct AdminCore {
 }
 
 impl AdminCore {
-    pub fn new(pipeline: Arc<Pipeline>, tables: AdminTables, max_batch_events: usize, tariffs_path: PathBuf) -> Self {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        tables: AdminTables,
+        max_batch_events: usize,
+        (tariffs_path, rules_path): (PathBuf, Option<PathBuf>),
+    ) -> Self {
         AdminCore {
             pipeline,
             subscriptions: tables.subscriptions,
@@ -72,6 +92,7 @@ impl AdminCore {
             versions: tables.versions,
             max_batch_events,
             tariffs_path,
+            rules_path,
             writes: tokio::sync::Mutex::new(()),
             corrections: tables.corrections,
             adjustments: tables.adjustments,
@@ -106,11 +127,12 @@ impl AdminCore {
             // Batch ids from the top of the range, far from any agent's.
             let batch_id = u64::MAX - n as u64;
             let events = chunk.iter().map(|(_, e)| e.event.clone());
-            let ack = self.pipeline.intake(batch_id, events).await?.ack().await?;
+            let ack = self.pipeline.intake(batch_id, events, None).await?.ack().await?;
             done.reprocessed += chunk.len() as u32;
             done.accepted += ack.accepted;
             done.duplicate += ack.duplicate;
             done.rejected += ack.rejected;
+            done.dropped += ack.dropped;
             let keys: Vec<SuspenseId> = chunk.iter().map(|(k, _)| k.clone()).collect();
             self.suspense.remove(&keys)?;
             metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).decrement(keys.len() as f64);
@@ -143,6 +165,7 @@ impl AdminCore {
         context.store(Arc::new(RatingContext {
             catalogue: current.catalogue.clone(),
             subscriptions: book,
+            mediation: current.mediation.clone(),
         }));
         match list.as_slice() {
             [s] => info!(account = %s.account_id, plan = %s.plan_id, from = %s.from, "subscription upserted"),
@@ -151,15 +174,21 @@ impl AdminCore {
         Ok(())
     }
 
-    /// Re-reads the tariff file; the old tariffs stay in force when the new file is refused.
-    pub async fn reload_tariffs(&self) -> Result<(usize, usize, usize), ApiError> {
+    /// Re-reads the tariff file and the normalization rules file; when either is refused, the
+    /// old tariffs and rules both stay in force. Returns the counts of plans, versions, meters
+    /// and rules.
+    pub async fn reload_tariffs(&self) -> Result<Reloaded, ApiError> {
         let _guard = self.writes.lock().await;
+        // Every batch admitted under the old rules is committed before new ones are in force:
+        // a resend the new rules route elsewhere finds the old claims on disk.
+        let _drained = self.pipeline.drained().await?;
         let result = self.try_reload();
         let outcome = if result.is_ok() { "ok" } else { "refused" };
         metrics::counter!(crate::telemetry::TARIFF_RELOADS, "result" => outcome).increment(1);
         match &result {
-            Ok((plans, versions, meters)) => {
-                info!(plans, versions, meters, path = %self.tariffs_path.display(), "tariffs reloaded")
+            Ok(r) => {
+                info!(plans = r.plans, versions = r.versions, meters = r.meters, rules = r.rules,
+                    path = %self.tariffs_path.display(), "tariffs reloaded")
             }
             Err(error) => {
                 warn!(%error, path = %self.tariffs_path.display(), "tariff reload refused; the previous tariffs stay in force")
@@ -168,7 +197,17 @@ impl AdminCore {
         result
     }
 
-    fn try_reload(&self) -> Result<(usize, usize, usize), ApiError> {
+    fn try_reload(&self) -> Result<Reloaded, ApiError> {
+        let rules = match &self.rules_path {
+            None => Rules::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ApiError::RulesFileUnreadable {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                })?;
+                parse_rules(&text).map_err(ApiError::RulesFile)?
+            }
+        };
         let text = std::fs::read_to_string(&self.tariffs_path).map_err(|e| ApiError::TariffFileUnreadable {
             path: self.tariffs_path.display().to_string(),
             error: e.to_string(),
@@ -205,14 +244,16 @@ impl AdminCore {
             return Err(ApiError::VersionsEdited(edits));
         }
         self.versions.record(&KnownVersion::of(&catalogue), now)?;
-        let counts = (
-            catalogue.plans().len(),
-            catalogue.plans().iter().map(|p| p.versions.len()).sum(),
-            catalogue.meters().count(),
-        );
+        let counts = Reloaded {
+            plans: catalogue.plans().len(),
+            versions: catalogue.plans().iter().map(|p| p.versions.len()).sum(),
+            meters: catalogue.meters().count(),
+            rules: rules.len(),
+        };
         context.store(Arc::new(RatingContext {
             catalogue,
             subscriptions: current.subscriptions.clone(),
+            mediation: Arc::new(rules),
         }));
         Ok(counts)
     }
@@ -350,6 +391,7 @@ impl Admin for AdminService {
             accepted: done.accepted,
             duplicate: done.duplicate,
             rejected: done.rejected,
+            dropped: done.dropped,
         }))
     }
 
@@ -413,11 +455,12 @@ impl Admin for AdminService {
         &self,
         _: Request<proto::ReloadTariffsRequest>,
     ) -> Result<Response<proto::ReloadTariffsResponse>, Status> {
-        let (plans, versions, meters) = self.0.reload_tariffs().await?;
+        let r = self.0.reload_tariffs().await?;
         Ok(Response::new(proto::ReloadTariffsResponse {
-            plans: plans as u32,
-            versions: versions as u32,
-            meters: meters as u32,
+            plans: r.plans as u32,
+            versions: r.versions as u32,
+            meters: r.meters as u32,
+            mediation_rules: r.rules as u32,
         }))
     }
 

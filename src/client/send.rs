@@ -19,6 +19,8 @@ pub struct Summary {
     pub duplicate: u64,
     /// Rejected events by reason (`NO_TARIFF`, ...).
     pub rejected: BTreeMap<String, u64>,
+    /// Events the daemon's normalization rules dropped, by rule.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -31,6 +33,10 @@ impl Summary {
                 let reason = proto::RejectReason::try_from(r.reason).unwrap_or(proto::RejectReason::Unspecified);
                 let name = reason.as_str_name().trim_start_matches("REJECT_REASON_").to_string();
                 *self.rejected.entry(name).or_default() += 1;
+            } else if r.outcome == proto::Outcome::Dropped as i32 {
+                // The detail is `dropped by rule "<name>"`.
+                let rule = r.detail.split('"').nth(1).unwrap_or(&r.detail).to_string();
+                *self.dropped.entry(rule).or_default() += 1;
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod fee;
 pub mod hex;
 pub mod keyed;
 pub mod localtime;
+pub mod mediation;
 pub mod money;
 pub mod period;
 pub mod record;

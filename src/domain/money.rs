@@ -133,7 +133,7 @@ pub enum RoundingMode {
 }
 
 impl RoundingMode {
-    fn strategy(self) -> RoundingStrategy {
+    pub fn strategy(self) -> RoundingStrategy {
         match self {
             RoundingMode::HalfUp => RoundingStrategy::MidpointAwayFromZero,
             RoundingMode::HalfEven => RoundingStrategy::MidpointNearestEven,

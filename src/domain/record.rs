@@ -43,6 +43,21 @@ pub struct RatedRecord {
     pub charge: Decimal,
     /// Set on the records a correction writes (a reversal or a replacement): why it exists.
     pub correction: Option<Correction>,
+    /// Set when normalization rules changed the event: the event as sent, and the rules.
+    pub as_sent: Option<Box<AsSent>>,
+}
+
+/// The event as an agent sent it, kept beside a record whose event normalization rules changed
+/// (docs/mediation.md), with the names of those rules in the order they fired. Its id and time
+/// are the record's (rules never change them). Dedupe keys on this account and event id, and the
+/// record's content hash is of this event, so a change of rules never makes a resend new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsSent {
+    pub account_id: String,
+    pub meter: String,
+    pub quantity: Decimal,
+    pub attributes: Vec<(String, String)>,
+    pub rules: Vec<String>,
 }
 
 /// The same fields borrowed: a shard encodes records from its events without copying strings.
@@ -63,6 +78,7 @@ pub struct RatedRecordRef<'a> {
     pub rated_quantity: Decimal,
     pub charge: Decimal,
     pub correction: Option<&'a Correction>,
+    pub as_sent: Option<&'a AsSent>,
 }
 
 impl RatedRecord {
@@ -81,6 +97,18 @@ impl RatedRecord {
             "rated_quantity": self.rated_quantity.normalize().to_string(), "charge": self.charge.to_string(),
             "period_usage_before": self.period_usage_before.normalize().to_string(),
         });
+        if let Some(sent) = &self.as_sent {
+            let attributes: serde_json::Map<String, serde_json::Value> = sent
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect();
+            line["as_sent"] = serde_json::json!({
+                "account": sent.account_id, "meter": sent.meter,
+                "quantity": sent.quantity.normalize().to_string(), "attributes": attributes,
+                "rules": sent.rules,
+            });
+        }
         if let Some(c) = &self.correction {
             line["correction"] = serde_json::json!({
                 "role": c.role.as_str(), "action": c.action.as_str(), "id": c.id, "reason": c.reason,
@@ -122,6 +150,11 @@ impl RatedRecord {
         }
     }
 
+    /// The account the event was sent with: the dedupe key's (with the event id).
+    pub fn sent_account(&self) -> &str {
+        self.as_sent.as_ref().map_or(&self.account_id, |s| &s.account_id)
+    }
+
     /// The event time.
     pub fn at(&self) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp_nanos(self.timestamp_unix_nanos)
@@ -157,6 +190,7 @@ impl RatedRecord {
             rated_quantity: self.rated_quantity,
             charge: self.charge,
             correction: self.correction.as_ref(),
+            as_sent: self.as_sent.as_deref(),
         }
     }
 }

@@ -54,20 +54,41 @@ pub struct Rejected {
 impl UsageEvent {
     /// The event in its received form (for suspense, when a valid event is rejected by rating).
     pub fn to_raw(&self) -> RawEvent {
-        // The quantity has at most 9 fractional digits (checked at the door): exact in nanos.
-        let nanos = self.quantity.mantissa() * 10i128.pow(9u32.saturating_sub(self.quantity.scale()));
         RawEvent {
             event_id: self.event_id.clone(),
             account_id: self.account_id.clone(),
             meter: self.meter.clone(),
-            quantity: Some((
-                i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
-                (nanos % 1_000_000_000) as i32,
-            )),
+            quantity: Some(units_and_nanos(self.quantity)),
             timestamp_unix_nanos: self.timestamp.timestamp_nanos_opt().unwrap_or(0),
             attributes: self.attributes.clone(),
         }
     }
+}
+
+/// What [`quantity_of`] accepts, as said to a client.
+pub const QUANTITY_RULE: &str = "quantity must be >= 0 with 0 <= nanos < 1e9";
+
+/// The exact quantity of whole units and nanos as sent (events, amendments); `None` when it
+/// breaks [`QUANTITY_RULE`].
+pub fn quantity_of(units: i64, nanos: i32) -> Option<Decimal> {
+    if units < 0 || !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    Some(if nanos == 0 {
+        Decimal::from(units)
+    } else {
+        Decimal::from_i128_with_scale(i128::from(units) * 1_000_000_000 + i128::from(nanos), 9).normalize()
+    })
+}
+
+/// Whole units and nanos of a quantity with at most 9 fractional digits (checked at the door, or
+/// by the rule that made it): exact.
+pub fn units_and_nanos(quantity: Decimal) -> (i64, i32) {
+    let nanos = quantity.mantissa() * 10i128.pow(9u32.saturating_sub(quantity.scale()));
+    (
+        i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+        (nanos % 1_000_000_000) as i32,
+    )
 }
 
 /// Looks an attribute up by name in an event's attribute pairs.
@@ -136,8 +157,11 @@ impl RejectReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventOutcome {
     pub index: u32,
-    /// `None` for DUPLICATE (a success), `Some(reason)` for REJECTED.
+    /// `None` for DUPLICATE or DROPPED (successes), `Some(reason)` for REJECTED.
     pub rejected: Option<RejectReason>,
+    /// For DROPPED: the normalization rule that matched it (not rated, not kept, counted under
+    /// the rule's name).
+    pub dropped_by: Option<std::sync::Arc<str>>,
     pub detail: String,
 }
 
@@ -148,6 +172,8 @@ pub struct Ack {
     pub accepted: u32,
     pub duplicate: u32,
     pub rejected: u32,
+    /// Events normalization rules dropped (received = accepted + duplicate + rejected + dropped).
+    pub dropped: u32,
     /// Every event that was not accepted, in index order.
     pub results: Vec<EventOutcome>,
 }

@@ -75,8 +75,9 @@ impl IngestService {
             });
         }
         let events = batch.events.into_iter().map(raw_event);
+        let scope = caller.and_then(|c| c.account_prefix.as_deref());
         self.pipeline
-            .intake(batch_id, events)
+            .intake(batch_id, events, scope)
             .await
             .map_err(|cause| match cause {
                 PipelineError::Damaged { .. } => ApiError::BatchRefused { batch_id, cause },

@@ -232,6 +232,9 @@ impl Pipeline {
                     fingerprint: self.key.fingerprint(&raw.account_id, &raw.event_id),
                     content: content_hash(self.key.seed(), &raw),
                     event: accept(raw, quantity),
+                    // Not normalized: the session's units were granted for this meter and
+                    // attributes at Authorize, and its end is charged for the same.
+                    as_sent: None,
                 }),
                 Err(why) => Err(rejected_at_door(raw, why, &config.event_limits, window.now_nanos)),
             },

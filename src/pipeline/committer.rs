@@ -143,6 +143,7 @@ impl Committer {
         }
         for out in group.iter_mut() {
             commit.suspense.append(&mut out.suspense);
+            commit.writes.append(&mut out.moved_claims);
             if let Some(balance) = out.balance.as_mut() {
                 commit.writes.append(&mut balance.writes);
                 commit.ledger.append(&mut balance.ledger);

@@ -13,6 +13,10 @@ use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
 use crate::domain::charge::{CHARGE_ID_PREFIX, OneOffCharge};
 use crate::domain::fee::FEE_ID_PREFIX;
 use crate::domain::tariff::Catalogue;
+use std::sync::Arc;
+
+use crate::domain::mediation::Outcome;
+use crate::domain::record::AsSent;
 use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected, UsageEvent};
 
 /// Bounds on one event's fields (from `[limits]`).
@@ -111,21 +115,7 @@ pub fn check(
     Ok(quantity)
 }
 
-/// What [`quantity_of`] accepts, as said to a client.
-pub const QUANTITY_RULE: &str = "quantity must be >= 0 with 0 <= nanos < 1e9";
-
-/// The exact quantity of whole units and nanos as sent (events, amendments); `None` when it
-/// breaks [`QUANTITY_RULE`].
-pub fn quantity_of(units: i64, nanos: i32) -> Option<Decimal> {
-    if units < 0 || !(0..1_000_000_000).contains(&nanos) {
-        return None;
-    }
-    Some(if nanos == 0 {
-        Decimal::from(units)
-    } else {
-        Decimal::from_i128_with_scale(i128::from(units) * 1_000_000_000 + i128::from(nanos), 9).normalize()
-    })
-}
+pub use crate::domain::usage::{QUANTITY_RULE, quantity_of};
 
 /// The domain event of a raw event that passed [`check`] with `quantity`.
 pub fn accept(e: RawEvent, quantity: Decimal) -> UsageEvent {
@@ -198,6 +188,31 @@ pub(super) fn rejected_at_door(
     }
 }
 
+/// An event as sent that normalization rules changed, and the rules that did.
+struct Sent {
+    event: RawEvent,
+    rules: Vec<Arc<str>>,
+}
+
+impl Sent {
+    /// What the record keeps of it (the id and time are the record's own). `quantity` is the
+    /// normalized one: the sent quantity passed its check too when a rule scaled it (a scale
+    /// rule leaves a malformed quantity alone), so it is only a fallback.
+    fn kept(self, quantity: Decimal) -> AsSent {
+        let sent = self.event;
+        AsSent {
+            quantity: sent
+                .quantity
+                .and_then(|(units, nanos)| quantity_of(units, nanos))
+                .unwrap_or(quantity),
+            account_id: sent.account_id,
+            meter: sent.meter,
+            attributes: sent.attributes,
+            rules: self.rules.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}
+
 /// A batch inside the pipeline: its acknowledgement once every part of it is durable.
 pub struct Pending(oneshot::Receiver<Result<Ack, PipelineError>>);
 
@@ -211,11 +226,14 @@ impl Pending {
 impl Pipeline {
     /// Takes one batch in (see the module documentation). `events` are in the batch's order; the
     /// acknowledgement reports them by index. Refused whole, before anything is written, when an
-    /// account's records are damaged, when storage failed, or while shutting down.
+    /// account's records are damaged, when storage failed, or while shutting down. `scope` is the
+    /// caller's account prefix (a scoped token), checked by the caller on the accounts as sent
+    /// and here on the accounts rules moved events to.
     pub async fn intake(
         &self,
         batch_id: u64,
         events: impl ExactSizeIterator<Item = RawEvent>,
+        scope: Option<&str>,
     ) -> Result<Pending, PipelineError> {
         let admitted = self.admit().await?;
         let config = &self.config;
@@ -225,27 +243,97 @@ impl Pipeline {
         let any_damage = !self.committed.damaged.is_empty();
         let mut valid = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
+        let mut normalized = 0u64;
+        let mut dropped: Vec<(u32, Arc<str>)> = Vec::new();
         for (i, e) in events.enumerate() {
+            let index = i as u32;
+            // Without rules (the default) the event is checked as sent, with no copy.
+            let (e, sent) = if context.mediation.is_empty() {
+                (e, None)
+            } else {
+                match context.mediation.apply(&e) {
+                    Outcome::Unchanged => (e, None),
+                    Outcome::Normalized { event, rules } => {
+                        normalized += 1;
+                        (event, Some(Sent { event: e, rules }))
+                    }
+                    Outcome::Dropped { rule } => {
+                        dropped.push((index, rule));
+                        continue;
+                    }
+                    Outcome::Refused { rule, detail } => {
+                        let why = (RejectReason::InvalidField, format!("rule {rule:?}: {detail}"));
+                        rejected.push(RejectedEvent {
+                            index,
+                            rejected: rejected_at_door(e, why, &config.event_limits, window.now_nanos),
+                        });
+                        continue;
+                    }
+                }
+            };
+            if let (Some(sent), Some(prefix)) = (&sent, scope)
+                && !e.account_id.starts_with(prefix)
+            {
+                // A scoped agent never charges an account outside its scope, whatever the rules do.
+                let detail = format!(
+                    "rules {} moved the event to account {:?}, outside the caller's scope {prefix:?}",
+                    sent.rules.join(", "),
+                    e.account_id
+                );
+                rejected.push(RejectedEvent {
+                    index,
+                    rejected: rejected_at_door(
+                        sent.event.clone(),
+                        (RejectReason::InvalidField, detail),
+                        &config.event_limits,
+                        window.now_nanos,
+                    ),
+                });
+                continue;
+            }
             if any_damage {
                 // Refused whole: its totals and dedupe claims are unknown, rating more would charge
                 // on a wrong base. Nothing was routed yet; the admission is given back on return.
                 self.committed.check_damage(&e.account_id)?;
             }
-            let index = i as u32;
             match check(&e, &config.event_limits, Some(&window), &context.catalogue) {
-                Ok(quantity) => valid.push(ValidEvent {
+                Ok(quantity) => {
+                    // Dedupe keys on the event as sent: a change of rules never makes a resend new.
+                    let (fingerprint, content) = match &sent {
+                        None => (
+                            self.key.fingerprint(&e.account_id, &e.event_id),
+                            content_hash(self.key.seed(), &e),
+                        ),
+                        Some(sent) => (
+                            self.key.fingerprint(&sent.event.account_id, &sent.event.event_id),
+                            content_hash(self.key.seed(), &sent.event),
+                        ),
+                    };
+                    valid.push(ValidEvent {
+                        index,
+                        fingerprint,
+                        content,
+                        event: accept(e, quantity),
+                        as_sent: sent.map(|s| Box::new(s.kept(quantity))),
+                    });
+                }
+                // Suspense keeps the event as sent: a reprocess applies the rules in force then.
+                Err((reason, detail)) => rejected.push(RejectedEvent {
                     index,
-                    fingerprint: self.key.fingerprint(&e.account_id, &e.event_id),
-                    content: content_hash(self.key.seed(), &e),
-                    event: accept(e, quantity),
-                }),
-                Err(why) => rejected.push(RejectedEvent {
-                    index,
-                    rejected: rejected_at_door(e, why, &config.event_limits, window.now_nanos),
+                    rejected: match sent {
+                        None => rejected_at_door(e, (reason, detail), &config.event_limits, window.now_nanos),
+                        Some(sent) => rejected_at_door(
+                            sent.event,
+                            (reason, format!("{detail} (after rules {})", sent.rules.join(", "))),
+                            &config.event_limits,
+                            window.now_nanos,
+                        ),
+                    },
                 }),
             }
         }
-        Ok(Pending(self.submit(batch_id, admitted, valid, rejected)))
+        crate::telemetry::count_normalized(normalized);
+        Ok(Pending(self.submit(batch_id, admitted, valid, rejected, dropped)))
     }
 
     /// Takes one one-off charge in, checked by the Admin API (amount, currency, time), as a batch
@@ -271,8 +359,9 @@ impl Pipeline {
                 fingerprint: self.key.fingerprint(&event.account_id, &event.event_id),
                 content: content_hash(self.key.seed(), &raw),
                 event,
+                as_sent: None,
             });
         }
-        Ok(Pending(self.submit(batch_id, admitted, valid, Vec::new())))
+        Ok(Pending(self.submit(batch_id, admitted, valid, Vec::new(), Vec::new())))
     }
 }

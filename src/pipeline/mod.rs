@@ -32,6 +32,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::domain::keyed::HashKey;
 
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
+use crate::domain::mediation::Rules;
+use crate::domain::record::AsSent;
 use crate::domain::subscription::SubscriptionBook;
 use crate::domain::tariff::Catalogue;
 use crate::domain::usage::{Ack, EventOutcome, Rejected, UsageEvent};
@@ -266,6 +268,8 @@ pub type CommittedView = Arc<Committed>;
 pub struct RatingContext {
     pub catalogue: Catalogue,
     pub subscriptions: SubscriptionBook,
+    /// Normalization rules applied at the door (docs/mediation.md); reloaded with the tariffs.
+    pub mediation: Arc<Rules>,
 }
 
 /// The context in force, replaced whole by a tariff reload or a subscription change. Shards and
@@ -281,6 +285,9 @@ pub struct ValidEvent {
     /// Hash of the content (meter, quantity, time, attributes).
     pub content: u64,
     pub event: UsageEvent,
+    /// The event as sent, when normalization rules changed it (kept in its record, and what a
+    /// rejection puts in suspense).
+    pub as_sent: Option<Box<AsSent>>,
 }
 
 /// An event refused before rating, on its way to suspense.
@@ -317,6 +324,9 @@ pub struct ShardOutput {
     pub totals: Vec<PeriodTotals>,
     /// Balance changes (prepaid records, balance operations); `None` for most jobs.
     pub balance: Option<Box<shard::BalanceWrites>>,
+    /// Dedupe claims of events whose account normalization rules changed (`store::MovedClaims`
+    /// keys and values), written in the commit of their records.
+    pub moved_claims: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ShardOutput {
@@ -333,6 +343,7 @@ impl ShardOutput {
             results: Vec::new(),
             totals: Vec::new(),
             balance: None,
+            moved_claims: Vec::new(),
         }
     }
 }
@@ -479,6 +490,23 @@ impl BatchTicket {
         }
     }
 
+    /// Notes the events normalization rules dropped (before any part is done): they are answered
+    /// DROPPED with the rule's name.
+    pub fn dropped(&self, dropped: Vec<(u32, Arc<str>)>) {
+        if dropped.is_empty() {
+            return;
+        }
+        let mut ack = lock(&self.ack);
+        ack.dropped += dropped.len() as u32;
+        ack.results
+            .extend(dropped.into_iter().map(|(index, rule)| EventOutcome {
+                index,
+                rejected: None,
+                detail: format!("dropped by rule {rule:?}"),
+                dropped_by: Some(rule),
+            }));
+    }
+
     /// Fails the batch (once); later parts are ignored.
     pub fn fail(&self, error: PipelineError) {
         self.finish(Err(error));
@@ -511,6 +539,10 @@ pub struct Pipeline {
     clock: SharedClock,
     config: PipelineConfig,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The claims of events whose account normalization rules changed, and the first day still
+    /// kept of them (older days are removed: their events are TOO_OLD at the door).
+    moved: crate::store::MovedClaims,
+    moved_kept_from_day: std::sync::atomic::AtomicU32,
 }
 
 /// Settings of the pipeline, from the config.
@@ -548,6 +580,7 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<Pipeline, StartError> {
         let key = store.key();
+        let moved = store.moved_claims();
         let mut states = shard::recover(
             &store,
             &context.load(),
@@ -640,6 +673,7 @@ impl Pipeline {
                 failed: failed.clone(),
                 records: store.records(),
                 balances: store.balances(),
+                moved: store.moved_claims(),
                 reservation_ttl: chrono::Duration::seconds(i64::from(config.reservation_ttl_seconds)),
             };
             threads.push(
@@ -675,7 +709,36 @@ impl Pipeline {
             clock,
             config,
             threads: Mutex::new(threads),
+            moved,
+            moved_kept_from_day: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Removes the claims of events whose account rules changed once their day has left the
+    /// dedupe window (the sweeper calls it every second; it works once a day).
+    pub fn prune_moved_claims(&self) -> Result<usize, StoreError> {
+        let oldest = self.clock.now() - chrono::Duration::days(i64::from(self.config.dedupe_window_days));
+        let day = oldest.timestamp().div_euclid(86_400).clamp(0, i64::from(u16::MAX)) as u32;
+        if self.moved_kept_from_day.load(Ordering::Acquire) == day {
+            return Ok(0);
+        }
+        // Events of the oldest instant's day may still pass the door: that day is kept.
+        let removed = self.moved.remove_before(day as u16)?;
+        self.moved_kept_from_day.store(day, Ordering::Release);
+        Ok(removed)
+    }
+
+    /// Waits until no batch is between admission and acknowledgement, and holds the pipeline so
+    /// until the returned value is dropped: a change of normalization rules takes effect with
+    /// every earlier batch committed (a resend normalized by the new rules finds the claims of
+    /// the old ones on disk).
+    pub async fn drained(&self) -> Result<OwnedSemaphorePermit, PipelineError> {
+        let all = u32::try_from(self.config.max_inflight_batches).unwrap_or(u32::MAX);
+        self.admission
+            .clone()
+            .acquire_many_owned(all)
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)
     }
 
     /// Durable totals only, published after each fsync.
@@ -725,6 +788,7 @@ impl Pipeline {
         admitted: Admitted,
         events: Vec<ValidEvent>,
         rejected: Vec<RejectedEvent>,
+        dropped: Vec<(u32, Arc<str>)>,
     ) -> oneshot::Receiver<Result<Ack, PipelineError>> {
         let shards = self.shard_tx.len();
         let mut parts: Vec<(Vec<ValidEvent>, Vec<RejectedEvent>)> =
@@ -741,6 +805,7 @@ impl Pipeline {
         // An empty batch still goes through one shard and the committer, so its ack keeps order.
         let used = if used.is_empty() { vec![0] } else { used };
         let (ticket, rx) = BatchTicket::new(batch_id, used.len(), admitted);
+        ticket.dropped(dropped);
         let queued_at = std::time::Instant::now();
         for i in used {
             let (events, rejected) = std::mem::take(&mut parts[i]);

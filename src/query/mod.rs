@@ -100,6 +100,19 @@ fn chain_text(chain: &[RatedRecord]) -> String {
     text
 }
 
+/// The line of an explanation that says what normalization rules made of the event as sent.
+fn as_sent_text(sent: &crate::domain::record::AsSent) -> String {
+    let attributes: Vec<String> = sent.attributes.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!(
+        "normalized by rules {}; as sent: account {:?}, meter {:?}, quantity {}, attributes {{{}}}",
+        sent.rules.join(", "),
+        sent.account_id,
+        sent.meter,
+        sent.quantity.normalize(),
+        attributes.join(", ")
+    )
+}
+
 fn own_record_explained(record: &RatedRecord) -> proto::ExplainRecordResponse {
     let description = description_of(&record.attributes);
     let (kind, text) = if record.meter == CHARGE_METER {
@@ -558,6 +571,9 @@ impl QueryService {
                 chain: Vec::new(),
             }
         };
+        if let Some(sent) = &record.as_sent {
+            answer.explanation_text = format!("{}\n{}", as_sent_text(sent), answer.explanation_text);
+        }
         if chain.len() > 1 {
             answer.explanation_text = format!("{}\n{}", chain_text(&chain), answer.explanation_text);
         }

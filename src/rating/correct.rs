@@ -262,6 +262,7 @@ bands = [
                     rated_quantity: r.rated_quantity,
                     charge: r.charge,
                     correction: None,
+                    as_sent: None,
                 }
             })
             .collect()

@@ -211,6 +211,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RatedRecord, CodecError> {
         period: r.str()?,
         attributes: r.pairs()?,
         correction: None,
+        as_sent: None,
     };
     if !r.is_empty() {
         return Err(CodecError::Invalid("trailing bytes"));
@@ -694,6 +695,7 @@ mod tests {
             rated_quantity: Decimal::new(15, 1),
             charge: Decimal::new(1_350_000, 9),
             correction: None,
+            as_sent: None,
         }
     }
 

@@ -25,7 +25,7 @@ use rust_decimal::Decimal;
 
 use super::codec::CodecError;
 use crate::domain::correction::{Action, Booking, Correction, Role};
-use crate::domain::record::{RatedRecord, RatedRecordRef};
+use crate::domain::record::{AsSent, RatedRecord, RatedRecordRef};
 
 /// The kind byte of a rated record.
 pub const KIND_RATED: u8 = 1;
@@ -41,7 +41,10 @@ pub const SEGMENT_HEADER: usize = 4 + 4 + 8;
 const FLAG_DISCOUNT: u8 = 1;
 const FLAG_RATED_IS_QUANTITY: u8 = 2;
 const FLAG_NO_USAGE_BEFORE: u8 = 4;
-const FLAGS_KNOWN: u8 = FLAG_DISCOUNT | FLAG_RATED_IS_QUANTITY | FLAG_NO_USAGE_BEFORE;
+/// The event as sent follows the record (normalization rules changed it; issue 19). Releases
+/// before it refuse the flag as unknown rather than misread the record.
+const FLAG_AS_SENT: u8 = 8;
+const FLAGS_KNOWN: u8 = FLAG_DISCOUNT | FLAG_RATED_IS_QUANTITY | FLAG_NO_USAGE_BEFORE | FLAG_AS_SENT;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
@@ -131,6 +134,9 @@ impl SegmentWriter {
         {
             flags |= FLAG_NO_USAGE_BEFORE;
         }
+        if r.as_sent.is_some() {
+            flags |= FLAG_AS_SENT;
+        }
         self.buf.push(if r.correction.is_some() {
             KIND_CORRECTION
         } else {
@@ -190,6 +196,20 @@ impl SegmentWriter {
                     self.dict(&b.plan);
                     self.dict(&b.period);
                 }
+            }
+        }
+        if let Some(sent) = r.as_sent {
+            put_bytes(&mut self.buf, sent.account_id.as_bytes());
+            self.dict(&sent.meter);
+            put_decimal(&mut self.buf, sent.quantity);
+            put_varint(&mut self.buf, sent.attributes.len() as u128);
+            for (k, v) in &sent.attributes {
+                self.dict(k);
+                self.dict(v);
+            }
+            put_varint(&mut self.buf, sent.rules.len() as u128);
+            for rule in &sent.rules {
+                self.dict(rule);
             }
         }
     }
@@ -381,17 +401,14 @@ impl<'a> SegmentReader<'a> {
         } else {
             None
         };
-        let n = self.varint()?;
-        // Each attribute takes two bytes at least: a count past that is damage, not an allocation.
-        if n > (self.body.len() / 2) as u128 {
-            return Err(CodecError::Invalid("attribute count"));
-        }
-        let mut attributes = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            attributes.push((self.dict()?, self.dict()?));
-        }
+        let attributes = self.attributes()?;
         let correction = if kind == KIND_CORRECTION {
             Some(self.correction()?)
+        } else {
+            None
+        };
+        let as_sent = if flags & FLAG_AS_SENT != 0 {
+            Some(Box::new(self.as_sent()?))
         } else {
             None
         };
@@ -411,6 +428,40 @@ impl<'a> SegmentReader<'a> {
             rated_quantity,
             charge,
             correction,
+            as_sent,
+        })
+    }
+
+    fn attributes(&mut self) -> Result<Vec<(String, String)>, CodecError> {
+        let n = self.varint()?;
+        // Each attribute takes two bytes at least: a count past that is damage, not an allocation.
+        if n > (self.body.len() / 2) as u128 {
+            return Err(CodecError::Invalid("attribute count"));
+        }
+        let mut attributes = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            attributes.push((self.dict()?, self.dict()?));
+        }
+        Ok(attributes)
+    }
+
+    fn as_sent(&mut self) -> Result<AsSent, CodecError> {
+        let account_id = self.string()?;
+        let meter = self.dict()?;
+        let quantity = self.decimal()?;
+        let attributes = self.attributes()?;
+        let n = self.varint()?;
+        // Each rule name takes a byte at least.
+        if n > self.body.len() as u128 {
+            return Err(CodecError::Invalid("rule count"));
+        }
+        let rules = (0..n).map(|_| self.dict()).collect::<Result<_, _>>()?;
+        Ok(AsSent {
+            account_id,
+            meter,
+            quantity,
+            attributes,
+            rules,
         })
     }
 
@@ -502,6 +553,7 @@ mod tests {
             rated_quantity: Decimal::from(120),
             charge: Decimal::new(180_000_000, 9),
             correction: None,
+            as_sent: None,
         }
     }
 
@@ -586,6 +638,29 @@ mod tests {
         list.push(RatedRecord {
             correction: Some(correction(Role::Replacement, Action::Amend, None)),
             ..usage(8)
+        });
+        // Records whose events normalization rules changed: the event as sent follows, on a
+        // usage record and on a correction's replacement.
+        let as_sent = |n: u32| {
+            Some(Box::new(AsSent {
+                account_id: format!("sim-26201{n}"),
+                meter: "voice.ms".into(),
+                quantity: Decimal::new(61_500, 3),
+                attributes: vec![
+                    ("destination".into(), "030 1234567".into()),
+                    ("unit".into(), "ms".into()),
+                ],
+                rules: vec!["sim-to-account".into(), "national-to-e164".into()],
+            }))
+        };
+        list.push(RatedRecord {
+            as_sent: as_sent(9),
+            ..usage(9)
+        });
+        list.push(RatedRecord {
+            correction: Some(correction(Role::Replacement, Action::Rerate, None)),
+            as_sent: as_sent(10),
+            ..usage(10)
         });
         list.push(RatedRecord {
             correction: Some(correction(Role::Reversal, Action::Void, None)),

@@ -49,8 +49,8 @@ pub use balance::Balances;
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
 pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
 pub use tables::{
-    Adjustments, Alerts, Claim, Closes, Corrections, Finals, Outbox, StoredAlert, StoredClose, Subscriptions, Suspense,
-    SuspenseId, Versions,
+    Adjustments, Alerts, Claim, Closes, Corrections, Finals, MovedClaims, Outbox, StoredAlert, StoredClose,
+    Subscriptions, Suspense, SuspenseId, Versions,
 };
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
@@ -282,6 +282,10 @@ impl Store {
     /// Wallets, ledgers and charging sessions.
     pub fn balances(&self) -> Balances {
         Balances(self.db.clone())
+    }
+
+    pub fn moved_claims(&self) -> MovedClaims {
+        MovedClaims(self.db.clone())
     }
 }
 

@@ -218,6 +218,7 @@ mod tests {
             rated_quantity: Decimal::from(3),
             charge: Decimal::new(3_000, 9),
             correction: None,
+            as_sent: None,
         }
     }
 

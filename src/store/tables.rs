@@ -538,3 +538,91 @@ impl Outbox {
         Ok(())
     }
 }
+
+/// The dedupe claims of events whose account normalization rules changed (docs/mediation.md):
+/// `h/<day u16><fingerprint u128>` (big-endian: ordered by the event's day) -> the content hash
+/// (u64). The window of the shard that rated such an event holds its claim too, but after a
+/// change of rules (a SIM moved to another account in a lookup table) a resend is routed to the
+/// shard of its new account, whose window never saw it: this table answers there. Written by the
+/// committer in the commit of the record; days older than the dedupe window are removed (such
+/// events are TOO_OLD at the door).
+#[derive(Clone)]
+pub struct MovedClaims(pub(super) Db);
+
+const MOVED_PREFIX: &[u8] = b"h/";
+
+impl MovedClaims {
+    /// The key and value of one claim (the shard puts them in its output).
+    pub fn entry(day: u16, fingerprint: u128, content: u64) -> (Vec<u8>, Vec<u8>) {
+        (moved_key(day, fingerprint), content.to_le_bytes().to_vec())
+    }
+
+    /// The content hash claimed for an event, if any.
+    pub fn get(&self, day: u16, fingerprint: u128) -> Result<Option<u64>, StoreError> {
+        let Some(value) = self.0.db.get(moved_key(day, fingerprint))? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+            self.0
+                .corrupt(format!("h/ day {day}"), codec::CodecError::Invalid("claim length"))
+        })?;
+        Ok(Some(u64::from_le_bytes(bytes)))
+    }
+
+    /// Removes the claims of days before `day` (one batch, fsynced); returns how many.
+    pub fn remove_before(&self, day: u16) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in self.0.db.range(MOVED_PREFIX.to_vec()..moved_key(day, 0)).keys() {
+            batch.remove(key?);
+            n += 1;
+        }
+        if n > 0 {
+            self.0.db.apply_batch(batch)?;
+            self.0.db.flush()?;
+        }
+        Ok(n)
+    }
+}
+
+fn moved_key(day: u16, fingerprint: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(MOVED_PREFIX.len() + 2 + 16);
+    k.extend_from_slice(MOVED_PREFIX);
+    k.extend_from_slice(&day.to_be_bytes());
+    k.extend_from_slice(&fingerprint.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Claims are found by day and fingerprint; the removal of old days keeps the later ones.
+    #[test]
+    fn moved_claims_are_kept_by_day_and_old_days_removed() {
+        let dir = std::env::temp_dir().join(format!("ratingd-moved-claims-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = crate::store::Store::open(&dir).unwrap();
+        let claims = store.moved_claims();
+        let writes = vec![
+            MovedClaims::entry(20_400, u128::MAX, 7),
+            MovedClaims::entry(20_409, 1, 8),
+            MovedClaims::entry(20_410, 1, 9),
+        ];
+        store
+            .commit(crate::store::Commit {
+                writes,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(claims.get(20_400, u128::MAX).unwrap(), Some(7));
+        assert_eq!(claims.get(20_409, 1).unwrap(), Some(8));
+        assert_eq!(claims.get(20_409, 2).unwrap(), None);
+        assert_eq!(claims.remove_before(20_410).unwrap(), 2);
+        assert_eq!(claims.get(20_409, 1).unwrap(), None);
+        assert_eq!(claims.get(20_410, 1).unwrap(), Some(9));
+        assert_eq!(claims.remove_before(20_410).unwrap(), 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

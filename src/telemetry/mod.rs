@@ -17,6 +17,10 @@ pub const EVENTS_RECEIVED: &str = "ratingd_events_received_total";
 pub const EVENTS_ACCEPTED: &str = "ratingd_events_accepted_total";
 pub const EVENTS_DUPLICATE: &str = "ratingd_events_duplicate_total";
 pub const EVENTS_REJECTED: &str = "ratingd_events_rejected_total";
+/// Events normalization rules changed before rating (docs/mediation.md).
+pub const EVENTS_NORMALIZED: &str = "ratingd_events_normalized_total";
+/// Events a normalization rule dropped, by `rule` (the names in the rules file).
+pub const EVENTS_DROPPED: &str = "ratingd_events_dropped_total";
 pub const REDIS_FLUSH_ERRORS: &str = "ratingd_redis_flush_errors_total";
 pub const PERIODS_CLOSED: &str = "ratingd_periods_closed_total";
 /// Rated records removed by retention (closed periods older than `retention_days`).
@@ -78,11 +82,13 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 34] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
+    EVENTS_NORMALIZED,
+    EVENTS_DROPPED,
     REDIS_FLUSH_ERRORS,
     PERIODS_CLOSED,
     RETENTION_REMOVED,
@@ -125,7 +131,15 @@ const COMMIT_EVENTS_BUCKETS: [f64; 11] = [
 fn describe() {
     describe_counter!(
         EVENTS_RECEIVED,
-        "Events received in acknowledged batches (accepted + duplicate + rejected)."
+        "Events received in acknowledged batches (accepted + duplicate + rejected + dropped)."
+    );
+    describe_counter!(
+        EVENTS_NORMALIZED,
+        "Events normalization rules changed before their checks and rating."
+    );
+    describe_counter!(
+        EVENTS_DROPPED,
+        "Events a normalization rule dropped (not rated, not kept), by rule."
     );
     describe_counter!(EVENTS_ACCEPTED, "Events rated and durably stored.");
     describe_counter!(
@@ -248,9 +262,33 @@ pub fn install(listen: Option<SocketAddr>) {
 
 static REJECTIONS_LOG: RateLimitedLog = RateLimitedLog::new();
 
+/// Counts a batch's events the normalization rules changed (at the door, once per batch).
+pub fn count_normalized(events: u64) {
+    if events > 0 {
+        counter!(EVENTS_NORMALIZED).increment(events);
+    }
+}
+
+/// Counts a batch's dropped events, once per rule that dropped some.
+fn count_dropped(results: &[crate::domain::usage::EventOutcome]) {
+    let mut by_rule: Vec<(&str, u64)> = Vec::new();
+    for rule in results.iter().filter_map(|r| r.dropped_by.as_deref()) {
+        match by_rule.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n += 1,
+            None => by_rule.push((rule, 1)),
+        }
+    }
+    for (rule, n) in by_rule {
+        counter!(EVENTS_DROPPED, "rule" => rule.to_string()).increment(n);
+    }
+}
+
 /// Counts one acknowledged batch.
 pub fn count_ack(ack: &Ack) {
-    counter!(EVENTS_RECEIVED).increment(u64::from(ack.accepted + ack.duplicate + ack.rejected));
+    counter!(EVENTS_RECEIVED).increment(u64::from(ack.accepted + ack.duplicate + ack.rejected + ack.dropped));
+    if ack.dropped > 0 {
+        count_dropped(&ack.results);
+    }
     counter!(EVENTS_ACCEPTED).increment(u64::from(ack.accepted));
     counter!(EVENTS_DUPLICATE).increment(u64::from(ack.duplicate));
     let mut by_reason = [0u64; RejectReason::ALL.len()];

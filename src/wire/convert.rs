@@ -90,6 +90,7 @@ pub fn ack_to_proto(ack: Ack) -> proto::BatchAck {
         accepted: ack.accepted,
         duplicate: ack.duplicate,
         rejected: ack.rejected,
+        dropped: ack.dropped,
         results: ack
             .results
             .into_iter()
@@ -97,6 +98,8 @@ pub fn ack_to_proto(ack: Ack) -> proto::BatchAck {
                 index: r.index,
                 outcome: if r.rejected.is_some() {
                     proto::Outcome::Rejected
+                } else if r.dropped_by.is_some() {
+                    proto::Outcome::Dropped
                 } else {
                     proto::Outcome::Duplicate
                 } as i32,
@@ -130,6 +133,13 @@ pub fn record_to_proto(r: &RatedRecord) -> proto::RatedRecord {
             at: c.at().to_rfc3339(),
             booked_plan: c.booked.as_ref().map(|b| b.plan.clone()).unwrap_or_default(),
             booked_period: c.booked.as_ref().map(|b| b.period.clone()).unwrap_or_default(),
+        }),
+        as_sent: r.as_sent.as_ref().map(|s| proto::EventAsSent {
+            account_id: s.account_id.clone(),
+            meter: s.meter.clone(),
+            quantity: s.quantity.normalize().to_string(),
+            attributes: attributes_to_proto(&s.attributes),
+            rules: s.rules.clone(),
         }),
     }
 }

@@ -13,6 +13,7 @@
 
 use tonic::{Code, Status};
 
+use crate::domain::mediation::RuleErrors;
 use crate::domain::subscription::SubscriptionError;
 use crate::domain::tariff_file::TariffErrors;
 use crate::pipeline::PipelineError;
@@ -121,6 +122,10 @@ pub enum ApiError {
     TariffFileUnreadable { path: String, error: String },
     #[error("{}", .0.to_string().replace('\n', "; "))]
     TariffFile(TariffErrors),
+    #[error("cannot read the mediation rules {path}: {error}")]
+    RulesFileUnreadable { path: String, error: String },
+    #[error("mediation rules: {}", .0.to_string().replace('\n', "; "))]
+    RulesFile(RuleErrors),
     #[error("plans in use are missing from the new file: {}", .0.join(", "))]
     PlansInUseMissing(Vec<String>),
     #[error(
@@ -241,6 +246,8 @@ impl ApiError {
             | ApiError::Subscription(_)
             | ApiError::TariffFileUnreadable { .. }
             | ApiError::TariffFile(_)
+            | ApiError::RulesFileUnreadable { .. }
+            | ApiError::RulesFile(_)
             | ApiError::PlansInUseMissing(_) => Code::InvalidArgument,
             ApiError::VersionsEdited(_) | ApiError::SubscriptionsClash(_) | ApiError::ChargeNotBillable(_) => {
                 Code::FailedPrecondition

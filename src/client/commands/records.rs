@@ -38,6 +38,17 @@ pub fn record_json(r: &proto::RatedRecord) -> serde_json::Value {
         "period": r.period, "rated_quantity": r.rated_quantity, "charge": r.charge,
         "period_usage_before": r.period_usage_before,
     });
+    if let Some(s) = &r.as_sent {
+        let attributes: serde_json::Map<String, serde_json::Value> = s
+            .attributes
+            .iter()
+            .map(|a| (a.key.clone(), a.value.clone().into()))
+            .collect();
+        line["as_sent"] = json!({
+            "account": s.account_id, "meter": s.meter, "quantity": s.quantity,
+            "attributes": attributes, "rules": s.rules,
+        });
+    }
     if let Some(c) = &r.correction {
         let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
         line["correction"] = json!({
@@ -135,6 +146,7 @@ mod tests {
             rated_quantity: "91".parse().unwrap(),
             charge: "1.234567890".parse().unwrap(),
             correction: None,
+            as_sent: None,
         };
         let via_api = record_json(&crate::wire::convert::record_to_proto(&record));
         assert_eq!(record.export_json(), via_api);
@@ -164,5 +176,19 @@ mod tests {
             let via_api = record_json(&crate::wire::convert::record_to_proto(&corrected));
             assert_eq!(corrected.export_json(), via_api);
         }
+        // A record whose event normalization rules changed: the event as sent, and the rules.
+        let normalized = RatedRecord {
+            as_sent: Some(Box::new(crate::domain::record::AsSent {
+                account_id: "sim-262011234567890".into(),
+                meter: "voice.ms".into(),
+                quantity: "90500".parse().unwrap(),
+                attributes: vec![("to".into(), "030 1234567".into())],
+                rules: vec!["sim-to-account".into(), "ms-to-seconds".into()],
+            })),
+            ..record.clone()
+        };
+        let via_api = record_json(&crate::wire::convert::record_to_proto(&normalized));
+        assert_eq!(normalized.export_json(), via_api);
+        assert_eq!(via_api["as_sent"]["rules"][1], "ms-to-seconds");
     }
 }

@@ -108,14 +108,26 @@ pub async fn run(args: &SendArgs, access: &Access) -> Result<Printed, Failure> {
         .map_err(|e| Failure::new(e.to_string()))?;
     progress.finish_and_clear();
     let rejected: u64 = summary.rejected.values().sum();
+    let dropped: u64 = summary.dropped.values().sum();
     let mut lines = vec![format!(
-        "sent {}: accepted {}, duplicate {}, rejected {rejected}",
-        summary.sent, summary.accepted, summary.duplicate
+        "sent {}: accepted {}, duplicate {}, rejected {rejected}{}",
+        summary.sent,
+        summary.accepted,
+        summary.duplicate,
+        if dropped > 0 {
+            format!(", dropped {dropped}")
+        } else {
+            String::new()
+        }
     )];
     for (reason, n) in &summary.rejected {
         lines.push(format!("  rejected {reason}: {n}"));
     }
-    // Serialized from the struct: its fields in their order (sent, accepted, duplicate, rejected).
+    for (rule, n) in &summary.dropped {
+        lines.push(format!("  dropped by rule {rule}: {n}"));
+    }
+    // Serialized from the struct: its fields in their order (sent, accepted, duplicate, rejected,
+    // dropped).
     let json = serde_json::to_string(&summary).unwrap_or_default();
     Ok(Printed::new(lines, json))
 }

@@ -104,12 +104,18 @@ pub async fn run(command: &SuspenseCommand, access: &Access) -> Result<Printed, 
                 .await
                 .map_err(rpc_failure)?
                 .into_inner();
+            // Events a normalization rule drops now leave suspense too (docs/mediation.md).
+            let dropped = if r.dropped > 0 {
+                format!(", dropped by rules {}", r.dropped)
+            } else {
+                String::new()
+            };
             Ok(Printed::line(
                 format!(
-                    "reprocessed {}: accepted {}, duplicate {}, still rejected {}",
+                    "reprocessed {}: accepted {}, duplicate {}, still rejected {}{dropped}",
                     r.reprocessed, r.accepted, r.duplicate, r.rejected
                 ),
-                json!({ "reprocessed": r.reprocessed, "accepted": r.accepted, "duplicate": r.duplicate, "rejected": r.rejected }),
+                json!({ "reprocessed": r.reprocessed, "accepted": r.accepted, "duplicate": r.duplicate, "rejected": r.rejected, "dropped": r.dropped }),
             ))
         }
     }

@@ -90,10 +90,10 @@ async fn reload(target: &str, access: &Access) -> Result<Printed, Failure> {
         .into_inner();
     Ok(Printed::line(
         format!(
-            "tariffs reloaded: {} plans, {} versions, {} meters",
-            r.plans, r.versions, r.meters
+            "tariffs reloaded: {} plans, {} versions, {} meters; {} mediation rules",
+            r.plans, r.versions, r.meters, r.mediation_rules
         ),
-        json!({ "plans": r.plans, "versions": r.versions, "meters": r.meters }),
+        json!({ "plans": r.plans, "versions": r.versions, "meters": r.meters, "mediation_rules": r.mediation_rules }),
     ))
 }
 

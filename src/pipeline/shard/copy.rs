@@ -148,6 +148,7 @@ mod tests {
         RatingContext {
             catalogue,
             subscriptions: SubscriptionBook::new(&[], Some("saas-pro".into())),
+            mediation: Default::default(),
         }
     }
 
@@ -171,6 +172,7 @@ mod tests {
                         timestamp: at,
                         attributes: Vec::new(),
                     },
+                    as_sent: None,
                 }
             })
             .collect();

@@ -60,6 +60,9 @@ pub struct ShardState {
     segment: crate::store::compact::SegmentWriter,
     /// The wallets of the shard's accounts and the sessions holding reservations.
     balances: balance::Balances,
+    /// The claims of events whose account normalization rules changed, as committed (`None` in
+    /// benches and tests without a store).
+    moved: Option<crate::store::MovedClaims>,
 }
 
 impl Default for ShardState {
@@ -76,6 +79,7 @@ impl Default for ShardState {
             cold_damage: None,
             segment: Default::default(),
             balances: Default::default(),
+            moved: None,
         }
     }
 }
@@ -276,11 +280,14 @@ pub struct ShardEnv {
     pub balances: crate::store::Balances,
     /// How long a charging session's reservation holds without an update.
     pub reservation_ttl: chrono::Duration,
+    /// The claims of events whose account normalization rules changed.
+    pub moved: crate::store::MovedClaims,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
 pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Sender<CommitterMsg>) {
     let index = env.index;
+    state.moved = Some(env.moved.clone());
     let committed = env.committed.clone();
     let mut closed_generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
     // Handles resolved once: the loop only sets them.

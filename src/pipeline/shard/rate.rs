@@ -11,7 +11,7 @@ use crate::domain::charge;
 use crate::domain::fee::billed_by_closer;
 use crate::domain::record::RatedRecordRef;
 use crate::domain::usage::attribute;
-use crate::domain::usage::{EventOutcome, RejectReason, Rejected};
+use crate::domain::usage::{EventOutcome, RejectReason, Rejected, units_and_nanos};
 use crate::pipeline::dedupe::Seen;
 use crate::pipeline::{RatingContext, ShardJob, ShardOutput, ValidEvent};
 use crate::rating::{RatingInput, rate};
@@ -97,25 +97,39 @@ impl ShardState {
                 out.results.push(EventOutcome {
                     index: e.index,
                     rejected: Some(reason),
+                    dropped_by: None,
                     detail,
                 });
             } else {
                 reject(out, e.index, suspense_of(&e, reason, detail, now));
             }
         };
-        let seen = match self.dedupe.check(e.fingerprint, e.content) {
+        let mut seen = match self.dedupe.check(e.fingerprint, e.content) {
             Ok(seen) => seen,
             Err(damage) => {
                 self.cold_damage = Some(damage);
                 return;
             }
         };
+        // Rules changed the account: the event may have been rated under another account (in
+        // another shard) before a change of rules. The committed claims answer for those.
+        let moved = e.as_sent.as_ref().is_some_and(|s| s.account_id != ev.account_id);
+        if moved && seen == Seen::New {
+            match self.moved_claim(day_of(nanos), e.fingerprint, e.content) {
+                Ok(claimed) => seen = claimed,
+                Err(damage) => {
+                    self.cold_damage = Some(damage);
+                    return;
+                }
+            }
+        }
         if seen != Seen::New {
             if seen == Seen::Duplicate {
                 out.duplicate += 1;
                 out.results.push(EventOutcome {
                     index: e.index,
                     rejected: None,
+                    dropped_by: None,
                     detail: String::new(),
                 });
             } else {
@@ -191,6 +205,10 @@ impl ShardState {
         totals.add(&ev.meter, ev.quantity, rated_quantity, charge);
         touched.add(&totals.account, index);
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
+        if moved {
+            let claim = crate::store::MovedClaims::entry(day_of(nanos), e.fingerprint, e.content);
+            out.moved_claims.push(claim);
+        }
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
             Some((_, sum)) => *sum += charge,
             None => self.job_charges.push((plan.currency, charge)),
@@ -211,8 +229,26 @@ impl ShardState {
             rated_quantity,
             charge,
             correction: None,
+            as_sent: e.as_sent.as_deref(),
         });
         out.record_count += 1;
+    }
+
+    /// What the committed claims of events whose account rules changed say of one (`New` without
+    /// a store). A read error fails the job like a damaged cold-tier page: its answer is unknown.
+    fn moved_claim(&self, day: u16, fingerprint: u128, content: u64) -> Result<Seen, crate::store::cold::ColdDamage> {
+        let Some(claims) = &self.moved else {
+            return Ok(Seen::New);
+        };
+        match claims.get(day, fingerprint) {
+            Ok(None) => Ok(Seen::New),
+            Ok(Some(claimed)) if claimed == content => Ok(Seen::Duplicate),
+            Ok(Some(_)) => Ok(Seen::Conflict),
+            Err(error) => Err(crate::store::cold::ColdDamage {
+                path: "h/ (claims of events whose account rules changed)".into(),
+                why: error.to_string(),
+            }),
+        }
     }
 
     /// Adds this job's charges to the approximate per-currency counter (one increment per currency
@@ -235,15 +271,24 @@ pub(super) fn reject(out: &mut ShardOutput, index: u32, rejected: Rejected) {
     out.results.push(EventOutcome {
         index,
         rejected: Some(rejected.reason),
+        dropped_by: None,
         detail: rejected.detail.clone(),
     });
     out.suspense.push(codec::encode_suspense(&rejected));
 }
 
-/// The suspense entry of a valid event rejected while rating.
+/// The suspense entry of a valid event rejected while rating: the event as sent (a reprocess
+/// applies the rules in force then).
 fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String, now: DateTime<Utc>) -> Rejected {
+    let mut event = e.event.to_raw();
+    if let Some(sent) = &e.as_sent {
+        event.account_id.clone_from(&sent.account_id);
+        event.meter.clone_from(&sent.meter);
+        event.quantity = Some(units_and_nanos(sent.quantity));
+        event.attributes.clone_from(&sent.attributes);
+    }
     Rejected {
-        event: e.event.to_raw(),
+        event,
         reason,
         detail,
         received_unix_nanos: now.timestamp_nanos_opt().unwrap_or(0),

@@ -98,7 +98,8 @@ pub fn recover(
                     CodecError::Invalid("record names a plan missing from the catalogue"),
                 )
             })?;
-            states[k].apply(&record, key.fingerprint(&record.account_id, &record.event_id), plan);
+            // Dedupe keys on the account the event was sent with (normalization rules may have changed it).
+            states[k].apply(&record, key.fingerprint(record.sent_account(), &record.event_id), plan);
         }
     }
     store.record_damage(&damage)?;
@@ -153,6 +154,16 @@ mod tests {
     use crate::store::Commit;
     use crate::store::compact::SegmentWriter;
 
+    /// The shipped tariffs, no subscriptions, no rules.
+    fn context() -> RatingContext {
+        RatingContext {
+            catalogue: crate::domain::tariff_file::parse_catalogue(include_str!("../../../config/tariffs.toml"))
+                .unwrap(),
+            subscriptions: SubscriptionBook::default(),
+            mediation: Default::default(),
+        }
+    }
+
     fn record(event_id: &str, charge: i64, at: DateTime<Utc>) -> RatedRecord {
         RatedRecord {
             content: 77,
@@ -170,6 +181,7 @@ mod tests {
             rated_quantity: Decimal::from(10),
             charge: Decimal::new(charge, 9),
             correction: None,
+            as_sent: None,
         }
     }
 
@@ -204,13 +216,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let catalogue =
-            crate::domain::tariff_file::parse_catalogue(include_str!("../../../config/tariffs.toml")).unwrap();
-        let ctx = RatingContext {
-            catalogue,
-            subscriptions: SubscriptionBook::default(),
-        };
-        let states = recover(&store, &ctx, 1, 35, at + chrono::Duration::hours(1)).unwrap();
+        let states = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
         let totals: Vec<_> = states[0].all_totals().collect();
         assert_eq!(totals.len(), 1);
         assert_eq!(totals[0].total_charge, Decimal::new(3_500, 9));
@@ -232,6 +238,45 @@ mod tests {
                 .expect("readable"),
             Seen::New
         );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record whose account normalization rules changed claims the account it was sent with:
+    /// the one a resend is fingerprinted with.
+    #[test]
+    fn a_normalized_record_claims_the_account_it_was_sent_with() {
+        let dir = std::env::temp_dir().join(format!("ratingd-recover-as-sent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = Store::open(&dir).unwrap();
+        let key = store.key();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let moved = RatedRecord {
+            as_sent: Some(Box::new(crate::domain::record::AsSent {
+                account_id: "radius".into(),
+                meter: "api.requests".into(),
+                quantity: Decimal::from(10),
+                attributes: vec![("imsi".into(), "262011234567890".into())],
+                rules: vec!["sim-to-account".into()],
+            })),
+            ..record("e-sim", 1_000, at)
+        };
+        let mut segment = SegmentWriter::default();
+        segment.begin(Vec::new());
+        segment.push(&moved.as_ref());
+        store
+            .commit(Commit {
+                parts: codec::seal_segments([segment.finish().as_slice()]),
+                accounts: vec!["acme".into()],
+                ..Commit::default()
+            })
+            .unwrap();
+        let states = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
+        let check = |account: &str| states[0].dedupe.check(key.fingerprint(account, "e-sim"), 77).unwrap();
+        assert_eq!(check("radius"), Seen::Duplicate);
+        assert_eq!(check("acme"), Seen::New);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
