@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 
 use crate::config::Limits;
+use crate::domain::mediation::{Outcome, Rules, parse_rules};
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
 use crate::pipeline::intake::{EventLimits, Window, accept, check};
@@ -17,6 +18,11 @@ use crate::wire::proto;
 
 /// A fixed "now" for the time checks, so a failing input fails again.
 const NOW: &str = "2026-11-15T12:00:00Z";
+
+fn shipped_rules() -> &'static Rules {
+    static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| parse_rules(include_str!("../config/mediation.toml")).expect("shipped rules parse"))
+}
 
 fn shipped_catalogue() -> &'static Catalogue {
     static CATALOGUE: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
@@ -69,6 +75,15 @@ fn check_event(event: proto::UsageEvent, window: &Window, catalogue: &Catalogue)
         max_attribute_bytes: defaults.max_attribute_bytes,
     };
     let raw = raw_event(event);
+    // The shipped normalization rules on any event: an outcome, never a panic; a normalized event
+    // keeps its id and time (rules never change them).
+    if let Outcome::Normalized { event, rules } = shipped_rules().apply(&raw) {
+        assert!(!rules.is_empty());
+        assert_eq!(
+            (&event.event_id, event.timestamp_unix_nanos),
+            (&raw.event_id, raw.timestamp_unix_nanos)
+        );
+    }
     match check(&raw, &limits, Some(window), catalogue) {
         Ok(quantity) => {
             let e = &accept(raw, quantity);
@@ -95,7 +110,8 @@ fn check_event(event: proto::UsageEvent, window: &Window, catalogue: &Catalogue)
     }
 }
 
-/// Text -> tariff catalogue: no panic; what parses parses the same way again.
+/// Text -> tariff catalogue, and -> normalization rules: no panic; what parses parses the same
+/// way again.
 pub fn tariff_file(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -106,6 +122,11 @@ pub fn tariff_file(data: &[u8]) {
             assert_eq!(catalogue.plans().len(), again.plans().len());
         }
         Err(errors) => assert!(!errors.0.is_empty(), "a refused file says why"),
+    }
+    // The same text as a normalization rules file (docs/mediation.md): the same two promises.
+    match parse_rules(text) {
+        Ok(rules) => assert_eq!(rules.len(), parse_rules(text).expect("parses again").len()),
+        Err(errors) => assert!(!errors.0.is_empty(), "a refused rules file says why"),
     }
 }
 

@@ -268,3 +268,86 @@ fn every_help_text_is_as_recorded() {
     assert!(now.matches("=== ratectl").count() >= 20);
     assert_eq!(now, recorded, "a help text changed");
 }
+
+/// `ratectl mediation check` and `try`: the shipped rules file, a refused one, and what the rules
+/// make of an event (normalized, dropped, refused), offline.
+#[test]
+fn mediation_rules_are_checked_and_tried_offline() {
+    let out = ratectl(&["mediation", "check", "config/mediation.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "config/mediation.toml: valid: 8 rules");
+
+    let file = TempFile::new(
+        "bad-rules.toml",
+        "[[rule]]\nname = \"a\"\nrewrite = { field = \"x\", pattern = \"(\", replacement = \"\" }\n\n\
+         [[rule]]\nname = \"b\"\nlookup = { from = \"imsi\", to = \"account_id\", table = \"sims\" }\n",
+    );
+    let out = ratectl(&["mediation", "check", file.path(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{v}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with("rule[0].rewrite.pattern: invalid regular expression")
+    );
+    assert_eq!(
+        errors[1],
+        "rule[1].lookup.table: no table \"sims\" in [tables] (it has: none)"
+    );
+
+    let try_rules = |args: &[&str]| {
+        let mut all = vec!["mediation", "try", "--rules", "config/mediation.toml"];
+        all.extend_from_slice(args);
+        ratectl(&all)
+    };
+    let out = try_rules(&[
+        "--account",
+        "tel-1",
+        "--meter",
+        "voice.seconds",
+        "--quantity",
+        "61",
+        "--attr",
+        "b_number=030 123-4567",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "normalized by rules b-number-is-destination, destination-digits-only, national-to-e164\n  account tel-1\n  \
+         meter voice.seconds\n  quantity 61\n  attributes destination=+49301234567\n"
+    );
+    let out = try_rules(&[
+        "--account",
+        "radius",
+        "--meter",
+        "data.bytes",
+        "--quantity",
+        "2500000",
+        "--attr",
+        "imsi=262011234567890",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["account"].as_str(), v["meter"].as_str(), v["quantity"].as_str()),
+        (Some("telco-0001"), Some("data.mb"), Some("2.5"))
+    );
+    let out = try_rules(&["--account", "x", "--meter", "sms.count", "--attr", "traffic=test"]);
+    assert_eq!(stdout(&out).trim(), "dropped by rule drop-test-traffic");
+    let out = try_rules(&[
+        "--account",
+        "radius",
+        "--meter",
+        "data.mb",
+        "--attr",
+        "imsi=262019999999999",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "refused (INVALID_FIELD) by rule sim-to-account: imsi \"262019999999999\" is not in table \"sims\""
+        )
+    );
+}

@@ -15,6 +15,7 @@ use ratingd::client::commands::charges::ChargesCommand;
 use ratingd::client::commands::corrections::{AmendArgs, RerateArgs, VoidArgs};
 use ratingd::client::commands::explain::ExplainArgs;
 use ratingd::client::commands::export::ExportArgs;
+use ratingd::client::commands::mediation::MediationCommand;
 use ratingd::client::commands::records::RecordsArgs;
 use ratingd::client::commands::send::SendArgs;
 use ratingd::client::commands::statement::StatementArgs;
@@ -53,6 +54,9 @@ enum Command {
     /// Tariff files: check and quote, offline.
     #[command(subcommand)]
     Tariffs(TariffsCommand),
+    /// Normalization rules files: check, and try on one event, offline.
+    #[command(subcommand)]
+    Mediation(MediationCommand),
     /// Send a usage file (JSONL, or CSV when the name ends in .csv) to ratingd.
     Send(SendArgs),
     /// Committed totals of one account and billing period.
@@ -110,6 +114,7 @@ fn online(access: &Access, command: &Command) -> Result<Printed, Failure> {
             Command::Explain(a) => commands::explain::run(a, access).await,
             Command::Suspense(c) => commands::suspense::run(c, access).await,
             Command::Token(c) => commands::token::run(c),
+            Command::Mediation(c) => commands::mediation::run(c),
         }
     })
 }
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
     };
     let result = match &args.command {
         Command::Token(c) => commands::token::run(c),
+        Command::Mediation(c) => commands::mediation::run(c),
         Command::Tariffs(c) => match commands::tariffs::run_offline(c) {
             Some(result) => result,
             None => online(&access, &args.command),

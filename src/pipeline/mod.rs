@@ -567,6 +567,13 @@ pub struct PipelineConfig {
     pub reservation_ttl_seconds: u32,
 }
 
+/// The first day (since the epoch) whose moved claims are kept at `now`: the day of the window's
+/// oldest instant, since events of that day after it still pass the door.
+fn first_kept_day(now: chrono::DateTime<chrono::Utc>, window_days: u32) -> u16 {
+    let oldest = now - chrono::Duration::days(i64::from(window_days));
+    oldest.timestamp().div_euclid(86_400).clamp(0, i64::from(u16::MAX)) as u16
+}
+
 /// Spend-alert thresholds per plan id (from the config); subscriptions add their own.
 pub type PlanAlerts = Arc<ahash::AHashMap<String, Vec<rust_decimal::Decimal>>>;
 
@@ -717,14 +724,12 @@ impl Pipeline {
     /// Removes the claims of events whose account rules changed once their day has left the
     /// dedupe window (the sweeper calls it every second; it works once a day).
     pub fn prune_moved_claims(&self) -> Result<usize, StoreError> {
-        let oldest = self.clock.now() - chrono::Duration::days(i64::from(self.config.dedupe_window_days));
-        let day = oldest.timestamp().div_euclid(86_400).clamp(0, i64::from(u16::MAX)) as u32;
-        if self.moved_kept_from_day.load(Ordering::Acquire) == day {
+        let day = first_kept_day(self.clock.now(), self.config.dedupe_window_days);
+        if self.moved_kept_from_day.load(Ordering::Acquire) == u32::from(day) {
             return Ok(0);
         }
-        // Events of the oldest instant's day may still pass the door: that day is kept.
-        let removed = self.moved.remove_before(day as u16)?;
-        self.moved_kept_from_day.store(day, Ordering::Release);
+        let removed = self.moved.remove_before(day)?;
+        self.moved_kept_from_day.store(u32::from(day), Ordering::Release);
         Ok(removed)
     }
 
@@ -859,5 +864,19 @@ impl Pipeline {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_kept_day;
+
+    #[test]
+    fn moved_claims_are_kept_from_the_day_of_the_windows_oldest_instant() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        // 2026-11-18 is day 20,775; 35 days before 2026-12-23T00:30Z is 2026-11-18T00:30Z.
+        assert_eq!(first_kept_day(at("2026-11-18T12:00:00Z"), 0), 20_775);
+        assert_eq!(first_kept_day(at("2026-12-23T00:30:00Z"), 35), 20_775);
+        assert_eq!(first_kept_day(at("2026-12-22T23:59:59Z"), 35), 20_774);
     }
 }

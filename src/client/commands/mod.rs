@@ -7,6 +7,7 @@ pub mod charges;
 pub mod corrections;
 pub mod explain;
 pub mod export;
+pub mod mediation;
 pub mod records;
 pub mod send;
 pub mod statement;
