@@ -180,3 +180,40 @@ async fn redis_killed_mid_flush_converges_after_it_returns() {
     wait_for_redis(&redis.url(), "r", &events).await;
     d.stop().await;
 }
+
+/// The write of `meta` at the end of a flush checks that nothing was wiped since the flush
+/// began (the race a busy machine hits: a `FLUSHALL` between a flush's check of `meta` and its
+/// write would otherwise bring `meta` back over lost keys, and no flush would rewrite them).
+#[test]
+fn meta_is_written_only_over_an_intact_projection() {
+    let redis = RedisServer::start(free_port());
+    let mut c = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let write = |c: &mut redis::Connection, token: &str| -> i64 {
+        redis::cmd("EVAL")
+            .arg(ratingd::export::META_IF_INTACT)
+            .arg(2)
+            .arg("r:meta")
+            .arg("r:resync")
+            .arg(7)
+            .arg("2026-12-01T00:00:00Z")
+            .arg(token)
+            .query(c)
+            .unwrap()
+    };
+    let exists = |c: &mut redis::Connection, key: &str| -> bool { redis::cmd("EXISTS").arg(key).query(c).unwrap() };
+    // A changed-keys flush after a wipe: meta stays missing (the next flush rewrites everything).
+    assert_eq!(write(&mut c, ""), 0);
+    assert!(!exists(&mut c, "r:meta"));
+    // A full rewrite whose token was wiped meanwhile: not written either.
+    assert_eq!(write(&mut c, "7:1"), 0);
+    assert!(!exists(&mut c, "r:meta"));
+    // A full rewrite that ran intact: meta written, its token gone.
+    let _: () = redis::cmd("SET").arg("r:resync").arg("7:2").query(&mut c).unwrap();
+    assert_eq!(write(&mut c, "7:1"), 0, "another rewrite's token");
+    assert_eq!(write(&mut c, "7:2"), 1);
+    assert!(exists(&mut c, "r:meta") && !exists(&mut c, "r:resync"));
+    // A changed-keys flush over an intact projection.
+    assert_eq!(write(&mut c, ""), 1);
+    let epoch: String = redis::cmd("HGET").arg("r:meta").arg("epoch").query(&mut c).unwrap();
+    assert_eq!(epoch, "7");
+}

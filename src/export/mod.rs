@@ -29,6 +29,22 @@ pub struct Keys<'a> {
     pub prefix: &'a str,
 }
 
+/// Writes `meta` (epoch, updated_at) only if nothing was wiped since the flush began: with a
+/// token (ARGV[3], a full rewrite) when `<prefix>:resync` still holds it (then removed), without
+/// one when `meta` still exists. Returns 1 when written, 0 when not.
+pub const META_IF_INTACT: &str = r"
+local intact
+if ARGV[3] ~= '' then
+  intact = redis.call('GET', KEYS[2]) == ARGV[3]
+else
+  intact = redis.call('EXISTS', KEYS[1]) == 1
+end
+if not intact then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
+return 1
+";
+
 impl Keys<'_> {
     /// `<prefix>:agg:{<account>}:<period>`; the braces are literal (one Redis Cluster slot per account).
     pub fn aggregate(&self, account: &str, period: &str) -> String {
@@ -40,6 +56,11 @@ impl Keys<'_> {
     /// A small hash ratingd keeps up to date; its absence means Redis lost data (resync).
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)
+    }
+    /// `<prefix>:resync`: set while a full rewrite runs (a token of this rewrite); the rewrite
+    /// writes `meta` only if it is still there, so a wipe during it is seen.
+    pub fn resync(&self) -> String {
+        format!("{}:resync", self.prefix)
     }
     pub fn periods_closed(&self) -> String {
         format!("{}:periods:closed", self.prefix)
@@ -411,8 +432,16 @@ impl Exporter {
         };
         let meta_present: bool = redis::cmd("EXISTS").arg(keys.meta()).query_async(&mut conn).await?;
         let all = self.resync || !meta_present;
+        // The token of a full rewrite: a wipe while it runs takes it away, and `meta` is then
+        // not written (the next flush rewrites again).
+        let token = format!("{epoch}:{}", Utc::now().timestamp_nanos_opt().unwrap_or(0));
         if all {
             self.in_sets.clear();
+            redis::cmd("SET")
+                .arg(keys.resync())
+                .arg(&token)
+                .query_async::<()>(&mut conn)
+                .await?;
         }
         let targets: Vec<TotalsKey> = if all {
             // Closed periods (within retention) are rewritten too, from their final totals on disk.
@@ -492,13 +521,28 @@ impl Exporter {
         )
         .await?;
         self.write_balances(&mut conn, all, epoch, &updated_at).await?;
-        // Written last: present only when everything before it is.
-        let meta = [("epoch", epoch.to_string()), ("updated_at", updated_at)];
-        redis::pipe()
-            .hset_multiple(keys.meta(), &meta)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        // Written last: present only when everything before it is. Only where nothing was wiped
+        // since this flush began: a changed-keys flush needs `meta` still there, a full rewrite its
+        // token (Redis emptied meanwhile would otherwise get `meta` back over lost keys, and no
+        // flush would ever rewrite them).
+        let written: i64 = redis::cmd("EVAL")
+            .arg(META_IF_INTACT)
+            .arg(2)
+            .arg(keys.meta())
+            .arg(keys.resync())
+            .arg(epoch)
+            .arg(&updated_at)
+            .arg(if all { token.as_str() } else { "" })
+            .query_async(&mut conn)
             .await?;
+        if written == 0 {
+            warn!(
+                epoch,
+                "redis lost data during a flush; the next flush rewrites everything"
+            );
+            self.resync = true;
+            return Ok(targets.len());
+        }
         if all {
             info!(keys = targets.len(), epoch, "redis projection resynced from sled");
         }
