@@ -62,6 +62,7 @@ fn event(n: u64) -> ValidEvent {
             attributes: Vec::new(),
         },
         as_sent: None,
+        part: None,
     }
 }
 

@@ -197,6 +197,7 @@ fn open(config: &Config, clock: SharedClock, options: StartOptions) -> Result<(P
         retention_days: config.retention_days,
         dedupe_hot_hours: config.dedupe_hot_hours,
         reservation_ttl_seconds: config.reservation_ttl_seconds,
+        partial: config.partial_limits,
     };
     let plan_alerts: crate::pipeline::PlanAlerts = Arc::new(config.plan_alerts.iter().cloned().collect());
     let pipeline = Pipeline::start(store, context, clock, plan_alerts, pipeline_config)?;

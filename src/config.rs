@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::domain::mediation::{Rules, parse_rules};
 use crate::domain::money::parse_exact;
+use crate::domain::partial::PartialLimits;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::parse_catalogue;
@@ -71,6 +72,8 @@ pub struct Config {
     /// rules, every event is rated as sent.
     pub mediation_rules_path: Option<PathBuf>,
     pub mediation_rules: Rules,
+    /// `[mediation.partial]`: bounds and timeout of partial sessions (docs/mediation.md).
+    pub partial_limits: PartialLimits,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
     pub default_plan: Option<String>,
     pub subscriptions: Vec<Subscription>,
@@ -219,6 +222,41 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawMediation {
     rules: Option<PathBuf>,
+    #[serde(default)]
+    partial: RawPartial,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartial {
+    #[serde(default = "default_partial_timeout")]
+    timeout_seconds: u32,
+    #[serde(default = "default_partial_parts")]
+    max_parts: u32,
+    #[serde(default = "default_partial_quantity")]
+    max_quantity: String,
+}
+
+impl Default for RawPartial {
+    fn default() -> Self {
+        RawPartial {
+            timeout_seconds: default_partial_timeout(),
+            max_parts: default_partial_parts(),
+            max_quantity: default_partial_quantity(),
+        }
+    }
+}
+
+fn default_partial_timeout() -> u32 {
+    PartialLimits::default().timeout_seconds
+}
+
+fn default_partial_parts() -> u32 {
+    PartialLimits::default().max_parts
+}
+
+fn default_partial_quantity() -> String {
+    PartialLimits::default().max_quantity.to_string()
 }
 
 #[derive(Deserialize)]
@@ -335,6 +373,7 @@ impl Config {
                 Rules::default()
             }),
         };
+        let partial_limits = partial_limits(&raw.mediation.partial, &mut errors);
         let listen = raw
             .listen
             .parse::<SocketAddr>()
@@ -512,6 +551,7 @@ impl Config {
             tariffs_path: raw.tariffs,
             catalogue,
             mediation_rules_path: raw.mediation.rules,
+            partial_limits,
             mediation_rules,
             default_plan: raw.default_plan,
             subscriptions,
@@ -521,6 +561,32 @@ impl Config {
             allow_unauthenticated_non_loopback: raw.allow_unauthenticated_non_loopback,
             tokens,
         })
+    }
+}
+
+/// `[mediation.partial]`: a timeout of at least a second, 1..=10,000 parts, a quantity above 0.
+fn partial_limits(raw: &RawPartial, errors: &mut Vec<String>) -> PartialLimits {
+    let defaults = PartialLimits::default();
+    if raw.timeout_seconds == 0 {
+        errors.push("mediation.partial.timeout_seconds: must be at least 1".into());
+    }
+    if !(1..=10_000).contains(&raw.max_parts) {
+        errors.push("mediation.partial.max_parts: must be 1..=10000".into());
+    }
+    let max_quantity = match raw.max_quantity.parse::<rust_decimal::Decimal>() {
+        Ok(q) if q > rust_decimal::Decimal::ZERO => q,
+        _ => {
+            errors.push(format!(
+                "mediation.partial.max_quantity: {:?} is not a decimal above 0",
+                raw.max_quantity
+            ));
+            defaults.max_quantity
+        }
+    };
+    PartialLimits {
+        timeout_seconds: raw.timeout_seconds,
+        max_parts: raw.max_parts,
+        max_quantity,
     }
 }
 

@@ -420,3 +420,137 @@ proptest! {
         prop_assert_eq!(totals, fresh);
     }
 }
+
+/// A call sent to [`PartialShard::job`]: id, account, seconds, start, and its part tag if any.
+type CallEvent<'a> = (
+    String,
+    &'a str,
+    i64,
+    DateTime<Utc>,
+    Option<ratingd::domain::partial::PartTag>,
+);
+
+/// One shard, its accounts on the shipped telecom plan, and its jobs (no store: the output is
+/// read back from its segment).
+struct PartialShard {
+    ctx: ratingd::pipeline::RatingContext,
+    state: ratingd::pipeline::shard::ShardState,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    key: ratingd::domain::keyed::HashKey,
+}
+
+impl PartialShard {
+    fn new() -> PartialShard {
+        PartialShard {
+            ctx: ratingd::pipeline::RatingContext {
+                catalogue: parse_catalogue(include_str!("../config/tariffs.toml")).unwrap(),
+                subscriptions: ratingd::domain::subscription::SubscriptionBook::new(
+                    &[],
+                    Some("telecom-standard".into()),
+                ),
+                mediation: Default::default(),
+            },
+            state: Default::default(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1_000)),
+            key: ratingd::domain::keyed::HashKey::new(3, 4),
+        }
+    }
+
+    /// Rates one job of events (id, account, seconds, start, part tag) and returns the charges
+    /// of the records it wrote, by event id.
+    fn job(&mut self, events: Vec<CallEvent<'_>>) -> Vec<(String, Decimal)> {
+        use ratingd::pipeline::{Admitted, BatchTicket, ShardJob, ValidEvent};
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, account, seconds, start, tag))| {
+                let mut attributes = vec![("destination".to_string(), "+441632960000".to_string())];
+                if let Some(t) = &tag {
+                    attributes.push(("partial_session".into(), t.session.clone()));
+                }
+                ValidEvent {
+                    index: i as u32,
+                    fingerprint: self.key.fingerprint(account, &id),
+                    content: (seconds as u64) << 32 | start.timestamp() as u64,
+                    event: ratingd::domain::usage::UsageEvent {
+                        event_id: id,
+                        account_id: account.into(),
+                        meter: "voice.seconds".into(),
+                        quantity: Decimal::from(seconds),
+                        timestamp: start,
+                        attributes,
+                    },
+                    as_sent: None,
+                    part: tag.map(|tag| {
+                        Box::new(ratingd::pipeline::shard::PartIn {
+                            merged_fingerprint: self.key.fingerprint(account, &tag.merged_id()),
+                            tag,
+                        })
+                    }),
+                }
+            })
+            .collect();
+        let ticket = BatchTicket::new(1, 1, Admitted::new(self.permits.clone().try_acquire_owned().unwrap())).0;
+        let out = self.state.process(
+            &self.ctx,
+            ShardJob {
+                ticket,
+                queued_at: std::time::Instant::now(),
+                events,
+                rejected: Vec::new(),
+            },
+        );
+        ratingd::store::compact::SegmentReader::new(&out.records)
+            .map(|r| r.unwrap())
+            .map(|r| (r.event_id, r.charge))
+            .collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any split of a call into parts, sent in any order (some twice, over several jobs), rates
+    /// to the charge of the whole call: one connect fee, the increments on the whole duration,
+    /// the band split over the whole call (starts around the 20:00 Berlin boundary).
+    #[test]
+    fn any_split_of_a_call_in_any_order_rates_to_the_whole_calls_charge(
+        start_offset in -3_600i64..3_600,
+        cuts in proptest::collection::btree_set(1i64..7_200, 0..6),
+        length in 1i64..7_200,
+        order in proptest::collection::vec(any::<u32>(), 12),
+        jobs in 1usize..4,
+    ) {
+        use ratingd::domain::partial::PartTag;
+        // 19:00 UTC is 20:00 Berlin in November: the peak/off-peak boundary.
+        let start = at("2026-11-17T19:00:00Z") + Duration::seconds(start_offset);
+        let mut bounds: Vec<i64> = cuts.into_iter().filter(|c| *c < length).collect();
+        bounds.insert(0, 0);
+        bounds.push(length);
+        let parts: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
+        let n = parts.len();
+        let mut sends: Vec<usize> = (0..n).collect();
+        // Some parts again (duplicates), then a shuffle driven by `order`.
+        sends.extend(order.iter().take(3).map(|o| *o as usize % n));
+        let mut keyed: Vec<(u32, usize)> = sends.into_iter().enumerate().map(|(i, p)| (order[i % order.len()].rotate_left(i as u32), p)).collect();
+        keyed.sort();
+        let mut shard = PartialShard::new();
+        let whole = shard.job(vec![("whole".into(), "tel-a", length, start, None)]);
+        let per_job = keyed.len().div_ceil(jobs);
+        let mut merged = Vec::new();
+        for chunk in keyed.chunks(per_job) {
+            let events = chunk
+                .iter()
+                .map(|(_, p)| {
+                    let (offset, seconds) = parts[*p];
+                    let tag = PartTag { session: "s".into(), seq: *p as u32 + 1, last: *p == n - 1 };
+                    (format!("s-{p}"), "tel-b", seconds, start + Duration::seconds(offset), Some(tag))
+                })
+                .collect();
+            merged.extend(shard.job(events));
+        }
+        prop_assert_eq!(merged.len(), 1, "one record for the session: {:?}", merged);
+        prop_assert_eq!(&merged[0].0, "partial:s");
+        prop_assert_eq!(merged[0].1, whole[0].1);
+    }
+}

@@ -12,6 +12,7 @@ pub mod keyed;
 pub mod localtime;
 pub mod mediation;
 pub mod money;
+pub mod partial;
 pub mod period;
 pub mod record;
 pub mod subscription;

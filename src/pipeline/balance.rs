@@ -235,6 +235,7 @@ impl Pipeline {
                     // Not normalized: the session's units were granted for this meter and
                     // attributes at Authorize, and its end is charged for the same.
                     as_sent: None,
+                    part: None,
                 }),
                 Err(why) => Err(rejected_at_door(raw, why, &config.event_limits, window.now_nanos)),
             },

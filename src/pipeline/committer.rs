@@ -143,7 +143,8 @@ impl Committer {
         }
         for out in group.iter_mut() {
             commit.suspense.append(&mut out.suspense);
-            commit.writes.append(&mut out.moved_claims);
+            commit.writes.append(&mut out.writes);
+            commit.removes.append(&mut out.removes);
             if let Some(balance) = out.balance.as_mut() {
                 commit.writes.append(&mut balance.writes);
                 commit.ledger.append(&mut balance.ledger);
@@ -158,7 +159,11 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.parts.is_empty() && commit.suspense.is_empty() && commit.writes.is_empty() && commit.ledger.is_empty()
+        if commit.parts.is_empty()
+            && commit.suspense.is_empty()
+            && commit.writes.is_empty()
+            && commit.removes.is_empty()
+            && commit.ledger.is_empty()
         {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
@@ -227,7 +232,7 @@ impl Committer {
             if let Some(n) = self.committed.outputs_committed.get(out.shard) {
                 n.fetch_add(1, Ordering::AcqRel);
             }
-            out.ticket.part_done(out.record_count, out.duplicate, out.results);
+            out.ticket.part_done(out.accepted(), out.duplicate, out.results);
         }
     }
 

@@ -16,8 +16,10 @@ use crate::domain::tariff::Catalogue;
 use std::sync::Arc;
 
 use crate::domain::mediation::Outcome;
+use crate::domain::partial::PartTag;
 use crate::domain::record::AsSent;
 use crate::domain::usage::{Ack, RawEvent, RejectReason, Rejected, UsageEvent};
+use crate::pipeline::shard::PartIn;
 
 /// Bounds on one event's fields (from `[limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,8 +298,13 @@ impl Pipeline {
                 // on a wrong base. Nothing was routed yet; the admission is given back on return.
                 self.committed.check_damage(&e.account_id)?;
             }
-            match check(&e, &config.event_limits, Some(&window), &context.catalogue) {
-                Ok(quantity) => {
+            // A part of a partial session (docs/mediation.md) is told by its attributes.
+            let checked = check(&e, &config.event_limits, Some(&window), &context.catalogue).and_then(|quantity| {
+                let tag = PartTag::of(&e.attributes).map_err(|detail| (RejectReason::InvalidField, detail))?;
+                Ok((quantity, tag))
+            });
+            match checked {
+                Ok((quantity, tag)) => {
                     // Dedupe keys on the event as sent: a change of rules never makes a resend new.
                     let (fingerprint, content) = match &sent {
                         None => (
@@ -309,12 +316,19 @@ impl Pipeline {
                             content_hash(self.key.seed(), &sent.event),
                         ),
                     };
+                    let part = tag.map(|tag| {
+                        Box::new(PartIn {
+                            merged_fingerprint: self.key.fingerprint(&e.account_id, &tag.merged_id()),
+                            tag,
+                        })
+                    });
                     valid.push(ValidEvent {
                         index,
                         fingerprint,
                         content,
                         event: accept(e, quantity),
                         as_sent: sent.map(|s| Box::new(s.kept(quantity))),
+                        part,
                     });
                 }
                 // Suspense keeps the event as sent: a reprocess applies the rules in force then.
@@ -360,6 +374,7 @@ impl Pipeline {
                 content: content_hash(self.key.seed(), &raw),
                 event,
                 as_sent: None,
+                part: None,
             });
         }
         Ok(Pending(self.submit(batch_id, admitted, valid, Vec::new(), Vec::new())))

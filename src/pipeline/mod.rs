@@ -288,6 +288,8 @@ pub struct ValidEvent {
     /// The event as sent, when normalization rules changed it (kept in its record, and what a
     /// rejection puts in suspense).
     pub as_sent: Option<Box<AsSent>>,
+    /// Set on a part of a partial session (docs/mediation.md): held until its session merges.
+    pub part: Option<Box<shard::PartIn>>,
 }
 
 /// An event refused before rating, on its way to suspense.
@@ -324,12 +326,25 @@ pub struct ShardOutput {
     pub totals: Vec<PeriodTotals>,
     /// Balance changes (prepaid records, balance operations); `None` for most jobs.
     pub balance: Option<Box<shard::BalanceWrites>>,
-    /// Dedupe claims of events whose account normalization rules changed (`store::MovedClaims`
-    /// keys and values), written in the commit of their records.
-    pub moved_claims: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys and values written in its commit besides the records: dedupe claims of events whose
+    /// account normalization rules changed (`store::MovedClaims`), parts of partial sessions held
+    /// (`store::PartialParts`).
+    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys removed in its commit: the parts of the partial sessions it merged.
+    pub removes: Vec<Vec<u8>>,
+    /// Parts of partial sessions held (accepted events without a record of their own).
+    pub held: u32,
+    /// Records of merged partial sessions (records that are not received events).
+    pub merged: u32,
 }
 
 impl ShardOutput {
+    /// The received events it accepted: its records and held parts, less the merged sessions'
+    /// records (their parts were accepted when they came).
+    pub fn accepted(&self) -> u32 {
+        (self.record_count + self.held).saturating_sub(self.merged)
+    }
+
     /// An output with nothing in it yet (the shard sets `shard`, and `rated_at` when done).
     pub fn empty(ticket: Arc<BatchTicket>, rated_at: std::time::Instant) -> ShardOutput {
         ShardOutput {
@@ -343,7 +358,10 @@ impl ShardOutput {
             results: Vec::new(),
             totals: Vec::new(),
             balance: None,
-            moved_claims: Vec::new(),
+            writes: Vec::new(),
+            removes: Vec::new(),
+            held: 0,
+            merged: 0,
         }
     }
 }
@@ -565,6 +583,26 @@ pub struct PipelineConfig {
     pub dedupe_hot_hours: u32,
     /// A charging session's reservation lapses this long after its last grant.
     pub reservation_ttl_seconds: u32,
+    /// Bounds and timeout of partial sessions (`[mediation.partial]`).
+    pub partial: crate::domain::partial::PartialLimits,
+}
+
+/// Hands every partial session held on disk to the shard of its account.
+fn load_partials(store: &Store, key: &HashKey, states: &mut [shard::ShardState]) -> Result<(), StoreError> {
+    use crate::domain::partial::OpenSession;
+    let mut sessions: std::collections::BTreeMap<(String, String), OpenSession> = std::collections::BTreeMap::new();
+    for (account, session, part) in store.partial_parts().all()? {
+        sessions
+            .entry((account.clone(), session.clone()))
+            .or_insert_with(|| OpenSession::new(&account, &session))
+            .parts
+            .insert(part.seq, part);
+    }
+    for ((account, session), open) in sessions {
+        let fingerprint = key.fingerprint(&account, &crate::domain::partial::merged_id(&session));
+        states[key.shard_of(&account, states.len())].load_partial(open, fingerprint);
+    }
+    Ok(())
 }
 
 /// The first day (since the epoch) whose moved claims are kept at `now`: the day of the window's
@@ -597,6 +635,7 @@ impl Pipeline {
         )?;
         // Before the damage is read: an account whose balance fails its ledger's check is damaged.
         let wallets = balance::load(&store, &mut states)?;
+        load_partials(&store, &key, &mut states)?;
         let damaged = store
             .damaged()?
             .into_iter()
@@ -682,6 +721,7 @@ impl Pipeline {
                 balances: store.balances(),
                 moved: store.moved_claims(),
                 reservation_ttl: chrono::Duration::seconds(i64::from(config.reservation_ttl_seconds)),
+                partial: config.partial,
             };
             threads.push(
                 std::thread::Builder::new()

@@ -36,6 +36,8 @@ pub struct Commit {
     /// Balance keys and values (`balance`: wallet settings, sessions, top-up ids, balance
     /// alerts) written in the same batch as the records they pay for.
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys removed in the same batch (the parts of a partial session merged by this commit).
+    pub removes: Vec<Vec<u8>>,
     /// Ledger entries (account, encoded entry), in order: stored as `l/<seq><n>`, with the
     /// accounts in `y/<seq>`.
     pub ledger: Vec<(Arc<str>, Vec<u8>)>,
@@ -61,6 +63,9 @@ impl Store {
         }
         for (k, v) in commit.writes {
             batch.insert(k, v);
+        }
+        for k in commit.removes {
+            batch.remove(k);
         }
         if !commit.ledger.is_empty() {
             let mut accounts: Vec<Arc<str>> = Vec::with_capacity(commit.ledger.len());

@@ -49,8 +49,8 @@ pub use balance::Balances;
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
 pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
 pub use tables::{
-    Adjustments, Alerts, Claim, Closes, Corrections, Finals, MovedClaims, Outbox, StoredAlert, StoredClose,
-    Subscriptions, Suspense, SuspenseId, Versions,
+    Adjustments, Alerts, Claim, Closes, Corrections, Finals, MovedClaims, Outbox, PartialParts, StoredAlert,
+    StoredClose, Subscriptions, Suspense, SuspenseId, Versions,
 };
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
@@ -286,6 +286,10 @@ impl Store {
 
     pub fn moved_claims(&self) -> MovedClaims {
         MovedClaims(self.db.clone())
+    }
+
+    pub fn partial_parts(&self) -> PartialParts {
+        PartialParts(self.db.clone())
     }
 }
 

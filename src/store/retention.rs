@@ -262,6 +262,7 @@ mod tests {
                     suspense: vec![suspended(suspense, at(when))],
                     accounts: vec!["acme".into()],
                     writes: Vec::new(),
+                    removes: Vec::new(),
                     ledger: Vec::new(),
                 })
                 .unwrap();

@@ -8,6 +8,7 @@ use super::{Db, SUSPENSE_PREFIX, StoreError, codec};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::alert::SpendAlert;
 use crate::domain::hex::hex;
+use crate::domain::partial::Part;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::content::KnownVersion;
@@ -625,4 +626,79 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The parts of partial sessions not merged yet (docs/mediation.md, "Partial records"):
+/// `p/<account>\xFF<session>\xFF<seq: u32 BE>` -> the part. Written in the commit that
+/// acknowledges the part; removed in the commit of the merged record. Read whole at start.
+#[derive(Clone)]
+pub struct PartialParts(pub(super) Db);
+
+const PARTIAL_PREFIX: &[u8] = b"p/";
+
+impl PartialParts {
+    pub fn key(account: &str, session: &str, seq: u32) -> Vec<u8> {
+        let mut k = Vec::with_capacity(PARTIAL_PREFIX.len() + account.len() + session.len() + 6);
+        k.extend_from_slice(PARTIAL_PREFIX);
+        k.extend_from_slice(account.as_bytes());
+        k.push(0xFF);
+        k.extend_from_slice(session.as_bytes());
+        k.push(0xFF);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// The key and value of one part (the shard puts them in its output).
+    pub fn entry(account: &str, session: &str, part: &Part) -> (Vec<u8>, Vec<u8>) {
+        let mut v = Vec::with_capacity(96);
+        let mut w = codec::Writer(&mut v);
+        w.u8(u8::from(part.last));
+        w.str(&part.event_id);
+        w.str(&part.meter);
+        w.decimal(part.quantity);
+        w.i64(part.timestamp_unix_nanos);
+        w.pairs(&part.attributes);
+        w.u64(part.content);
+        w.i64(part.received_unix_nanos);
+        (PartialParts::key(account, session, part.seq), v)
+    }
+
+    /// Every part held, as (account, session, part).
+    pub fn all(&self) -> Result<Vec<(String, String, Part)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.0.db.scan_prefix(PARTIAL_PREFIX) {
+            let (k, v) = item?;
+            let name = format!("p/ {}", String::from_utf8_lossy(&k[PARTIAL_PREFIX.len()..]));
+            let decoded = decode_part(&k[PARTIAL_PREFIX.len()..], &v).map_err(|e| self.0.corrupt(name, e))?;
+            out.push(decoded);
+        }
+        Ok(out)
+    }
+}
+
+fn decode_part(key: &[u8], value: &[u8]) -> Result<(String, String, Part), codec::CodecError> {
+    let bad = codec::CodecError::Invalid("partial part key");
+    let (rest, seq) = key
+        .split_at_checked(key.len().checked_sub(4).ok_or(bad.clone())?)
+        .ok_or(bad.clone())?;
+    let rest = rest.strip_suffix(&[0xFF]).ok_or(bad.clone())?;
+    let cut = rest.iter().position(|b| *b == 0xFF).ok_or(bad.clone())?;
+    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| codec::CodecError::Invalid("utf-8"));
+    let (account, session) = (utf8(&rest[..cut])?, utf8(&rest[cut + 1..])?);
+    let mut r = codec::Reader::new(value);
+    let part = Part {
+        seq: u32::from_be_bytes(seq.try_into().map_err(|_| bad)?),
+        last: r.u8()? != 0,
+        event_id: r.str()?,
+        meter: r.str()?,
+        quantity: r.decimal()?,
+        timestamp_unix_nanos: r.i64()?,
+        attributes: r.pairs()?,
+        content: r.u64()?,
+        received_unix_nanos: r.i64()?,
+    };
+    if !r.is_empty() {
+        return Err(codec::CodecError::Invalid("trailing bytes"));
+    }
+    Ok((account, session, part))
 }

@@ -21,6 +21,12 @@ pub const EVENTS_REJECTED: &str = "ratingd_events_rejected_total";
 pub const EVENTS_NORMALIZED: &str = "ratingd_events_normalized_total";
 /// Events a normalization rule dropped, by `rule` (the names in the rules file).
 pub const EVENTS_DROPPED: &str = "ratingd_events_dropped_total";
+/// Partial sessions holding parts, by shard.
+pub const PARTIAL_SESSIONS_OPEN: &str = "ratingd_partial_sessions_open";
+/// Partial sessions merged with every part and rated.
+pub const PARTIAL_SESSIONS_MERGED: &str = "ratingd_partial_sessions_merged_total";
+/// Partial sessions merged at their timeout from the parts they had (rated incomplete).
+pub const PARTIAL_SESSIONS_TIMED_OUT: &str = "ratingd_partial_sessions_timed_out_total";
 pub const REDIS_FLUSH_ERRORS: &str = "ratingd_redis_flush_errors_total";
 pub const PERIODS_CLOSED: &str = "ratingd_periods_closed_total";
 /// Rated records removed by retention (closed periods older than `retention_days`).
@@ -82,13 +88,16 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 37] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
     EVENTS_NORMALIZED,
     EVENTS_DROPPED,
+    PARTIAL_SESSIONS_OPEN,
+    PARTIAL_SESSIONS_MERGED,
+    PARTIAL_SESSIONS_TIMED_OUT,
     REDIS_FLUSH_ERRORS,
     PERIODS_CLOSED,
     RETENTION_REMOVED,
@@ -136,6 +145,15 @@ fn describe() {
     describe_counter!(
         EVENTS_NORMALIZED,
         "Events normalization rules changed before their checks and rating."
+    );
+    describe_gauge!(PARTIAL_SESSIONS_OPEN, "Partial sessions holding parts, by shard.");
+    describe_counter!(
+        PARTIAL_SESSIONS_MERGED,
+        "Partial sessions merged with every part and rated as one event."
+    );
+    describe_counter!(
+        PARTIAL_SESSIONS_TIMED_OUT,
+        "Partial sessions rated at their timeout from the parts they had (incomplete)."
     );
     describe_counter!(
         EVENTS_DROPPED,

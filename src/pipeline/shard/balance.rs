@@ -346,6 +346,10 @@ impl ShardState {
         let mut touched = Touched::default();
         self.segment.begin(Vec::new());
         let now = self.job_now;
+        if matches!(job.op, BalanceOp::Sweep) {
+            // Partial sessions whose timeout passed are rated from the parts they have.
+            self.time_out_partials(ctx, &mut out, &mut touched);
+        }
         let answer = self
             .balances
             .sweep(now)

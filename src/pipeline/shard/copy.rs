@@ -173,6 +173,7 @@ mod tests {
                         attributes: Vec::new(),
                     },
                     as_sent: None,
+                    part: None,
                 }
             })
             .collect();

@@ -7,6 +7,7 @@
 mod balance;
 mod copy;
 mod correct;
+mod partial;
 mod rate;
 mod recover;
 
@@ -27,6 +28,7 @@ use crate::domain::tariff::Plan;
 pub use balance::BalanceWrites;
 pub use copy::ShardSnapshot;
 use copy::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP, StateCopy};
+pub use partial::PartIn;
 pub use recover::recover;
 
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
@@ -63,6 +65,8 @@ pub struct ShardState {
     /// The claims of events whose account normalization rules changed, as committed (`None` in
     /// benches and tests without a store).
     moved: Option<crate::store::MovedClaims>,
+    /// The open partial sessions of the shard's accounts.
+    partials: partial::Partials,
 }
 
 impl Default for ShardState {
@@ -80,6 +84,7 @@ impl Default for ShardState {
             segment: Default::default(),
             balances: Default::default(),
             moved: None,
+            partials: Default::default(),
         }
     }
 }
@@ -282,12 +287,15 @@ pub struct ShardEnv {
     pub reservation_ttl: chrono::Duration,
     /// The claims of events whose account normalization rules changed.
     pub moved: crate::store::MovedClaims,
+    /// Bounds and timeout of partial sessions.
+    pub partial: crate::domain::partial::PartialLimits,
 }
 
 /// The shard thread: handles its queue in order until told to stop.
 pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Sender<CommitterMsg>) {
     let index = env.index;
     state.moved = Some(env.moved.clone());
+    state.partials.limits = env.partial;
     let committed = env.committed.clone();
     let mut closed_generation = committed.closed_generation.load(std::sync::atomic::Ordering::Acquire);
     // Handles resolved once: the loop only sets them.
@@ -295,6 +303,20 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
     let window_ids = metrics::gauge!(crate::telemetry::DEDUPE_WINDOW_IDS, "shard" => index.to_string());
     let cold_ids = metrics::gauge!(crate::telemetry::DEDUPE_COLD_IDS, "shard" => index.to_string());
     let cold_reads = metrics::counter!(crate::telemetry::DEDUPE_COLD_PAGE_READS);
+    let partial_open = metrics::gauge!(crate::telemetry::PARTIAL_SESSIONS_OPEN, "shard" => index.to_string());
+    let partial_merged = metrics::counter!(crate::telemetry::PARTIAL_SESSIONS_MERGED);
+    let partial_timed_out = metrics::counter!(crate::telemetry::PARTIAL_SESSIONS_TIMED_OUT);
+    let count_partials = |state: &mut ShardState| {
+        let (open, merged, timed_out) = state.partials.take_counts();
+        partial_open.set(open as f64);
+        if merged > 0 {
+            partial_merged.increment(merged);
+        }
+        if timed_out > 0 {
+            partial_timed_out.increment(timed_out);
+        }
+    };
+    count_partials(&mut state);
     let (queued, rated) = (crate::telemetry::stage("shard_queue"), crate::telemetry::stage("rate"));
     let send_copy = |snapshot: Option<ShardSnapshot>| match snapshot {
         Some(state) => out.send(CommitterMsg::Snapshot { shard: index, state }).is_ok(),
@@ -346,6 +368,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
                 if reads > 0 {
                     cold_reads.increment(reads);
                 }
+                count_partials(&mut state);
                 if let Some(damage) = state.cold_damage.take() {
                     fail_on_damage(&env, output, damage);
                     continue;
@@ -364,6 +387,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
             ShardMsg::Balance(job) => {
                 begin_job(&mut state, &env, &mut closed_generation, sent);
                 let output = state.balance_job(&env.context.load(), &env, job, sent + 1);
+                count_partials(&mut state);
                 // A session's end checks the dedupe window like any event.
                 if let Some(damage) = state.cold_damage.take() {
                     fail_on_damage(&env, output, damage);

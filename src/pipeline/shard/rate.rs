@@ -20,7 +20,7 @@ use crate::store::codec;
 /// The (account, period) totals one job changed, each once, in first-touched order: the account's
 /// key and the totals' index in its list (an account's list only grows while a job runs).
 #[derive(Default)]
-pub(super) struct Touched {
+pub struct Touched {
     seen: ahash::AHashSet<(usize, usize)>,
     list: Vec<(Arc<str>, usize)>,
 }
@@ -86,6 +86,9 @@ impl ShardState {
         out: &mut ShardOutput,
         touched: &mut Touched,
     ) {
+        if e.part.is_some() {
+            return self.take_part(ctx, e, out, touched);
+        }
         let ev = &e.event;
         let nanos = ev.timestamp.timestamp_nanos_opt().unwrap_or(0);
         // What ratingd writes itself (meters starting with @: one-off charges from Admin.AddCharge,
@@ -207,7 +210,7 @@ impl ShardState {
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         if moved {
             let claim = crate::store::MovedClaims::entry(day_of(nanos), e.fingerprint, e.content);
-            out.moved_claims.push(claim);
+            out.writes.push(claim);
         }
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
             Some((_, sum)) => *sum += charge,
@@ -279,7 +282,7 @@ pub(super) fn reject(out: &mut ShardOutput, index: u32, rejected: Rejected) {
 
 /// The suspense entry of a valid event rejected while rating: the event as sent (a reprocess
 /// applies the rules in force then).
-fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String, now: DateTime<Utc>) -> Rejected {
+pub(super) fn suspense_of(e: &ValidEvent, reason: RejectReason, detail: String, now: DateTime<Utc>) -> Rejected {
     let mut event = e.event.to_raw();
     if let Some(sent) = &e.as_sent {
         event.account_id.clone_from(&sent.account_id);
