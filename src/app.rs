@@ -63,6 +63,8 @@ pub enum AppError {
     Server(#[from] tonic::transport::Error),
     #[error("stored subscriptions conflict with the configured ones: {0}")]
     Subscriptions(#[from] SubscriptionError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(
@@ -342,6 +344,14 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         export_stop_rx,
     ));
     let sweeper = tokio::spawn(sweep_balances(pipeline.clone(), shutdown_rx.clone()));
+    // The spool stops taking files when the drain starts; a file half sent is read again later.
+    let spool = match &config.spool {
+        Some(settings) => {
+            let spool = crate::spool::Spool::new(settings.clone())?;
+            Some(tokio::spawn(spool.run(pipeline.clone(), shutdown_rx.clone())))
+        }
+        None => None,
+    };
     let closer = tokio::spawn(crate::export::close::run(
         pipeline.clone(),
         tables.closes.clone(),
@@ -395,6 +405,9 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         tokio::task::spawn_blocking(move || p.shutdown()).await?;
         closer.await?;
         sweeper.await?;
+        if let Some(spool) = spool {
+            spool.await?;
+        }
         let _ = export_stop_tx.send(true);
         exporter.await?;
         info!("ratingd stopped");

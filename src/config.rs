@@ -74,6 +74,8 @@ pub struct Config {
     pub mediation_rules: Rules,
     /// `[mediation.partial]`: bounds and timeout of partial sessions (docs/mediation.md).
     pub partial_limits: PartialLimits,
+    /// `[mediation.spool]`: `None` when no spool directory is configured.
+    pub spool: Option<SpoolConfig>,
     /// Plan for accounts with no subscription; `None` sends their events to suspense (`NO_TARIFF`).
     pub default_plan: Option<String>,
     pub subscriptions: Vec<Subscription>,
@@ -85,6 +87,18 @@ pub struct Config {
     pub allow_unauthenticated_non_loopback: bool,
     /// Bearer tokens; none means every caller may call everything (loopback only, unless allowed).
     pub tokens: Vec<Token>,
+}
+
+/// `[mediation.spool]`: a directory whose CDR files ratingd reads exactly once (docs/mediation.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// CSV files are read through this mapping (`ratectl send --mapping`'s format); without it,
+    /// ratingd's own CSV columns.
+    pub mapping: Option<PathBuf>,
+    pub poll_interval_ms: u64,
+    /// Events per batch through the door (at most `limits.max_batch_events`).
+    pub batch_events: usize,
 }
 
 /// Every problem found in a configuration, each with its path.
@@ -224,6 +238,26 @@ struct RawMediation {
     rules: Option<PathBuf>,
     #[serde(default)]
     partial: RawPartial,
+    spool: Option<RawSpool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: PathBuf,
+    mapping: Option<PathBuf>,
+    #[serde(default = "default_spool_poll")]
+    poll_interval_ms: u64,
+    #[serde(default = "default_spool_batch")]
+    batch_events: usize,
+}
+
+fn default_spool_poll() -> u64 {
+    1000
+}
+
+fn default_spool_batch() -> usize {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -347,7 +381,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| {
             ConfigErrors(vec![format!(
                 "{}: {}",
                 path.display(),
@@ -374,6 +408,23 @@ impl Config {
             }),
         };
         let partial_limits = partial_limits(&raw.mediation.partial, &mut errors);
+        let spool = raw.mediation.spool.take().map(|s| {
+            if s.poll_interval_ms == 0 {
+                errors.push("mediation.spool.poll_interval_ms: must be at least 1".into());
+            }
+            if !(1..=raw.limits.max_batch_events).contains(&s.batch_events) {
+                errors.push(format!(
+                    "mediation.spool.batch_events: must be 1..={} (limits.max_batch_events)",
+                    raw.limits.max_batch_events
+                ));
+            }
+            SpoolConfig {
+                dir: s.dir,
+                mapping: s.mapping,
+                poll_interval_ms: s.poll_interval_ms,
+                batch_events: s.batch_events,
+            }
+        });
         let listen = raw
             .listen
             .parse::<SocketAddr>()
@@ -552,6 +603,7 @@ impl Config {
             catalogue,
             mediation_rules_path: raw.mediation.rules,
             partial_limits,
+            spool,
             mediation_rules,
             default_plan: raw.default_plan,
             subscriptions,

@@ -47,6 +47,7 @@ pub mod pipeline;
 pub mod query;
 pub mod rating;
 pub mod security;
+pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

@@ -350,6 +350,27 @@ impl Pipeline {
         Ok(Pending(self.submit(batch_id, admitted, valid, rejected, dropped)))
     }
 
+    /// Puts what could not be read as an event (a spool file's bad line) into suspense, answered
+    /// after the fsync like a batch's rejections (counted as received and rejected).
+    pub async fn suspend(&self, batch_id: u64, entries: Vec<Rejected>) -> Result<Pending, PipelineError> {
+        let admitted = self.admit().await?;
+        let rejected = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, rejected)| RejectedEvent {
+                index: i as u32,
+                rejected,
+            })
+            .collect();
+        Ok(Pending(self.submit(
+            batch_id,
+            admitted,
+            Vec::new(),
+            rejected,
+            Vec::new(),
+        )))
+    }
+
     /// Takes one one-off charge in, checked by the Admin API (amount, currency, time), as a batch
     /// of one event of the charge meter: the same admission, fingerprint, content hash and
     /// acknowledgement after the fsync as an event's.

@@ -21,6 +21,10 @@ pub const EVENTS_REJECTED: &str = "ratingd_events_rejected_total";
 pub const EVENTS_NORMALIZED: &str = "ratingd_events_normalized_total";
 /// Events a normalization rule dropped, by `rule` (the names in the rules file).
 pub const EVENTS_DROPPED: &str = "ratingd_events_dropped_total";
+/// Spool files taken, by `outcome` (`done`: read and acknowledged; `failed`: not readable).
+pub const SPOOL_FILES: &str = "ratingd_spool_files_total";
+/// Lines of spool files that were not events, put in suspense with their file and line.
+pub const SPOOL_BAD_LINES: &str = "ratingd_spool_bad_lines_total";
 /// Partial sessions holding parts, by shard.
 pub const PARTIAL_SESSIONS_OPEN: &str = "ratingd_partial_sessions_open";
 /// Partial sessions merged with every part and rated.
@@ -88,7 +92,7 @@ pub fn stage(name: &'static str) -> metrics::Histogram {
 }
 
 /// Every metric name, for checks such as the dashboard's.
-pub const ALL: [&str; 37] = [
+pub const ALL: [&str; 39] = [
     EVENTS_RECEIVED,
     EVENTS_ACCEPTED,
     EVENTS_DUPLICATE,
@@ -98,6 +102,8 @@ pub const ALL: [&str; 37] = [
     PARTIAL_SESSIONS_OPEN,
     PARTIAL_SESSIONS_MERGED,
     PARTIAL_SESSIONS_TIMED_OUT,
+    SPOOL_FILES,
+    SPOOL_BAD_LINES,
     REDIS_FLUSH_ERRORS,
     PERIODS_CLOSED,
     RETENTION_REMOVED,
@@ -145,6 +151,14 @@ fn describe() {
     describe_counter!(
         EVENTS_NORMALIZED,
         "Events normalization rules changed before their checks and rating."
+    );
+    describe_counter!(
+        SPOOL_FILES,
+        "Spool files taken, by outcome (done: acknowledged and moved to done/; failed: moved to failed/)."
+    );
+    describe_counter!(
+        SPOOL_BAD_LINES,
+        "Lines of spool files that were not events, put in suspense with their file and line."
     );
     describe_gauge!(PARTIAL_SESSIONS_OPEN, "Partial sessions holding parts, by shard.");
     describe_counter!(

@@ -6,8 +6,10 @@
 pub mod balance;
 pub mod codec;
 pub mod convert;
+pub mod mapping;
 pub mod paging;
 pub mod proto;
 pub mod status;
+pub mod usage_file;
 
 pub use status::ApiError;

@@ -1,4 +1,4 @@
-//! Usage files for `ratectl send`: JSONL (one object per line) or CSV (header
+//! Usage files for `ratectl send` and the spool directory: JSONL (one object per line) or CSV (header
 //! `event_id,account,meter,quantity,timestamp` plus optional `attr.<name>` columns).
 
 use chrono::DateTime;
@@ -79,46 +79,56 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<proto::UsageEvent>, FileError
     }
 }
 
+/// A file's events line by line: each line's number (from 1) and its event, or why the line is
+/// not one. Blank lines are left out.
+pub type Lines = Vec<(usize, Result<proto::UsageEvent, String>)>;
+
+/// The events of a whole file, or the first line that is not one.
+pub fn first_error(lines: Lines) -> Result<Vec<proto::UsageEvent>, FileError> {
+    lines.into_iter().map(|(n, line)| line.map_err(|m| err(n, m))).collect()
+}
+
 pub fn parse_jsonl(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
-    let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
+    first_error(lines_jsonl(text))
+}
+
+/// Every line of a JSONL file (each stands alone).
+pub fn lines_jsonl(text: &str) -> Lines {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| (i + 1, jsonl_line(line)))
+        .collect()
+}
+
+fn jsonl_line(line: &str) -> Result<proto::UsageEvent, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let field = |name: &str| -> Result<&str, String> {
+        v.get(name)
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| format!("`{name}` must be a string"))
+    };
+    let mut attributes = Vec::new();
+    if let Some(map) = v.get("attributes") {
+        let map = map.as_object().ok_or("`attributes` must be an object")?;
+        for (k, value) in map {
+            let value = value
+                .as_str()
+                .ok_or_else(|| format!("attribute {k:?} must be a string"))?;
+            attributes.push(proto::Attribute {
+                key: k.clone(),
+                value: value.to_string(),
+            });
         }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| err(n, e.to_string()))?;
-        let field = |name: &str| -> Result<&str, FileError> {
-            v.get(name)
-                .and_then(|x| x.as_str())
-                .ok_or_else(|| err(n, format!("`{name}` must be a string")))
-        };
-        let mut attributes = Vec::new();
-        if let Some(map) = v.get("attributes") {
-            let map = map
-                .as_object()
-                .ok_or_else(|| err(n, "`attributes` must be an object"))?;
-            for (k, value) in map {
-                let value = value
-                    .as_str()
-                    .ok_or_else(|| err(n, format!("attribute {k:?} must be a string")))?;
-                attributes.push(proto::Attribute {
-                    key: k.clone(),
-                    value: value.to_string(),
-                });
-            }
-        }
-        let e = event(
-            field("event_id")?,
-            field("account")?,
-            field("meter")?,
-            field("quantity")?,
-            field("timestamp")?,
-            attributes,
-        )
-        .map_err(|m| err(n, m))?;
-        events.push(e);
     }
-    Ok(events)
+    event(
+        field("event_id")?,
+        field("account")?,
+        field("meter")?,
+        field("quantity")?,
+        field("timestamp")?,
+        attributes,
+    )
 }
 
 /// Splits one CSV line at `delimiter`: fields may be quoted, with `""` for a quote inside.
@@ -147,6 +157,11 @@ pub(super) fn csv_fields(line: &str, delimiter: char) -> Result<Vec<String>, Str
 }
 
 pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
+    first_error(lines_csv(text)?)
+}
+
+/// Every line of a CSV file after its header; `Err` when the header lacks a required column.
+pub fn lines_csv(text: &str) -> Result<Lines, FileError> {
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Ok(Vec::new());
@@ -165,15 +180,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
         .enumerate()
         .filter_map(|(i, h)| h.strip_prefix("attr.").map(|name| (i, name.to_string())))
         .collect();
-    let mut events = Vec::new();
-    for (i, line) in lines {
-        let n = i + 1;
-        let fields = csv_fields(line.trim_end_matches('\r'), ',').map_err(|m| err(n, m))?;
+    let line = |line: &str| -> Result<proto::UsageEvent, String> {
+        let fields = csv_fields(line.trim_end_matches('\r'), ',')?;
         if fields.len() != header.len() {
-            return Err(err(
-                n,
-                format!("{} fields, the header has {}", fields.len(), header.len()),
-            ));
+            return Err(format!("{} fields, the header has {}", fields.len(), header.len()));
         }
         let attributes = attrs
             .iter()
@@ -184,9 +194,9 @@ pub fn parse_csv(text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
             })
             .collect();
         let f = |k: usize| fields[at[k]].as_str();
-        events.push(event(f(0), f(1), f(2), f(3), f(4), attributes).map_err(|m| err(n, m))?);
-    }
-    Ok(events)
+        event(f(0), f(1), f(2), f(3), f(4), attributes)
+    };
+    Ok(lines.map(|(i, text)| (i + 1, line(text))).collect())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::usage_file::{FileError, csv_fields, quantity};
+use super::usage_file::{FileError, Lines, csv_fields, first_error, quantity};
 use crate::domain::localtime::first_instant_at_or_after;
 use crate::domain::money::{exact_mul, parse_exact};
 use crate::wire::proto;
@@ -201,6 +201,12 @@ impl Mapping {
     /// names (else the error names each missing one); a line that does not read is an error with
     /// its number.
     pub fn read(&self, text: &str) -> Result<Vec<proto::UsageEvent>, FileError> {
+        first_error(self.lines(text)?)
+    }
+
+    /// Every line of a CSV file under this mapping, each an event or why it is not one; `Err`
+    /// when the header lacks a column the mapping names.
+    pub fn lines(&self, text: &str) -> Result<Lines, FileError> {
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else {
             return Ok(Vec::new());
@@ -222,15 +228,10 @@ impl Mapping {
                 format!("{} (the header has {})", missing.join("; "), header.join(", ")),
             ));
         }
-        let mut events = Vec::new();
-        for (i, line) in lines {
-            let n = i + 1;
-            let fields = csv_fields(line.trim_end_matches('\r'), self.delimiter).map_err(|m| fail(n, m))?;
+        let line = |line: &str| -> Result<proto::UsageEvent, String> {
+            let fields = csv_fields(line.trim_end_matches('\r'), self.delimiter)?;
             if fields.len() != header.len() {
-                return Err(fail(
-                    n,
-                    format!("{} fields, the header has {}", fields.len(), header.len()),
-                ));
+                return Err(format!("{} fields, the header has {}", fields.len(), header.len()));
             }
             let col = |name: &str| fields[index[name]].trim();
             let meter = match &self.meter {
@@ -250,16 +251,16 @@ impl Mapping {
                 key: k.clone(),
                 value: v.clone(),
             }));
-            events.push(proto::UsageEvent {
+            Ok(proto::UsageEvent {
                 event_id: col(&self.event_id).to_string(),
                 account_id: col(&self.account).to_string(),
                 meter,
-                quantity: Some(self.quantity_of(col(&self.quantity)).map_err(|m| fail(n, m))?),
-                timestamp_unix_nanos: self.instant(col(&self.timestamp)).map_err(|m| fail(n, m))?,
+                quantity: Some(self.quantity_of(col(&self.quantity))?),
+                timestamp_unix_nanos: self.instant(col(&self.timestamp))?,
                 attributes,
-            });
-        }
-        Ok(events)
+            })
+        };
+        Ok(lines.map(|(i, text)| (i + 1, line(text))).collect())
     }
 
     /// The column's quantity times the mapping's factor, exact (at most 9 places).
