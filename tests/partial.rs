@@ -119,8 +119,13 @@ async fn parts_shuffled_and_duplicated_give_the_same_charge() {
         (merged.quantity.as_str(), merged.charge.as_str()),
         ("1387", "0.341166667")
     );
-    // Every part again after the merge: each goes to suspense as a part of a merged session.
+    // A part resent after the merge (its ack was lost): a DUPLICATE. A part the session never
+    // had, after the merge: suspense, as a part of a merged session.
     let ack = d.submit(3, vec![p(2)]).await;
+    assert_eq!((ack.duplicate, ack.rejected), (1, 0), "{ack:?}");
+    let mut late = p(2);
+    late.event_id = "c-2-late".into();
+    let ack = d.submit(4, vec![late]).await;
     assert_eq!(ack.rejected, 1);
     assert_eq!(ack.results[0].reason, proto::RejectReason::Conflict as i32);
     assert_eq!(
@@ -136,7 +141,9 @@ async fn parts_shuffled_and_duplicated_give_the_same_charge() {
 async fn a_contradicting_part_and_a_part_past_the_bounds_go_to_suspense() {
     let dir = TempDir::new("partial-bad");
     let d = TestDaemon::start(&config(&dir, "")).await;
+    // Part 1 again under another id and with other content: the session's conflict.
     let mut other = part("tel-4", "c-3", 1, start());
+    other.event_id = "c-3-1b".into();
     other.quantity = Some(proto::Quantity { units: 601, nanos: 0 });
     let extra = |seq: u32| {
         let mut e = part("tel-4", "c-3", 2, start());
@@ -172,6 +179,14 @@ async fn a_contradicting_part_and_a_part_past_the_bounds_go_to_suspense() {
         ack.results[1].detail.contains("already holds 4 parts"),
         "{}",
         ack.results[1].detail
+    );
+    // Part 1's own id with other content: the id's conflict.
+    let mut same_id = part("tel-4", "c-3", 1, start());
+    same_id.quantity = Some(proto::Quantity { units: 1, nanos: 0 });
+    let ack = d.submit(3, vec![same_id]).await;
+    assert_eq!(
+        ack.results[0].detail,
+        "event_id \"c-3-1\" was received before with other content (part 1 of session \"c-3\")"
     );
     // A malformed part is refused at the door.
     let mut bad = part("tel-4", "c-4", 1, start());
@@ -250,8 +265,10 @@ fn sigkill_with_open_sessions_loses_no_part_and_charges_once() {
     assert_eq!((ack.accepted, ack.duplicate), (1, 1), "{ack:?}");
     d.kill9();
     let d = DaemonProcess::spawn(&config);
+    // Merged before the kill; the part's claim was not in a checkpoint yet: a resend of it goes
+    // to suspense as a part after the merge (never charged again).
     let ack = submit(&d.target, 3, vec![part("tel-7", "k-1", 3, at)]);
-    assert_eq!(ack.rejected, 1, "merged before the kill: {ack:?}");
+    assert_eq!(ack.duplicate + ack.rejected, 1, "{ack:?}");
     let (whole, merged) = rt.block_on(async {
         (
             records_from(&d.target, "tel-6", None).await,

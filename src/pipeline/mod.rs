@@ -600,7 +600,12 @@ fn load_partials(store: &Store, key: &HashKey, states: &mut [shard::ShardState])
     }
     for ((account, session), open) in sessions {
         let fingerprint = key.fingerprint(&account, &crate::domain::partial::merged_id(&session));
-        states[key.shard_of(&account, states.len())].load_partial(open, fingerprint);
+        let parts: Vec<u128> = open
+            .parts
+            .values()
+            .map(|p| key.fingerprint(&account, &p.event_id))
+            .collect();
+        states[key.shard_of(&account, states.len())].load_partial(open, fingerprint, &parts);
     }
     Ok(())
 }

@@ -51,8 +51,13 @@ impl Partials {
 }
 
 impl ShardState {
-    /// Installs a session read at start.
-    pub fn load_partial(&mut self, session: OpenSession, merged_fingerprint: u128) {
+    /// Installs a session read at start, with the fingerprints of its parts' ids (claimed in the
+    /// window again: a resend of a held part is a DUPLICATE).
+    pub fn load_partial(&mut self, session: OpenSession, merged_fingerprint: u128, part_fingerprints: &[u128]) {
+        for (part, fingerprint) in session.parts.values().zip(part_fingerprints) {
+            self.dedupe
+                .insert(*fingerprint, super::day_of(part.timestamp_unix_nanos), part.content);
+        }
         let key = (Arc::from(session.account.as_str()), session.session.clone());
         self.partials.sessions.insert(
             key,
@@ -83,6 +88,32 @@ impl ShardState {
         let refuse = |out: &mut ShardOutput, reason, detail: String| {
             reject(out, e.index, suspense_of(&e, reason, detail, now));
         };
+        // The part's own id first: a resend of a part already taken (before or after its
+        // session merged) is a DUPLICATE while its id is in the window.
+        match self.dedupe.check(e.fingerprint, e.content) {
+            Ok(Seen::New) => {}
+            Ok(Seen::Duplicate) => {
+                out.duplicate += 1;
+                out.results.push(EventOutcome {
+                    index: e.index,
+                    rejected: None,
+                    dropped_by: None,
+                    detail: String::new(),
+                });
+                return;
+            }
+            Ok(Seen::Conflict) => {
+                let detail = format!(
+                    "event_id {:?} was received before with other content (part {} of session {:?})",
+                    e.event.event_id, tag.seq, tag.session
+                );
+                return refuse(out, RejectReason::Conflict, detail);
+            }
+            Err(damage) => {
+                self.cold_damage = Some(damage);
+                return;
+            }
+        }
         match self.dedupe.check(merged_fingerprint, 0) {
             Ok(Seen::New) => {}
             Ok(_) => {
@@ -110,6 +141,8 @@ impl ShardState {
             Added::Held => {
                 out.writes.push(PartialParts::entry(account, &tag.session, &part));
                 out.held += 1;
+                self.dedupe
+                    .insert(e.fingerprint, super::day_of(part.timestamp_unix_nanos), e.content);
             }
             Added::Duplicate => {
                 out.duplicate += 1;
