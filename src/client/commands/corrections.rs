@@ -134,16 +134,10 @@ pub async fn amend(a: &AmendArgs, access: &Access) -> Result<Printed, Failure> {
         None => None,
         Some(text) => Some(quantity(text).map_err(Failure::new)?),
     };
-    let mut attributes = Vec::with_capacity(a.attrs.len());
-    for pair in &a.attrs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| Failure::new(format!("--attr {pair:?}: want KEY=VALUE")))?;
-        attributes.push(proto::Attribute {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
-    }
+    let attributes: Vec<proto::Attribute> = super::attribute_args(&a.attrs)?
+        .into_iter()
+        .map(|(key, value)| proto::Attribute { key, value })
+        .collect();
     let request = proto::AmendEventRequest {
         account_id: a.account.clone(),
         event_id: a.event_id.clone(),

@@ -70,14 +70,7 @@ fn check(file: &Path) -> Printed {
 fn try_rules(args: &TryArgs) -> Result<Printed, Failure> {
     let rules = load(&args.rules).map_err(|e| Failure::new(format!("{}: {e}", args.rules.display())))?;
     let quantity = parse_exact(&args.quantity).map_err(|m| Failure::new(format!("--quantity: {m}")))?;
-    let attributes = args
-        .attrs
-        .iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(Failure::new(format!("--attr: {a:?} is not KEY=VALUE"))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let attributes = super::attribute_args(&args.attrs)?;
     let sent = RawEvent {
         event_id: "try".into(),
         account_id: args.account.clone(),

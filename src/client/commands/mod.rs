@@ -20,6 +20,16 @@ pub mod totals;
 /// Where ratingd listens unless `--target` says otherwise.
 pub const DEFAULT_TARGET: &str = "http://127.0.0.1:50051";
 
+/// `--attr KEY=VALUE` arguments as pairs (a key is never empty).
+pub fn attribute_args(args: &[String]) -> Result<Vec<(String, String)>, super::output::Failure> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(super::output::Failure::new(format!("--attr: {a:?} is not KEY=VALUE"))),
+        })
+        .collect()
+}
+
 /// A current-thread runtime for one command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, super::output::Failure> {
     tokio::runtime::Builder::new_current_thread()

@@ -174,14 +174,7 @@ fn run_quote(args: &QuoteArgs) -> Result<Printed, Failure> {
     let at = DateTime::parse_from_rfc3339(&args.at)
         .map_err(|e| Failure::new(format!("--at: {:?} is not an RFC 3339 date-time ({e})", args.at)))?
         .with_timezone(&Utc);
-    let attributes = args
-        .attrs
-        .iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(Failure::new(format!("--attr: {a:?} is not KEY=VALUE"))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let attributes = super::attribute_args(&args.attrs)?;
     let input = RatingInput {
         meter: &args.meter,
         quantity,
