@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::ShardState;
-use super::rate::{Touched, reject, suspense_of};
+use super::rate::{Touched, duplicate, reject, suspense_of};
 use crate::domain::partial::{Added, OpenSession, Part, PartTag, PartialLimits};
-use crate::domain::usage::{EventOutcome, RejectReason};
+use crate::domain::usage::RejectReason;
 use crate::pipeline::dedupe::Seen;
 use crate::pipeline::{RatingContext, ShardOutput, ValidEvent};
 use crate::store::PartialParts;
@@ -92,16 +92,7 @@ impl ShardState {
         // session merged) is a DUPLICATE while its id is in the window.
         match self.dedupe.check(e.fingerprint, e.content) {
             Ok(Seen::New) => {}
-            Ok(Seen::Duplicate) => {
-                out.duplicate += 1;
-                out.results.push(EventOutcome {
-                    index: e.index,
-                    rejected: None,
-                    dropped_by: None,
-                    detail: String::new(),
-                });
-                return;
-            }
+            Ok(Seen::Duplicate) => return duplicate(out, e.index),
             Ok(Seen::Conflict) => {
                 let detail = format!(
                     "event_id {:?} was received before with other content (part {} of session {:?})",
@@ -144,15 +135,7 @@ impl ShardState {
                 self.dedupe
                     .insert(e.fingerprint, super::day_of(part.timestamp_unix_nanos), e.content);
             }
-            Added::Duplicate => {
-                out.duplicate += 1;
-                out.results.push(EventOutcome {
-                    index: e.index,
-                    rejected: None,
-                    dropped_by: None,
-                    detail: String::new(),
-                });
-            }
+            Added::Duplicate => duplicate(out, e.index),
             Added::Conflict(detail) => refuse(out, RejectReason::Conflict, detail),
             Added::OverLimit(detail) => refuse(out, RejectReason::InvalidField, detail),
         }

@@ -128,13 +128,7 @@ impl ShardState {
         }
         if seen != Seen::New {
             if seen == Seen::Duplicate {
-                out.duplicate += 1;
-                out.results.push(EventOutcome {
-                    index: e.index,
-                    rejected: None,
-                    dropped_by: None,
-                    detail: String::new(),
-                });
+                duplicate(out, e.index);
             } else {
                 let detail = "event_id already rated with different content".to_string();
                 refuse(out, RejectReason::Conflict, detail, self.job_now);
@@ -267,6 +261,17 @@ impl ShardState {
             metrics::counter!(crate::telemetry::RATED_CHARGE, "currency" => currency.to_string()).increment(micros);
         }
     }
+}
+
+/// Answers one event DUPLICATE (a success: nothing written).
+pub(super) fn duplicate(out: &mut ShardOutput, index: u32) {
+    out.duplicate += 1;
+    out.results.push(EventOutcome {
+        index,
+        rejected: None,
+        dropped_by: None,
+        detail: String::new(),
+    });
 }
 
 /// Answers one event REJECTED and writes its suspense entry into the job's output.
