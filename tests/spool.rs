@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use ratingd::wire::proto::{self, admin_client::AdminClient};
+use ratingd::wire::proto;
 
 fn config(dir: &TempDir, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let spool = dir.0.join("spool");
@@ -44,18 +44,6 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-async fn invalid_field_suspense(target: &str) -> Vec<proto::SuspendedEvent> {
-    AdminClient::new(channel(target).await)
-        .list_suspense(proto::ListSuspenseRequest {
-            reason: proto::RejectReason::InvalidField as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-}
-
 #[tokio::test]
 async fn a_file_with_bad_lines_is_read_once_and_its_bad_lines_wait_in_suspense() {
     let dir = TempDir::new("spool-jsonl");
@@ -84,7 +72,7 @@ async fn a_file_with_bad_lines_is_read_once_and_its_bad_lines_wait_in_suspense()
     let t = d.totals("saas-1", "2026-11").await.unwrap();
     assert_eq!(t.meters[0].quantity, "150");
     assert_eq!(records_from(&d.target, "saas-2", None).await.len(), 1);
-    let bad = invalid_field_suspense(&d.target).await;
+    let bad = suspended(&d.target, proto::RejectReason::InvalidField).await;
     let mut details: Vec<&str> = bad.iter().map(|e| e.detail.as_str()).collect();
     details.sort();
     assert_eq!(details.len(), 2, "{details:?}");
@@ -148,7 +136,7 @@ async fn csv_files_are_read_through_a_mapping_and_a_bad_file_goes_to_failed() {
         (records[0].quantity.as_str(), records[0].timestamp.as_str()),
         ("61.5", "2026-11-18T11:30:00+00:00")
     );
-    let bad = invalid_field_suspense(&d.target).await;
+    let bad = suspended(&d.target, proto::RejectReason::InvalidField).await;
     assert_eq!(bad.len(), 1);
     assert!(
         bad[0]

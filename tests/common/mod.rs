@@ -843,3 +843,26 @@ pub async fn ledger_of(target: &str, account: &str) -> Vec<proto::LedgerEntry> {
         token = page.next_page_token;
     }
 }
+
+/// Every suspense entry with `reason`, all pages.
+pub async fn suspended(target: &str, reason: proto::RejectReason) -> Vec<proto::SuspendedEvent> {
+    let mut admin = proto::admin_client::AdminClient::new(channel(target).await);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_suspense(proto::ListSuspenseRequest {
+                reason: reason as i32,
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
