@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
@@ -18,11 +17,13 @@ use crate::admin::{AdminCore, AdminService, AdminTables};
 use crate::config::Config;
 use crate::domain::subscription::{SubscriptionBook, SubscriptionError};
 use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
+use crate::edge::guard::GuardLayer;
 use crate::ingest::service::IngestService;
+use crate::limits::{BALANCE_SWEEP_INTERVAL, SERVER_DRAIN};
 use crate::pipeline::{Clock, EventLimits, Pipeline, PipelineConfig, RatingContext, SharedClock, SharedContext};
 use crate::query::QueryService;
 use crate::security::auth::TokenBook;
-use crate::security::guard::GuardLayer;
+use crate::shutdown::{Shutdown, Stopper};
 use crate::store::{
     Adjustments, Alerts, Closes, Corrections, Records, Retention, Store, StoreError, Subscriptions, Suspense, Versions,
 };
@@ -30,10 +31,6 @@ use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::charging_server::ChargingServer;
 use crate::wire::proto::ingest_server::IngestServer;
 use crate::wire::proto::query_server::QueryServer;
-
-/// How long open connections may take to finish after a shutdown starts, before they are closed
-/// (well inside the default 30 s grace, leaving time for the pipeline drain).
-const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The services whose health is reported ("" is the server as a whole).
 const SERVICES: [&str; 5] = [
@@ -43,11 +40,6 @@ const SERVICES: [&str; 5] = [
     "ratingd.v1.Admin",
     "ratingd.v1.Charging",
 ];
-
-/// How often due reservations and expiring credit are swept (a balance read sweeps its own
-/// account first, so this bounds only how long a lapsed reservation's money shows as held in
-/// Redis and the metrics).
-const BALANCE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -85,14 +77,14 @@ pub struct Running {
     pub recovered_records: usize,
     /// The bearer tokens in force; [`Running::reload_tokens`] replaces them.
     tokens: Arc<ArcSwap<TokenBook>>,
-    shutdown: watch::Sender<bool>,
+    stopper: Stopper,
     task: JoinHandle<Result<(), AppError>>,
 }
 
 impl Running {
     /// Starts the graceful shutdown (idempotent).
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.stopper.stop();
     }
 
     /// Re-reads `[[tokens]]` from the configuration file (SIGHUP): added tokens work and removed
@@ -243,12 +235,12 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         addr: config.listen,
         error,
     })?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stopper, shutdown) = Stopper::new();
     let ingest = Arc::new(IngestService::new(
         pipeline.clone(),
         config.limits.max_batch_events,
         config.limits.max_inflight_per_stream,
-        shutdown_rx.clone(),
+        shutdown.clone(),
     ));
     let admin_tables = AdminTables {
         subscriptions: tables.subscriptions.clone(),
@@ -257,6 +249,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         corrections: tables.corrections.clone(),
         adjustments: tables.adjustments.clone(),
     };
+    let biller = Arc::new(crate::billing::fees::Biller::new(pipeline.clone()));
     let admin = Arc::new(AdminCore::new(
         pipeline.clone(),
         admin_tables,
@@ -328,10 +321,10 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         "ratingd serving"
     );
     // The projection stops after the pipeline has drained, so its last flush holds every commit.
-    let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    let (export_stopper, export_shutdown) = Stopper::new();
     let pipeline_committed = committed.clone();
     // Closes recorded before: in force again, and announced if they were not yet.
-    crate::export::close::restore(&pipeline, &tables.closes)?;
+    crate::billing::close::restore(&pipeline, &tables.closes)?;
     metrics::gauge!(crate::telemetry::SUSPENSE_EVENTS).set(tables.suspense.count() as f64);
     metrics::gauge!(crate::telemetry::AGGREGATES).set(committed.totals.len() as f64);
     let exporter = tokio::spawn(crate::export::run(
@@ -341,38 +334,34 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         tables.alerts.clone(),
         tables.adjustments.clone(),
         tables.balance_alerts.clone(),
-        export_stop_rx,
+        export_shutdown,
     ));
-    let sweeper = tokio::spawn(sweep_balances(pipeline.clone(), shutdown_rx.clone()));
+    let sweeper = tokio::spawn(sweep_balances(pipeline.clone(), shutdown.clone()));
     // The spool stops taking files when the drain starts; a file half sent is read again later.
     let spool = match &config.spool {
         Some(settings) => {
             let spool = crate::spool::Spool::new(settings.clone())?;
-            Some(tokio::spawn(spool.run(pipeline.clone(), shutdown_rx.clone())))
+            Some(tokio::spawn(spool.run(pipeline.clone(), shutdown.clone())))
         }
         None => None,
     };
-    let closer = tokio::spawn(crate::export::close::run(
-        pipeline.clone(),
+    let closer = tokio::spawn(crate::billing::close::run(
+        biller.clone(),
         tables.closes.clone(),
         chrono::Duration::hours(i64::from(config.period_close_grace_hours)),
         std::time::Duration::from_millis(config.redis.flush_interval_ms),
-        crate::export::retention::Sweeper::new(
+        crate::billing::retention::Sweeper::new(
             tables.retention.clone(),
             config.retention_days,
             config.retention_export_dir.clone(),
         ),
-        shutdown_rx.clone(),
+        shutdown.clone(),
     ));
-    let mut stop = shutdown_rx.clone();
-    let mut stopping = shutdown_rx.clone();
+    let mut stop = shutdown.clone();
+    let mut stopping = shutdown;
     let task = tokio::spawn(async move {
         let signal = async move {
-            while !*stop.borrow_and_update() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
+            stop.started().await;
             for name in SERVICES {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
@@ -386,11 +375,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         // (a health Watch, say) must not hold the daemon: after a bounded wait its connection is
         // closed and the pipeline drain goes on.
         let deadline = async move {
-            while !*stopping.borrow_and_update() {
-                if stopping.changed().await.is_err() {
-                    break;
-                }
-            }
+            stopping.started().await;
             tokio::time::sleep(SERVER_DRAIN).await;
         };
         let served = tokio::select! {
@@ -408,7 +393,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         if let Some(spool) = spool {
             spool.await?;
         }
-        let _ = export_stop_tx.send(true);
+        export_stopper.stop();
         exporter.await?;
         info!("ratingd stopped");
         served.map_err(AppError::from)
@@ -420,20 +405,20 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         committed: pipeline_committed,
         recovered_records,
         tokens,
-        shutdown: shutdown_tx,
+        stopper,
         task,
     })
 }
 
 /// Releases lapsed reservations and expires credit every [`BALANCE_SWEEP_INTERVAL`] until the
 /// daemon stops; also removes the claims of moved events whose day left the dedupe window.
-async fn sweep_balances(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+async fn sweep_balances(pipeline: Arc<Pipeline>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(BALANCE_SWEEP_INTERVAL) => {}
-            _ = stop.changed() => return,
+            () = shutdown.started() => return,
         }
-        if *stop.borrow() {
+        if shutdown.is_started() {
             return;
         }
         if let Err(error) = pipeline.sweep_balances().await {

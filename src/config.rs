@@ -18,7 +18,12 @@ use crate::domain::tariff_file::parse_catalogue;
 use crate::security::auth::{Role, Token};
 use crate::security::tls::{TlsFiles, plaintext_refused};
 
-use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
+use crate::limits::{
+    DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_BATCH_EVENTS, DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_INFLIGHT_BATCHES, DEFAULT_MAX_INFLIGHT_PER_STREAM, DEFAULT_MAX_MESSAGE_BYTES, MAX_ACCOUNT_BYTES,
+    MAX_CLOSE_GRACE_HOURS, MAX_DEDUPE_WINDOW_DAYS, MAX_FLUSH_INTERVAL_MS, MAX_ID_BYTES, MAX_PARTIAL_PARTS, MAX_SHARDS,
+    MIN_FLUSH_INTERVAL_MS,
+};
 
 /// Settings of the Redis projection (`[redis]`; the key layout is `export::Keys`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +150,14 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_batch_events: 10_000,
-            max_message_bytes: 16 * 1024 * 1024,
-            max_inflight_batches: 256,
-            max_inflight_per_stream: 64,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            max_inflight_per_stream: DEFAULT_MAX_INFLIGHT_PER_STREAM,
             max_attributes: DEFAULT_MAX_ATTRIBUTES,
             max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
             max_id_bytes: MAX_ID_BYTES,
-            max_concurrent_streams: 256,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive_interval_seconds: 30,
             keepalive_timeout_seconds: 10,
             request_timeout_seconds: 30,
@@ -459,11 +464,13 @@ impl Config {
         } else {
             raw.shards
         };
-        if shards > 256 {
-            errors.push("shards: at most 256".to_string());
+        if shards > MAX_SHARDS {
+            errors.push(format!("shards: at most {MAX_SHARDS}"));
         }
-        if !(1..=3660).contains(&raw.dedupe_window_days) {
-            errors.push("dedupe_window_days: must be between 1 and 3660".to_string());
+        if !(1..=MAX_DEDUPE_WINDOW_DAYS).contains(&raw.dedupe_window_days) {
+            errors.push(format!(
+                "dedupe_window_days: must be between 1 and {MAX_DEDUPE_WINDOW_DAYS}"
+            ));
         }
         if raw.dedupe_hot_hours == 0 {
             // Ids of today's events would spill as they come: one run file per job.
@@ -475,10 +482,12 @@ impl Config {
         if raw.redis.prefix.is_empty() || raw.redis.prefix.contains(char::is_whitespace) {
             errors.push("redis.prefix: must be non-empty, without spaces".to_string());
         }
-        if !(10..=3_600_000).contains(&raw.redis.flush_interval_ms) {
-            errors.push("redis.flush_interval_ms: must be between 10 and 3600000".to_string());
+        if !(MIN_FLUSH_INTERVAL_MS..=MAX_FLUSH_INTERVAL_MS).contains(&raw.redis.flush_interval_ms) {
+            errors.push(format!(
+                "redis.flush_interval_ms: must be between {MIN_FLUSH_INTERVAL_MS} and {MAX_FLUSH_INTERVAL_MS}"
+            ));
         }
-        if raw.period_close_grace_hours > 24 * 366 {
+        if raw.period_close_grace_hours > MAX_CLOSE_GRACE_HOURS {
             errors.push("period_close_grace_hours: at most a year".to_string());
         }
         if raw.retention_days != 0 {
@@ -622,8 +631,8 @@ fn partial_limits(raw: &RawPartial, errors: &mut Vec<String>) -> PartialLimits {
     if raw.timeout_seconds == 0 {
         errors.push("mediation.partial.timeout_seconds: must be at least 1".into());
     }
-    if !(1..=10_000).contains(&raw.max_parts) {
-        errors.push("mediation.partial.max_parts: must be 1..=10000".into());
+    if !(1..=MAX_PARTIAL_PARTS).contains(&(raw.max_parts as usize)) {
+        errors.push(format!("mediation.partial.max_parts: must be 1..={MAX_PARTIAL_PARTS}"));
     }
     let max_quantity = match raw.max_quantity.parse::<rust_decimal::Decimal>() {
         Ok(q) if q > rust_decimal::Decimal::ZERO => q,

@@ -3,18 +3,14 @@
 //! (docs/corrections.md).
 
 use crate::domain::correction::Change;
-use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
+use crate::domain::usage::{QUANTITY_RULE, quantity_of};
+use crate::edge::ApiError;
+use crate::limits::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES, MAX_REASON_BYTES};
 use crate::pipeline::corrections::{CorrectionRequest, Report};
-use crate::pipeline::intake::{QUANTITY_RULE, quantity_of};
 use crate::store::Claim;
-use crate::wire::ApiError;
-use crate::wire::convert::correction_to_proto;
 use crate::wire::proto;
 
 use super::AdminCore;
-
-/// The longest reason kept with a correction.
-const MAX_REASON_BYTES: usize = 1024;
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadCorrection(message.into())
@@ -279,5 +275,58 @@ impl AdminCore {
             refused = report.refused.len(),
             "correction"
         );
+    }
+}
+
+/// A correction's answer: every outcome with its records, the refusals, and the difference per
+/// currency (never summed across currencies).
+fn correction_to_proto(id: &str, dry_run: bool, report: &Report) -> proto::CorrectionResponse {
+    let mut differences: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)> = Vec::new();
+    for o in &report.outcomes {
+        match differences.iter_mut().find(|(c, _)| *c == o.currency) {
+            Some((_, d)) => *d += o.difference,
+            None => differences.push((o.currency, o.difference)),
+        }
+    }
+    differences.sort_by_key(|(c, _)| c.to_string());
+    proto::CorrectionResponse {
+        id: id.to_string(),
+        dry_run,
+        records_changed: report
+            .outcomes
+            .iter()
+            .flat_map(|o| &o.records)
+            .filter(|r| r.is_reversal())
+            .count() as u32,
+        differences: differences
+            .into_iter()
+            .map(|(currency, d)| proto::CurrencyDifference {
+                currency: currency.to_string(),
+                difference: d.to_string(),
+            })
+            .collect(),
+        outcomes: report
+            .outcomes
+            .iter()
+            .map(|o| proto::CorrectionOutcome {
+                account_id: o.account.clone(),
+                plan: o.plan.clone(),
+                period: o.period.clone(),
+                currency: o.currency.to_string(),
+                difference: o.difference.to_string(),
+                booked_plan: o.booked.as_ref().map(|b| b.plan.clone()).unwrap_or_default(),
+                booked_period: o.booked.as_ref().map(|b| b.period.clone()).unwrap_or_default(),
+                already_applied: o.already_applied,
+                records: o.records.iter().map(crate::wire::convert::record_to_proto).collect(),
+            })
+            .collect(),
+        refused: report
+            .refused
+            .iter()
+            .map(|(account, why)| proto::CorrectionRefusal {
+                account_id: account.clone(),
+                reason: why.to_string(),
+            })
+            .collect(),
     }
 }

@@ -15,20 +15,17 @@ use crate::domain::subscription::Subscription;
 use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
 use crate::domain::tariff_file::parse_catalogue;
 use crate::domain::usage::RejectReason;
+use crate::edge::ApiError;
 use crate::pipeline::{Pipeline, RatingContext};
 use crate::store::{Adjustments, Corrections, Subscriptions, Suspense, SuspenseId, Versions};
-use crate::wire::ApiError;
+use crate::wire::InputError;
 use crate::wire::convert::{
     charge_from_proto, reason_filter, subscription_from_proto, subscription_to_proto, suspended_to_proto,
 };
 use crate::wire::paging::{self, page_size};
 use crate::wire::proto::{self, admin_server::Admin};
 
-/// Most subscriptions one UpsertSubscriptions call takes.
-const MAX_SUBSCRIPTIONS_PER_CALL: usize = 100_000;
-
-/// Most suspense entries one reprocess call handles.
-const MAX_REPROCESS: usize = 100_000;
+use crate::limits::{MAX_REPROCESS, MAX_SUBSCRIPTIONS_PER_CALL};
 
 /// What a reprocess did: entries taken, and how each came out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -267,10 +264,10 @@ impl AdminCore {
         let oldest = now - chrono::Duration::days(i64::from(config.dedupe_window_days));
         let newest = now + chrono::Duration::seconds(i64::from(config.future_skew_seconds));
         if charge.at < oldest || charge.at > newest {
-            return Err(ApiError::BadCharge(format!(
+            return Err(ApiError::from(InputError::BadCharge(format!(
                 "time must be within the dedupe window ({} days) and the clock skew ({} s) of now",
                 config.dedupe_window_days, config.future_skew_seconds
-            )));
+            ))));
         }
         let (plan, period) = {
             let context = self.pipeline.context().load();
@@ -489,7 +486,7 @@ impl Admin for AdminService {
     }
 
     async fn top_up(&self, request: Request<proto::TopUpRequest>) -> Result<Response<proto::BalanceResponse>, Status> {
-        let op = crate::wire::balance::top_up(request.into_inner())?;
+        let op = crate::edge::balance::top_up(request.into_inner())?;
         Ok(Response::new(self.0.balance(op).await?))
     }
 
@@ -497,7 +494,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::SetBalanceLimitsRequest>,
     ) -> Result<Response<proto::BalanceResponse>, Status> {
-        let op = crate::wire::balance::limits(request.into_inner())?;
+        let op = crate::edge::balance::limits(request.into_inner())?;
         Ok(Response::new(self.0.balance(op).await?))
     }
 
@@ -533,5 +530,5 @@ impl AdminCore {
 
 /// The name of the caller's token (kept with each correction); empty without tokens.
 fn caller_name<T>(request: &Request<T>) -> String {
-    crate::security::auth::principal(request).map_or_else(String::new, |p| p.name.to_string())
+    crate::edge::access::principal(request).map_or_else(String::new, |p| p.name.to_string())
 }

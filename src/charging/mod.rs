@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::edge::ApiError;
+use crate::edge::access::check_account;
+use crate::edge::balance::{authorize, units};
 use crate::pipeline::Pipeline;
 use crate::pipeline::balance::{BalanceError, BalanceOp, BalanceReply};
-use crate::security::auth::check_account;
 use crate::store::Balances;
-use crate::wire::ApiError;
-use crate::wire::balance::{authorize, ended_to_proto, grant_to_proto, units};
+use crate::wire::balance::{ended_to_proto, grant_to_proto};
 use crate::wire::proto::{self, charging_server::Charging};
 
 pub struct ChargingService {

@@ -8,8 +8,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// A daemon that does not complete the TCP connection in this time is reported unreachable.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::limits::CONNECT_TIMEOUT;
 
 /// Credentials and trust for one daemon.
 #[derive(Debug, Clone, Default)]

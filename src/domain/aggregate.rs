@@ -57,6 +57,14 @@ impl PeriodTotals {
             .map_or(Decimal::ZERO, |m| m.rated_quantity)
     }
 
+    /// The charge and the number of records under `meter` (zeros before its first record).
+    pub fn charged(&self, meter: &str) -> (Decimal, u64) {
+        self.meters
+            .iter()
+            .find(|m| &*m.meter == meter)
+            .map_or((Decimal::ZERO, 0), |m| (m.charge, m.events))
+    }
+
     /// Adds one rated record.
     pub fn add(&mut self, meter: &str, quantity: Decimal, rated_quantity: Decimal, charge: Decimal) {
         let m = self.meter_mut(meter);

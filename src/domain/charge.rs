@@ -9,12 +9,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::money::Currency;
+use super::origin::{CHARGE_ID_PREFIX, CHARGE_METER};
 use super::usage::{RawEvent, UsageEvent, attribute};
 
-/// The meter of charge records. Tariff files cannot name a meter starting with `@`.
-pub const CHARGE_METER: &str = "@charge";
-/// The event-id prefix of charges; usage events may not use it.
-pub const CHARGE_ID_PREFIX: &str = "charge:";
 const CURRENCY: &str = "currency";
 const DESCRIPTION: &str = "description";
 

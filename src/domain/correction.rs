@@ -8,10 +8,6 @@
 
 use rust_decimal::Decimal;
 
-/// The meter under which a closed period's corrections count in the open period's totals: the
-/// charge only, so the open period's usage (its tiers and allowances) is not moved by them.
-pub const ADJUSTMENT_METER: &str = "@adjustment";
-
 /// Whether a correction record takes a record back or puts its corrected rating in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::correction::{ADJUSTMENT_METER, Correction};
+use super::correction::Correction;
+use super::origin::{ADJUSTMENT_METER, Origin};
 
 /// What the engine needs to price one event.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +119,12 @@ impl RatedRecord {
             });
         }
         line
+    }
+
+    /// Where its event came from, told by its stored meter (the one place a stored record's kind
+    /// is read from its meter).
+    pub fn origin(&self) -> Origin {
+        Origin::of_meter(&self.meter)
     }
 
     /// True for a reversal record (it takes an earlier record of the same event back).

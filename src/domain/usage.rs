@@ -20,14 +20,10 @@ pub struct UsageEvent {
     pub attributes: Vec<(String, String)>,
 }
 
-/// Longest account id (SPEC section 2).
-pub const MAX_ACCOUNT_BYTES: usize = 128;
-/// Longest event, account and meter id accepted (SPEC section 2); `limits.max_id_bytes` may lower it.
-pub const MAX_ID_BYTES: usize = 128;
-/// Default bounds on an event's attributes (`limits.max_attributes`, `limits.max_attribute_bytes`):
-/// a handful of short pairs, as SPEC section 2 has them.
-pub const DEFAULT_MAX_ATTRIBUTES: usize = 16;
-pub const DEFAULT_MAX_ATTRIBUTE_BYTES: usize = 256;
+/// The id of a suspense entry: its storage key (`s/<seq><n>`), so ids order as entries were
+/// written. Opaque to clients (hex on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SuspenseId(pub Vec<u8>);
 
 /// An event as an agent sent it, before any check: fields may be empty, too long or out of range.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

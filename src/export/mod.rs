@@ -8,21 +8,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
 use tracing::{info, warn};
-
-pub mod close;
-pub mod retention;
 
 use crate::config::RedisConfig;
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::domain::alert::SpendAlert;
 use crate::domain::balance::at_record_scale;
+use crate::limits::REDIS_KEYS_PER_PIPELINE as KEYS_PER_PIPELINE;
 use crate::pipeline::{CommittedView, TotalsKey};
+use crate::shutdown::Shutdown;
 use crate::store::{Adjustments, Alerts, Closes, Outbox, StoredAlert};
-
-/// Keys written per pipelined transaction: bounds one request's size and Redis's blocking time.
-const KEYS_PER_PIPELINE: usize = 500;
 
 /// The key names of the contract.
 pub struct Keys<'a> {
@@ -190,7 +185,7 @@ pub async fn run(
     alerts: Alerts,
     adjustments: Adjustments,
     balance_alerts: Outbox,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     // Entries a crash left unannounced go out with the first flush.
     committed
@@ -216,11 +211,11 @@ pub async fn run(
     loop {
         let stop = tokio::select! {
             _ = tokio::time::sleep(interval) => false,
-            _ = shutdown.changed() => true,
+            () = shutdown.started() => true,
         };
         // The last flush before a stop goes as fast as it can.
-        exporter.flush(!stop && !*shutdown.borrow()).await;
-        if stop || *shutdown.borrow() {
+        exporter.flush(!stop && !shutdown.is_started()).await;
+        if stop || shutdown.is_started() {
             info!("redis projection stopped");
             return;
         }

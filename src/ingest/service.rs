@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
+use crate::edge::ApiError;
+use crate::edge::access::{note, principal};
 use crate::pipeline::{Pending, Pipeline, PipelineError};
-use crate::security::{self, auth::Principal};
-use crate::wire::ApiError;
+use crate::security::auth::Principal;
+use crate::shutdown::Shutdown;
 use crate::wire::convert::{ack_to_proto, raw_event};
 use crate::wire::proto::{self, ingest_server::Ingest};
 
@@ -22,13 +24,13 @@ pub struct IngestService {
     max_batch_events: usize,
     /// Batches in flight on one stream; past it the stream is not read (HTTP/2 flow control).
     max_inflight_per_stream: usize,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 /// A refusal as the status returned, counted and logged (at most once a second per reason).
 fn refuse(error: ApiError) -> Status {
     let status = Status::from(error);
-    security::note(SUBMIT, &status);
+    note(SUBMIT, &status);
     status
 }
 
@@ -37,7 +39,7 @@ impl IngestService {
         pipeline: Arc<Pipeline>,
         max_batch_events: usize,
         max_inflight_per_stream: usize,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Self {
         IngestService {
             pipeline,
@@ -86,14 +88,6 @@ impl IngestService {
     }
 }
 
-async fn shutting_down(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Ingest for Arc<IngestService> {
     type StreamStream = ReceiverStream<Result<proto::BatchAck, Status>>;
@@ -102,7 +96,7 @@ impl Ingest for Arc<IngestService> {
         &self,
         request: Request<Streaming<proto::UsageBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let caller = security::auth::principal(&request).cloned();
+        let caller = principal(&request).cloned();
         let mut inbound = request.into_inner();
         let in_flight = self.max_inflight_per_stream;
         // Bound: acks waiting to be written back to this agent.
@@ -110,7 +104,8 @@ impl Ingest for Arc<IngestService> {
         let service = self.clone();
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(in_flight));
-            let stop = shutting_down(service.shutdown.clone());
+            let mut shutdown = service.shutdown.clone();
+            let stop = shutdown.started();
             tokio::pin!(stop);
             loop {
                 // Past `in_flight` unacknowledged batches this stream is not read, so HTTP/2 flow
@@ -138,7 +133,7 @@ impl Ingest for Arc<IngestService> {
                         };
                         debug!(?refusal, "stream ended");
                         if let Some(refusal) = refusal {
-                            security::note("/ratingd.v1.Ingest/Stream", &refusal);
+                            note("/ratingd.v1.Ingest/Stream", &refusal);
                             let _ = tx.send(Err(refusal)).await;
                         }
                         break;
@@ -173,11 +168,11 @@ impl Ingest for Arc<IngestService> {
     }
 
     async fn submit(&self, request: Request<proto::UsageBatch>) -> Result<Response<proto::BatchAck>, Status> {
-        if *self.shutdown.borrow() {
+        if self.shutdown.is_started() {
             return Err(Status::from(ApiError::Pipeline(PipelineError::ShuttingDown)));
         }
         let started = std::time::Instant::now();
-        let caller = security::auth::principal(&request).cloned();
+        let caller = principal(&request).cloned();
         let pending = self.take(request.into_inner(), caller.as_ref()).await.map_err(refuse)?;
         let ack = pending.ack().await.map_err(|e| Status::from(ApiError::Pipeline(e)))?;
         metrics::histogram!(crate::telemetry::BATCH_ACK_DURATION).record(started.elapsed().as_secs_f64());

@@ -18,10 +18,7 @@ use crate::domain::record::RatedRecord;
 
 use super::{BatchTicket, Pipeline, PipelineError, ShardMsg, lock};
 
-/// At most this many accounts go to a shard in one job (one commit): a re-rate of every account
-/// holds one job's records of the period in memory at a time, and reads the blocks once per job
-/// (BENCHMARKS.md, issue 17: 2.6 s a round on a data dir of 9 million records).
-pub const ACCOUNTS_PER_JOB: usize = 4096;
+pub use crate::limits::ACCOUNTS_PER_JOB;
 
 /// A correction as asked, checked by the Admin API.
 #[derive(Debug, Clone)]

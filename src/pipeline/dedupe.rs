@@ -65,14 +65,9 @@ pub enum Seen {
     Conflict,
 }
 
-const TABLES: usize = 64;
+use crate::limits::{DEDUPE_TABLES as TABLES, LATE_SPILL_IDS, MERGE_RUNS, SPILL_RETRY};
+
 const LOW48: u64 = (1 << 48) - 1;
-/// Late ids (of days already spilled) that make a spill of their own before the next day's.
-/// Bound: 1,048,576 ids are about 30 MiB of hot tier.
-const LATE_SPILL_IDS: usize = 1 << 20;
-/// After a failed spill (a full disk), the next attempt waits this long; the frozen ids stay in
-/// memory and keep answering meanwhile.
-const SPILL_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A copy of a window's slots being taken (see [`DedupeWindow::begin_copy`]).
 pub struct DedupeCopy {
@@ -229,12 +224,6 @@ impl ColdTier {
         self.runs.is_empty()
     }
 }
-
-/// Spill runs merged into one once there are this many: a 35-day window then keeps about 5 merged
-/// runs and at most 6 spills, so a new id probes about 11 filters instead of 35. A merged run
-/// leaves when its newest day passes the window, so its oldest ids stay up to 6 days longer (at
-/// most 17% more disk for a 35-day window, and far fewer than 35 runs' filters to probe).
-const MERGE_RUNS: usize = 7;
 
 /// What a background job of the cold tier is writing.
 enum JobKind {

@@ -10,9 +10,10 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
-use crate::domain::charge::{CHARGE_ID_PREFIX, OneOffCharge};
-use crate::domain::fee::FEE_ID_PREFIX;
+use crate::domain::charge::OneOffCharge;
+use crate::domain::origin::{CHARGE_ID_PREFIX, FEE_ID_PREFIX};
 use crate::domain::tariff::Catalogue;
+use crate::limits::SUSPENSE_TEXT_BYTES;
 use std::sync::Arc;
 
 use crate::domain::mediation::Outcome;
@@ -117,7 +118,7 @@ pub fn check(
     Ok(quantity)
 }
 
-pub use crate::domain::usage::{QUANTITY_RULE, quantity_of};
+use crate::domain::usage::{QUANTITY_RULE, quantity_of};
 
 /// The domain event of a raw event that passed [`check`] with `quantity`.
 pub fn accept(e: RawEvent, quantity: Decimal) -> UsageEvent {
@@ -150,9 +151,10 @@ pub(super) fn content_hash(seed: u64, e: &RawEvent) -> u64 {
     h.digest()
 }
 
-/// Keeps oversize input storable in suspense: at most 1 KiB a string, cut at a char boundary.
+/// Keeps oversize input storable in suspense: at most [`SUSPENSE_TEXT_BYTES`] a string, cut at a
+/// char boundary.
 fn truncate(mut s: String) -> String {
-    const MAX: usize = 1024;
+    const MAX: usize = SUSPENSE_TEXT_BYTES;
     if s.len() > MAX {
         let mut cut = MAX;
         while !s.is_char_boundary(cut) {

@@ -4,8 +4,9 @@
 use tonic::Request;
 
 use super::{QueryService, blocking, scoped};
+use crate::edge::ApiError;
 use crate::pipeline::balance::{BalanceOp, BalanceReply};
-use crate::wire::ApiError;
+use crate::wire::InputError;
 use crate::wire::balance::{entry_to_proto, wallet_to_proto};
 use crate::wire::paging::{ledger_token, page_size, parse_ledger_token};
 use crate::wire::proto;
@@ -20,7 +21,7 @@ impl QueryService {
         let account = request.get_ref().account_id.clone();
         scoped(&request, &account)?;
         if account.is_empty() {
-            return Err(ApiError::Required("account_id"));
+            return Err(InputError::Required("account_id").into());
         }
         match self
             .pipeline
@@ -41,7 +42,7 @@ impl QueryService {
         let req = request.get_ref();
         scoped(&request, &req.account_id)?;
         if req.account_id.is_empty() {
-            return Err(ApiError::Required("account_id"));
+            return Err(InputError::Required("account_id").into());
         }
         let after = if req.page_token.is_empty() {
             0

@@ -35,9 +35,7 @@ use crate::domain::usage::{RejectReason, attribute};
 pub use cumulative::period_price;
 pub use explain::Report;
 
-/// Longest duration split into bands: a month of seconds. Longer "calls" are input errors, and the
-/// bound keeps the split loop short.
-pub const MAX_BANDED_DURATION_SECONDS: i64 = 31 * 24 * 3600;
+pub use crate::limits::MAX_BANDED_DURATION_SECONDS;
 
 /// A priced event.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,32 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::wire::ApiError;
+/// Why a caller's token or scope is refused. The service edge maps it to a gRPC status
+/// (UNAUTHENTICATED for the token, PERMISSION_DENIED for the role and the scope).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no authorization header (want \"Bearer <token>\")")]
+    MissingToken,
+    #[error("the authorization header is not \"Bearer <token>\"")]
+    MalformedToken,
+    #[error("unknown or revoked token")]
+    UnknownToken,
+    #[error("the token has expired")]
+    ExpiredToken,
+    #[error("token {token:?} has role {role}; {method} needs {needed}")]
+    RoleNotAllowed {
+        token: String,
+        role: &'static str,
+        method: String,
+        needed: &'static str,
+    },
+    #[error("token {token:?} may only use accounts that start with {prefix:?}, not {account:?}")]
+    AccountOutOfScope {
+        token: String,
+        prefix: String,
+        account: String,
+    },
+}
 
 /// What a token may call. Each role includes nothing of the others except `admin`, which may call
 /// everything.
@@ -76,12 +101,12 @@ impl Principal {
         self.account_prefix.as_deref().is_none_or(|p| account.starts_with(p))
     }
 
-    /// [`ApiError::AccountOutOfScope`] naming the account, unless the caller may touch it.
-    pub fn check_account(&self, account: &str) -> Result<(), ApiError> {
+    /// [`AuthError::AccountOutOfScope`] naming the account, unless the caller may touch it.
+    pub fn check_account(&self, account: &str) -> Result<(), AuthError> {
         if self.may_touch(account) {
             return Ok(());
         }
-        Err(ApiError::AccountOutOfScope {
+        Err(AuthError::AccountOutOfScope {
             token: self.name.to_string(),
             prefix: self.prefix().to_string(),
             account: account.to_string(),
@@ -92,16 +117,6 @@ impl Principal {
     pub fn prefix(&self) -> &str {
         self.account_prefix.as_deref().unwrap_or_default()
     }
-}
-
-/// The caller of a request, if tokens are in use; `None` when ratingd runs without tokens.
-pub fn principal<T>(request: &tonic::Request<T>) -> Option<&Principal> {
-    request.extensions().get::<Principal>()
-}
-
-/// Checks that the caller (if any) may touch `account`.
-pub fn check_account<T>(request: &tonic::Request<T>, account: &str) -> Result<(), ApiError> {
-    principal(request).map_or(Ok(()), |p| p.check_account(account))
 }
 
 /// SHA-256 of a token, as the lowercase hex that goes into the config.
@@ -135,15 +150,15 @@ impl TokenBook {
 
     /// The caller behind an `authorization` header value (`Bearer <token>`).
     /// A token that is missing, malformed, unknown or expired is refused with the matching
-    /// `ApiError` (UNAUTHENTICATED).
-    pub fn authenticate(&self, header: Option<&[u8]>, now: DateTime<Utc>) -> Result<Principal, ApiError> {
-        let header = header.ok_or(ApiError::MissingToken)?;
+    /// [`AuthError`].
+    pub fn authenticate(&self, header: Option<&[u8]>, now: DateTime<Utc>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::MissingToken)?;
         let token = header
             .strip_prefix(b"Bearer ")
             .or_else(|| header.strip_prefix(b"bearer "))
-            .ok_or(ApiError::MalformedToken)?;
+            .ok_or(AuthError::MalformedToken)?;
         if token.is_empty() {
-            return Err(ApiError::MalformedToken);
+            return Err(AuthError::MalformedToken);
         }
         let presented = ring::digest::digest(&ring::digest::SHA256, token);
         // Every hash is compared, whatever matched before: the time taken does not depend on
@@ -154,9 +169,9 @@ impl TokenBook {
                 found = Some(t);
             }
         }
-        let token = found.ok_or(ApiError::UnknownToken)?;
+        let token = found.ok_or(AuthError::UnknownToken)?;
         if token.expires.is_some_and(|e| now >= e) {
-            return Err(ApiError::ExpiredToken);
+            return Err(AuthError::ExpiredToken);
         }
         Ok(Principal {
             name: token.name.clone(),
@@ -205,11 +220,11 @@ mod tests {
         assert_eq!(agent.role, Role::Ingest);
         assert!(agent.may_touch("tenant-a/1") && !agent.may_touch("tenant-b/1"));
         let refusal = |header: &[u8]| book.authenticate(Some(header), now).unwrap_err();
-        assert!(matches!(book.authenticate(None, now), Err(ApiError::MissingToken)));
-        assert!(matches!(refusal(b"Basic abc"), ApiError::MalformedToken));
-        assert!(matches!(refusal(b"Bearer "), ApiError::MalformedToken));
-        assert!(matches!(refusal(b"Bearer s3cret-agenT"), ApiError::UnknownToken));
-        assert!(matches!(refusal(b"Bearer s3cret-old"), ApiError::ExpiredToken));
+        assert!(matches!(book.authenticate(None, now), Err(AuthError::MissingToken)));
+        assert!(matches!(refusal(b"Basic abc"), AuthError::MalformedToken));
+        assert!(matches!(refusal(b"Bearer "), AuthError::MalformedToken));
+        assert!(matches!(refusal(b"Bearer s3cret-agenT"), AuthError::UnknownToken));
+        assert!(matches!(refusal(b"Bearer s3cret-old"), AuthError::ExpiredToken));
         let before: DateTime<Utc> = "2025-12-31T23:59:59Z".parse().unwrap();
         assert!(book.authenticate(Some(b"Bearer s3cret-old"), before).is_ok());
         assert!(Role::Admin.allows(Role::Ingest) && Role::Admin.allows(Role::Read));

@@ -1,17 +1,15 @@
 //! Who may call what, and the bounds on what they send (SPEC section 10, docs/security.md).
 //!
-//! - [`auth`]: bearer tokens with roles and account scopes;
-//! - [`guard`]: the tower layer in front of every gRPC service: checks the token before the
-//!   request body is read, bounds unary calls in time, and reports over-size messages as
-//!   `RESOURCE_EXHAUSTED`;
+//! - [`auth`]: bearer tokens with roles and account scopes, and [`auth::AuthError`], why one is
+//!   refused;
 //! - [`tls`]: the listener's certificates and the plaintext rule.
 //!
-//! Every refusal goes through [`refused`]: one metric, and a log line per reason at most once a
+//! The guard in front of every service, and the mapping of refusals to statuses, are the service
+//! edge's (`edge::guard`). Nothing here names tonic. Every refusal goes through [`refused`]: one metric, and a log line per reason at most once a
 //! second (with the count of those not logged), so hostile traffic cannot flood the log. Events
 //! rejected one by one into suspense are logged the same way (`telemetry::count_ack`).
 
 pub mod auth;
-pub mod guard;
 pub mod tls;
 
 use tracing::warn;
@@ -55,19 +53,6 @@ impl Refused {
             Refused::DataLoss => "data_loss",
         }
     }
-
-    /// The refusal a status code stands for, if it is one.
-    pub fn of(code: tonic::Code) -> Option<Refused> {
-        match code {
-            tonic::Code::Unauthenticated => Some(Refused::Unauthenticated),
-            tonic::Code::PermissionDenied => Some(Refused::PermissionDenied),
-            tonic::Code::ResourceExhausted => Some(Refused::ResourceExhausted),
-            tonic::Code::DeadlineExceeded => Some(Refused::DeadlineExceeded),
-            tonic::Code::InvalidArgument => Some(Refused::InvalidArgument),
-            tonic::Code::DataLoss => Some(Refused::DataLoss),
-            _ => None,
-        }
-    }
 }
 
 /// `n` bytes from the operating system's random source.
@@ -95,12 +80,5 @@ pub fn refused(reason: Refused, method: &str, detail: &str) {
             not_logged_since_last = held_back,
             "request refused"
         );
-    }
-}
-
-/// [`refused`] for a status about to be returned, if its code is a refusal.
-pub fn note(method: &str, status: &tonic::Status) {
-    if let Some(reason) = Refused::of(status.code()) {
-        refused(reason, method, status.message());
     }
 }

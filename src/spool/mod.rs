@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use crate::shutdown::Shutdown;
 use tracing::{info, warn};
 
 use crate::config::SpoolConfig;
@@ -20,8 +20,7 @@ use crate::wire::convert::raw_event;
 use crate::wire::mapping::Mapping;
 use crate::wire::usage_file::{Lines, lines_csv, lines_jsonl};
 
-/// Longest line text kept with a bad line's suspense entry (an attribute value's default bound).
-const BAD_LINE_TEXT_BYTES: usize = 256;
+use crate::limits::BAD_LINE_TEXT_BYTES;
 
 /// Why the spool cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +68,10 @@ impl Spool {
     }
 
     /// Polls the directory until the daemon stops.
-    pub async fn run(self, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, pipeline: Arc<Pipeline>, mut shutdown: Shutdown) {
         let interval = std::time::Duration::from_millis(self.settings.poll_interval_ms);
         loop {
-            if *stop.borrow() {
+            if shutdown.is_started() {
                 return;
             }
             for path in self.waiting() {
@@ -84,13 +83,13 @@ impl Spool {
                         break;
                     }
                 }
-                if *stop.borrow() {
+                if shutdown.is_started() {
                     return;
                 }
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
+                () = shutdown.started() => return,
             }
         }
     }

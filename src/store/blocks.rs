@@ -9,9 +9,7 @@ use crate::domain::record::RatedRecord;
 /// `d/<account>`: damage found at start (the reason); see [`Store::damaged`].
 const DAMAGE_PREFIX: &[u8] = b"d/";
 
-/// Target size of one stored block part: of 32 KiB, 128 KiB and 1 MiB, the one with the least
-/// disk per record at the same rate (BENCHMARKS.md).
-pub const BLOCK_PART_BYTES: usize = 1024 * 1024;
+pub use crate::limits::BLOCK_PART_BYTES;
 
 /// A failpoint around the fsync of every group commit, for tests that prove nothing is
 /// acknowledged before its commit is durable: `before_flush` may stall (block) or fail the flush

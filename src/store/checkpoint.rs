@@ -24,7 +24,7 @@ const MAGIC_WHOLE_WINDOW: &[u8; 4] = b"RCK2";
 /// whose records name their plan.
 const MAGIC_BEFORE_PLAN_PARTS: &[u8; 4] = b"RCK1";
 const HEADER: usize = 4 + 4 + 8 + 8 + 8;
-const SYNC_EVERY_BYTES: usize = 4 << 20;
+use crate::limits::CHECKPOINT_SYNC_BYTES as SYNC_EVERY_BYTES;
 
 /// One shard's checkpoint as read back.
 pub struct Checkpoint {

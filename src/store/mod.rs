@@ -89,8 +89,7 @@ const INDEX_PREFIX: &[u8] = b"x/";
 const LEGACY_CHECKPOINT_PREFIX: &[u8] = b"0c/";
 const LEGACY_SHARD_CHECKPOINT_PREFIX: &[u8] = b"c/";
 
-/// sled's own cache.
-const SLED_CACHE_BYTES: u64 = 128 << 20;
+use crate::limits::SLED_CACHE_BYTES;
 
 /// A handle on the database, usable from any thread: what every table handle holds.
 #[derive(Clone)]

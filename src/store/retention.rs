@@ -1,6 +1,6 @@
 //! Retention's side of the store: the oldest commits read back in order, and their removal with
 //! everything of the same age (account index, final totals, close, alerts, old suspense entries)
-//! in one atomic batch. Which commits may go is decided by `export::retention`.
+//! in one atomic batch. Which commits may go is decided by `billing::retention`.
 //!
 //! `r/<plan>\xFF<period>` marks a period whose records retention has started to remove: its value
 //! is when (i64 BE nanos) and the period's end (i64 BE nanos). Queries for such a period answer

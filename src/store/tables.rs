@@ -70,9 +70,7 @@ impl Subscriptions {
     }
 }
 
-/// The key of a suspense entry (`s/<seq><n>`): its id, in commit order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SuspenseId(pub Vec<u8>);
+pub use crate::domain::usage::SuspenseId;
 
 /// Rejected events waiting in suspense, oldest first. Entries are written by the commits that
 /// acknowledge them (`Commit::suspense`); reprocessing removes them.
@@ -147,7 +145,7 @@ pub struct StoredClose {
     pub plan: String,
     pub period: String,
     pub announced: bool,
-    /// The announcement: one JSON object per account with the final totals (`export::close`).
+    /// The announcement: one JSON object per account with the final totals (`billing::close`).
     pub entries: Vec<String>,
 }
 

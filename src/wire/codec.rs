@@ -1,11 +1,15 @@
 //! The protobuf codec of every ratingd service: prost's, except that a message that does not parse
-//! is the client's fault and gets INVALID_ARGUMENT (prost's codec says INTERNAL).
+//! is the client's fault and gets INVALID_ARGUMENT (prost's codec says INTERNAL). It answers
+//! before any service sees the request, with the code the edge gives every [`InputError`] (a
+//! test of the edge's mapping holds the two together).
 
 use std::marker::PhantomData;
 
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstDecoder, ProstEncoder};
+
+use super::InputError;
 
 #[derive(Debug, Clone)]
 pub struct StrictCodec<T, U>(PhantomData<(T, U)>);
@@ -45,7 +49,7 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0
             .decode(buf)
-            .map_err(|s| Status::from(super::ApiError::MalformedMessage(s.message().to_string())))
+            .map_err(|s| Status::invalid_argument(InputError::MalformedMessage(s.message().to_string()).to_string()))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

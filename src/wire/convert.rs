@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::proto;
-use super::status::{ApiError, SubscriptionInputError};
+use super::{InputError, SubscriptionInputError};
 use crate::domain::aggregate::{CurrencyTotal, MeterTotals, PeriodTotals};
 use crate::domain::charge::OneOffCharge;
 use crate::domain::money::{InvoiceRounding, parse_exact};
@@ -78,8 +78,8 @@ pub fn reason_from_proto(reason: proto::RejectReason) -> Option<RejectReason> {
 }
 
 /// A reason filter of a request (0 = any).
-pub fn reason_filter(reason: i32) -> Result<Option<RejectReason>, ApiError> {
-    let reason = proto::RejectReason::try_from(reason).map_err(|_| ApiError::UnknownReason)?;
+pub fn reason_filter(reason: i32) -> Result<Option<RejectReason>, InputError> {
+    let reason = proto::RejectReason::try_from(reason).map_err(|_| InputError::UnknownReason)?;
     Ok(reason_from_proto(reason))
 }
 
@@ -144,63 +144,6 @@ pub fn record_to_proto(r: &RatedRecord) -> proto::RatedRecord {
     }
 }
 
-/// A correction's answer: every outcome with its records, the refusals, and the difference per
-/// currency (never summed across currencies).
-pub fn correction_to_proto(
-    id: &str,
-    dry_run: bool,
-    report: &crate::pipeline::corrections::Report,
-) -> proto::CorrectionResponse {
-    let mut differences: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)> = Vec::new();
-    for o in &report.outcomes {
-        match differences.iter_mut().find(|(c, _)| *c == o.currency) {
-            Some((_, d)) => *d += o.difference,
-            None => differences.push((o.currency, o.difference)),
-        }
-    }
-    differences.sort_by_key(|(c, _)| c.to_string());
-    proto::CorrectionResponse {
-        id: id.to_string(),
-        dry_run,
-        records_changed: report
-            .outcomes
-            .iter()
-            .flat_map(|o| &o.records)
-            .filter(|r| r.is_reversal())
-            .count() as u32,
-        differences: differences
-            .into_iter()
-            .map(|(currency, d)| proto::CurrencyDifference {
-                currency: currency.to_string(),
-                difference: d.to_string(),
-            })
-            .collect(),
-        outcomes: report
-            .outcomes
-            .iter()
-            .map(|o| proto::CorrectionOutcome {
-                account_id: o.account.clone(),
-                plan: o.plan.clone(),
-                period: o.period.clone(),
-                currency: o.currency.to_string(),
-                difference: o.difference.to_string(),
-                booked_plan: o.booked.as_ref().map(|b| b.plan.clone()).unwrap_or_default(),
-                booked_period: o.booked.as_ref().map(|b| b.period.clone()).unwrap_or_default(),
-                already_applied: o.already_applied,
-                records: o.records.iter().map(record_to_proto).collect(),
-            })
-            .collect(),
-        refused: report
-            .refused
-            .iter()
-            .map(|(account, why)| proto::CorrectionRefusal {
-                account_id: account.clone(),
-                reason: why.to_string(),
-            })
-            .collect(),
-    }
-}
-
 pub fn meter_to_proto(m: &MeterTotals, rounding: InvoiceRounding) -> proto::MeterTotals {
     proto::MeterTotals {
         meter: m.meter.to_string(),
@@ -255,31 +198,31 @@ pub fn account_charge(account: &str, c: &CurrencyTotal) -> proto::AccountCharge 
 }
 
 /// An RFC 3339 field of a request.
-pub fn instant(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+pub fn instant(field: &'static str, text: &str) -> Result<DateTime<Utc>, InputError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::BadTime {
+        .map_err(|_| InputError::BadTime {
             field,
             text: text.to_string(),
         })
 }
 
 /// An optional RFC 3339 field (empty = absent), as unix nanos.
-pub fn optional_instant(field: &'static str, text: &str) -> Result<Option<i64>, ApiError> {
+pub fn optional_instant(field: &'static str, text: &str) -> Result<Option<i64>, InputError> {
     if text.is_empty() {
         return Ok(None);
     }
     instant(field, text)?
         .timestamp_nanos_opt()
         .map(Some)
-        .ok_or(ApiError::BadTime {
+        .ok_or(InputError::BadTime {
             field,
             text: text.to_string(),
         })
 }
 
 fn subscription_input(p: proto::Subscription) -> Result<Subscription, SubscriptionInputError> {
-    if p.account_id.is_empty() || p.account_id.len() > crate::domain::usage::MAX_ACCOUNT_BYTES {
+    if p.account_id.is_empty() || p.account_id.len() > crate::limits::MAX_ACCOUNT_BYTES {
         return Err(SubscriptionInputError::AccountId);
     }
     let discount = if p.discount_percent.is_empty() {
@@ -323,8 +266,8 @@ fn subscription_input(p: proto::Subscription) -> Result<Subscription, Subscripti
 }
 
 /// A subscription of a request; `index` is its position when a call carries several.
-pub fn subscription_from_proto(p: proto::Subscription, index: Option<usize>) -> Result<Subscription, ApiError> {
-    subscription_input(p).map_err(|error| ApiError::BadSubscription { index, error })
+pub fn subscription_from_proto(p: proto::Subscription, index: Option<usize>) -> Result<Subscription, InputError> {
+    subscription_input(p).map_err(|error| InputError::BadSubscription { index, error })
 }
 
 pub fn subscription_to_proto(s: &Subscription) -> proto::Subscription {
@@ -363,13 +306,13 @@ pub fn quote_refused(index: u32, reason: RejectReason, detail: String) -> proto:
 /// A one-off charge as requested, checked: ids, amount (non-zero, at most the currency's minor
 /// unit places), an ISO 4217 currency, a description (required for a credit), its time (`now`
 /// when empty).
-pub fn charge_from_proto(p: proto::AddChargeRequest, now: DateTime<Utc>) -> Result<OneOffCharge, ApiError> {
-    use crate::domain::usage::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
-    let bad = |m: String| Err(ApiError::BadCharge(m));
+pub fn charge_from_proto(p: proto::AddChargeRequest, now: DateTime<Utc>) -> Result<OneOffCharge, InputError> {
+    use crate::limits::{DEFAULT_MAX_ATTRIBUTE_BYTES, MAX_ACCOUNT_BYTES, MAX_ID_BYTES};
+    let bad = |m: String| Err(InputError::BadCharge(m));
     if p.account_id.is_empty() || p.account_id.len() > MAX_ACCOUNT_BYTES {
         return bad(format!("account_id must be 1..={MAX_ACCOUNT_BYTES} bytes"));
     }
-    let max_id = MAX_ID_BYTES - crate::domain::charge::CHARGE_ID_PREFIX.len();
+    let max_id = MAX_ID_BYTES - crate::domain::origin::CHARGE_ID_PREFIX.len();
     if p.charge_id.is_empty() || p.charge_id.len() > max_id {
         return bad(format!("charge_id must be 1..={max_id} bytes"));
     }

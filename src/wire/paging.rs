@@ -1,14 +1,12 @@
 //! One page-size rule for every listing, and the page tokens: opaque lowercase hex of the last
 //! position returned (a record's commit and index, an account id, a suspense entry's key).
 
-use super::status::ApiError;
+use super::InputError;
 use crate::domain::hex::{hex, unhex};
-use crate::store::SuspenseId;
+use crate::domain::usage::SuspenseId;
 
-/// Most rows one page of any listing carries (bounds the memory and time of one answer).
-pub const MAX_PAGE: usize = 1000;
-/// Rows of a page when the request leaves it to ratingd.
-const DEFAULT_PAGE: usize = 100;
+use crate::limits::DEFAULT_PAGE;
+pub use crate::limits::MAX_PAGE;
 
 /// The page size of a listing request: 0 means the default, anything larger is capped.
 pub fn page_size(requested: u32) -> usize {
@@ -25,10 +23,10 @@ pub fn record_token((seq, index): (u64, u32)) -> String {
     hex(&bytes)
 }
 
-pub fn parse_record_token(token: &str) -> Result<(u64, u32), ApiError> {
-    let bytes = unhex(token).filter(|b| b.len() == 12).ok_or(ApiError::BadPageToken)?;
-    let seq = u64::from_be_bytes(bytes[..8].try_into().map_err(|_| ApiError::BadPageToken)?);
-    let index = u32::from_be_bytes(bytes[8..].try_into().map_err(|_| ApiError::BadPageToken)?);
+pub fn parse_record_token(token: &str) -> Result<(u64, u32), InputError> {
+    let bytes = unhex(token).filter(|b| b.len() == 12).ok_or(InputError::BadPageToken)?;
+    let seq = u64::from_be_bytes(bytes[..8].try_into().map_err(|_| InputError::BadPageToken)?);
+    let index = u32::from_be_bytes(bytes[8..].try_into().map_err(|_| InputError::BadPageToken)?);
     Ok((seq, index))
 }
 
@@ -37,10 +35,10 @@ pub fn ledger_token(number: u64) -> String {
     hex(&number.to_be_bytes())
 }
 
-pub fn parse_ledger_token(token: &str) -> Result<u64, ApiError> {
-    let bytes = unhex(token).filter(|b| b.len() == 8).ok_or(ApiError::BadPageToken)?;
+pub fn parse_ledger_token(token: &str) -> Result<u64, InputError> {
+    let bytes = unhex(token).filter(|b| b.len() == 8).ok_or(InputError::BadPageToken)?;
     Ok(u64::from_be_bytes(
-        bytes.try_into().map_err(|_| ApiError::BadPageToken)?,
+        bytes.try_into().map_err(|_| InputError::BadPageToken)?,
     ))
 }
 
@@ -49,10 +47,10 @@ pub fn account_token(account: &str) -> String {
     hex(account.as_bytes())
 }
 
-pub fn parse_account_token(token: &str) -> Result<String, ApiError> {
+pub fn parse_account_token(token: &str) -> Result<String, InputError> {
     unhex(token)
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(ApiError::BadPageToken)
+        .ok_or(InputError::BadPageToken)
 }
 
 /// A suspense entry's id as clients see it (also the token after it).
@@ -60,12 +58,12 @@ pub fn suspense_id(id: &SuspenseId) -> String {
     hex(&id.0)
 }
 
-pub fn parse_suspense_token(token: &str) -> Result<SuspenseId, ApiError> {
-    unhex(token).map(SuspenseId).ok_or(ApiError::BadPageToken)
+pub fn parse_suspense_token(token: &str) -> Result<SuspenseId, InputError> {
+    unhex(token).map(SuspenseId).ok_or(InputError::BadPageToken)
 }
 
-pub fn parse_suspense_id(id: &str) -> Result<SuspenseId, ApiError> {
+pub fn parse_suspense_id(id: &str) -> Result<SuspenseId, InputError> {
     unhex(id)
         .map(SuspenseId)
-        .ok_or_else(|| ApiError::BadSuspenseId(id.to_string()))
+        .ok_or_else(|| InputError::BadSuspenseId(id.to_string()))
 }

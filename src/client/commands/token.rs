@@ -13,8 +13,7 @@ pub enum TokenCommand {
     New,
 }
 
-/// Shorter tokens can be guessed; `ratectl token new` makes 64 hex digits.
-const MIN_TOKEN_BYTES: usize = 16;
+use crate::limits::MIN_TOKEN_BYTES;
 
 pub fn run(command: &TokenCommand) -> Result<Printed, Failure> {
     match command {

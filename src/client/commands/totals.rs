@@ -5,8 +5,7 @@ use serde_json::json;
 use super::{DEFAULT_TARGET, by_currency_json};
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
-use crate::domain::charge::CHARGE_METER;
-use crate::domain::fee::FEE_METER_PREFIX;
+use crate::domain::origin::{Origin, fee_name};
 use crate::wire::proto::{self, query_client::QueryClient};
 
 #[derive(clap::Args)]
@@ -50,19 +49,25 @@ pub async fn run(args: &TotalsArgs, access: &Access) -> Result<Printed, Failure>
         .iter()
         .map(|s| {
             // Usage meters, recurring fees (`@fee:<name>`) and one-off charges (`@charge`) apart.
-            let (own, usage): (Vec<proto::MeterTotals>, Vec<proto::MeterTotals>) =
-                s.meters.iter().cloned().partition(|m| m.meter.starts_with('@'));
+            let (own, usage): (Vec<proto::MeterTotals>, Vec<proto::MeterTotals>) = s
+                .meters
+                .iter()
+                .cloned()
+                .partition(|m| Origin::of_meter(&m.meter).is_own());
             let fees: Vec<serde_json::Value> = own
                 .iter()
                 .filter_map(|m| {
-                    let name = m.meter.strip_prefix(FEE_METER_PREFIX)?;
+                    let name = fee_name(&m.meter)?;
                     Some(json!({ "name": name, "charge": m.charge, "records": m.events }))
                 })
                 .collect();
-            let charges = own.iter().find(|m| m.meter == CHARGE_METER).map_or_else(
-                || json!({ "total_charge": "0", "count": 0 }),
-                |m| json!({ "total_charge": m.charge, "count": m.events }),
-            );
+            let charges = own
+                .iter()
+                .find(|m| Origin::of_meter(&m.meter) == Origin::Charge)
+                .map_or_else(
+                    || json!({ "total_charge": "0", "count": 0 }),
+                    |m| json!({ "total_charge": m.charge, "count": m.events }),
+                );
             json!({
                 "plan": s.plan, "currency": s.currency, "from": s.from, "to": s.to, "status": s.status,
                 "total_charge": s.total_charge, "total_amount": s.total_amount,

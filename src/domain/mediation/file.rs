@@ -19,12 +19,8 @@ use crate::domain::money::RoundingMode;
 pub const ACCOUNT_FIELD: &str = "account_id";
 /// The field name of the meter in rules.
 pub const METER_FIELD: &str = "meter";
-/// Most rules in a file: every event runs through all of them.
-pub const MAX_RULES: usize = 256;
-/// Most compiled size of one regular expression: a pattern is matched against every event.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Longest rule name (it is a metric label value).
-const MAX_NAME_BYTES: usize = 64;
+pub use crate::limits::MAX_RULES;
+use crate::limits::{MAX_REGEX_BYTES as REGEX_SIZE_LIMIT, MAX_RULE_NAME_BYTES as MAX_NAME_BYTES};
 
 /// Every problem found in a rules file, each with its path (`rule[2].rewrite.pattern: ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,10 +27,7 @@ mod week;
 use raw::*;
 use week::*;
 
-/// Longest meter name, attribute name or value accepted in a tariff (SPEC section 2 bounds ids).
-const MAX_NAME_BYTES: usize = 128;
-/// Largest `per` divisor: a week of seconds is the largest unit anyone prices by.
-const MAX_PER: u32 = 604_800;
+use crate::limits::{MAX_PER, MAX_TARIFF_NAME_BYTES as MAX_NAME_BYTES};
 
 /// One problem in a tariff file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,10 +22,7 @@ pub(super) struct StateCopy {
     sweep: Vec<Arc<str>>,
 }
 
-/// Accounts and dedupe tables copied per step: a step costs well under a millisecond, and a copy
-/// completes in about 16 steps.
-pub(super) const COPY_ACCOUNTS_PER_STEP: usize = 4096;
-pub(super) const COPY_TABLES_PER_STEP: usize = 4;
+pub(super) use crate::limits::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP};
 
 impl ShardState {
     /// Starts a checkpoint copy of the state as it is now (see [`StateCopy`]).

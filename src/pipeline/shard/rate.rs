@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
 use crate::domain::charge;
-use crate::domain::fee::billed_by_closer;
+use crate::domain::origin::Origin;
 use crate::domain::record::RatedRecordRef;
 use crate::domain::usage::attribute;
 use crate::domain::usage::{EventOutcome, RejectReason, Rejected, units_and_nanos};
@@ -94,7 +94,8 @@ impl ShardState {
         // What ratingd writes itself (meters starting with @: one-off charges from Admin.AddCharge,
         // recurring fees) is not rated: its amount is its charge, and a refusal is answered to its
         // writer rather than kept in suspense.
-        let one_off = ev.meter.starts_with('@');
+        let origin = Origin::of_meter(&ev.meter);
+        let one_off = origin.is_own();
         let refuse = |out: &mut ShardOutput, reason: RejectReason, detail: String, now| {
             if one_off {
                 out.results.push(EventOutcome {
@@ -135,7 +136,7 @@ impl ShardState {
             }
             return;
         }
-        let found = if billed_by_closer(&ev.meter) {
+        let found = if origin.names_its_plan() {
             // A recurring fee or a true-up names its plan.
             attribute(&ev.attributes, "plan").map(|p| (p, None, false))
         } else if one_off {
@@ -159,7 +160,7 @@ impl ShardState {
         let (period, end, plan_id) = self.period(plan, ev.timestamp);
         // Fees in arrears are charged by the close itself, after the grace: only the closer writes
         // fees, and it does so before it marks the period closed.
-        if end <= self.closed_before && !billed_by_closer(&ev.meter) {
+        if end <= self.closed_before && !origin.names_its_plan() {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }

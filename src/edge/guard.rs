@@ -22,9 +22,9 @@ use http::{HeaderValue, Request, Response};
 use tonic::Status;
 use tonic::body::Body;
 
-use super::auth::{Principal, Role, TokenBook};
-use super::{Refused, refused};
-use crate::wire::ApiError;
+use super::ApiError;
+use crate::security::auth::{AuthError, Principal, Role, TokenBook};
+use crate::security::{Refused, refused};
 
 /// Methods that stream requests: no request timeout for them.
 const STREAMING: [&str; 3] = [
@@ -116,15 +116,15 @@ where
                         request.extensions_mut().insert::<Principal>(principal);
                     }
                     Ok(principal) => {
-                        let error = ApiError::RoleNotAllowed {
+                        let error = AuthError::RoleNotAllowed {
                             token: principal.name.to_string(),
                             role: principal.role.name(),
                             method: path.clone(),
                             needed: needed.name(),
                         };
-                        return refuse(Refused::PermissionDenied, &path, error);
+                        return refuse(Refused::PermissionDenied, &path, error.into());
                     }
-                    Err(error) => return refuse(Refused::Unauthenticated, &path, error),
+                    Err(error) => return refuse(Refused::Unauthenticated, &path, error.into()),
                 }
             }
         }

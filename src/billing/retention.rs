@@ -15,10 +15,7 @@ use tracing::{info, warn};
 use crate::pipeline::Pipeline;
 use crate::store::{Removal, Retention, StoredCommit};
 
-/// Commits looked at per step, and records (a commit is not begun past this many): bound one
-/// step's memory to a few tens of MiB of decoded records.
-const COMMITS_PER_STEP: usize = 64;
-const RECORDS_PER_STEP: usize = 100_000;
+use crate::limits::{RETENTION_COMMITS_PER_STEP as COMMITS_PER_STEP, RETENTION_RECORDS_PER_STEP as RECORDS_PER_STEP};
 
 pub struct Sweeper {
     table: Retention,

@@ -2,7 +2,11 @@
 //! The closer waits until every event the shards accepted before the deadline is committed (a
 //! barrier through the pipeline; later events for the period are PERIOD_CLOSED), writes the close
 //! and its announcement to sled, and marks the period closed; the Redis projection then writes
-//! `status=closed` and appends the announcement to `<prefix>:periods:closed` (see `super`).
+//! `status=closed` and appends the announcement to `<prefix>:periods:closed` (`export`).
+//!
+//! [`run`] is the billing cycle's loop: every interval it bills the fees in advance (when the
+//! tariffs, the subscriptions or a period changed), closes what is due, then lets retention
+//! remove what is old enough.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,11 +14,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::fees::{Accounts, Biller};
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
 use crate::store::{Closes, StoreError, StoredClose};
 
 /// The announcement of one account's final totals under one plan: one `periods:closed` stream
@@ -77,19 +82,20 @@ fn fee_state(pipeline: &Pipeline) -> (Arc<crate::pipeline::RatingContext>, Vec<S
 
 /// Checks for periods due every `interval` until shutdown.
 pub async fn run(
-    pipeline: Arc<Pipeline>,
+    biller: Arc<Biller>,
     closes: Closes,
     grace: chrono::Duration,
     interval: Duration,
     mut retention: super::retention::Sweeper,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
+    let pipeline = biller.pipeline().clone();
     // Holding the context keeps its address from being reused by a later one.
     let mut billed_at: Option<(Arc<crate::pipeline::RatingContext>, Vec<String>)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
+            () = shutdown.started() => return,
         }
         // Recurring fees in advance for the current periods (the closes below add the ones in
         // arrears of the periods they close): billed again only when the tariffs or
@@ -99,13 +105,13 @@ pub async fn run(
             .as_ref()
             .is_some_and(|(context, labels)| Arc::ptr_eq(context, &state.0) && *labels == state.1);
         if !unchanged {
-            match pipeline.bill_fees(&[]).await {
-                Ok((_, 0)) => billed_at = Some(state),
+            match biller.bill_fees(Accounts::All, &[]).await {
+                Ok(billed) if billed.refused == 0 => billed_at = Some(state),
                 Ok(_) => {}
                 Err(error) => warn!(%error, "recurring fees not charged; will retry"),
             }
         }
-        if let Err(error) = close_due(&pipeline, &closes, grace).await {
+        if let Err(error) = close_due(&biller, &closes, grace).await {
             warn!(%error, "period close failed; will retry");
         }
         // After the closes: a period is removed only once closed, retention_days after its end.
@@ -117,7 +123,8 @@ pub async fn run(
 }
 
 /// Closes every (plan, period) whose end plus `grace` has passed. Returns how many.
-pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Duration) -> Result<usize, String> {
+pub async fn close_due(biller: &Biller, closes: &Closes, grace: chrono::Duration) -> Result<usize, String> {
+    let pipeline = biller.pipeline();
     let cutoff = pipeline.clock().now() - grace;
     let context = pipeline.context().load();
     // The open periods with totals (an index the committer keeps): work per interval in
@@ -155,10 +162,10 @@ pub async fn close_due(pipeline: &Pipeline, closes: &Closes, grace: chrono::Dura
         return Ok(0);
     }
     // Fees in arrears (and any in advance not yet charged) go into the periods before they close.
-    let (_, refused) = pipeline.bill_fees(&due).await.map_err(|e| e.to_string())?;
+    let fees = biller.bill_fees(Accounts::All, &due).await.map_err(|e| e.to_string())?;
     // True-ups after the fees: the subtotal they bring up to the minimum includes them.
-    let (_, refused_minimums) = pipeline.bill_minimums(&due).await.map_err(|e| e.to_string())?;
-    let refused = refused + refused_minimums;
+    let minimums = biller.bill_minimums(&due).await.map_err(|e| e.to_string())?;
+    let refused = fees.refused + minimums.refused;
     if refused > 0 {
         return Err(format!(
             "{refused} recurring fees were not charged; the close waits for them"

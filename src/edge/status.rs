@@ -9,10 +9,13 @@
 //! - a rule of the tariffs or of stored data stands in the way: `FAILED_PRECONDITION`.
 //!
 //! Lower layers keep their own error enums ([`PipelineError`], [`StoreError`], [`RerateError`],
-//! [`SubscriptionError`]); they are wrapped here whole and mapped variant by variant.
+//! [`SubscriptionError`], the billing cycle's [`StatementError`], security's [`AuthError`], the
+//! contract's [`InputError`]); they are wrapped here whole and mapped variant by variant. This
+//! is the only place that knows them all.
 
 use tonic::{Code, Status};
 
+use crate::billing::statement::StatementError;
 use crate::domain::mediation::RuleErrors;
 use crate::domain::subscription::SubscriptionError;
 use crate::domain::tariff_file::TariffErrors;
@@ -20,48 +23,16 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::balance::BalanceError;
 use crate::pipeline::corrections::CorrectionError;
 use crate::rating::RerateError;
+use crate::security::auth::AuthError;
 use crate::store::StoreError;
-
-/// What a subscription from a request got wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubscriptionInputError {
-    #[error("account_id must be 1..=128 bytes")]
-    AccountId,
-    #[error("{field}: {text:?} is not an RFC 3339 date-time")]
-    Time { field: &'static str, text: String },
-    #[error("discount_percent: {0}")]
-    DiscountNotExact(String),
-    #[error("discount_percent must be greater than 0 and at most 100")]
-    DiscountRange,
-    #[error("alert_thresholds: {0:?} is not a positive decimal")]
-    AlertThreshold(String),
-}
+use crate::wire::InputError;
 
 /// Every error a service (or the guard in front of them) answers a call with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     // Authentication and authorisation.
-    #[error("no authorization header (want \"Bearer <token>\")")]
-    MissingToken,
-    #[error("the authorization header is not \"Bearer <token>\"")]
-    MalformedToken,
-    #[error("unknown or revoked token")]
-    UnknownToken,
-    #[error("the token has expired")]
-    ExpiredToken,
-    #[error("token {token:?} has role {role}; {method} needs {needed}")]
-    RoleNotAllowed {
-        token: String,
-        role: &'static str,
-        method: String,
-        needed: &'static str,
-    },
-    #[error("token {token:?} may only use accounts that start with {prefix:?}, not {account:?}")]
-    AccountOutOfScope {
-        token: String,
-        prefix: String,
-        account: String,
-    },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error(
         "batch {batch_id} refused whole: event {index} has account {account:?}, outside the accounts of token \
          {token:?} (those that start with {prefix:?})"
@@ -77,18 +48,12 @@ pub enum ApiError {
     Timeout { seconds: f64 },
 
     // Input.
-    #[error("malformed protobuf message: {0}")]
-    MalformedMessage(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
     #[error("{0}")]
     MessageTooLarge(String),
     #[error("batch {batch_id} holds {events} events; the limit is {limit}")]
     BatchTooLarge { batch_id: u64, events: usize, limit: usize },
-    #[error("{0} is required")]
-    Required(&'static str),
-    #[error("{field}: {text:?} is not an RFC 3339 date-time")]
-    BadTime { field: &'static str, text: String },
-    #[error("malformed page_token")]
-    BadPageToken,
     #[error("n must be between 1 and {max}")]
     BadTopN { max: usize },
     #[error("at most {max} events per quote")]
@@ -101,19 +66,10 @@ pub enum ApiError {
         first: String,
         second: String,
     },
-    #[error("unknown reason")]
-    UnknownReason,
-    #[error("malformed id {0:?}")]
-    BadSuspenseId(String),
     #[error("give a reason or ids")]
     ReprocessNeedsSelection,
     #[error("{given} subscriptions in one call; the limit is {limit}")]
     TooManySubscriptions { given: usize, limit: usize },
-    #[error("{}{error}", .index.map(|i| format!("subscription {i}: ")).unwrap_or_default())]
-    BadSubscription {
-        index: Option<usize>,
-        error: SubscriptionInputError,
-    },
     #[error("{}unknown plan {plan:?}", .index.map(|i| format!("subscription {i}: ")).unwrap_or_default())]
     UnknownPlan { index: Option<usize>, plan: String },
     #[error(transparent)]
@@ -136,8 +92,6 @@ pub enum ApiError {
     VersionsEdited(Vec<String>),
     #[error("the new file makes subscriptions in force clash: {0}")]
     SubscriptionsClash(String),
-    #[error("{0}")]
-    BadCharge(String),
     #[error("{0}")]
     ChargeNotBillable(String),
     #[error("charge {charge_id:?} of account {account:?} was already added with other content")]
@@ -173,13 +127,8 @@ pub enum ApiError {
     PlanGone(String),
     #[error(transparent)]
     Rerate(#[from] RerateError),
-    #[error("the records of {account:?} {period:?} sum to {records} but the totals say {totals}")]
-    RecordsDisagree {
-        account: String,
-        period: String,
-        records: rust_decimal::Decimal,
-        totals: rust_decimal::Decimal,
-    },
+    #[error(transparent)]
+    Statement(#[from] StatementError),
 
     // Corrections.
     #[error("{0}")]
@@ -192,8 +141,6 @@ pub enum ApiError {
     Correction(#[from] CorrectionError),
 
     // Balances and charging.
-    #[error("{field}: {detail}")]
-    BadAmount { field: &'static str, detail: String },
     #[error(transparent)]
     Balance(#[from] BalanceError),
 
@@ -220,28 +167,25 @@ impl ApiError {
     /// The gRPC code of this error.
     pub fn code(&self) -> Code {
         match self {
-            ApiError::MissingToken | ApiError::MalformedToken | ApiError::UnknownToken | ApiError::ExpiredToken => {
-                Code::Unauthenticated
-            }
-            ApiError::RoleNotAllowed { .. } | ApiError::AccountOutOfScope { .. } | ApiError::BatchOutOfScope { .. } => {
-                Code::PermissionDenied
-            }
+            ApiError::Auth(e) => match e {
+                AuthError::MissingToken
+                | AuthError::MalformedToken
+                | AuthError::UnknownToken
+                | AuthError::ExpiredToken => Code::Unauthenticated,
+                AuthError::RoleNotAllowed { .. } | AuthError::AccountOutOfScope { .. } => Code::PermissionDenied,
+            },
+            ApiError::BatchOutOfScope { .. } => Code::PermissionDenied,
             ApiError::Timeout { .. } => Code::DeadlineExceeded,
             ApiError::MessageTooLarge(_) | ApiError::BatchTooLarge { .. } | ApiError::TooManyQuoteEvents { .. } => {
                 Code::ResourceExhausted
             }
-            ApiError::MalformedMessage(_)
-            | ApiError::Required(_)
-            | ApiError::BadTime { .. }
-            | ApiError::BadPageToken
+            // Every bad field of a request, whichever conversion finds it.
+            ApiError::Input(_)
             | ApiError::BadTopN { .. }
             | ApiError::QuoteTarget
             | ApiError::AmbiguousEventId { .. }
-            | ApiError::UnknownReason
-            | ApiError::BadSuspenseId(_)
             | ApiError::ReprocessNeedsSelection
             | ApiError::TooManySubscriptions { .. }
-            | ApiError::BadSubscription { .. }
             | ApiError::UnknownPlan { .. }
             | ApiError::Subscription(_)
             | ApiError::TariffFileUnreadable { .. }
@@ -252,7 +196,6 @@ impl ApiError {
             ApiError::VersionsEdited(_) | ApiError::SubscriptionsClash(_) | ApiError::ChargeNotBillable(_) => {
                 Code::FailedPrecondition
             }
-            ApiError::BadCharge(_) => Code::InvalidArgument,
             ApiError::ChargeConflict { .. } => Code::AlreadyExists,
             ApiError::NoTotals { .. }
             | ApiError::NoMeterUsage { .. }
@@ -261,7 +204,11 @@ impl ApiError {
             | ApiError::NoSubscription(_)
             | ApiError::NoSuspenseEntry(_) => Code::NotFound,
             ApiError::PlanGone(_) | ApiError::Rerate(_) => Code::FailedPrecondition,
-            ApiError::RecordsDisagree { .. } => Code::DataLoss,
+            ApiError::Statement(e) => match e {
+                StatementError::PlanGone(_) | StatementError::Rerate(_) => Code::FailedPrecondition,
+                // The records read back do not match the committed totals: one cannot be trusted.
+                StatementError::RecordsDisagree { .. } => Code::DataLoss,
+            },
             ApiError::BatchRefused { cause, .. } => pipeline_code(cause),
             ApiError::Pipeline(e) => pipeline_code(e),
             ApiError::Store(e) => match e {
@@ -281,7 +228,6 @@ impl ApiError {
                 CorrectionError::Pipeline(e) => pipeline_code(e),
                 CorrectionError::Storage(_) => Code::Unavailable,
             },
-            ApiError::BadAmount { .. } => Code::InvalidArgument,
             ApiError::Balance(e) => match e {
                 BalanceError::UnknownSession(_) | BalanceError::NoBalance(_) => Code::NotFound,
                 BalanceError::SessionExists(_) | BalanceError::IdTaken(_) => Code::AlreadyExists,
@@ -300,6 +246,13 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Bad input answers through the one mapping, wherever a handler meets it.
+impl From<InputError> for Status {
+    fn from(e: InputError) -> Status {
+        ApiError::from(e).into()
     }
 }
 

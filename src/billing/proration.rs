@@ -1,29 +1,16 @@
-//! Recurring fees: what an account's subscriptions to a plan owe for one billing period. A fee of
+//! Recurring fees and minimums prorated: what an account's subscriptions to a plan owe for one billing period. A fee of
 //! the plan version in force when the subscription's part of the period begins is prorated by
 //! the second: `amount x seconds in force within the period / seconds in the period`, exact, then
 //! rounded once half-even to 9 places. The daemon charges it as records of the reserved meter
-//! `@fee:<name>` (`pipeline::fees`): in advance from the period's start, in arrears at its close.
+//! `@fee:<name>` ([`super::fees`]): in advance from the period's start, in arrears at its close.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::money::{exact_mul, round_quotient};
-use super::period::Period;
-use super::tariff::{Billing, Plan};
-
-/// The meter of fee records: `@fee:<fee name>`.
-pub const FEE_METER_PREFIX: &str = "@fee:";
-/// The event-id prefix of fee records (`fee:<plan>:<period>:<name>:<n>`); usage events may not use it.
-pub const FEE_ID_PREFIX: &str = "fee:";
-
-/// The meter of minimum-commitment true-ups.
-pub const MINIMUM_METER: &str = "@minimum";
-
-/// True for the meters the closer writes (fees and true-ups): they name their plan, and a
-/// period's close writes them after its grace.
-pub fn billed_by_closer(meter: &str) -> bool {
-    meter.starts_with(FEE_METER_PREFIX) || meter == MINIMUM_METER
-}
+use crate::domain::money::{exact_mul, round_quotient};
+use crate::domain::origin::fee_meter;
+use crate::domain::period::Period;
+use crate::domain::tariff::{Billing, Plan};
 
 /// One fee's due amount for a period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +30,7 @@ pub struct FeeDue {
 impl FeeDue {
     /// The meter its records use.
     pub fn meter(&self) -> String {
-        format!("{FEE_METER_PREFIX}{}", self.name)
+        fee_meter(&self.name)
     }
 
     /// How it was prorated, for people: `49.00 x 21d 4h / 30d`.
@@ -77,7 +64,7 @@ pub fn span(seconds: i64) -> String {
 
 /// The minimum commitment of `plan` for `period` given the subscriptions' windows, prorated like a
 /// fee (its name is `minimum`), when the version in force where they begin has one.
-pub fn minimum_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Option<FeeDue> {
+pub fn minimum_due(plan: &Plan, windows: &Windows, period: &Period) -> Option<FeeDue> {
     let (covered, first) = coverage(windows, period)?;
     let length = u32::try_from((period.end - period.start).num_seconds()).ok()?;
     let minimum = plan.version_at(first)?.minimum?;
@@ -94,8 +81,11 @@ pub fn minimum_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>
     })
 }
 
+/// The subscriptions' windows (`from`, `to`; open-ended when `None`) of one account to one plan.
+pub type Windows = [(DateTime<Utc>, Option<DateTime<Utc>>)];
+
 /// Seconds of `period` the windows cover, and the first covered instant.
-fn coverage(windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Option<(i64, DateTime<Utc>)> {
+fn coverage(windows: &Windows, period: &Period) -> Option<(i64, DateTime<Utc>)> {
     let mut covered = 0i64;
     let mut first: Option<DateTime<Utc>> = None;
     for (from, to) in windows {
@@ -109,10 +99,23 @@ fn coverage(windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period)
     first.map(|f| (covered, f))
 }
 
+/// Seconds of [`start`, `end`) the windows cover (windows of one plan never overlap).
+pub fn seconds_covered(windows: &Windows, start: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
+    if end <= start {
+        return 0;
+    }
+    let bounded = Period {
+        label: String::new(),
+        start,
+        end,
+    };
+    coverage(windows, &bounded).map_or(0, |(covered, _)| covered)
+}
+
 /// The fees `plan` charges for `period` given the windows (`from`, `to`; open-ended when `None`)
 /// in which the account's subscriptions to the plan are planned to be in force. Empty when they
 /// do not reach into the period or its version has no fees.
-pub fn fees_due(plan: &Plan, windows: &[(DateTime<Utc>, Option<DateTime<Utc>>)], period: &Period) -> Vec<FeeDue> {
+pub fn fees_due(plan: &Plan, windows: &Windows, period: &Period) -> Vec<FeeDue> {
     let (Some((covered, first)), Ok(length)) = (
         coverage(windows, period),
         u32::try_from((period.end - period.start).num_seconds()),
