@@ -60,6 +60,7 @@ fn event(n: u64) -> ValidEvent {
             quantity: Decimal::from(quantity),
             timestamp: now() - Duration::seconds((n % 3600) as i64),
             attributes: Vec::new(),
+            origin: ratingd::domain::origin::Origin::Usage,
         },
         as_sent: None,
         part: None,

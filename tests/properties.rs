@@ -479,6 +479,7 @@ impl PartialShard {
                         quantity: Decimal::from(seconds),
                         timestamp: start,
                         attributes,
+                        origin: ratingd::domain::origin::Origin::Usage,
                     },
                     as_sent: None,
                     part: tag.map(|tag| {

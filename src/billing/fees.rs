@@ -17,7 +17,9 @@ use rust_decimal::Decimal;
 
 use super::proration::{FeeDue, fees_due, minimum_due};
 use crate::domain::aggregate::PeriodTotals;
-use crate::domain::origin::{ADJUSTMENT_METER, CHARGE_METER, FEE_ID_PREFIX, MINIMUM_METER, fee_meter, fee_name};
+use crate::domain::origin::{
+    ADJUSTMENT_METER, CHARGE_METER, FEE_ID_PREFIX, MINIMUM_METER, Origin, fee_meter, fee_name,
+};
 use crate::domain::period::Period;
 use crate::domain::subscription::windows_of;
 use crate::domain::tariff::{Billing, Plan};
@@ -241,6 +243,11 @@ impl OwnRecord {
         // `platform` for the fee @fee:platform, `@minimum` for a true-up (fee names cannot start
         // with @).
         let name = fee_name(&self.meter).unwrap_or(&self.meter);
+        let origin = if self.meter == MINIMUM_METER {
+            Origin::Minimum
+        } else {
+            Origin::Fee
+        };
         let attributes = vec![
             ("plan".to_string(), plan.id.clone()),
             ("period".to_string(), period.label.clone()),
@@ -254,6 +261,7 @@ impl OwnRecord {
             quantity: self.delta,
             timestamp: self.at,
             attributes,
+            origin,
         };
         let raw = event.to_raw();
         (raw, event)

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::money::Currency;
-use super::origin::{CHARGE_ID_PREFIX, CHARGE_METER};
+use super::origin::{CHARGE_ID_PREFIX, CHARGE_METER, Origin};
 use super::usage::{RawEvent, UsageEvent, attribute};
 
 const CURRENCY: &str = "currency";
@@ -54,6 +54,7 @@ impl OneOffCharge {
             quantity: self.amount,
             timestamp: self.at,
             attributes: self.attributes(),
+            origin: Origin::Charge,
         }
     }
 }

@@ -256,6 +256,7 @@ impl OpenSession {
             quantity: self.quantity(),
             timestamp: chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(first.timestamp_unix_nanos),
             attributes,
+            origin: super::origin::Origin::Usage,
         })
     }
 

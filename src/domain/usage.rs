@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::origin::Origin;
+
 /// One usage event, already validated by the front end (SPEC section 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -18,6 +20,9 @@ pub struct UsageEvent {
     pub timestamp: DateTime<Utc>,
     /// Small bounded map, kept as pairs: a handful of entries is faster to scan than to hash.
     pub attributes: Vec<(String, String)>,
+    /// Where it comes from: set where it enters (the door: usage; `Admin.AddCharge`: a charge;
+    /// the billing cycle: a fee or a true-up) and read as an enum from there on.
+    pub origin: Origin,
 }
 
 /// The id of a suspense entry: its storage key (`s/<seq><n>`), so ids order as entries were

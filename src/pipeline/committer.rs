@@ -142,12 +142,9 @@ impl Committer {
             commit.parts = seal_parts(group);
         }
         for out in group.iter_mut() {
-            commit.suspense.append(&mut out.suspense);
             commit.writes.append(&mut out.writes);
-            commit.removes.append(&mut out.removes);
             if let Some(balance) = out.balance.as_mut() {
                 commit.writes.append(&mut balance.writes);
-                commit.ledger.append(&mut balance.ledger);
             }
         }
         if records > 0 {
@@ -159,18 +156,13 @@ impl Committer {
             accounts.dedup();
             commit.accounts = accounts;
         }
-        if commit.parts.is_empty()
-            && commit.suspense.is_empty()
-            && commit.writes.is_empty()
-            && commit.removes.is_empty()
-            && commit.ledger.is_empty()
-        {
+        if commit.parts.is_empty() && commit.writes.is_empty() {
             // Nothing to write (all duplicates): earlier commits already made what these depend on
             // durable, because outputs are committed in the order the shards sent them.
             self.publish(group);
             return;
         }
-        let suspended = commit.suspense.len();
+        let suspended = commit.writes.iter().filter(|w| w.is_suspense()).count();
         let started = std::time::Instant::now();
         match self.store.commit(commit) {
             Ok(_) => {

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{Pipeline, PipelineError, RejectedEvent, ValidEvent};
 use crate::domain::charge::OneOffCharge;
-use crate::domain::origin::{CHARGE_ID_PREFIX, FEE_ID_PREFIX};
+use crate::domain::origin::{CHARGE_ID_PREFIX, FEE_ID_PREFIX, Origin};
 use crate::domain::tariff::Catalogue;
 use crate::limits::SUSPENSE_TEXT_BYTES;
 use std::sync::Arc;
@@ -129,6 +129,7 @@ pub fn accept(e: RawEvent, quantity: Decimal) -> UsageEvent {
         quantity,
         timestamp: DateTime::<Utc>::from_timestamp_nanos(e.timestamp_unix_nanos),
         attributes: e.attributes,
+        origin: Origin::Usage,
     }
 }
 

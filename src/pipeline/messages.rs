@@ -8,6 +8,7 @@ use super::{balance, corrections, shard};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::record::AsSent;
 use crate::domain::usage::{EventOutcome, Rejected, UsageEvent};
+use crate::store::Write;
 
 /// An event that passed validation, with its dedupe fingerprints.
 #[derive(Debug)]
@@ -51,7 +52,6 @@ pub struct ShardOutput {
     /// The job's records as one compact segment (`store::compact`), empty when none.
     pub records: Vec<u8>,
     pub record_count: u32,
-    pub suspense: Vec<Vec<u8>>,
     pub duplicate: u32,
     /// Events not accepted (duplicates and rejections).
     pub results: Vec<EventOutcome>,
@@ -59,12 +59,10 @@ pub struct ShardOutput {
     pub totals: Vec<PeriodTotals>,
     /// Balance changes (prepaid records, balance operations); `None` for most jobs.
     pub balance: Option<Box<shard::BalanceWrites>>,
-    /// Keys and values written in its commit besides the records: dedupe claims of events whose
-    /// account normalization rules changed (`store::MovedClaims`), parts of partial sessions held
-    /// (`store::PartialParts`).
-    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Keys removed in its commit: the parts of the partial sessions it merged.
-    pub removes: Vec<Vec<u8>>,
+    /// What its commit writes besides the records, typed (the store keys and encodes them):
+    /// suspense entries of its rejections, dedupe claims of events whose account normalization
+    /// rules changed, parts of partial sessions held and merged.
+    pub writes: Vec<Write>,
     /// Parts of partial sessions held (accepted events without a record of their own).
     pub held: u32,
     /// Records of merged partial sessions (records that are not received events).
@@ -86,13 +84,11 @@ impl ShardOutput {
             rated_at,
             records: Vec::new(),
             record_count: 0,
-            suspense: Vec::new(),
             duplicate: 0,
             results: Vec::new(),
             totals: Vec::new(),
             balance: None,
             writes: Vec::new(),
-            removes: Vec::new(),
             held: 0,
             merged: 0,
         }

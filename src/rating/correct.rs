@@ -72,7 +72,7 @@ pub fn correct(plan: &Plan, current: &[RatedRecord], change: &Change) -> Result<
     let mut out = Vec::new();
     for (i, r) in current.iter().enumerate() {
         let is_target = target == Some(r.event_id.as_str());
-        if r.meter.starts_with('@') {
+        if r.origin().is_own() {
             match change {
                 Change::Void { .. } if is_target => out.push((i, None)),
                 Change::Amend { .. } if is_target => return Err(CorrectError::NotUsage(r.event_id.clone())),

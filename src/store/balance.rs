@@ -19,41 +19,35 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::codec::{CodecError, Reader, Writer};
-use super::{Db, StoreError};
+use super::{Db, StoreError, keys};
 use crate::domain::balance::{EntryKind, LedgerEntry, Lot, Purse, Session, SessionOutcome, Wallet};
 use crate::domain::money::Currency;
 
-pub(super) const WALLET_PREFIX: &[u8] = b"w/";
-pub(super) const LEDGER_PREFIX: &[u8] = b"l/";
-pub(super) const LEDGER_INDEX_PREFIX: &[u8] = b"y/";
-const TOPUP_PREFIX: &[u8] = b"n/";
-const SESSION_PREFIX: &[u8] = b"g/";
-pub(super) const BALANCE_ALERT_PREFIX: &[u8] = b"e/";
 const LAYOUT: u8 = 1;
 
-pub fn wallet_key(account: &str) -> Vec<u8> {
-    [WALLET_PREFIX, account.as_bytes()].concat()
+pub(super) fn wallet_key(account: &str) -> Vec<u8> {
+    [keys::WALLET, account.as_bytes()].concat()
 }
 
 /// The key of the `n`th ledger entry of commit `seq`.
 pub(super) fn ledger_key(seq: u64, n: u32) -> Vec<u8> {
-    [LEDGER_PREFIX, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
+    [keys::LEDGER, &seq.to_be_bytes(), &n.to_be_bytes()].concat()
 }
 
-pub fn topup_key(account: &str, id: &str) -> Vec<u8> {
-    [TOPUP_PREFIX, account.as_bytes(), &[0xFF], id.as_bytes()].concat()
+pub(super) fn topup_key(account: &str, id: &str) -> Vec<u8> {
+    [keys::TOPUP, account.as_bytes(), &[0xFF], id.as_bytes()].concat()
 }
 
-pub fn session_key(id: &str) -> Vec<u8> {
-    [SESSION_PREFIX, id.as_bytes()].concat()
+pub(super) fn session_key(id: &str) -> Vec<u8> {
+    [keys::SESSION, id.as_bytes()].concat()
 }
 
-pub fn balance_alert_key(id: &str) -> Vec<u8> {
-    [BALANCE_ALERT_PREFIX, id.as_bytes()].concat()
+pub(super) fn balance_alert_key(id: &str) -> Vec<u8> {
+    [keys::BALANCE_ALERT, id.as_bytes()].concat()
 }
 
 /// A balance alert's stored value: not announced yet, then its stream entry.
-pub fn encode_balance_alert(entry: &str) -> Vec<u8> {
+pub(super) fn encode_balance_alert(entry: &str) -> Vec<u8> {
     [&[0u8][..], entry.as_bytes()].concat()
 }
 
@@ -287,16 +281,20 @@ impl Balances {
         self.0.corrupt(String::from_utf8_lossy(key).into_owned(), error)
     }
 
-    /// The stored value at `key` as it is (a shard's read of its own keys).
-    pub fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.0.db.get(key)?)
+    /// The top-up applied under `id` to `account`, if any.
+    pub fn topup(&self, account: &str, id: &str) -> Result<Option<StoredTopUp>, StoreError> {
+        let key = topup_key(account, id);
+        match self.0.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode_topup(&v).map(Some).map_err(|e| self.corrupt(&key, e)),
+        }
     }
 
     /// Every wallet's settings (credit limits, low-balance thresholds), by account.
     pub fn settings(&self) -> Result<Vec<Wallet>, StoreError> {
         self.0
             .db
-            .scan_prefix(WALLET_PREFIX)
+            .scan_prefix(keys::WALLET)
             .map(|item| {
                 let (k, v) = item?;
                 decode_wallet(&v).map_err(|e| self.corrupt(&k, e))
@@ -307,7 +305,7 @@ impl Balances {
     /// Sessions that hold a reservation (recovery: they expire on the shard's clock).
     pub fn reserved_sessions(&self) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(SESSION_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::SESSION) {
             let (k, v) = item?;
             let s = decode_session(&v).map_err(|e| self.corrupt(&k, e))?;
             if s.outcome.is_none() && s.reserved > Decimal::ZERO {
@@ -329,13 +327,13 @@ impl Balances {
     /// commits whose `y/` index names the account, read in commit order.
     pub fn ledger(&self, account: &str, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(LEDGER_INDEX_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::LEDGER_INDEX) {
             let (k, v) = item?;
             let accounts = super::codec::decode_index(&v).map_err(|e| self.corrupt(&k, e))?;
             if !accounts.iter().any(|a| a == account) {
                 continue;
             }
-            let Some(seq) = super::parse_seq(&k) else { continue };
+            let Some(seq) = keys::seq_of(&k) else { continue };
             for item in self.0.db.range(ledger_key(seq, 0)..ledger_key(seq + 1, 0)) {
                 let (k, v) = item?;
                 let e = decode_entry(&v).map_err(|e| self.corrupt(&k, e))?;
@@ -353,7 +351,7 @@ impl Balances {
     /// Every ledger entry in commit order (each account's in its entry order): the start
     /// rebuilds the wallets from them.
     pub fn all_entries(&self) -> impl Iterator<Item = Result<LedgerEntry, StoreError>> + '_ {
-        self.0.db.scan_prefix(LEDGER_PREFIX).map(move |item| {
+        self.0.db.scan_prefix(keys::LEDGER).map(move |item| {
             let (k, v) = item?;
             decode_entry(&v).map_err(|e| self.corrupt(&k, e))
         })

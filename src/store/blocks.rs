@@ -3,11 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{BLOCK_PREFIX, Db, INDEX_PREFIX, NEXT_SEQ_KEY, SUSPENSE_PREFIX, Store, StoreError, codec, key, parse_seq};
+use super::{Db, Store, StoreError, Write, codec, keys};
 use crate::domain::record::RatedRecord;
-
-/// `d/<account>`: damage found at start (the reason); see [`Store::damaged`].
-const DAMAGE_PREFIX: &[u8] = b"d/";
 
 pub use crate::limits::BLOCK_PART_BYTES;
 
@@ -20,25 +17,18 @@ pub trait FlushHook: Send + Sync {
     fn after_flush(&self, _seq: u64) {}
 }
 
-/// One group commit: an optional block and the suspense entries of the same batches.
+/// One group commit: its records' blocks, and everything else it writes, typed.
 #[derive(Default)]
 pub struct Commit {
     /// The commit's records as sealed blocks of about [`BLOCK_PART_BYTES`] each, stored under
     /// `b/<seq><part>`: a busy daemon's commit holds megabytes, and sled rewrites a leaf of up
     /// to 16 values whole when it splits.
     pub parts: Vec<Vec<u8>>,
-    /// Encoded suspense entries (`codec::encode_suspense`).
-    pub suspense: Vec<Vec<u8>>,
     /// The accounts with records in the block (for drill-down by account without a key per event).
     pub accounts: Vec<Arc<str>>,
-    /// Balance keys and values (`balance`: wallet settings, sessions, top-up ids, balance
-    /// alerts) written in the same batch as the records they pay for.
-    pub writes: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Keys removed in the same batch (the parts of a partial session merged by this commit).
-    pub removes: Vec<Vec<u8>>,
-    /// Ledger entries (account, encoded entry), in order: stored as `l/<seq><n>`, with the
-    /// accounts in `y/<seq>`.
-    pub ledger: Vec<(Arc<str>, Vec<u8>)>,
+    /// Suspense entries, ledger entries, balance keys, moved claims, partial parts: keyed and
+    /// encoded by the store ([`super::write`]) into the same batch as the records.
+    pub writes: Vec<Write>,
 }
 
 impl Store {
@@ -48,37 +38,12 @@ impl Store {
         let mut batch = sled::Batch::default();
         if !commit.parts.is_empty() {
             for (n, part) in commit.parts.into_iter().enumerate() {
-                let mut k = key(BLOCK_PREFIX, seq);
-                k.extend_from_slice(&(n as u32).to_be_bytes());
-                batch.insert(k, part);
+                batch.insert(keys::with_seq_n(keys::BLOCK, seq, n as u32), part);
             }
-            batch.insert(key(INDEX_PREFIX, seq), codec::encode_index(&commit.accounts));
+            batch.insert(keys::with_seq(keys::INDEX, seq), codec::encode_index(&commit.accounts));
         }
-        for (n, entry) in commit.suspense.into_iter().enumerate() {
-            let mut k = key(SUSPENSE_PREFIX, seq);
-            k.extend_from_slice(&(n as u32).to_be_bytes());
-            batch.insert(k, entry);
-        }
-        for (k, v) in commit.writes {
-            batch.insert(k, v);
-        }
-        for k in commit.removes {
-            batch.remove(k);
-        }
-        if !commit.ledger.is_empty() {
-            let mut accounts: Vec<Arc<str>> = Vec::with_capacity(commit.ledger.len());
-            for (n, (account, entry)) in commit.ledger.into_iter().enumerate() {
-                batch.insert(super::balance::ledger_key(seq, n as u32), entry);
-                accounts.push(account);
-            }
-            accounts.sort_unstable();
-            accounts.dedup();
-            batch.insert(
-                key(super::balance::LEDGER_INDEX_PREFIX, seq),
-                codec::encode_index(&accounts),
-            );
-        }
-        batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
+        super::write::encode_into(&mut batch, seq, commit.writes);
+        batch.insert(keys::NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
         self.db.db.apply_batch(batch)?;
         if let Some(hook) = &self.flush_hook {
             hook.before_flush(seq).map_err(sled::Error::Io)?;
@@ -98,10 +63,10 @@ impl Store {
     pub fn blocks_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, String, sled::IVec), StoreError>> + '_ {
         self.db
             .db
-            .range(key(BLOCK_PREFIX, from)..key(BLOCK_PREFIX, u64::MAX))
+            .range(keys::with_seq(keys::BLOCK, from)..keys::with_seq(keys::BLOCK, u64::MAX))
             .map(move |item| {
                 let (k, v) = item?;
-                let seq = parse_seq(&k).unwrap_or(u64::MAX);
+                let seq = keys::seq_of(&k).unwrap_or(u64::MAX);
                 let name = match k.get(10..14) {
                     Some(part) => format!("b/{seq}/{}", u32::from_be_bytes(part.try_into().unwrap_or_default())),
                     None => format!("b/{seq}"),
@@ -113,7 +78,7 @@ impl Store {
     /// The accounts with records in commit `seq` (its `x/` index entry).
     pub fn block_accounts(&self, seq: u64) -> Result<Vec<String>, StoreError> {
         let corrupt = |error| self.corrupt(format!("x/{seq}"), error);
-        let value = self.db.db.get(key(INDEX_PREFIX, seq))?.ok_or_else(|| {
+        let value = self.db.db.get(keys::with_seq(keys::INDEX, seq))?.ok_or_else(|| {
             corrupt(codec::CodecError::Invalid(
                 "the index entry of a stored block is missing",
             ))
@@ -125,10 +90,10 @@ impl Store {
     /// their batches are refused until the data dir is restored (see docs/security.md).
     pub fn damaged(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.db.scan_prefix(DAMAGE_PREFIX) {
+        for item in self.db.db.scan_prefix(keys::DAMAGE) {
             let (k, v) = item?;
             out.push((
-                String::from_utf8_lossy(&k[DAMAGE_PREFIX.len()..]).into_owned(),
+                String::from_utf8_lossy(&k[keys::DAMAGE.len()..]).into_owned(),
                 String::from_utf8_lossy(&v).into_owned(),
             ));
         }
@@ -143,7 +108,7 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         for (account, why) in damage {
-            let mut k = DAMAGE_PREFIX.to_vec();
+            let mut k = keys::DAMAGE.to_vec();
             k.extend_from_slice(account.as_bytes());
             batch.insert(k, why.as_bytes());
         }
@@ -178,16 +143,19 @@ impl Records {
         mut visit: impl FnMut(u64, u32, RatedRecord) -> bool,
     ) -> Result<(), StoreError> {
         let db = &self.0;
-        for item in db.db.range(key(INDEX_PREFIX, from_seq)..key(INDEX_PREFIX, u64::MAX)) {
+        for item in db
+            .db
+            .range(keys::with_seq(keys::INDEX, from_seq)..keys::with_seq(keys::INDEX, u64::MAX))
+        {
             let (k, v) = item?;
-            let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            let seq = keys::seq_of(&k).unwrap_or(u64::MAX);
             let accounts = codec::decode_index(&v).map_err(|e| db.corrupt(format!("x/{seq}"), e))?;
             if !accounts.iter().any(|a| wanted(a)) {
                 continue;
             }
             // The commit's parts in order; a record's index counts across them.
             let mut index = 0u32;
-            for part in db.db.scan_prefix(key(BLOCK_PREFIX, seq)).values() {
+            for part in db.db.scan_prefix(keys::with_seq(keys::BLOCK, seq)).values() {
                 let part = part?;
                 let corrupt = |e| db.corrupt(format!("b/{seq}"), e);
                 let (_, payload) = codec::open_block(&part).map_err(corrupt)?;
@@ -208,9 +176,9 @@ impl Records {
         let db = &self.0;
         // (seq, index of the next record): the index counts across a commit's parts.
         let mut at = (u64::MAX, 0u32);
-        for item in db.db.scan_prefix(BLOCK_PREFIX) {
+        for item in db.db.scan_prefix(keys::BLOCK) {
             let (k, v) = item?;
-            let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            let seq = keys::seq_of(&k).unwrap_or(u64::MAX);
             if seq != at.0 {
                 at = (seq, 0);
             }

@@ -3,29 +3,15 @@
 //! fingerprint key. Every stored value is encoded and checked by [`codec`]; shard checkpoints
 //! ([`checkpoint`]) and the dedupe window's cold tier ([`cold`]) are files beside sled.
 //!
-//! Keys (big-endian numbers so they sort):
-//! - `m/key`: the data dir's 128-bit SipHash key (event fingerprints, account -> shard; see
-//!   [`crate::domain::keyed`]), made once per data dir;
-//! - `m/next_seq`: the seq of the next commit;
-//! - `b/<seq u64><part u32>`: the records of one group commit, in blocks (see [`codec`]) of about
-//!   [`BLOCK_PART_BYTES`] each;
-//! - `x/<seq u64>`: the accounts with records in block `seq` (drill-down by account);
-//! - `s/<seq u64><n u32>`: a suspense entry written by commit `seq`;
-//! - `u/<account>\xFF<from>`: subscriptions stored through the Admin API;
-//! - `k/<plan>\xFF<period>`: a closed billing period and its announcement;
-//! - `a/<account>|<period>|<threshold>`: a spend alert raised;
-//! - `d/<account>`: an account whose records failed their checksum at start, with the reason;
-//! - `f/<period>\xFF<account>\xFF<plan>`: the final totals of a closed period, written with its
-//!   close (queries read closed periods from here; they are not kept in memory);
-//! - `m/finals`: set once every close has its `f/` entries;
-//! - `r/<plan>\xFF<period>`: a period whose records retention removed ([`retention`]);
-//! - `c/<id>`: a correction asked for under this id (what was asked), so an id names one
-//!   correction for good;
-//! - `j/<adjustment id>`: a correction of a closed period to announce on `<prefix>:adjustments`,
-//!   and whether it was;
-//! - `l/`, `y/`, `w/`, `n/`, `g/`, `e/`: ledger entries and their per-commit account index,
-//!   wallet settings, top-up ids, charging sessions and balance alerts ([`balance`]), written by
-//!   the committer with the records they pay for.
+//! Keys: every prefix is in one registry ([`keys`]), kept distinct at build time and documented
+//! row by row in ARCHITECTURE.md's storage layout (a test holds the two together); numbers in
+//! keys are big-endian so they sort. The records' blocks (`b/`, `x/`) are [`blocks`]; what a
+//! commit writes beside them comes typed from the shards ([`Write`]) and is keyed and encoded
+//! here ([`write`]): suspense (`s/`), ledger entries (`l/`, `y/`), wallet settings, top-up ids,
+//! sessions and balance alerts ([`balance`]: `w/`, `n/`, `g/`, `e/`), moved claims and partial
+//! parts ([`mediation`]: `h/`, `p/`). The tables the Admin API and the billing cycle write
+//! directly are [`tables`] (`u/`, `k/`, `a/`, `t/`, `f/`, `c/`, `j/`, `m/finals`) and
+//! [`retention`] (`r/`); damage found at start is `d/`.
 //!
 //! One commit is one `apply_batch` (atomic) followed by `flush` (fsync): the records, their dedupe
 //! claims (the fingerprints inside the records) and the suspense entries become durable together.
@@ -38,8 +24,11 @@ pub mod checkpoint;
 pub mod codec;
 pub mod cold;
 pub mod compact;
+pub mod keys;
+pub mod mediation;
 pub mod retention;
 pub mod tables;
+pub mod write;
 
 use std::path::Path;
 
@@ -47,11 +36,13 @@ use crate::domain::keyed::HashKey;
 
 pub use balance::Balances;
 pub use blocks::{BLOCK_PART_BYTES, Commit, FlushHook, Records};
+pub use mediation::{MovedClaims, PartialParts};
 pub use retention::{Removal, Removed, Retention, RetiredPeriod, StoredCommit};
 pub use tables::{
-    Adjustments, Alerts, Claim, Closes, Corrections, Finals, MovedClaims, Outbox, PartialParts, StoredAlert,
-    StoredClose, Subscriptions, Suspense, SuspenseId, Versions,
+    Adjustments, Alerts, Claim, Closes, Corrections, Finals, Outbox, StoredAlert, StoredClose, Subscriptions, Suspense,
+    SuspenseId, Versions,
 };
+pub use write::Write;
 
 /// Why storage failed. A failure while committing stops ingest (see `pipeline::committer`).
 #[derive(Debug, thiserror::Error)]
@@ -73,21 +64,6 @@ pub enum StoreError {
         error: codec::CodecError,
     },
 }
-
-/// Data dirs from before the keyed fingerprints hold this instead of `m/key`.
-const LEGACY_SEED_KEY: &[u8] = b"m/seed";
-const HASH_KEY: &[u8] = b"m/key";
-/// The seq the next commit gets (big-endian u64), written by every commit.
-const NEXT_SEQ_KEY: &[u8] = b"m/next_seq";
-const BLOCK_PREFIX: &[u8] = b"b/";
-const SUSPENSE_PREFIX: &[u8] = b"s/";
-const INDEX_PREFIX: &[u8] = b"x/";
-/// Where checkpoints were kept inside sled by earlier versions, removed at open: every key under
-/// `0c/`, and under `c/` the keys of one shard number (`c/<shard u32>`) holding binary data. `c/`
-/// now holds correction ids with their request as text, and those stay (a 4-byte id has the
-/// same key length as a legacy checkpoint, but its value is text).
-const LEGACY_CHECKPOINT_PREFIX: &[u8] = b"0c/";
-const LEGACY_SHARD_CHECKPOINT_PREFIX: &[u8] = b"c/";
 
 use crate::limits::SLED_CACHE_BYTES;
 
@@ -120,26 +96,13 @@ pub struct Store {
     last_fsync: std::time::Duration,
 }
 
-/// `prefix` followed by `seq` big-endian (so keys sort by seq).
-fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 12);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn parse_seq(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(2..10)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
 impl Store {
     /// Opens (or creates) the data dir.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         // sled's page cache (1 GiB by default) would mostly hold blocks just written; reads are
         // drill-downs, which go to the page cache of the OS just as well.
         let db = sled::Config::new().path(dir).cache_capacity(SLED_CACHE_BYTES).open()?;
-        let key = match db.get(HASH_KEY)? {
+        let key = match db.get(keys::HASH_KEY)? {
             Some(v) => HashKey::from_bytes(&v).ok_or_else(|| StoreError::Corrupt {
                 file: dir.display().to_string(),
                 key: "m/key".into(),
@@ -147,34 +110,34 @@ impl Store {
             })?,
             None => {
                 let holds_data =
-                    db.scan_prefix(BLOCK_PREFIX).next().is_some() || db.scan_prefix(SUSPENSE_PREFIX).next().is_some();
-                if holds_data && db.get(LEGACY_SEED_KEY)?.is_some() {
+                    db.scan_prefix(keys::BLOCK).next().is_some() || db.scan_prefix(keys::SUSPENSE).next().is_some();
+                if holds_data && db.get(keys::LEGACY_SEED_KEY)?.is_some() {
                     return Err(StoreError::UnkeyedDataDir(dir.display().to_string()));
                 }
                 let key = random_key();
-                db.insert(HASH_KEY, &key.to_bytes())?;
-                db.remove(LEGACY_SEED_KEY)?;
+                db.insert(keys::HASH_KEY, &key.to_bytes())?;
+                db.remove(keys::LEGACY_SEED_KEY)?;
                 db.flush()?;
                 key
             }
         };
         // Every commit records the next seq, so one without a block (suspense only, or nothing
         // but a checkpoint) is never numbered twice; data dirs from before it have blocks only.
-        let after_last_block = match db.scan_prefix(BLOCK_PREFIX).keys().next_back() {
-            Some(k) => parse_seq(&k?).map_or(0, |s| s + 1),
+        let after_last_block = match db.scan_prefix(keys::BLOCK).keys().next_back() {
+            Some(k) => keys::seq_of(&k?).map_or(0, |s| s + 1),
             None => 0,
         };
         let recorded = db
-            .get(NEXT_SEQ_KEY)?
+            .get(keys::NEXT_SEQ_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let next_seq = after_last_block.max(recorded);
-        for k in db.scan_prefix(LEGACY_CHECKPOINT_PREFIX).keys() {
+        for k in db.scan_prefix(keys::LEGACY_CHECKPOINT).keys() {
             db.remove(k?)?;
         }
-        for item in db.scan_prefix(LEGACY_SHARD_CHECKPOINT_PREFIX) {
+        for item in db.scan_prefix(keys::CORRECTION) {
             let (k, v) = item?;
-            if k.len() == LEGACY_SHARD_CHECKPOINT_PREFIX.len() + 4 && std::str::from_utf8(&v).is_err() {
+            if k.len() == keys::CORRECTION.len() + 4 && std::str::from_utf8(&v).is_err() {
                 db.remove(k)?;
             }
         }
@@ -264,7 +227,7 @@ impl Store {
     pub fn adjustments(&self) -> Adjustments {
         Outbox {
             db: self.db.clone(),
-            prefix: tables::ADJUSTMENT_PREFIX,
+            prefix: keys::ADJUSTMENT,
             keep_announced: true,
         }
     }
@@ -273,7 +236,7 @@ impl Store {
     pub fn balance_alerts(&self) -> Outbox {
         Outbox {
             db: self.db.clone(),
-            prefix: balance::BALANCE_ALERT_PREFIX,
+            prefix: keys::BALANCE_ALERT,
             keep_announced: false,
         }
     }

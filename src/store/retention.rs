@@ -8,11 +8,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::tables::{ALERT_PREFIX, close_key, final_prefix};
-use super::{BLOCK_PREFIX, Db, INDEX_PREFIX, SUSPENSE_PREFIX, StoreError, codec, key, parse_seq};
+use super::tables::{close_key, final_prefix};
+use super::{Db, StoreError, codec, keys};
 use crate::domain::record::RatedRecord;
-
-const RETIRED_PREFIX: &[u8] = b"r/";
 
 /// A period whose records retention removed (all or some of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,9 +67,12 @@ impl Retention {
         let db = &self.0;
         let mut out: Vec<StoredCommit> = Vec::new();
         let mut records = 0;
-        for item in db.db.range(key(BLOCK_PREFIX, from)..key(BLOCK_PREFIX, u64::MAX)) {
+        for item in db
+            .db
+            .range(keys::with_seq(keys::BLOCK, from)..keys::with_seq(keys::BLOCK, u64::MAX))
+        {
             let (k, v) = item?;
-            let seq = parse_seq(&k).unwrap_or(u64::MAX);
+            let seq = keys::seq_of(&k).unwrap_or(u64::MAX);
             if out.last().is_none_or(|c| c.seq != seq) {
                 if out.len() == max_commits || records >= max_records {
                     break;
@@ -97,9 +98,9 @@ impl Retention {
     /// Every period retention has touched.
     pub fn retired(&self) -> Result<Vec<RetiredPeriod>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(RETIRED_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::RETIRED) {
             let (k, v) = item?;
-            let rest = &k[RETIRED_PREFIX.len()..];
+            let rest = &k[keys::RETIRED.len()..];
             let bad = || {
                 self.0.corrupt(
                     format!("r/{}", String::from_utf8_lossy(rest)),
@@ -131,14 +132,14 @@ impl Retention {
         let mut batch = sled::Batch::default();
         let mut removed = Removed::default();
         for &seq in &removal.seqs {
-            for k in db.scan_prefix(key(BLOCK_PREFIX, seq)).keys() {
+            for k in db.scan_prefix(keys::with_seq(keys::BLOCK, seq)).keys() {
                 batch.remove(k?);
                 removed.block_parts += 1;
             }
-            batch.remove(key(INDEX_PREFIX, seq));
+            batch.remove(keys::with_seq(keys::INDEX, seq));
         }
         for (plan, period, end) in &removal.periods {
-            let mut marker = RETIRED_PREFIX.to_vec();
+            let mut marker = keys::RETIRED.to_vec();
             marker.extend_from_slice(plan.as_bytes());
             marker.push(0xFF);
             marker.extend_from_slice(period.as_bytes());
@@ -156,7 +157,7 @@ impl Retention {
                 }
             }
         }
-        for item in db.scan_prefix(ALERT_PREFIX) {
+        for item in db.scan_prefix(keys::ALERT) {
             let (k, v) = item?;
             let Ok(stored) = codec::decode_alert(&v) else { continue };
             let of_removed = removal
@@ -170,7 +171,7 @@ impl Retention {
         }
         // Suspense entries are keyed in commit order, which is receipt order.
         let before = nanos(removal.suspense_before);
-        for item in db.scan_prefix(SUSPENSE_PREFIX) {
+        for item in db.scan_prefix(keys::SUSPENSE) {
             let (k, v) = item?;
             match codec::decode_suspense(&v) {
                 Ok(entry) if entry.received_unix_nanos < before => {
@@ -222,8 +223,8 @@ mod tests {
         }
     }
 
-    fn suspended(id: &str, received: DateTime<Utc>) -> Vec<u8> {
-        codec::encode_suspense(&Rejected {
+    fn suspended(id: &str, received: DateTime<Utc>) -> Rejected {
+        Rejected {
             event: RawEvent {
                 event_id: id.into(),
                 account_id: "nobody".into(),
@@ -235,7 +236,7 @@ mod tests {
             reason: RejectReason::NoTariff,
             detail: String::new(),
             received_unix_nanos: nanos(received),
-        })
+        }
     }
 
     /// One removal takes a commit's blocks and index, its period's final totals, close and
@@ -259,11 +260,8 @@ mod tests {
             let got = store
                 .commit(Commit {
                     parts: codec::seal_segments([segment.finish().as_slice()]),
-                    suspense: vec![suspended(suspense, at(when))],
                     accounts: vec!["acme".into()],
-                    writes: Vec::new(),
-                    removes: Vec::new(),
-                    ledger: Vec::new(),
+                    writes: vec![crate::store::Write::Suspense(suspended(suspense, at(when)))],
                 })
                 .unwrap();
             assert_eq!(got, seq as u64);

@@ -4,25 +4,14 @@
 //! (spend alerts raised) and [`Versions`] (the content of every tariff version published). Every
 //! write is durable (fsync) before it returns.
 
-use super::{Db, SUSPENSE_PREFIX, StoreError, codec};
+use super::{Db, StoreError, codec, keys};
 use crate::domain::aggregate::PeriodTotals;
 use crate::domain::alert::SpendAlert;
 use crate::domain::hex::hex;
-use crate::domain::partial::Part;
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff::Catalogue;
 use crate::domain::tariff_file::content::KnownVersion;
 use crate::domain::usage::{RejectReason, Rejected};
-
-const SUBSCRIPTION_PREFIX: &[u8] = b"u/";
-pub(super) const CLOSE_PREFIX: &[u8] = b"k/";
-pub(super) const ALERT_PREFIX: &[u8] = b"a/";
-const VERSION_PREFIX: &[u8] = b"t/";
-pub(super) const FINAL_PREFIX: &[u8] = b"f/";
-const CORRECTION_PREFIX: &[u8] = b"c/";
-pub(super) const ADJUSTMENT_PREFIX: &[u8] = b"j/";
-/// Set once every close has its `f/` entries (closes written by earlier releases have none).
-const FINALS_WRITTEN_KEY: &[u8] = b"m/finals";
 
 /// Subscriptions stored through the Admin API (`u/<account>\xFF<from>` for base plans, with the
 /// plan id appended for add-ons, which may start at the same instant as the base subscription).
@@ -30,7 +19,7 @@ const FINALS_WRITTEN_KEY: &[u8] = b"m/finals";
 pub struct Subscriptions(pub(super) Db);
 
 fn subscription_key(account: &str, from_nanos: i64, addon: Option<&str>) -> Vec<u8> {
-    let mut k = SUBSCRIPTION_PREFIX.to_vec();
+    let mut k = keys::SUBSCRIPTION.to_vec();
     k.extend_from_slice(account.as_bytes());
     k.push(0xFF);
     // Order-preserving: flip the sign bit.
@@ -61,7 +50,7 @@ impl Subscriptions {
     /// Every stored subscription.
     pub fn all(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(SUBSCRIPTION_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::SUBSCRIPTION) {
             let (k, v) = item?;
             let key = || format!("u/{}", String::from_utf8_lossy(&k[2..]));
             out.push(codec::decode_subscription(&v).map_err(|e| self.0.corrupt(key(), e))?);
@@ -95,12 +84,12 @@ impl Suspense {
                 k.push(0);
                 k
             }
-            None => SUSPENSE_PREFIX.to_vec(),
+            None => keys::SUSPENSE.to_vec(),
         };
         let mut out = Vec::new();
         for item in self.0.db.range(start..) {
             let (k, v) = item?;
-            if !k.starts_with(SUSPENSE_PREFIX) || out.len() >= limit {
+            if !k.starts_with(keys::SUSPENSE) || out.len() >= limit {
                 break;
             }
             let entry = self.decode(&k, &v)?;
@@ -113,7 +102,7 @@ impl Suspense {
 
     /// One entry by id.
     pub fn get(&self, id: &SuspenseId) -> Result<Option<Rejected>, StoreError> {
-        if !id.0.starts_with(SUSPENSE_PREFIX) {
+        if !id.0.starts_with(keys::SUSPENSE) {
             return Ok(None);
         }
         match self.0.db.get(&id.0)? {
@@ -124,7 +113,7 @@ impl Suspense {
 
     /// How many entries wait (a key scan, at start-up).
     pub fn count(&self) -> usize {
-        self.0.db.scan_prefix(SUSPENSE_PREFIX).keys().count()
+        self.0.db.scan_prefix(keys::SUSPENSE).keys().count()
     }
 
     /// Removes entries that left suspense (or were replaced by a newer entry), durably.
@@ -154,7 +143,7 @@ pub struct StoredClose {
 pub struct Closes(pub(super) Db);
 
 pub(super) fn close_key(plan: &str, period: &str) -> Vec<u8> {
-    let mut k = CLOSE_PREFIX.to_vec();
+    let mut k = keys::CLOSE.to_vec();
     k.extend_from_slice(plan.as_bytes());
     k.push(0xFF);
     k.extend_from_slice(period.as_bytes());
@@ -187,9 +176,9 @@ impl Closes {
     /// The (plan, period) of every stored close, from the keys alone.
     pub fn pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        for k in self.0.db.scan_prefix(CLOSE_PREFIX).keys() {
+        for k in self.0.db.scan_prefix(keys::CLOSE).keys() {
             let k = k?;
-            let rest = &k[CLOSE_PREFIX.len()..];
+            let rest = &k[keys::CLOSE.len()..];
             let Some(split) = rest.iter().position(|&b| b == 0xFF) else {
                 return Err(self.0.corrupt(
                     format!("k/{}", String::from_utf8_lossy(rest)),
@@ -207,7 +196,7 @@ impl Closes {
     /// Every stored close.
     pub fn all(&self) -> Result<Vec<StoredClose>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(CLOSE_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::CLOSE) {
             let (k, v) = item?;
             let key = || format!("k/{}", String::from_utf8_lossy(&k[2..]));
             out.push(codec::decode_close(&v).map_err(|e| self.0.corrupt(key(), e))?);
@@ -225,7 +214,7 @@ pub(super) fn final_key(period: &str, account: &str, plan: &str) -> Vec<u8> {
 
 /// The prefix of a period's final totals, or of one account's in it.
 pub(super) fn final_prefix(period: &str, account: Option<&str>) -> Vec<u8> {
-    let mut k = FINAL_PREFIX.to_vec();
+    let mut k = keys::FINAL.to_vec();
     k.extend_from_slice(period.as_bytes());
     k.push(0xFF);
     if let Some(account) = account {
@@ -265,9 +254,9 @@ impl Finals {
     /// The (account, period) of every final totals (a key scan: the projection's full resync).
     pub fn keys(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        for k in self.0.db.scan_prefix(FINAL_PREFIX).keys() {
+        for k in self.0.db.scan_prefix(keys::FINAL).keys() {
             let k = k?;
-            let mut fields = k[FINAL_PREFIX.len()..].split(|&b| b == 0xFF);
+            let mut fields = k[keys::FINAL.len()..].split(|&b| b == 0xFF);
             if let (Some(period), Some(account)) = (fields.next(), fields.next()) {
                 out.push((
                     String::from_utf8_lossy(account).into_owned(),
@@ -281,7 +270,7 @@ impl Finals {
 
     /// True once every close has its final totals (see [`Finals::write_missing`]).
     pub fn complete(&self) -> Result<bool, StoreError> {
-        Ok(self.0.db.get(FINALS_WRITTEN_KEY)?.is_some())
+        Ok(self.0.db.get(keys::FINALS_WRITTEN_KEY)?.is_some())
     }
 
     /// Writes the final totals of the closes an earlier release recorded without them (its
@@ -292,7 +281,7 @@ impl Finals {
         for t in totals {
             batch.insert(final_key(&t.period, &t.account, &t.plan), codec::encode_totals(t));
         }
-        batch.insert(FINALS_WRITTEN_KEY, &[1u8][..]);
+        batch.insert(keys::FINALS_WRITTEN_KEY, &[1u8][..]);
         self.0.db.apply_batch(batch)?;
         self.0.db.flush()?;
         Ok(())
@@ -313,7 +302,7 @@ pub struct Alerts(pub(super) Db);
 impl Alerts {
     /// Records an alert durably (fsync).
     pub fn put(&self, stored: &StoredAlert) -> Result<(), StoreError> {
-        let mut key = ALERT_PREFIX.to_vec();
+        let mut key = keys::ALERT.to_vec();
         key.extend_from_slice(stored.alert.id().as_bytes());
         self.0.db.insert(key, codec::encode_alert(stored))?;
         self.0.db.flush()?;
@@ -322,7 +311,7 @@ impl Alerts {
 
     /// True when the alert `id` was raised (one read, when a threshold is crossed).
     pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
-        let mut key = ALERT_PREFIX.to_vec();
+        let mut key = keys::ALERT.to_vec();
         key.extend_from_slice(id.as_bytes());
         Ok(self.0.db.contains_key(key)?)
     }
@@ -330,7 +319,7 @@ impl Alerts {
     /// Every stored alert.
     pub fn all(&self) -> Result<Vec<StoredAlert>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(ALERT_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::ALERT) {
             let (k, v) = item?;
             let key = || format!("a/{}", String::from_utf8_lossy(&k[2..]));
             out.push(codec::decode_alert(&v).map_err(|e| self.0.corrupt(key(), e))?);
@@ -351,7 +340,7 @@ impl Versions {
     /// longer has is forgotten when it never took effect (published, then withdrawn in time).
     pub fn record(&self, list: &[KnownVersion], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
         let key = |plan: &str, number: u32| {
-            let mut k = VERSION_PREFIX.to_vec();
+            let mut k = keys::VERSION.to_vec();
             k.extend_from_slice(plan.as_bytes());
             k.push(0xFF);
             k.extend_from_slice(&number.to_be_bytes());
@@ -383,10 +372,10 @@ impl Versions {
     /// Every stored version.
     pub fn all(&self) -> Result<Vec<KnownVersion>, StoreError> {
         let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(VERSION_PREFIX) {
+        for item in self.0.db.scan_prefix(keys::VERSION) {
             let (k, v) = item?;
             let name = || format!("t/{}", String::from_utf8_lossy(&k[2..]));
-            let rest = &k[VERSION_PREFIX.len()..];
+            let rest = &k[keys::VERSION.len()..];
             let (Some(split), true) = (rest.iter().rposition(|&b| b == 0xFF), v.len() >= 8) else {
                 return Err(self.0.corrupt(name(), codec::CodecError::Invalid("version entry")));
             };
@@ -425,7 +414,7 @@ pub enum Claim {
 impl Corrections {
     /// Stores `request` under `id` unless the id holds another one (durable before it returns).
     pub fn claim(&self, id: &str, request: &str) -> Result<Claim, StoreError> {
-        let mut k = CORRECTION_PREFIX.to_vec();
+        let mut k = keys::CORRECTION.to_vec();
         k.extend_from_slice(id.as_bytes());
         match self
             .0
@@ -454,7 +443,7 @@ impl Corrections {
 impl Corrections {
     /// Frees `id` when it holds `request` (a correction refused before it wrote anything).
     pub fn release(&self, id: &str, request: &str) -> Result<(), StoreError> {
-        let mut k = CORRECTION_PREFIX.to_vec();
+        let mut k = keys::CORRECTION.to_vec();
         k.extend_from_slice(id.as_bytes());
         // Ok or a mismatch alike: only this request's own claim is removed.
         let _ = self
@@ -536,167 +525,4 @@ impl Outbox {
         }
         Ok(())
     }
-}
-
-/// The dedupe claims of events whose account normalization rules changed (docs/mediation.md):
-/// `h/<day u16><fingerprint u128>` (big-endian: ordered by the event's day) -> the content hash
-/// (u64). The window of the shard that rated such an event holds its claim too, but after a
-/// change of rules (a SIM moved to another account in a lookup table) a resend is routed to the
-/// shard of its new account, whose window never saw it: this table answers there. Written by the
-/// committer in the commit of the record; days older than the dedupe window are removed (such
-/// events are TOO_OLD at the door).
-#[derive(Clone)]
-pub struct MovedClaims(pub(super) Db);
-
-const MOVED_PREFIX: &[u8] = b"h/";
-
-impl MovedClaims {
-    /// The key and value of one claim (the shard puts them in its output).
-    pub fn entry(day: u16, fingerprint: u128, content: u64) -> (Vec<u8>, Vec<u8>) {
-        (moved_key(day, fingerprint), content.to_le_bytes().to_vec())
-    }
-
-    /// The content hash claimed for an event, if any.
-    pub fn get(&self, day: u16, fingerprint: u128) -> Result<Option<u64>, StoreError> {
-        let Some(value) = self.0.db.get(moved_key(day, fingerprint))? else {
-            return Ok(None);
-        };
-        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-            self.0
-                .corrupt(format!("h/ day {day}"), codec::CodecError::Invalid("claim length"))
-        })?;
-        Ok(Some(u64::from_le_bytes(bytes)))
-    }
-
-    /// Removes the claims of days before `day` (one batch, fsynced); returns how many.
-    pub fn remove_before(&self, day: u16) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for key in self.0.db.range(MOVED_PREFIX.to_vec()..moved_key(day, 0)).keys() {
-            batch.remove(key?);
-            n += 1;
-        }
-        if n > 0 {
-            self.0.db.apply_batch(batch)?;
-            self.0.db.flush()?;
-        }
-        Ok(n)
-    }
-}
-
-fn moved_key(day: u16, fingerprint: u128) -> Vec<u8> {
-    let mut k = Vec::with_capacity(MOVED_PREFIX.len() + 2 + 16);
-    k.extend_from_slice(MOVED_PREFIX);
-    k.extend_from_slice(&day.to_be_bytes());
-    k.extend_from_slice(&fingerprint.to_be_bytes());
-    k
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Claims are found by day and fingerprint; the removal of old days keeps the later ones.
-    #[test]
-    fn moved_claims_are_kept_by_day_and_old_days_removed() {
-        let dir = std::env::temp_dir().join(format!("ratingd-moved-claims-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut store = crate::store::Store::open(&dir).unwrap();
-        let claims = store.moved_claims();
-        let writes = vec![
-            MovedClaims::entry(20_400, u128::MAX, 7),
-            MovedClaims::entry(20_409, 1, 8),
-            MovedClaims::entry(20_410, 1, 9),
-        ];
-        store
-            .commit(crate::store::Commit {
-                writes,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(claims.get(20_400, u128::MAX).unwrap(), Some(7));
-        assert_eq!(claims.get(20_409, 1).unwrap(), Some(8));
-        assert_eq!(claims.get(20_409, 2).unwrap(), None);
-        assert_eq!(claims.remove_before(20_410).unwrap(), 2);
-        assert_eq!(claims.get(20_409, 1).unwrap(), None);
-        assert_eq!(claims.get(20_410, 1).unwrap(), Some(9));
-        assert_eq!(claims.remove_before(20_410).unwrap(), 0);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// The parts of partial sessions not merged yet (docs/mediation.md, "Partial records"):
-/// `p/<account>\xFF<session>\xFF<seq: u32 BE>` -> the part. Written in the commit that
-/// acknowledges the part; removed in the commit of the merged record. Read whole at start.
-#[derive(Clone)]
-pub struct PartialParts(pub(super) Db);
-
-const PARTIAL_PREFIX: &[u8] = b"p/";
-
-impl PartialParts {
-    pub fn key(account: &str, session: &str, seq: u32) -> Vec<u8> {
-        let mut k = Vec::with_capacity(PARTIAL_PREFIX.len() + account.len() + session.len() + 6);
-        k.extend_from_slice(PARTIAL_PREFIX);
-        k.extend_from_slice(account.as_bytes());
-        k.push(0xFF);
-        k.extend_from_slice(session.as_bytes());
-        k.push(0xFF);
-        k.extend_from_slice(&seq.to_be_bytes());
-        k
-    }
-
-    /// The key and value of one part (the shard puts them in its output).
-    pub fn entry(account: &str, session: &str, part: &Part) -> (Vec<u8>, Vec<u8>) {
-        let mut v = Vec::with_capacity(96);
-        let mut w = codec::Writer(&mut v);
-        w.u8(u8::from(part.last));
-        w.str(&part.event_id);
-        w.str(&part.meter);
-        w.decimal(part.quantity);
-        w.i64(part.timestamp_unix_nanos);
-        w.pairs(&part.attributes);
-        w.u64(part.content);
-        w.i64(part.received_unix_nanos);
-        (PartialParts::key(account, session, part.seq), v)
-    }
-
-    /// Every part held, as (account, session, part).
-    pub fn all(&self) -> Result<Vec<(String, String, Part)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.0.db.scan_prefix(PARTIAL_PREFIX) {
-            let (k, v) = item?;
-            let name = format!("p/ {}", String::from_utf8_lossy(&k[PARTIAL_PREFIX.len()..]));
-            let decoded = decode_part(&k[PARTIAL_PREFIX.len()..], &v).map_err(|e| self.0.corrupt(name, e))?;
-            out.push(decoded);
-        }
-        Ok(out)
-    }
-}
-
-fn decode_part(key: &[u8], value: &[u8]) -> Result<(String, String, Part), codec::CodecError> {
-    let bad = codec::CodecError::Invalid("partial part key");
-    let (rest, seq) = key
-        .split_at_checked(key.len().checked_sub(4).ok_or(bad.clone())?)
-        .ok_or(bad.clone())?;
-    let rest = rest.strip_suffix(&[0xFF]).ok_or(bad.clone())?;
-    let cut = rest.iter().position(|b| *b == 0xFF).ok_or(bad.clone())?;
-    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| codec::CodecError::Invalid("utf-8"));
-    let (account, session) = (utf8(&rest[..cut])?, utf8(&rest[cut + 1..])?);
-    let mut r = codec::Reader::new(value);
-    let part = Part {
-        seq: u32::from_be_bytes(seq.try_into().map_err(|_| bad)?),
-        last: r.u8()? != 0,
-        event_id: r.str()?,
-        meter: r.str()?,
-        quantity: r.decimal()?,
-        timestamp_unix_nanos: r.i64()?,
-        attributes: r.pairs()?,
-        content: r.u64()?,
-        received_unix_nanos: r.i64()?,
-    };
-    if !r.is_empty() {
-        return Err(codec::CodecError::Invalid("trailing bytes"));
-    }
-    Ok((account, session, part))
 }

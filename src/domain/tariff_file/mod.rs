@@ -429,7 +429,7 @@ impl Validator {
         for (i, f) in raw.into_iter().enumerate() {
             let fpath = indexed(vpath, "fees", i);
             ok &= self.name(&key(&fpath, "name"), &f.name);
-            if f.name.starts_with('@') {
+            if crate::domain::origin::is_reserved(&f.name) {
                 self.error(key(&fpath, "name"), "fee names cannot start with @");
                 ok = false;
             }
@@ -476,7 +476,7 @@ impl Validator {
         for (name, raw_meter) in raw {
             let mpath = quoted(&key(vpath, "meters"), &name);
             ok &= self.name(&mpath, &name);
-            if name.starts_with('@') {
+            if crate::domain::origin::is_reserved(&name) {
                 self.error(
                     &mpath,
                     "meter names starting with @ are reserved (one-off charges are @charge)",

@@ -168,6 +168,7 @@ mod tests {
                         quantity: rust_decimal::Decimal::from(1 + n % 7),
                         timestamp: at,
                         attributes: Vec::new(),
+                        origin: crate::domain::origin::Origin::Usage,
                     },
                     as_sent: None,
                     part: None,

@@ -77,7 +77,7 @@ impl ShardState {
         }
         out.records = self.segment.finish();
         self.push_changed_totals(touched, &mut out);
-        out.balance = self.balances.take();
+        out.balance = self.wallets.take();
         out.rated_at = std::time::Instant::now();
         let mut report = lock(&job.report);
         report.outcomes.extend(planned);

@@ -10,6 +10,8 @@ mod correct;
 mod partial;
 mod rate;
 mod recover;
+mod sessions;
+mod wallets;
 
 use std::sync::Arc;
 
@@ -25,11 +27,11 @@ use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::Plan;
 
-pub use balance::BalanceWrites;
 pub use copy::ShardSnapshot;
 use copy::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP, StateCopy};
 pub use partial::PartIn;
 pub use recover::recover;
+pub use wallets::BalanceWrites;
 
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
 
@@ -60,8 +62,13 @@ pub struct ShardState {
     /// Encodes each job's records as one segment (its dictionary and id buffers reused from job to
     /// job; each job's output buffer is allocated once, sized for its events).
     segment: crate::store::compact::SegmentWriter,
-    /// The wallets of the shard's accounts and the sessions holding reservations.
-    balances: balance::Balances,
+    /// The wallets of the shard's accounts.
+    wallets: wallets::Wallets,
+    /// The charging sessions of the shard's accounts that hold reservations.
+    sessions: sessions::Sessions,
+    /// The number of the output being built among the shard's outputs (set per balance job):
+    /// what a session or top-up written now is remembered under until it is committed.
+    output: u64,
     /// The claims of events whose account normalization rules changed, as committed (`None` in
     /// benches and tests without a store).
     moved: Option<crate::store::MovedClaims>,
@@ -82,7 +89,9 @@ impl Default for ShardState {
             copying: None,
             cold_damage: None,
             segment: Default::default(),
-            balances: Default::default(),
+            wallets: Default::default(),
+            sessions: Default::default(),
+            output: 0,
             moved: None,
             partials: Default::default(),
         }
@@ -97,10 +106,10 @@ impl ShardState {
         sessions: Vec<crate::domain::balance::Session>,
     ) {
         for wallet in wallets {
-            self.balances.load_wallet(wallet);
+            self.wallets.load(wallet);
         }
         for session in sessions {
-            self.balances.load_session(session);
+            self.sessions.load(session);
         }
     }
 

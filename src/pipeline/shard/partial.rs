@@ -14,7 +14,7 @@ use crate::domain::partial::{Added, OpenSession, Part, PartTag, PartialLimits};
 use crate::domain::usage::RejectReason;
 use crate::pipeline::dedupe::Seen;
 use crate::pipeline::{RatingContext, ShardOutput, ValidEvent};
-use crate::store::PartialParts;
+use crate::store::Write;
 
 /// What the door adds to a part: its tag, and the fingerprint of its session's merged event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,11 @@ impl ShardState {
         });
         match held.session.add(part.clone(), &self.partials.limits) {
             Added::Held => {
-                out.writes.push(PartialParts::entry(account, &tag.session, &part));
+                out.writes.push(Write::PartHeld {
+                    account: key.0.clone(),
+                    session: tag.session.clone(),
+                    part: part.clone(),
+                });
                 out.held += 1;
                 self.dedupe
                     .insert(e.fingerprint, super::day_of(part.timestamp_unix_nanos), e.content);
@@ -184,7 +188,11 @@ impl ShardState {
             return;
         };
         for seq in held.session.parts.keys() {
-            out.removes.push(PartialParts::key(&key.0, &key.1, *seq));
+            out.writes.push(Write::PartMerged {
+                account: key.0.clone(),
+                session: key.1.clone(),
+                seq: *seq,
+            });
         }
         let merged = ValidEvent {
             index,

@@ -8,14 +8,13 @@ use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
 use crate::domain::charge;
-use crate::domain::origin::Origin;
 use crate::domain::record::RatedRecordRef;
 use crate::domain::usage::attribute;
 use crate::domain::usage::{EventOutcome, RejectReason, Rejected, units_and_nanos};
 use crate::pipeline::dedupe::Seen;
 use crate::pipeline::{RatingContext, ShardJob, ShardOutput, ValidEvent};
 use crate::rating::{RatingInput, rate};
-use crate::store::codec;
+use crate::store::Write;
 
 /// The (account, period) totals one job changed, each once, in first-touched order: the account's
 /// key and the totals' index in its list (an account's list only grows while a job runs).
@@ -62,7 +61,7 @@ impl ShardState {
         out.records = self.segment.finish();
         self.count_charges();
         self.push_changed_totals(touched, out);
-        out.balance = self.balances.take();
+        out.balance = self.wallets.take();
         out.rated_at = std::time::Instant::now();
     }
 
@@ -94,7 +93,7 @@ impl ShardState {
         // What ratingd writes itself (meters starting with @: one-off charges from Admin.AddCharge,
         // recurring fees) is not rated: its amount is its charge, and a refusal is answered to its
         // writer rather than kept in suspense.
-        let origin = Origin::of_meter(&ev.meter);
+        let origin = ev.origin;
         let one_off = origin.is_own();
         let refuse = |out: &mut ShardOutput, reason: RejectReason, detail: String, now| {
             if one_off {
@@ -164,7 +163,7 @@ impl ShardState {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
             return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
         }
-        let pays = prepaid || self.balances.paying();
+        let pays = prepaid || self.wallets.paying();
         let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
         let usage = totals.usage(&ev.meter);
         let (rated_quantity, charge, version) = if one_off {
@@ -190,7 +189,7 @@ impl ShardState {
         // A prepaid subscription's record (or a charging session's end) is paid in this commit.
         let totals = if pays {
             if let Err(detail) = self
-                .balances
+                .wallets
                 .pay(&ev.account_id, &ev.event_id, plan, charge, self.job_now)
             {
                 return refuse(out, RejectReason::InsufficientBalance, detail, self.job_now);
@@ -204,8 +203,11 @@ impl ShardState {
         touched.add(&totals.account, index);
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         if moved {
-            let claim = crate::store::MovedClaims::entry(day_of(nanos), e.fingerprint, e.content);
-            out.writes.push(claim);
+            out.writes.push(Write::MovedClaim {
+                day: day_of(nanos),
+                fingerprint: e.fingerprint,
+                content: e.content,
+            });
         }
         match self.job_charges.iter_mut().find(|(c, _)| *c == plan.currency) {
             Some((_, sum)) => *sum += charge,
@@ -283,7 +285,7 @@ pub(super) fn reject(out: &mut ShardOutput, index: u32, rejected: Rejected) {
         dropped_by: None,
         detail: rejected.detail.clone(),
     });
-    out.suspense.push(codec::encode_suspense(&rejected));
+    out.writes.push(Write::Suspense(rejected));
 }
 
 /// The suspense entry of a valid event rejected while rating: the event as sent (a reprocess
