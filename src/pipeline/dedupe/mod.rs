@@ -1,0 +1,341 @@
+//! The dedupe window of one shard: every event id accepted in the window, as its 128-bit keyed
+//! fingerprint, in two tiers.
+//!
+//! The hot tier keeps the ids of recent days in memory, one [`DayTable`] per event day, 16 bytes
+//! per slot. The map key is the fingerprint's low 64 bits. The value packs the event's day (16
+//! bits, for expiry), 24 more fingerprint bits and 24 bits of the content hash. Two ids are the
+//! same when all 88 fingerprint bits agree; two ids whose low 64 bits agree but whose next 24 do
+//! not (about once in 2^64 pairs) both stay exact: the second one goes to a small overflow map
+//! keyed by the whole fingerprint. A resend with other content is a CONFLICT unless its 24
+//! content bits happen to agree (1 in 16.7 million), in which case it is a DUPLICATE; either way
+//! it is never charged twice.
+//!
+//! The cold tier ([`crate::store::cold`]) keeps the ids of days older than `dedupe_hot_hours` in
+//! run files on disk, with a Bloom filter per run in memory. Once a day (and when late ids of old
+//! days pile up) the hot tier's old days are frozen (still answered from memory), written as one
+//! run by a thread of their own, and dropped from memory once the manifest names the run. A run
+//! is only named after every output that claimed its ids is committed (`committed_outputs`), so
+//! the cold tier never holds an id whose record could be lost. A resend is looked up in every
+//! tier whatever its timestamp, because a CONFLICT may carry another time than the original.
+//!
+//! Each day table spreads its slots over 64 maps chosen by key bits 32..38 (bits the maps' own
+//! bucket choice and control bytes do not use), so a map that grows rehashes 1/64 of the day: a
+//! few milliseconds of the shard's time instead of a stall of a hundred.
+//!
+//! Files: this one (the window: check, claim, the checkpoint copy), `day.rs` (one day's table),
+//! `spill.rs` (the cold tier and the maintenance that spills, names, merges and expires runs).
+
+mod day;
+mod spill;
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::limits::{DEDUPE_TABLES as TABLES, LATE_SPILL_IDS, MERGE_RUNS, SPILL_RETRY};
+use crate::store::codec::{CodecError, Reader, Writer};
+use crate::store::cold::{ColdDamage, ColdRun};
+
+pub use day::DayTable;
+use spill::Spill;
+pub use spill::{ColdTier, Maintenance};
+
+/// Fingerprints are already keyed random hashes: their bits are the hash.
+#[derive(Default)]
+pub struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type Build = BuildHasherDefault<FingerprintHasher>;
+
+const LOW24: u64 = 0xFF_FFFF;
+
+/// What the window knows of a claimed id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not in the window.
+    New,
+    /// In the window with the same content (24 bits compared).
+    Duplicate,
+    /// In the window with other content.
+    Conflict,
+}
+
+const LOW48: u64 = (1 << 48) - 1;
+
+/// A copy of a window's slots being taken (see [`DedupeWindow::begin_copy`]).
+pub struct DedupeCopy {
+    entries: DedupeEntries,
+    /// The days in memory when the copy began; the copy takes their tables 1/64 at a time.
+    days: Vec<u16>,
+    next: usize,
+}
+
+impl DedupeCopy {
+    pub fn into_entries(self) -> DedupeEntries {
+        self.entries
+    }
+}
+
+/// A copy of a window's in-memory slots (see [`DedupeWindow::begin_copy`]).
+pub struct DedupeEntries {
+    main: Vec<(u64, u64)>,
+    overflow: Vec<(u128, u64)>,
+}
+
+impl DedupeEntries {
+    pub fn len(&self) -> usize {
+        self.main.len() + self.overflow.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Read back by [`DedupeWindow::decode`].
+    pub fn encode(&self, w: &mut Writer<'_>) {
+        w.u64(self.main.len() as u64);
+        for (k, v) in &self.main {
+            w.u64(*k);
+            w.u64(*v);
+        }
+        w.u64(self.overflow.len() as u64);
+        for (k, v) in &self.overflow {
+            w.u128(*k);
+            w.u64(*v);
+        }
+    }
+}
+
+fn table(key: u64) -> usize {
+    ((key >> 32) as usize) & (TABLES - 1)
+}
+
+fn value(fingerprint: u128, day: u16, content: u64) -> u64 {
+    let extra = ((fingerprint >> 64) as u64) & LOW24;
+    (u64::from(day) << 48) | (extra << 24) | (content & LOW24)
+}
+
+fn same_id(stored: u64, fingerprint: u128) -> bool {
+    (stored >> 24) & LOW24 == ((fingerprint >> 64) as u64) & LOW24
+}
+
+fn seen(stored: u64, content: u64) -> Seen {
+    if stored & LOW24 == content & LOW24 {
+        Seen::Duplicate
+    } else {
+        Seen::Conflict
+    }
+}
+
+fn day_of_value(v: u64) -> u16 {
+    (v >> 48) as u16
+}
+
+pub struct DedupeWindow {
+    /// By event day (a handful: the hot hours, plus late ids of older days until they spill).
+    hot: Vec<DayTable>,
+    /// Days being written to the cold tier: answered from memory until their run is named.
+    frozen: Vec<Arc<DayTable>>,
+    cold: Option<ColdTier>,
+    spill: Option<Spill>,
+    /// The hot cutoff day at the last spill.
+    spilled_cutoff: u16,
+    retry_at: Option<std::time::Instant>,
+    /// Cold-tier pages read (filter said "maybe"), taken by the shard once per job.
+    cold_reads: std::cell::Cell<u64>,
+}
+
+impl Default for DedupeWindow {
+    fn default() -> Self {
+        DedupeWindow {
+            hot: Vec::new(),
+            frozen: Vec::new(),
+            cold: None,
+            spill: None,
+            spilled_cutoff: 0,
+            retry_at: None,
+            cold_reads: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl DedupeWindow {
+    /// Ids in the window: hot, frozen and cold.
+    pub fn len(&self) -> usize {
+        self.memory_len() + self.cold_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ids in memory (hot and frozen).
+    pub fn memory_len(&self) -> usize {
+        let hot: usize = self.hot.iter().map(DayTable::len).sum();
+        hot + self.frozen.iter().map(|t| t.len()).sum::<usize>()
+    }
+
+    /// Ids in the cold tier.
+    pub fn cold_len(&self) -> usize {
+        self.cold.as_ref().map_or(0, ColdTier::len)
+    }
+
+    /// Runs in the cold tier.
+    pub fn cold_runs(&self) -> usize {
+        self.cold.as_ref().map_or(0, |c| c.runs.len())
+    }
+
+    /// Cold-tier pages read since the last call.
+    pub fn take_cold_reads(&self) -> u64 {
+        self.cold_reads.replace(0)
+    }
+
+    /// Gives the window its cold tier (recovery); without one, every id stays in memory.
+    pub fn set_cold(&mut self, cold: ColdTier) {
+        self.cold = Some(cold);
+    }
+
+    /// Looks `fingerprint` up in every tier. `Err` when a cold run fails its check: the answer is
+    /// unknown (the caller must not rate the event).
+    pub fn check(&self, fingerprint: u128, content: u64) -> Result<Seen, ColdDamage> {
+        for t in &self.hot {
+            if let Some(v) = t.get(fingerprint) {
+                return Ok(seen(v, content));
+            }
+        }
+        for t in &self.frozen {
+            if let Some(v) = t.get(fingerprint) {
+                return Ok(seen(v, content));
+            }
+        }
+        let Some(cold) = &self.cold else {
+            return Ok(Seen::New);
+        };
+        for run in &cold.runs {
+            if !run.may_hold(fingerprint) {
+                continue;
+            }
+            self.cold_reads.set(self.cold_reads.get() + 1);
+            if let Some(v) = run.lookup(fingerprint)? {
+                return Ok(seen(v, content));
+            }
+        }
+        Ok(Seen::New)
+    }
+
+    /// Claims an id (after [`DedupeWindow::check`] said `New`).
+    pub fn insert(&mut self, fingerprint: u128, day: u16, content: u64) {
+        let v = value(fingerprint, day, content);
+        self.day_table(day).insert(fingerprint, v);
+    }
+
+    /// Forgets the in-memory ids of events from before `oldest_kept` (a day number); frozen ones
+    /// go when their run is written.
+    pub fn retain_from(&mut self, oldest_kept: u16) {
+        self.hot.retain(|t| t.day >= oldest_kept);
+    }
+
+    /// Heap bytes the window takes (table slots and control bytes, cold filters and indexes).
+    pub fn heap_bytes(&self) -> usize {
+        let hot: usize = self.hot.iter().map(DayTable::heap_bytes).sum();
+        let frozen: usize = self.frozen.iter().map(|t| t.heap_bytes()).sum();
+        let cold: usize = self
+            .cold
+            .as_ref()
+            .map_or(0, |c| c.runs.iter().map(ColdRun::heap_bytes).sum());
+        hot + frozen + cold
+    }
+
+    /// The tables in memory (hot, then frozen).
+    fn tables(&self) -> impl Iterator<Item = &DayTable> {
+        self.hot.iter().chain(self.frozen.iter().map(|t| &**t))
+    }
+
+    /// Starts a copy of the in-memory slots as flat lists, for a checkpoint (the cold tier is
+    /// durable already). The copy is taken a few maps at a time ([`DedupeWindow::copy_tables`]),
+    /// between jobs.
+    pub fn begin_copy(&self) -> DedupeCopy {
+        let mut days: Vec<u16> = self.tables().map(|t| t.day).collect();
+        days.sort_unstable();
+        days.dedup();
+        let len = self.memory_len();
+        DedupeCopy {
+            entries: DedupeEntries {
+                main: Vec::with_capacity(len + len / 8),
+                overflow: Vec::new(),
+            },
+            days,
+            next: 0,
+        }
+    }
+
+    /// Copies up to `tables` more maps into `copy`; true once every map of every day is in it.
+    /// Ids claimed after the copy began may be in it too; ids evicted or moved to the cold tier
+    /// meanwhile may be missing (too old to be resent, or durable in a run). Both are harmless for
+    /// a checkpoint: replay claims the newer ones again.
+    pub fn copy_tables(&self, copy: &mut DedupeCopy, tables: usize) -> bool {
+        let total = copy.days.len() * TABLES;
+        let mut left = tables;
+        while copy.next < total && left > 0 {
+            let (day, t) = (copy.days[copy.next / TABLES], copy.next % TABLES);
+            for table in self.tables().filter(|x| x.day == day) {
+                copy.entries.main.extend(table.main[t].iter().map(|(k, v)| (*k, *v)));
+                if t == TABLES - 1 {
+                    copy.entries
+                        .overflow
+                        .extend(table.overflow.iter().map(|(k, v)| (*k, *v)));
+                }
+            }
+            copy.next += 1;
+            left -= 1;
+        }
+        copy.next >= total
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<DedupeWindow, CodecError> {
+        let mut window = DedupeWindow::default();
+        for _ in 0..r.u64()? {
+            let k = r.u64()?;
+            let v = r.u64()?;
+            window.day_table(day_of_value(v)).main[table(k)].insert(k, v);
+        }
+        for _ in 0..r.u64()? {
+            let k = r.u128()?;
+            let v = r.u64()?;
+            window.day_table(day_of_value(v)).overflow.insert(k, v);
+        }
+        Ok(window)
+    }
+
+    /// The hot table of `day`, created when absent.
+    fn day_table(&mut self, day: u16) -> &mut DayTable {
+        // Most ids belong to the newest day, kept last.
+        let at = match self.hot.iter().rposition(|t| t.day == day) {
+            Some(at) => at,
+            None => {
+                let at = self.hot.partition_point(|t| t.day < day);
+                self.hot.insert(at, DayTable::new(day));
+                at
+            }
+        };
+        &mut self.hot[at]
+    }
+}
+
+#[cfg(test)]
+mod tests;
