@@ -838,18 +838,19 @@ async fn a_correction_names_the_token_that_asked() {
     let (config, _) = write_config_with_tariffs(&dir.0, &tokens, &catalogue(false));
     let d = TestDaemon::start(&config).await;
     let access = Access {
+        target: d.target.clone(),
         token: Some(OPS.into()),
         ca_cert: None,
         client_cert: None,
         client_key: None,
     };
-    let mut ingest = proto::ingest_client::IngestClient::new(access.authed(&d.target).await.unwrap());
+    let mut ingest = proto::ingest_client::IngestClient::new(access.authed().await.unwrap());
     let batch = proto::UsageBatch {
         batch_id: 1,
         events: vec![event("t1", "ft-1", "fix.api", 10, 0, utc(17, 10, 0), &[])],
     };
     assert_eq!(ingest.submit(batch).await.unwrap().into_inner().accepted, 1);
-    let mut admin = AdminClient::new(access.authed(&d.target).await.unwrap());
+    let mut admin = AdminClient::new(access.authed().await.unwrap());
     let voided = admin
         .void_event(proto::VoidEventRequest {
             account_id: "ft-1".into(),
@@ -867,7 +868,7 @@ async fn a_correction_names_the_token_that_asked() {
         .requested_by
         .clone();
     assert_eq!(by, "ops-alice");
-    let mut query = QueryClient::new(access.authed(&d.target).await.unwrap());
+    let mut query = QueryClient::new(access.authed().await.unwrap());
     let explained = query
         .explain_record(proto::ExplainRecordRequest {
             account_id: "ft-1".into(),

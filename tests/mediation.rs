@@ -359,10 +359,11 @@ async fn rules_never_move_a_scoped_agents_event_outside_its_scope() {
     );
     let d = TestDaemon::start(&write_config(&dir.0, &extra)).await;
     let access = ratingd::client::connect::Access {
+        target: d.target.clone(),
         token: Some(agent.into()),
         ..Default::default()
     };
-    let mut ingest = proto::ingest_client::IngestClient::new(access.authed(&d.target).await.unwrap());
+    let mut ingest = proto::ingest_client::IngestClient::new(access.authed().await.unwrap());
     let at = d.now() - Duration::hours(1);
     let ack = ingest
         .submit(proto::UsageBatch {

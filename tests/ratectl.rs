@@ -11,8 +11,19 @@ use ratingd::wire::proto;
 
 /// Runs ratectl (bounded) and gives (exit code, standard output, standard error).
 async fn ratectl(args: Vec<String>) -> (Option<i32>, String, String) {
+    ratectl_with(args, None).await
+}
+
+/// [`ratectl`] with `RATECTL_TARGET` set (or removed, so the one of the environment that runs the
+/// suite cannot leak in).
+async fn ratectl_with(args: Vec<String>, target_env: Option<String>) -> (Option<i32>, String, String) {
     tokio::task::spawn_blocking(move || {
-        let out = output_within(Command::new(env!("CARGO_BIN_EXE_ratectl")).args(&args), 60);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ratectl"));
+        match target_env {
+            Some(target) => command.env("RATECTL_TARGET", target),
+            None => command.env_remove("RATECTL_TARGET"),
+        };
+        let out = output_within(command.args(&args), 60);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -69,6 +80,20 @@ async fn every_daemon_command_prints_what_users_read() {
         lines[3].starts_with("status open, projected period-end charge "),
         "{out}"
     );
+    // `--target` is global: before the command, or from RATECTL_TARGET, the same answer.
+    let totals: Vec<String> = ["totals", "--account", "tel-0", "--period", "2026-11"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let first = [vec!["--target".to_string(), t.clone()], totals.clone()].concat();
+    for (how, run) in [
+        ("--target first", ratectl(first).await),
+        ("RATECTL_TARGET", ratectl_with(totals.clone(), Some(t.clone())).await),
+    ] {
+        let (code, text, err) = run;
+        assert_eq!(code, Some(0), "{how}: {err}");
+        assert_eq!(text.lines().take(3).collect::<Vec<_>>(), lines[..3], "{how}");
+    }
 
     let (_, out, _) = ratectl(args(
         &t,

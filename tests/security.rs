@@ -52,10 +52,11 @@ fn tokens(with_revoked: bool) -> String {
 
 async fn channel(target: &str, token: Option<&str>) -> Authed {
     let access = Access {
+        target: target.to_string(),
         token: token.map(str::to_string),
         ..Access::default()
     };
-    common::within(20, "a connection", access.authed(target))
+    common::within(20, "a connection", access.authed())
         .await
         .expect("connects")
 }
@@ -270,6 +271,66 @@ async fn the_auth_matrix_refuses_without_writing_anything() {
         totals(&t, Some(CHARGER), "tel-1").await.unwrap_err().code(),
         Code::PermissionDenied
     );
+    // A session of an account outside the token's scope is one it cannot see: NOT_FOUND, and the
+    // answer does not say whose it is (the caller sent only an id).
+    AdminClient::new(channel(&t, Some(ADMIN)).await)
+        .top_up(proto::TopUpRequest {
+            account_id: "saas-1".into(),
+            currency: "USD".into(),
+            amount: "10".into(),
+            id: "sec-topup".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a top-up of saas-1");
+    let theirs = proto::AuthorizeRequest {
+        session_id: "sec-theirs".into(),
+        account_id: "saas-1".into(),
+        meter: "api.requests".into(),
+        requested_units: Some(proto::Quantity { units: 10, nanos: 0 }),
+        ..Default::default()
+    };
+    ChargingClient::new(channel(&t, Some(ADMIN)).await)
+        .authorize(theirs)
+        .await
+        .expect("a session of saas-1");
+    let units = Some(proto::Quantity { units: 1, nanos: 0 });
+    let mut charger = ChargingClient::new(channel(&t, Some(CHARGER)).await);
+    let update = charger
+        .update(proto::UpdateRequest {
+            session_id: "sec-theirs".into(),
+            used_units: units,
+            requested_units: units,
+        })
+        .await
+        .unwrap_err();
+    let terminate = charger
+        .terminate(proto::TerminateRequest {
+            session_id: "sec-theirs".into(),
+            used_units: units,
+        })
+        .await
+        .unwrap_err();
+    let unknown = ChargingClient::new(channel(&t, Some(ADMIN)).await)
+        .update(proto::UpdateRequest {
+            session_id: "sec-nobody".into(),
+            used_units: units,
+            requested_units: units,
+        })
+        .await
+        .unwrap_err();
+    for (call, status) in [("update", &update), ("terminate", &terminate)] {
+        assert_eq!(status.code(), Code::NotFound, "{call}: {status:?}");
+        assert!(
+            !status.message().contains("saas-1"),
+            "{call} names the owner: {status:?}"
+        );
+        assert_eq!(
+            status.message().replace("sec-theirs", "sec-nobody"),
+            unknown.message(),
+            "{call} answers as for a session that does not exist"
+        );
+    }
     // Health needs no token (load balancers probe it).
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&t, None).await);
     health
@@ -454,13 +515,14 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
     let (d, pki, target) = tls_daemon(&dir, true, &tokens).await;
     let p = |name: &str| pki.join(name).display().to_string();
     let access = |client: Option<&str>| Access {
+        target: target.clone(),
         token: Some(AGENT.into()),
         ca_cert: Some(pki.join("ca.pem")),
         client_cert: client.map(|c| pki.join(format!("{c}.pem"))),
         client_key: client.map(|c| pki.join(format!("{c}.key"))),
     };
     // A trusted client certificate and a token: accepted.
-    let ok = IngestClient::new(access(Some("client")).authed(&target).await.unwrap())
+    let ok = IngestClient::new(access(Some("client")).authed().await.unwrap())
         .submit(batch(1, &["tel-1"]))
         .await
         .unwrap()
@@ -488,18 +550,15 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
     // Through the gRPC client the same three get a transport error, promptly (the channel never
     // reaches ratingd's services, so never a gRPC status from them such as UNAUTHENTICATED).
     let plaintext = Access {
+        target: d.target.clone(),
         token: Some(AGENT.into()),
         ..Access::default()
     };
-    for (n, (access, target)) in [
-        (access(Some("rogue-client")), &target),
-        (access(None), &target),
-        (plaintext, &d.target),
-    ]
-    .into_iter()
-    .enumerate()
+    for (n, access) in [access(Some("rogue-client")), access(None), plaintext]
+        .into_iter()
+        .enumerate()
     {
-        let channel = access.authed(target).await.expect("the channel connects lazily");
+        let channel = access.authed().await.expect("the channel connects lazily");
         let mut client = IngestClient::new(channel);
         let call = client.submit(batch(2 + n as u64, &["tel-2"]));
         let status = common::within(10, "a refused TLS call to fail", call)
@@ -511,7 +570,7 @@ async fn mutual_tls_accepts_the_configured_ca_only() {
         token: Some(ADMIN.into()),
         ..access(Some("client"))
     };
-    let mut query = QueryClient::new(admin.authed(&target).await.unwrap());
+    let mut query = QueryClient::new(admin.authed().await.unwrap());
     let none = query
         .get_totals(proto::GetTotalsRequest {
             account_id: "tel-2".into(),
@@ -912,11 +971,12 @@ async fn server_only_tls_is_served_and_used_by_ratectl() {
     let p = |name: &str| pki.join(name).display().to_string();
     // A client that trusts the CA, with no certificate of its own: served.
     let access = Access {
+        target: target.clone(),
         token: Some(AGENT.into()),
         ca_cert: Some(pki.join("ca.pem")),
         ..Access::default()
     };
-    let ack = IngestClient::new(access.authed(&target).await.unwrap())
+    let ack = IngestClient::new(access.authed().await.unwrap())
         .submit(batch(1, &["tel-1", "tel-1"]))
         .await
         .unwrap()
@@ -929,10 +989,11 @@ async fn server_only_tls_is_served_and_used_by_ratectl() {
     assert!(!text.contains("alert"), "{text}");
     // Plaintext to the TLS port gets nowhere.
     let plaintext = Access {
+        target: d.target.clone(),
         token: Some(AGENT.into()),
         ..Access::default()
     };
-    let mut client = IngestClient::new(plaintext.authed(&d.target).await.unwrap());
+    let mut client = IngestClient::new(plaintext.authed().await.unwrap());
     let refused = common::within(10, "a plaintext call to fail", client.submit(batch(2, &["tel-1"])))
         .await
         .unwrap_err();

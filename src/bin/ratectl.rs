@@ -31,6 +31,9 @@ use ratingd::client::output::{Failure, Output, Printed};
 #[derive(Parser)]
 #[command(name = "ratectl", version, about = "ratingd client and tariff tool")]
 struct Args {
+    /// Where ratingd listens: http://host:port, or https:// for TLS (before or after the command).
+    #[arg(long, global = true, env = "RATECTL_TARGET", default_value = commands::DEFAULT_TARGET)]
+    target: String,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -94,47 +97,41 @@ enum Command {
     Token(TokenCommand),
 }
 
-/// Runs one command that talks to ratingd.
-fn online(access: &Access, command: &Command) -> Result<Printed, Failure> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        match command {
-            Command::Tariffs(c) => commands::tariffs::run(c, access).await,
-            Command::Send(a) => commands::send::run(a, access).await,
-            Command::Totals(a) => commands::totals::run(a, access).await,
-            Command::Subscriptions(c) => commands::subscriptions::run(c, access).await,
-            Command::Charges(c) => commands::charges::run(c, access).await,
-            Command::Balance(c) => commands::balance::run(c, access).await,
-            Command::Rerate(a) => commands::corrections::rerate(a, access).await,
-            Command::Void(a) => commands::corrections::void(a, access).await,
-            Command::Amend(a) => commands::corrections::amend(a, access).await,
-            Command::Records(a) => commands::records::run(a, access).await,
-            Command::Export(a) => commands::export::run(a, access).await,
-            Command::Statement(a) => commands::statement::run(a, access).await,
-            Command::Explain(a) => commands::explain::run(a, access).await,
-            Command::Suspense(c) => commands::suspense::run(c, access).await,
-            Command::Token(c) => commands::token::run(c),
-            Command::Mediation(c) => commands::mediation::run(c),
-        }
-    })
+/// Runs one command that talks to ratingd, on a runtime of its own.
+fn online(command: impl std::future::Future<Output = Result<Printed, Failure>>) -> Result<Printed, Failure> {
+    runtime()?.block_on(command)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let access = Access {
+        target: args.target.clone(),
         token: args.token.clone(),
         ca_cert: args.ca_cert.clone(),
         client_cert: args.client_cert.clone(),
         client_key: args.client_key.clone(),
     };
+    let a = &access;
     let result = match &args.command {
         Command::Token(c) => commands::token::run(c),
         Command::Mediation(c) => commands::mediation::run(c),
         Command::Tariffs(c) => match commands::tariffs::run_offline(c) {
             Some(result) => result,
-            None => online(&access, &args.command),
+            None => online(commands::tariffs::run(c, a)),
         },
-        command => online(&access, command),
+        Command::Send(args) => online(commands::send::run(args, a)),
+        Command::Totals(args) => online(commands::totals::run(args, a)),
+        Command::Subscriptions(c) => online(commands::subscriptions::run(c, a)),
+        Command::Charges(c) => online(commands::charges::run(c, a)),
+        Command::Balance(c) => online(commands::balance::run(c, a)),
+        Command::Rerate(args) => online(commands::corrections::rerate(args, a)),
+        Command::Void(args) => online(commands::corrections::void(args, a)),
+        Command::Amend(args) => online(commands::corrections::amend(args, a)),
+        Command::Records(args) => online(commands::records::run(args, a)),
+        Command::Export(args) => online(commands::export::run(args, a)),
+        Command::Statement(args) => online(commands::statement::run(args, a)),
+        Command::Explain(args) => online(commands::explain::run(args, a)),
+        Command::Suspense(c) => online(commands::suspense::run(c, a)),
     };
     Output { json: args.json }.finish(result)
 }

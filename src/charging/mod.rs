@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::edge::ApiError;
-use crate::edge::access::check_account;
+use crate::edge::access::{check_account, principal};
 use crate::edge::balance::{authorize, units};
 use crate::pipeline::Pipeline;
 use crate::pipeline::balance::{BalanceError, BalanceOp, BalanceReply};
@@ -28,13 +28,15 @@ impl ChargingService {
         ChargingService { pipeline, sessions }
     }
 
-    /// The committed session `id`, checked against the caller's accounts.
+    /// The committed session `id`, when the caller may touch its account. A session of an
+    /// account outside the caller's scope is answered as one that does not exist: the caller
+    /// sent only an id, and learns nothing of who owns it.
     fn session<T>(&self, request: &Request<T>, id: &str) -> Result<crate::domain::balance::Session, ApiError> {
-        let session = self
-            .sessions
-            .session(id)?
-            .ok_or_else(|| BalanceError::UnknownSession(id.to_string()))?;
-        check_account(request, &session.account)?;
+        let unknown = || ApiError::from(BalanceError::UnknownSession(id.to_string()));
+        let session = self.sessions.session(id)?.ok_or_else(unknown)?;
+        if principal(request).is_some_and(|caller| !caller.may_touch(&session.account)) {
+            return Err(unknown());
+        }
         Ok(session)
     }
 

@@ -10,9 +10,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::limits::CONNECT_TIMEOUT;
 
-/// Credentials and trust for one daemon.
+/// Where one daemon is, and the credentials and trust to reach it.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// `http://host:port`, or `https://` for TLS (`--target`, `RATECTL_TARGET`).
+    pub target: String,
     /// Sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
     /// PEM CA that signed the daemon's certificate; implies TLS.
@@ -54,8 +56,9 @@ impl Access {
         }
     }
 
-    /// Connects to `target` (`http://host:port`, or `https://` for TLS).
-    pub async fn channel(&self, target: &str) -> Result<Channel, String> {
+    /// Connects to the target (`http://host:port`, or `https://` for TLS).
+    pub async fn channel(&self) -> Result<Channel, String> {
+        let target = self.target.as_str();
         let tls = target.starts_with("https://") || self.ca_cert.is_some();
         let uri = if tls && let Some(rest) = target.strip_prefix("http://") {
             format!("https://{rest}")
@@ -93,10 +96,10 @@ impl Access {
             .map_err(|e| format!("cannot connect to {target}: {}", error_chain(&e)))
     }
 
-    /// A channel to `target` with the token on every call.
-    pub async fn authed(&self, target: &str) -> Result<Authed, String> {
+    /// A channel to the target with the token on every call.
+    pub async fn authed(&self) -> Result<Authed, String> {
         let bearer = self.bearer()?;
-        Ok(InterceptedService::new(self.channel(target).await?, bearer))
+        Ok(InterceptedService::new(self.channel().await?, bearer))
     }
 }
 

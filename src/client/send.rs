@@ -53,7 +53,6 @@ pub enum SendError {
 /// Options of a send.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
-    pub target: String,
     /// Token and TLS trust.
     pub access: crate::client::connect::Access,
     pub in_flight: usize,
@@ -106,11 +105,7 @@ async fn one_pass(
     summary: &mut Summary,
     progress: &ProgressBar,
 ) -> Result<(), Status> {
-    let channel = options
-        .access
-        .authed(&options.target)
-        .await
-        .map_err(Status::unavailable)?;
+    let channel = options.access.authed().await.map_err(Status::unavailable)?;
     let mut client = IngestClient::new(channel)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);

@@ -2,7 +2,6 @@
 
 use serde_json::{Map, Value, json};
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, admin_client::AdminClient, query_client::QueryClient};
@@ -25,8 +24,6 @@ pub enum BalanceCommand {
         /// RFC 3339: what is left of this credit then expires.
         #[arg(long)]
         expires: Option<String>,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
     /// Set a purse's credit limit (how far below zero it may go) and low-balance alerts.
     Limits {
@@ -39,15 +36,11 @@ pub enum BalanceCommand {
         /// A low-balance alert threshold (repeatable); give --low-balance none to clear them.
         #[arg(long = "low-balance")]
         low_balance: Vec<String>,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
     /// An account's balances per currency: available and reserved.
     Get {
         #[arg(long)]
         account: String,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
     /// An account's ledger, oldest entry first.
     Ledger {
@@ -56,8 +49,6 @@ pub enum BalanceCommand {
         /// At most this many entries (all when absent).
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
 }
 
@@ -107,7 +98,6 @@ pub async fn run(command: &BalanceCommand, access: &Access) -> Result<Printed, F
             currency,
             id,
             expires,
-            target,
         } => {
             let request = proto::TopUpRequest {
                 account_id: account.clone(),
@@ -116,7 +106,7 @@ pub async fn run(command: &BalanceCommand, access: &Access) -> Result<Printed, F
                 id: id.clone(),
                 expires_at: expires.clone().unwrap_or_default(),
             };
-            let r = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
                 .top_up(request)
                 .await
                 .map_err(rpc_failure)?
@@ -133,7 +123,6 @@ pub async fn run(command: &BalanceCommand, access: &Access) -> Result<Printed, F
             currency,
             credit_limit,
             low_balance,
-            target,
         } => {
             let clear = low_balance.iter().any(|t| t == "none");
             let request = proto::SetBalanceLimitsRequest {
@@ -143,26 +132,26 @@ pub async fn run(command: &BalanceCommand, access: &Access) -> Result<Printed, F
                 low_balance_thresholds: if clear { Vec::new() } else { low_balance.clone() },
                 set_low_balance_thresholds: clear || !low_balance.is_empty(),
             };
-            let r = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
                 .set_balance_limits(request)
                 .await
                 .map_err(rpc_failure)?
                 .into_inner();
             Ok(printed(&r, None))
         }
-        BalanceCommand::Get { account, target } => {
+        BalanceCommand::Get { account } => {
             let request = proto::GetBalanceRequest {
                 account_id: account.clone(),
             };
-            let r = QueryClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let r = QueryClient::new(access.authed().await.map_err(Failure::new)?)
                 .get_balance(request)
                 .await
                 .map_err(rpc_failure)?
                 .into_inner();
             Ok(printed(&r, None))
         }
-        BalanceCommand::Ledger { account, limit, target } => {
-            let mut client = QueryClient::new(access.authed(target).await.map_err(Failure::new)?);
+        BalanceCommand::Ledger { account, limit } => {
+            let mut client = QueryClient::new(access.authed().await.map_err(Failure::new)?);
             let mut entries = Vec::new();
             let mut token = String::new();
             loop {

@@ -2,7 +2,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, admin_client::AdminClient};
@@ -29,8 +28,6 @@ pub enum ChargesCommand {
         /// RFC 3339; now when absent.
         #[arg(long)]
         at: Option<String>,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
 }
 
@@ -42,7 +39,6 @@ pub async fn run(command: &ChargesCommand, access: &Access) -> Result<Printed, F
         currency,
         description,
         at,
-        target,
     } = command;
     let request = proto::AddChargeRequest {
         account_id: account.clone(),
@@ -52,7 +48,7 @@ pub async fn run(command: &ChargesCommand, access: &Access) -> Result<Printed, F
         description: description.clone(),
         time: at.clone().unwrap_or_default(),
     };
-    let r = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+    let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
         .add_charge(request)
         .await
         .map_err(rpc_failure)?

@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, admin_client::AdminClient};
@@ -39,8 +38,6 @@ pub struct RerateArgs {
     /// Price the re-rate and print the difference; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    pub target: String,
 }
 
 #[derive(clap::Args)]
@@ -54,8 +51,6 @@ pub struct VoidArgs {
     /// Idempotency id (default: one per account and event).
     #[arg(long)]
     pub id: Option<String>,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    pub target: String,
 }
 
 #[derive(clap::Args)]
@@ -75,8 +70,6 @@ pub struct AmendArgs {
     /// Idempotency id (default: derived from the event and the amendment).
     #[arg(long)]
     pub id: Option<String>,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    pub target: String,
 }
 
 pub async fn rerate(a: &RerateArgs, access: &Access) -> Result<Printed, Failure> {
@@ -106,7 +99,7 @@ pub async fn rerate(a: &RerateArgs, access: &Access) -> Result<Printed, Failure>
         reason: a.reason.clone(),
         dry_run: a.dry_run,
     };
-    let r = AdminClient::new(access.authed(&a.target).await.map_err(Failure::new)?)
+    let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
         .rerate(request)
         .await
         .map_err(rpc_failure)?
@@ -121,7 +114,7 @@ pub async fn void(a: &VoidArgs, access: &Access) -> Result<Printed, Failure> {
         reason: a.reason.clone(),
         id: a.id.clone().unwrap_or_default(),
     };
-    let r = AdminClient::new(access.authed(&a.target).await.map_err(Failure::new)?)
+    let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
         .void_event(request)
         .await
         .map_err(rpc_failure)?
@@ -146,7 +139,7 @@ pub async fn amend(a: &AmendArgs, access: &Access) -> Result<Printed, Failure> {
         reason: a.reason.clone(),
         id: a.id.clone().unwrap_or_default(),
     };
-    let r = AdminClient::new(access.authed(&a.target).await.map_err(Failure::new)?)
+    let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
         .amend_event(request)
         .await
         .map_err(rpc_failure)?

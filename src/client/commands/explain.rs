@@ -2,7 +2,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use super::records::record_json;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
@@ -15,8 +14,6 @@ pub struct ExplainArgs {
     account: String,
     #[arg(long)]
     event_id: String,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
 }
 
 pub async fn run(args: &ExplainArgs, access: &Access) -> Result<Printed, Failure> {
@@ -24,7 +21,7 @@ pub async fn run(args: &ExplainArgs, access: &Access) -> Result<Printed, Failure
         account_id: args.account.clone(),
         event_id: args.event_id.clone(),
     };
-    let e = QueryClient::new(access.authed(&args.target).await.map_err(Failure::new)?)
+    let e = QueryClient::new(access.authed().await.map_err(Failure::new)?)
         .explain_record(request)
         .await
         .map_err(rpc_failure)?

@@ -8,7 +8,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use super::records::{counted_period, record_json};
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
@@ -30,8 +29,6 @@ pub struct ExportArgs {
     format: ExportFormat,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
 }
 
 /// One CSV field, quoted when it holds a comma, a quote or a line break.
@@ -88,7 +85,7 @@ fn export_row(r: &proto::RatedRecord, format: ExportFormat) -> String {
 }
 
 pub async fn run(args: &ExportArgs, access: &Access) -> Result<Printed, Failure> {
-    let mut client = QueryClient::new(access.authed(&args.target).await.map_err(Failure::new)?);
+    let mut client = QueryClient::new(access.authed().await.map_err(Failure::new)?);
     let file = std::fs::File::create(&args.out)
         .map_err(|e| Failure::new(format!("cannot create {}: {e}", args.out.display())))?;
     let mut out = std::io::BufWriter::new(file);

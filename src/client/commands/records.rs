@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, query_client::QueryClient};
@@ -21,8 +20,6 @@ pub struct RecordsArgs {
     /// Most records to print.
     #[arg(long, default_value_t = 100)]
     limit: usize,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
 }
 
 /// A rated record as one JSON object.
@@ -70,7 +67,7 @@ pub fn counted_period(r: &proto::RatedRecord) -> &str {
 }
 
 pub async fn run(args: &RecordsArgs, access: &Access) -> Result<Printed, Failure> {
-    let mut client = QueryClient::new(access.authed(&args.target).await.map_err(Failure::new)?);
+    let mut client = QueryClient::new(access.authed().await.map_err(Failure::new)?);
     let mut rows = Vec::new();
     let mut token = String::new();
     let mut removed_before = String::new();

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::mapping::Mapping;
 use crate::client::output::{Failure, Printed};
@@ -18,8 +17,6 @@ use crate::wire::proto;
 pub struct SendArgs {
     #[arg(long)]
     file: PathBuf,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
     /// Events per batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -97,7 +94,6 @@ pub async fn run(args: &SendArgs, access: &Access) -> Result<Printed, Failure> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let options = SendOptions {
-        target: args.target.clone(),
         access: access.clone(),
         in_flight: args.in_flight,
         retries: args.retries,

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{DEFAULT_TARGET, by_currency_json};
+use super::by_currency_json;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, query_client::QueryClient};
@@ -13,8 +13,6 @@ pub struct StatementArgs {
     account: String,
     #[arg(long)]
     period: String,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
 }
 
 pub async fn run(args: &StatementArgs, access: &Access) -> Result<Printed, Failure> {
@@ -22,7 +20,7 @@ pub async fn run(args: &StatementArgs, access: &Access) -> Result<Printed, Failu
         account_id: args.account.clone(),
         period: args.period.clone(),
     };
-    let s = QueryClient::new(access.authed(&args.target).await.map_err(Failure::new)?)
+    let s = QueryClient::new(access.authed().await.map_err(Failure::new)?)
         .statement(request)
         .await
         .map_err(rpc_failure)?

@@ -2,7 +2,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, admin_client::AdminClient};
@@ -30,15 +29,11 @@ pub enum SubscriptionsCommand {
         /// Pay each record from the account's balance (docs/charging.md).
         #[arg(long)]
         prepaid: bool,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
     /// The subscriptions of an account.
     Get {
         #[arg(long)]
         account: String,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
 }
 
@@ -66,7 +61,6 @@ pub async fn run(command: &SubscriptionsCommand, access: &Access) -> Result<Prin
             discount,
             alerts,
             prepaid,
-            target,
         } => {
             let request = proto::Subscription {
                 account_id: account.clone(),
@@ -77,18 +71,18 @@ pub async fn run(command: &SubscriptionsCommand, access: &Access) -> Result<Prin
                 alert_thresholds: alerts.clone(),
                 prepaid: *prepaid,
             };
-            let s = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let s = AdminClient::new(access.authed().await.map_err(Failure::new)?)
                 .upsert_subscription(request)
                 .await
                 .map_err(rpc_failure)?
                 .into_inner();
             Ok(Printed::line(subscription_line(&s), subscription_json(&s)))
         }
-        SubscriptionsCommand::Get { account, target } => {
+        SubscriptionsCommand::Get { account } => {
             let request = proto::GetSubscriptionsRequest {
                 account_id: account.clone(),
             };
-            let list = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let list = AdminClient::new(access.authed().await.map_err(Failure::new)?)
                 .get_subscriptions(request)
                 .await
                 .map_err(rpc_failure)?

@@ -2,7 +2,6 @@
 
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::wire::proto::{self, admin_client::AdminClient};
@@ -17,8 +16,6 @@ pub enum SuspenseCommand {
         /// Most entries to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
     /// Rate suspended events again (after adding a tariff or subscription).
     Reprocess {
@@ -27,8 +24,6 @@ pub enum SuspenseCommand {
         /// Entry ids from `suspense list`.
         #[arg(long = "id")]
         ids: Vec<String>,
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
     },
 }
 
@@ -48,9 +43,9 @@ fn reason_name(code: i32) -> String {
 
 pub async fn run(command: &SuspenseCommand, access: &Access) -> Result<Printed, Failure> {
     match command {
-        SuspenseCommand::List { reason, limit, target } => {
+        SuspenseCommand::List { reason, limit } => {
             let reason = reason_arg(reason.as_deref())?;
-            let mut client = AdminClient::new(access.authed(target).await.map_err(Failure::new)?);
+            let mut client = AdminClient::new(access.authed().await.map_err(Failure::new)?);
             let mut rows = Vec::new();
             let mut token = String::new();
             while rows.len() < *limit {
@@ -94,12 +89,12 @@ pub async fn run(command: &SuspenseCommand, access: &Access) -> Result<Printed, 
                 .collect();
             Ok(Printed::new(lines, json!({ "suspense": items })))
         }
-        SuspenseCommand::Reprocess { reason, ids, target } => {
+        SuspenseCommand::Reprocess { reason, ids } => {
             let request = proto::ReprocessSuspenseRequest {
                 reason: reason_arg(reason.as_deref())?,
                 ids: ids.clone(),
             };
-            let r = AdminClient::new(access.authed(target).await.map_err(Failure::new)?)
+            let r = AdminClient::new(access.authed().await.map_err(Failure::new)?)
                 .reprocess_suspense(request)
                 .await
                 .map_err(rpc_failure)?

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::DEFAULT_TARGET;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::domain::money::parse_exact;
@@ -23,15 +22,9 @@ pub enum TariffsCommand {
     /// Price one event against a plan of a tariff file, without a daemon.
     Quote(QuoteArgs),
     /// Make a running daemon re-read its tariff file (as SIGHUP does).
-    Reload {
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
-    },
+    Reload,
     /// Tariff versions published in advance, from a running daemon.
-    Upcoming {
-        #[arg(long, default_value = DEFAULT_TARGET)]
-        target: String,
-    },
+    Upcoming,
 }
 
 #[derive(clap::Args)]
@@ -62,27 +55,27 @@ pub fn run_offline(command: &TariffsCommand) -> Option<Result<Printed, Failure>>
     match command {
         TariffsCommand::Check { file } => Some(Ok(check(file))),
         TariffsCommand::Quote(q) => Some(run_quote(q)),
-        TariffsCommand::Reload { .. } | TariffsCommand::Upcoming { .. } => None,
+        TariffsCommand::Reload | TariffsCommand::Upcoming => None,
     }
 }
 
 /// The commands that talk to a daemon.
 pub async fn run(command: &TariffsCommand, access: &Access) -> Result<Printed, Failure> {
     match command {
-        TariffsCommand::Reload { target } => reload(target, access).await,
-        TariffsCommand::Upcoming { target } => upcoming(target, access).await,
+        TariffsCommand::Reload => reload(access).await,
+        TariffsCommand::Upcoming => upcoming(access).await,
         TariffsCommand::Check { .. } | TariffsCommand::Quote(_) => {
             run_offline(command).unwrap_or_else(|| Err(Failure::new("not an offline command")))
         }
     }
 }
 
-async fn admin(target: &str, access: &Access) -> Result<AdminClient<crate::client::connect::Authed>, Failure> {
-    Ok(AdminClient::new(access.authed(target).await.map_err(Failure::new)?))
+async fn admin(access: &Access) -> Result<AdminClient<crate::client::connect::Authed>, Failure> {
+    Ok(AdminClient::new(access.authed().await.map_err(Failure::new)?))
 }
 
-async fn reload(target: &str, access: &Access) -> Result<Printed, Failure> {
-    let r = admin(target, access)
+async fn reload(access: &Access) -> Result<Printed, Failure> {
+    let r = admin(access)
         .await?
         .reload_tariffs(proto::ReloadTariffsRequest {})
         .await
@@ -97,8 +90,8 @@ async fn reload(target: &str, access: &Access) -> Result<Printed, Failure> {
     ))
 }
 
-async fn upcoming(target: &str, access: &Access) -> Result<Printed, Failure> {
-    let r = admin(target, access)
+async fn upcoming(access: &Access) -> Result<Printed, Failure> {
+    let r = admin(access)
         .await?
         .list_upcoming_versions(proto::ListUpcomingVersionsRequest {})
         .await

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{DEFAULT_TARGET, by_currency_json};
+use super::by_currency_json;
 use crate::client::connect::Access;
 use crate::client::output::{Failure, Printed, rpc_failure};
 use crate::domain::origin::{Origin, fee_name};
@@ -18,12 +18,10 @@ pub struct TotalsArgs {
     /// Only this meter.
     #[arg(long)]
     meter: Option<String>,
-    #[arg(long, default_value = DEFAULT_TARGET)]
-    target: String,
 }
 
 pub async fn run(args: &TotalsArgs, access: &Access) -> Result<Printed, Failure> {
-    let mut client = QueryClient::new(access.authed(&args.target).await.map_err(Failure::new)?);
+    let mut client = QueryClient::new(access.authed().await.map_err(Failure::new)?);
     let request = proto::GetTotalsRequest {
         account_id: args.account.clone(),
         period: args.period.clone(),
