@@ -119,6 +119,7 @@ fn shard_step(c: &mut Criterion) {
                 ShardJob {
                     ticket: ticket(),
                     queued_at: std::time::Instant::now(),
+                    received_at: now(),
                     events,
                     rejected: Vec::new(),
                 }

@@ -83,6 +83,12 @@ async fn every_event_gets_its_outcome() {
             .filter(|r| r.outcome == Outcome::Rejected as i32)
             .all(|r| !r.detail.is_empty())
     );
+    // Every rejection waits in suspense with the time the batch was received, whether the door
+    // refused it (3-8) or a shard did (2, 9, 10).
+    let waiting = suspended(&d.target, RejectReason::Unspecified).await;
+    assert_eq!(waiting.len(), 9, "{waiting:?}");
+    let times: std::collections::BTreeSet<&str> = waiting.iter().map(|e| e.received_at.as_str()).collect();
+    assert_eq!(times.len(), 1, "one receipt time for the whole batch: {times:?}");
     // Committed totals: the one accepted call, 61 s to +44 at peak (0.0200 a minute) with 60/1
     // increments and the 0.0100 connect fee: (61 x 0.02 + 60 x 0.01) / 60 = 1.82 / 60, rounded
     // half-even to 9 places. And 1,000 API requests at 0.0010 less 10%.

@@ -497,6 +497,7 @@ impl PartialShard {
             ShardJob {
                 ticket,
                 queued_at: std::time::Instant::now(),
+                received_at: chrono::Utc::now(),
                 events,
                 rejected: Vec::new(),
             },

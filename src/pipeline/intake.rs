@@ -242,7 +242,9 @@ impl Pipeline {
     ) -> Result<Pending, PipelineError> {
         let admitted = self.admit().await?;
         let config = &self.config;
-        let window = Window::at(self.clock.now(), config.dedupe_window_days, config.future_skew_seconds);
+        // The batch's receipt: its window, and the receipt time of its suspense entries.
+        let received_at = self.clock.now();
+        let window = Window::at(received_at, config.dedupe_window_days, config.future_skew_seconds);
         let context = self.context.load();
         // Damage is rare (found at start only): the lookup runs only when some exists.
         let any_damage = !self.committed.damaged.is_empty();
@@ -350,7 +352,14 @@ impl Pipeline {
             }
         }
         crate::telemetry::count_normalized(normalized);
-        Ok(Pending(self.submit(batch_id, admitted, valid, rejected, dropped)))
+        Ok(Pending(self.submit(
+            batch_id,
+            received_at,
+            admitted,
+            valid,
+            rejected,
+            dropped,
+        )))
     }
 
     /// Puts what could not be read as an event (a spool file's bad line) into suspense, answered
@@ -365,8 +374,10 @@ impl Pipeline {
                 rejected,
             })
             .collect();
+        let received_at = self.clock.now();
         Ok(Pending(self.submit(
             batch_id,
+            received_at,
             admitted,
             Vec::new(),
             rejected,
@@ -401,6 +412,14 @@ impl Pipeline {
                 part: None,
             });
         }
-        Ok(Pending(self.submit(batch_id, admitted, valid, Vec::new(), Vec::new())))
+        let received_at = self.clock.now();
+        Ok(Pending(self.submit(
+            batch_id,
+            received_at,
+            admitted,
+            valid,
+            Vec::new(),
+            Vec::new(),
+        )))
     }
 }

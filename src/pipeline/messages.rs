@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::ticket::BatchTicket;
 use super::{balance, corrections, shard};
 use crate::domain::aggregate::PeriodTotals;
@@ -38,6 +40,9 @@ pub struct ShardJob {
     pub ticket: Arc<BatchTicket>,
     /// When it was routed (the shard-queue stage ends when the shard takes it).
     pub queued_at: std::time::Instant,
+    /// When its batch was received (the pipeline's clock, read once at the door): the receipt
+    /// time of every suspense entry of the batch, wherever it is refused.
+    pub received_at: DateTime<Utc>,
     pub events: Vec<ValidEvent>,
     pub rejected: Vec<RejectedEvent>,
 }

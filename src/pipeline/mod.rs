@@ -185,6 +185,7 @@ impl Pipeline {
     fn submit(
         &self,
         batch_id: u64,
+        received_at: chrono::DateTime<chrono::Utc>,
         admitted: Admitted,
         events: Vec<ValidEvent>,
         rejected: Vec<RejectedEvent>,
@@ -212,6 +213,7 @@ impl Pipeline {
             let job = ShardJob {
                 ticket: ticket.clone(),
                 queued_at,
+                received_at,
                 events,
                 rejected,
             };
@@ -232,6 +234,7 @@ impl Pipeline {
             let job = ShardJob {
                 ticket: ticket.clone(),
                 queued_at: std::time::Instant::now(),
+                received_at: self.clock.now(),
                 events: Vec::new(),
                 rejected: Vec::new(),
             };

@@ -34,6 +34,8 @@ impl ShardState {
         let mut touched = Touched::default();
         self.segment.begin(Vec::new());
         let now = self.job_now;
+        // What a balance operation refuses into suspense (a session's end) was received now.
+        self.received_at = now;
         if matches!(job.op, BalanceOp::Sweep) {
             // Partial sessions whose timeout passed are rated from the parts they have.
             self.time_out_partials(ctx, &mut out, &mut touched);

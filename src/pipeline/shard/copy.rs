@@ -178,6 +178,7 @@ mod tests {
         ShardJob {
             ticket,
             queued_at: std::time::Instant::now(),
+            received_at: Utc::now(),
             events,
             rejected: Vec::new(),
         }

@@ -50,8 +50,11 @@ pub struct ShardState {
     /// Periods that ended at or before this instant are closed (now minus the close grace, read
     /// once per job).
     closed_before: DateTime<Utc>,
-    /// The pipeline clock's now, read once per job (the receipt time of suspense entries).
+    /// The pipeline clock's now, read once per job.
     job_now: DateTime<Utc>,
+    /// When the current job's batch was received: the receipt time of its suspense entries (the
+    /// door's refusals of the same batch carry the same).
+    received_at: DateTime<Utc>,
     /// The job's charges per currency, for the approximate metric (a handful of entries).
     job_charges: Vec<(crate::domain::money::Currency, rust_decimal::Decimal)>,
     /// A checkpoint copy being taken between jobs.
@@ -85,6 +88,7 @@ impl Default for ShardState {
             evicted_through_day: 0,
             closed_before: DateTime::<Utc>::MIN_UTC,
             job_now: DateTime::<Utc>::MIN_UTC,
+            received_at: DateTime::<Utc>::MIN_UTC,
             job_charges: Vec::new(),
             copying: None,
             cold_damage: None,

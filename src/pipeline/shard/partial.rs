@@ -84,7 +84,7 @@ impl ShardState {
             tag,
             merged_fingerprint,
         } = *part_in;
-        let now = self.job_now;
+        let now = self.received_at;
         let refuse = |out: &mut ShardOutput, reason, detail: String| {
             reject(out, e.index, suspense_of(&e, reason, detail, now));
         };

@@ -38,6 +38,7 @@ impl ShardState {
     pub fn process(&mut self, ctx: &RatingContext, job: ShardJob) -> ShardOutput {
         // `rated_at` is set when the job is done (below).
         let mut out = ShardOutput::empty(job.ticket, job.queued_at);
+        self.received_at = job.received_at;
         let mut touched = Touched::default();
         // About 50 bytes a record in the compact layout: one allocation per job.
         self.segment.begin(Vec::with_capacity(job.events.len() * 64));
@@ -131,7 +132,7 @@ impl ShardState {
                 duplicate(out, e.index);
             } else {
                 let detail = "event_id already rated with different content".to_string();
-                refuse(out, RejectReason::Conflict, detail, self.job_now);
+                refuse(out, RejectReason::Conflict, detail, self.received_at);
             }
             return;
         }
@@ -150,18 +151,18 @@ impl ShardState {
         };
         let Some((plan_id, discount, prepaid)) = found else {
             let detail = ctx.subscriptions.no_plan_detail(&ev.account_id, ev.timestamp);
-            return refuse(out, RejectReason::NoTariff, detail, self.job_now);
+            return refuse(out, RejectReason::NoTariff, detail, self.received_at);
         };
         let Some(plan) = ctx.catalogue.plan(plan_id) else {
             let detail = format!("plan {plan_id:?} is not in the tariff catalogue");
-            return refuse(out, RejectReason::NoTariff, detail, self.job_now);
+            return refuse(out, RejectReason::NoTariff, detail, self.received_at);
         };
         let (period, end, plan_id) = self.period(plan, ev.timestamp);
         // Fees in arrears are charged by the close itself, after the grace: only the closer writes
         // fees, and it does so before it marks the period closed.
         if end <= self.closed_before && !origin.names_its_plan() {
             let detail = format!("billing period {period} of plan {:?} is closed", plan.id);
-            return refuse(out, RejectReason::PeriodClosed, detail, self.job_now);
+            return refuse(out, RejectReason::PeriodClosed, detail, self.received_at);
         }
         let pays = prepaid || self.wallets.paying();
         let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
@@ -183,7 +184,7 @@ impl ShardState {
             };
             match rate(plan, &input) {
                 Ok(r) => (r.rated_quantity, r.charge, r.explanation.version),
-                Err(error) => return refuse(out, error.reason(), error.to_string(), self.job_now),
+                Err(error) => return refuse(out, error.reason(), error.to_string(), self.received_at),
             }
         };
         // A prepaid subscription's record (or a charging session's end) is paid in this commit.
@@ -192,7 +193,7 @@ impl ShardState {
                 .wallets
                 .pay(&ev.account_id, &ev.event_id, plan, charge, self.job_now)
             {
-                return refuse(out, RejectReason::InsufficientBalance, detail, self.job_now);
+                return refuse(out, RejectReason::InsufficientBalance, detail, self.received_at);
             }
             // Invariant: totals_mut above holds the account's list and its index.
             &mut self.accounts.get_mut(&*ev.account_id).expect("account present")[index]
