@@ -252,6 +252,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let biller = Arc::new(crate::billing::fees::Biller::new(pipeline.clone()));
     let admin = Arc::new(AdminCore::new(
         pipeline.clone(),
+        biller.clone(),
         admin_tables,
         config.limits.max_batch_events,
         (config.tariffs_path.clone(), config.mediation_rules_path.clone()),

@@ -340,3 +340,40 @@ async fn a_minimum_commitment_is_trued_up_at_the_close() {
     );
     d.stop().await;
 }
+
+/// A call that changes what is owed answers once its fee is committed (read-your-writes), and
+/// the projection of a period with a fee and no usage is the fee (a fixed charge is not
+/// extrapolated). The closer runs once an hour here, so only the call itself can have written
+/// the fee. saas-team from the 5th: 26 of 30 days, 49 x 26/30 = 42.466666667.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_answers_with_its_fee_committed_and_a_fee_is_not_extrapolated() {
+    let dir = TempDir::new("fees-now");
+    let config = write_config(
+        &dir.0,
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\nflush_interval_ms = 3600000\n",
+    );
+    let d = TestDaemon::start(&config).await;
+    let t = d.target.clone();
+    AdminClient::new(channel(&t).await)
+        .upsert_subscription(subscription("fresh", "saas-team", utc(11, 5), None))
+        .await
+        .unwrap();
+    let totals = totals_at(&t, "fresh", "2026-11")
+        .await
+        .expect("the fee is committed when the call answers");
+    assert_eq!(totals.total_charge, "42.466666667");
+    assert_eq!(
+        totals.projected_charge, "42.466666667",
+        "no usage: the projection is the fee, not the fee run-rated over the days so far"
+    );
+    // The subscription now ends on the 20th: 15 days, 49 x 15/30 = 24.5. The fee record that
+    // takes the difference back is committed before the call answers.
+    AdminClient::new(channel(&t).await)
+        .upsert_subscription(subscription("fresh", "saas-team", utc(11, 5), Some(utc(11, 20))))
+        .await
+        .unwrap();
+    let totals = totals_at(&t, "fresh", "2026-11").await.expect("totals");
+    assert_eq!(totals.total_charge, "24.500000000");
+    assert_eq!(totals.projected_charge, "24.500000000");
+    d.stop().await;
+}

@@ -1,6 +1,9 @@
 //! `ratingd.v1.Admin`: subscriptions (persisted, in force for events rated after the call), tariff
 //! reload (also on SIGHUP), the list of upcoming tariff versions, and suspense: listed, and
-//! reprocessed through the pipeline's door like any batch.
+//! reprocessed through the pipeline's door like any batch. A call that changes what is owed (a
+//! subscription set, a reload) answers once the fee records it causes are committed
+//! (read-your-writes: a billing backend that sets a subscription and reads the totals at once
+//! sees its fee).
 
 mod corrections;
 
@@ -10,6 +13,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::billing::fees::{Accounts, Biller};
 use crate::domain::mediation::{Rules, parse_rules};
 use crate::domain::subscription::Subscription;
 use crate::domain::tariff_file::content::{KnownVersion, edited_in_force};
@@ -73,11 +77,14 @@ pub struct AdminCore {
     writes: tokio::sync::Mutex<()>,
     corrections: Corrections,
     adjustments: Adjustments,
+    /// Writes the fees a change causes before the call answers (shared with the closer).
+    biller: Arc<Biller>,
 }
 
 impl AdminCore {
     pub fn new(
         pipeline: Arc<Pipeline>,
+        biller: Arc<Biller>,
         tables: AdminTables,
         max_batch_events: usize,
         (tariffs_path, rules_path): (PathBuf, Option<PathBuf>),
@@ -93,7 +100,22 @@ impl AdminCore {
             writes: tokio::sync::Mutex::new(()),
             corrections: tables.corrections,
             adjustments: tables.adjustments,
+            biller,
         }
+    }
+
+    /// Bills the fees `accounts` owe now (in advance; what a change of subscriptions or tariffs
+    /// makes due) and returns once they are committed. A fee refused is logged and left to the
+    /// closer's next pass.
+    async fn bill_now(&self, accounts: Accounts<'_>) -> Result<(), ApiError> {
+        let billed = self.biller.bill_fees(accounts, &[]).await?;
+        if billed.refused > 0 {
+            warn!(
+                refused = billed.refused,
+                "fees of a change were not charged; the closer tries again"
+            );
+        }
+        Ok(())
     }
 
     /// Rates suspended events again through the pipeline's door. An event leaves suspense when it
@@ -144,7 +166,17 @@ impl AdminCore {
         Ok(done)
     }
 
+    /// Stores subscriptions, puts them in force, and answers once the fees they make due are
+    /// committed.
     pub async fn upsert_subscriptions(&self, list: Vec<Subscription>) -> Result<(), ApiError> {
+        self.put_subscriptions(&list).await?;
+        let mut accounts: Vec<String> = list.into_iter().map(|s| s.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        self.bill_now(Accounts::Only(&accounts)).await
+    }
+
+    async fn put_subscriptions(&self, list: &[Subscription]) -> Result<(), ApiError> {
         let _guard = self.writes.lock().await;
         let context = self.pipeline.context();
         let current = context.load_full();
@@ -156,15 +188,15 @@ impl AdminCore {
                 });
             }
         }
-        let book = current.subscriptions.with_all(list.clone(), &current.catalogue)?;
+        let book = current.subscriptions.with_all(list.to_vec(), &current.catalogue)?;
         // Durable first, then in force.
-        self.subscriptions.put(&list, &current.catalogue)?;
+        self.subscriptions.put(list, &current.catalogue)?;
         context.store(Arc::new(RatingContext {
             catalogue: current.catalogue.clone(),
             subscriptions: book,
             mediation: current.mediation.clone(),
         }));
-        match list.as_slice() {
+        match list {
             [s] => info!(account = %s.account_id, plan = %s.plan_id, from = %s.from, "subscription upserted"),
             _ => info!(count = list.len(), "subscriptions upserted"),
         }
@@ -173,8 +205,14 @@ impl AdminCore {
 
     /// Re-reads the tariff file and the normalization rules file; when either is refused, the
     /// old tariffs and rules both stay in force. Returns the counts of plans, versions, meters
-    /// and rules.
+    /// and rules, once the fees the new tariffs make due are committed.
     pub async fn reload_tariffs(&self) -> Result<Reloaded, ApiError> {
+        let reloaded = self.reload().await?;
+        self.bill_now(Accounts::All).await?;
+        Ok(reloaded)
+    }
+
+    async fn reload(&self) -> Result<Reloaded, ApiError> {
         let _guard = self.writes.lock().await;
         // Every batch admitted under the old rules is committed before new ones are in force:
         // a resend the new rules route elsewhere finds the old claims on disk.

@@ -67,3 +67,90 @@ fn extrapolated(usage: Decimal, covered: i64, elapsed: i64) -> Decimal {
         .and_then(|n| round_quotient(n, elapsed))
         .unwrap_or(usage)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::origin::{CHARGE_METER, fee_meter};
+    use crate::domain::tariff_file::parse_catalogue;
+
+    /// A month of 30 days (November 2026), a fee in advance, one in arrears and a minimum.
+    const PLANS: &str = r#"
+[[plans]]
+id = "team"
+currency = "USD"
+time_zone = "UTC"
+rounding = { places = 2, mode = "half-even" }
+[[plans.versions]]
+effective_from = "2026-01-01T00:00:00Z"
+minimum = "100"
+fees = [
+  { name = "platform", amount = "49.00", billing = "in_advance" },
+  { name = "support", amount = "20.00", billing = "in_arrears" },
+]
+[plans.versions.meters."api.requests"]
+model = "per_unit"
+price = "0.0012"
+"#;
+
+    fn utc(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    /// The projection of the team plan's November part holding `charges` (meter, charge), for a
+    /// subscription from the 5th, on the 18th at noon.
+    fn project(charges: &[(&str, &str)]) -> Decimal {
+        let catalogue = parse_catalogue(PLANS).unwrap();
+        let plan = catalogue.plan("team").unwrap();
+        let period = plan.period.period_of(plan.time_zone, utc(18, 12));
+        let mut part = PeriodTotals::new(
+            Arc::from("acme"),
+            Arc::from(period.label.as_str()),
+            Arc::from("team"),
+            plan.currency,
+            plan.rounding,
+        );
+        for (meter, charge) in charges {
+            part.add(meter, Decimal::ONE, Decimal::ONE, charge.parse().unwrap());
+        }
+        projected(plan, &part, &[(utc(5, 0), None)], &period, utc(18, 12))
+    }
+
+    /// Figures by hand. Covered: the 5th to the end, 26 days (2,246,400 s); elapsed by the 18th
+    /// noon: 13.5 days (1,166,400 s). Fees due over 26 of 30 days: platform 42.466666667,
+    /// support 17.333333333 (59.800000000); minimum 86.666666667.
+    #[test]
+    fn only_usage_is_extrapolated_over_the_time_subscribed() {
+        let platform = fee_meter("platform");
+        // Nothing but the fee in advance: the fees come to 59.80 (support accrues), below the
+        // prorated minimum: the period is projected at the minimum, 86.666666667.
+        assert_eq!(project(&[(&platform, "42.466666667")]).to_string(), "86.666666667");
+        // With usage of 60.00 so far: 60 x 2,246,400 / 1,166,400 = 115.555555556, plus the
+        // fees 59.80 and a one-off charge of 10 as it is: 185.355555556.
+        let busy = [
+            (platform.as_str(), "42.466666667"),
+            ("api.requests", "60"),
+            (CHARGE_METER, "10"),
+        ];
+        assert_eq!(project(&busy).to_string(), "185.355555556");
+        // Little usage: 6 x 2,246,400 / 1,166,400 = 11.555555556; with the fees 71.355555556, so
+        // the true-up to the minimum is 15.311111111; the one-off charge is apart from it.
+        let quiet = [
+            (platform.as_str(), "42.466666667"),
+            ("api.requests", "6"),
+            (CHARGE_METER, "10"),
+        ];
+        assert_eq!(project(&quiet).to_string(), "96.666666667");
+    }
+
+    #[test]
+    fn nothing_is_extrapolated_before_or_after_the_time_subscribed() {
+        assert_eq!(extrapolated(Decimal::from(7), 100, 0), Decimal::from(7));
+        assert_eq!(extrapolated(Decimal::from(7), 100, 100), Decimal::from(7));
+        assert_eq!(extrapolated(Decimal::from(7), 100, 50).to_string(), "14.000000000");
+    }
+}
