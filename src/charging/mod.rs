@@ -2,7 +2,9 @@
 //! balance pays at its tariff and reserves their price; `Update` reports the units used and asks
 //! for more; `Terminate` rates the session's usage once, as one event through the normal path,
 //! pays its charge from the balance and releases the rest (docs/charging.md). Every answer comes
-//! after the commit that holds its change.
+//! after the commit that holds its change. Authorize goes through the door's normalization rules
+//! (`Pipeline::normalized`): the session is the normalized event's, and its record keeps what
+//! was sent.
 
 use std::sync::Arc;
 
@@ -60,7 +62,13 @@ impl Charging for ChargingService {
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::GrantResponse>, Status> {
         check_account(&request, &request.get_ref().account_id)?;
-        let op = authorize(request.into_inner())?;
+        let scope = principal(&request).and_then(|p| p.account_prefix.clone());
+        // The normalization rules of the door: the grant and the charge of one call see the
+        // event its record will.
+        let op = self
+            .pipeline
+            .normalized(authorize(request.into_inner())?, scope.as_deref())
+            .map_err(ApiError::from)?;
         if let BalanceOp::Authorize {
             started: Some(started), ..
         } = &op

@@ -122,5 +122,7 @@ pub fn authorize(p: proto::AuthorizeRequest) -> Result<BalanceOp, InputError> {
         account: p.account_id,
         meter: p.meter,
         attributes: p.attributes.into_iter().map(|a| (a.key, a.value)).collect(),
+        // Set by the pipeline's normalization (Pipeline::normalized).
+        as_sent: None,
     })
 }

@@ -9,10 +9,12 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::domain::balance::{Session, Wallet};
+use crate::domain::mediation::Outcome;
 use crate::domain::money::Currency;
-use crate::domain::usage::{RawEvent, Rejected};
+use crate::domain::record::AsSent;
+use crate::domain::usage::{RawEvent, Rejected, units_and_nanos};
 
-use super::intake::{Window, accept, check, content_hash, rejected_at_door};
+use super::intake::{Sent, Window, accept, check, content_hash, rejected_at_door};
 use super::{BatchTicket, Pipeline, PipelineError, ShardMsg, ValidEvent, lock};
 
 /// A change or read of balances, for the shard that owns its account.
@@ -42,6 +44,9 @@ pub enum BalanceOp {
         requested: Decimal,
         /// When the session began (its event time); `None`: now.
         started: Option<DateTime<Utc>>,
+        /// The account, meter and attributes as sent, when normalization rules changed them
+        /// ([`Pipeline::normalized`]).
+        as_sent: Option<Box<AsSent>>,
     },
     Update {
         session: String,
@@ -205,23 +210,118 @@ impl Pipeline {
         }
     }
 
+    /// An Authorize's session as the normalization rules make it, the same rules the door
+    /// applies to every event (docs/charging.md, "Normalization rules"): the account, meter and
+    /// attributes normalized, those sent kept beside them; a session moved outside the caller's
+    /// account prefix (`scope`), dropped or refused by a rule, or whose units a rule scales
+    /// (grants are in the tariff's units, as the caller reports them) is refused. Other
+    /// operations go through unchanged.
+    pub fn normalized(&self, op: BalanceOp, scope: Option<&str>) -> Result<BalanceOp, BalanceError> {
+        let BalanceOp::Authorize {
+            session,
+            account,
+            meter,
+            attributes,
+            requested,
+            started,
+            as_sent: None,
+        } = op
+        else {
+            return Ok(op);
+        };
+        let context = self.context.load();
+        if context.mediation.is_empty() {
+            return Ok(BalanceOp::Authorize {
+                session,
+                account,
+                meter,
+                attributes,
+                requested,
+                started,
+                as_sent: None,
+            });
+        }
+        let raw = RawEvent {
+            event_id: session.clone(),
+            account_id: account,
+            meter,
+            quantity: Some(units_and_nanos(requested)),
+            timestamp_unix_nanos: started.map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0)),
+            attributes,
+        };
+        let (event, rules) = match context.mediation.apply(&raw) {
+            Outcome::Unchanged => {
+                return Ok(BalanceOp::Authorize {
+                    session,
+                    account: raw.account_id,
+                    meter: raw.meter,
+                    attributes: raw.attributes,
+                    requested,
+                    started,
+                    as_sent: None,
+                });
+            }
+            Outcome::Normalized { event, rules } => (event, rules),
+            Outcome::Dropped { rule } => {
+                return Err(BalanceError::Invalid(format!(
+                    "rule {rule:?} drops this session's event: nothing would be charged"
+                )));
+            }
+            Outcome::Refused { rule, detail } => {
+                return Err(BalanceError::Invalid(format!("rule {rule:?}: {detail}")));
+            }
+        };
+        if event.quantity != raw.quantity {
+            return Err(BalanceError::Invalid(format!(
+                "rules {} change the quantity of meter {:?}: a charging session is granted and reported in \
+                 the units of the tariff",
+                rules.join(", "),
+                raw.meter
+            )));
+        }
+        if let Some(prefix) = scope.filter(|p| !event.account_id.starts_with(*p)) {
+            return Err(BalanceError::Invalid(format!(
+                "rules {} moved the session to account {:?}, outside the caller's scope {prefix:?}",
+                rules.join(", "),
+                event.account_id
+            )));
+        }
+        Ok(BalanceOp::Authorize {
+            session,
+            account: event.account_id,
+            meter: event.meter,
+            attributes: event.attributes,
+            requested,
+            started,
+            as_sent: Some(Box::new(Sent { event: raw, rules }.kept(requested))),
+        })
+    }
+
     /// The event a session's end rates: id = session id, time = the session's start, quantity =
-    /// the units used; checked at the door like any event (window, meter, fields).
+    /// the units used; checked at the door like any event (window, meter, fields). A session
+    /// the rules normalized at Authorize is rated as normalized, and its record keeps what was
+    /// sent; its dedupe keys, like an event's, are of the event as sent.
     pub fn session_event(&self, session: &Session, used: Decimal) -> Box<Result<ValidEvent, Rejected>> {
-        use rust_decimal::prelude::ToPrimitive;
-        // Units arrive with at most 9 places (the door's rule), so this is exact.
-        let total_nanos = (used * Decimal::from(1_000_000_000)).trunc().to_i128().unwrap_or(-1);
         let raw = RawEvent {
             event_id: session.id.clone(),
             account_id: session.account.clone(),
             meter: session.meter.clone(),
-            quantity: Some((
-                i64::try_from(total_nanos.div_euclid(1_000_000_000)).unwrap_or(-1),
-                total_nanos.rem_euclid(1_000_000_000) as i32,
-            )),
+            // Units arrive with at most 9 places (the door's rule), so this is exact.
+            quantity: Some(units_and_nanos(used)),
             timestamp_unix_nanos: session.started_unix_nanos,
             attributes: session.attributes.clone(),
         };
+        let sent = session.as_sent.as_ref().map(|s| RawEvent {
+            account_id: s.account_id.clone(),
+            meter: s.meter.clone(),
+            attributes: s.attributes.clone(),
+            ..raw.clone()
+        });
+        let keyed = sent.as_ref().unwrap_or(&raw);
+        let (fingerprint, content) = (
+            self.key.fingerprint(&keyed.account_id, &keyed.event_id),
+            content_hash(self.key.seed(), keyed),
+        );
         let config = &self.config;
         let window = Window::at(self.clock.now(), config.dedupe_window_days, config.future_skew_seconds);
         let context = self.context.load();
@@ -229,12 +329,15 @@ impl Pipeline {
             match check(&raw, &config.event_limits, Some(&window), &context.catalogue) {
                 Ok(quantity) => Ok(ValidEvent {
                     index: 0,
-                    fingerprint: self.key.fingerprint(&raw.account_id, &raw.event_id),
-                    content: content_hash(self.key.seed(), &raw),
+                    fingerprint,
+                    content,
                     event: accept(raw, quantity),
-                    // Not normalized: the session's units were granted for this meter and
-                    // attributes at Authorize, and its end is charged for the same.
-                    as_sent: None,
+                    as_sent: session.as_sent.as_ref().map(|s| {
+                        Box::new(AsSent {
+                            quantity: used,
+                            ..(**s).clone()
+                        })
+                    }),
                     part: None,
                 }),
                 Err(why) => Err(rejected_at_door(raw, why, &config.event_limits, window.now_nanos)),

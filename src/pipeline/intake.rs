@@ -194,16 +194,16 @@ pub(super) fn rejected_at_door(
 }
 
 /// An event as sent that normalization rules changed, and the rules that did.
-struct Sent {
-    event: RawEvent,
-    rules: Vec<Arc<str>>,
+pub(super) struct Sent {
+    pub(super) event: RawEvent,
+    pub(super) rules: Vec<Arc<str>>,
 }
 
 impl Sent {
     /// What the record keeps of it (the id and time are the record's own). `quantity` is the
     /// normalized one: the sent quantity passed its check too when a rule scaled it (a scale
     /// rule leaves a malformed quantity alone), so it is only a fallback.
-    fn kept(self, quantity: Decimal) -> AsSent {
+    pub(super) fn kept(self, quantity: Decimal) -> AsSent {
         let sent = self.event;
         AsSent {
             quantity: sent

@@ -22,6 +22,7 @@ use super::codec::{CodecError, Reader, Writer};
 use super::{Db, StoreError, keys};
 use crate::domain::balance::{EntryKind, LedgerEntry, Lot, Purse, Session, SessionOutcome, Wallet};
 use crate::domain::money::Currency;
+use crate::domain::record::AsSent;
 
 const LAYOUT: u8 = 1;
 
@@ -234,6 +235,18 @@ pub fn encode_session(s: &Session) -> Vec<u8> {
             o.i64(out.at_unix_nanos);
         }
     }
+    // Added after the first layout: what the caller sent, when normalization rules changed
+    // it. Written only then, so a session without it reads as before.
+    if let Some(sent) = &s.as_sent {
+        o.u8(1);
+        o.str(&sent.account_id);
+        o.str(&sent.meter);
+        o.pairs(&sent.attributes);
+        o.u32(sent.rules.len() as u32);
+        for rule in &sent.rules {
+            o.str(rule);
+        }
+    }
     value
 }
 
@@ -252,6 +265,7 @@ pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
         reserved: r.decimal()?,
         expires_unix_nanos: r.i64()?,
         outcome: None,
+        as_sent: None,
     };
     if r.u8()? == 1 {
         let mut out = SessionOutcome {
@@ -268,6 +282,23 @@ pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
         }
         out.at_unix_nanos = r.i64()?;
         s.outcome = Some(out);
+    }
+    if !r.is_empty() && r.u8()? == 1 {
+        let account_id = r.str()?;
+        let meter = r.str()?;
+        let attributes = r.pairs()?;
+        let rules = (0..r.u32()?).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
+        // The units are the session's own: a rule that scales them is refused at Authorize.
+        s.as_sent = Some(Box::new(AsSent {
+            account_id,
+            meter,
+            quantity: s.used,
+            attributes,
+            rules,
+        }));
+    }
+    if !r.is_empty() {
+        return Err(CodecError::Invalid("trailing bytes"));
     }
     Ok(s)
 }
@@ -391,8 +422,22 @@ mod tests {
             reserved: "0.287".parse().unwrap(),
             expires_unix_nanos: 9,
             outcome: None,
+            as_sent: None,
         };
         assert_eq!(decode_session(&encode_session(&s)).unwrap(), s);
+        // A session the rules normalized keeps what was sent (its units are the session's).
+        let before = encode_session(&s);
+        let mut normalized = s.clone();
+        normalized.as_sent = Some(Box::new(crate::domain::record::AsSent {
+            account_id: "sim-1".into(),
+            meter: "voice".into(),
+            quantity: normalized.used,
+            attributes: vec![("destination".into(), "049".into())],
+            rules: vec!["national-to-e164".into()],
+        }));
+        let bytes = encode_session(&normalized);
+        assert_eq!(decode_session(&bytes).unwrap(), normalized);
+        assert!(bytes.starts_with(&before), "what was sent only adds to the value");
         s.outcome = Some(SessionOutcome {
             used: "200".parse().unwrap(),
             charge: "0.3".parse().unwrap(),
@@ -407,5 +452,8 @@ mod tests {
         bad[0] = 2;
         assert!(decode_wallet(&bad).is_err());
         assert!(decode_session(&encode_session(&s)[..20]).is_err());
+        let mut trailing = encode_session(&s);
+        trailing.extend_from_slice(&[0, 7]);
+        assert!(decode_session(&trailing).is_err(), "bytes past the value are refused");
     }
 }

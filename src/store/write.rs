@@ -167,6 +167,13 @@ mod tests {
             reserved: Decimal::from(2),
             expires_unix_nanos: 4,
             outcome: None,
+            as_sent: Some(Box::new(crate::domain::record::AsSent {
+                account_id: "sim-262011234567890".into(),
+                meter: "voice.seconds".into(),
+                quantity: Decimal::ZERO,
+                attributes: vec![("destination".into(), "044".into())],
+                rules: vec!["sim-to-account".into(), "national".into()],
+            })),
         };
         let top_up = StoredTopUp {
             currency: usd,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::domain::money::Currency;
+use crate::domain::record::AsSent;
 
 /// A charging session (`Charging.Authorize` .. `Terminate`): what was granted and is held for
 /// it. The session's usage is rated once, at its end, as one event.
@@ -27,6 +28,9 @@ pub struct Session {
     pub expires_unix_nanos: i64,
     /// Set by `Terminate`.
     pub outcome: Option<SessionOutcome>,
+    /// Set when normalization rules changed the session's event at Authorize: the account,
+    /// meter and attributes as the caller sent them, and the rules (its record keeps them).
+    pub as_sent: Option<Box<AsSent>>,
 }
 
 impl Session {

@@ -110,6 +110,7 @@ impl ShardState {
                 attributes,
                 requested,
                 started,
+                as_sent,
             } => {
                 let ask = AuthorizeAsk {
                     id: session,
@@ -118,6 +119,7 @@ impl ShardState {
                     attributes,
                     requested,
                     started: started.unwrap_or(now),
+                    as_sent,
                 };
                 self.authorize(ctx, env, ask, now)
             }

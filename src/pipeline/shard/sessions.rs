@@ -105,6 +105,7 @@ pub(super) struct AuthorizeAsk {
     pub(super) attributes: Vec<(String, String)>,
     pub(super) requested: Decimal,
     pub(super) started: DateTime<Utc>,
+    pub(super) as_sent: Option<Box<crate::domain::record::AsSent>>,
 }
 
 impl ShardState {
@@ -172,6 +173,7 @@ impl ShardState {
             attributes,
             requested,
             started,
+            as_sent,
         } = ask;
         if let Some(s) = self.sessions.find(env, &id)? {
             // A resend of the same Authorize answers the session as it stands.
@@ -220,6 +222,7 @@ impl ShardState {
             reserved: grant.price,
             expires_unix_nanos: (now + env.reservation_ttl).timestamp_nanos_opt().unwrap_or(i64::MAX),
             outcome: None,
+            as_sent,
         };
         self.wallets
             .apply(&account, currency, now, |w| w.reserve(currency, grant.price, &id, now))?;
