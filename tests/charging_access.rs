@@ -127,33 +127,23 @@ async fn a_session_goes_through_the_normalization_rules_of_the_door() {
     let started = test_now() - Duration::minutes(10);
     let sent = [("imsi", "262011234567890"), ("destination", "02071234567")];
     let mut switch = ChargingClient::new(authed(&d, NETWORK).await);
+    let call = proto::AuthorizeRequest {
+        session_id: "call-1".into(),
+        account_id: "radius-77".into(),
+        meter: "voice.seconds".into(),
+        attributes: attributes(&sent),
+        requested_units: units(120),
+        started_at: started.to_rfc3339(),
+    };
     let grant = switch
-        .authorize(proto::AuthorizeRequest {
-            session_id: "call-1".into(),
-            account_id: "radius-77".into(),
-            meter: "voice.seconds".into(),
-            attributes: attributes(&sent),
-            requested_units: units(120),
-            started_at: started.to_rfc3339(),
-        })
+        .authorize(call.clone())
         .await
         .expect("granted to the account the SIM names")
         .into_inner();
     assert_eq!(grant.granted_units, "120");
     assert_eq!(grant.currency, "EUR");
     // A resent Authorize is normalized the same way, and answers the session as it stands.
-    let again = switch
-        .authorize(proto::AuthorizeRequest {
-            session_id: "call-1".into(),
-            account_id: "radius-77".into(),
-            meter: "voice.seconds".into(),
-            attributes: attributes(&sent),
-            requested_units: units(120),
-            started_at: started.to_rfc3339(),
-        })
-        .await
-        .expect("the same session")
-        .into_inner();
+    let again = switch.authorize(call).await.expect("the same session").into_inner();
     assert_eq!(again, grant);
     let ended = switch
         .terminate(proto::TerminateRequest {
@@ -165,7 +155,7 @@ async fn a_session_goes_through_the_normalization_rules_of_the_door() {
         .into_inner();
     assert!(ended.rejected_detail.is_empty(), "{ended:?}");
     // The same call through ingest, from the SIM of tel-4: the same rules, the same charge.
-    let call = event(
+    let call_2 = event(
         "call-2",
         "radius-78",
         "voice.seconds",
@@ -177,7 +167,7 @@ async fn a_session_goes_through_the_normalization_rules_of_the_door() {
     let ack = IngestClient::new(authed(&d, ADMIN).await)
         .submit(proto::UsageBatch {
             batch_id: 1,
-            events: vec![call],
+            events: vec![call_2],
         })
         .await
         .unwrap()

@@ -229,18 +229,6 @@ impl Pipeline {
         else {
             return Ok(op);
         };
-        let context = self.context.load();
-        if context.mediation.is_empty() {
-            return Ok(BalanceOp::Authorize {
-                session,
-                account,
-                meter,
-                attributes,
-                requested,
-                started,
-                as_sent: None,
-            });
-        }
         let raw = RawEvent {
             event_id: session.clone(),
             account_id: account,
@@ -249,19 +237,32 @@ impl Pipeline {
             timestamp_unix_nanos: started.map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0)),
             attributes,
         };
-        let (event, rules) = match context.mediation.apply(&raw) {
-            Outcome::Unchanged => {
-                return Ok(BalanceOp::Authorize {
-                    session,
-                    account: raw.account_id,
-                    meter: raw.meter,
-                    attributes: raw.attributes,
-                    requested,
-                    started,
-                    as_sent: None,
-                });
+        let rules = &self.context.load().mediation;
+        let outcome = if rules.is_empty() {
+            Outcome::Unchanged
+        } else {
+            rules.apply(&raw)
+        };
+        let (event, as_sent) = match outcome {
+            Outcome::Unchanged => (raw, None),
+            Outcome::Normalized { event, rules } => {
+                if event.quantity != raw.quantity {
+                    return Err(BalanceError::Invalid(format!(
+                        "rules {} change the quantity of meter {:?}: a charging session is granted and \
+                         reported in the units of the tariff",
+                        rules.join(", "),
+                        raw.meter
+                    )));
+                }
+                if let Some(prefix) = scope.filter(|p| !event.account_id.starts_with(*p)) {
+                    return Err(BalanceError::Invalid(format!(
+                        "rules {} moved the session to account {:?}, outside the caller's scope {prefix:?}",
+                        rules.join(", "),
+                        event.account_id
+                    )));
+                }
+                (event, Some(Box::new(Sent { event: raw, rules }.kept(requested))))
             }
-            Outcome::Normalized { event, rules } => (event, rules),
             Outcome::Dropped { rule } => {
                 return Err(BalanceError::Invalid(format!(
                     "rule {rule:?} drops this session's event: nothing would be charged"
@@ -271,21 +272,6 @@ impl Pipeline {
                 return Err(BalanceError::Invalid(format!("rule {rule:?}: {detail}")));
             }
         };
-        if event.quantity != raw.quantity {
-            return Err(BalanceError::Invalid(format!(
-                "rules {} change the quantity of meter {:?}: a charging session is granted and reported in \
-                 the units of the tariff",
-                rules.join(", "),
-                raw.meter
-            )));
-        }
-        if let Some(prefix) = scope.filter(|p| !event.account_id.starts_with(*p)) {
-            return Err(BalanceError::Invalid(format!(
-                "rules {} moved the session to account {:?}, outside the caller's scope {prefix:?}",
-                rules.join(", "),
-                event.account_id
-            )));
-        }
         Ok(BalanceOp::Authorize {
             session,
             account: event.account_id,
@@ -293,7 +279,7 @@ impl Pipeline {
             attributes: event.attributes,
             requested,
             started,
-            as_sent: Some(Box::new(Sent { event: raw, rules }.kept(requested))),
+            as_sent,
         })
     }
 

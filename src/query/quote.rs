@@ -20,6 +20,12 @@ const QUOTE_LIMITS: EventLimits = EventLimits {
     max_attribute_bytes: DEFAULT_MAX_ATTRIBUTE_BYTES,
 };
 
+/// A quoted event no plan prices.
+fn no_plan(index: u32) -> proto::QuotedEvent {
+    let detail = "no plan for this account or plan id".to_string();
+    quote_refused(index, crate::domain::usage::RejectReason::NoTariff, detail)
+}
+
 impl QueryService {
     pub(super) fn quote(&self, request: Request<proto::QuoteRequest>) -> Result<proto::QuoteResponse, ApiError> {
         // A plan quote reads no account's data; an account quote reads its period usage.
@@ -61,12 +67,7 @@ impl QueryService {
                 {
                     Some((p, d, _)) => (p.to_string(), d),
                     None => {
-                        let detail = "no plan for this account or plan id".to_string();
-                        events.push(quote_refused(
-                            index,
-                            crate::domain::usage::RejectReason::NoTariff,
-                            detail,
-                        ));
+                        events.push(no_plan(index));
                         continue;
                     }
                 }
@@ -75,12 +76,7 @@ impl QueryService {
             };
             let period_of = |plan: &crate::domain::tariff::Plan| plan.period.period_of(plan.time_zone, event.timestamp);
             let Some(period) = context.catalogue.plan(&plan_id).map(period_of) else {
-                let detail = "no plan for this account or plan id".to_string();
-                events.push(quote_refused(
-                    index,
-                    crate::domain::usage::RejectReason::NoTariff,
-                    detail,
-                ));
+                events.push(no_plan(index));
                 continue;
             };
             let key = (period.label.clone(), event.meter.clone());
