@@ -216,17 +216,10 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
              served and their batches are refused (DATA_LOSS) until it is restored (docs/security.md)"
         );
     }
-    let recovered_records: usize = committed
+    let mut recovered_records = 0usize;
+    committed
         .totals
-        .iter()
-        .flat_map(|t| {
-            t.parts
-                .iter()
-                .flat_map(|p| &p.meters)
-                .map(|m| m.events as usize)
-                .collect::<Vec<_>>()
-        })
-        .sum();
+        .for_each(|t| recovered_records += t.meters.iter().map(|m| m.events as usize).sum::<usize>());
     let listener = TcpListener::bind(config.listen).await.map_err(|error| AppError::Bind {
         addr: config.listen,
         error,

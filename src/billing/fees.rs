@@ -207,7 +207,7 @@ impl Biller {
     fn part(&self, account: &str, period: &str, plan: &str) -> Option<PeriodTotals> {
         let key = (Arc::from(account), Arc::from(period));
         let totals = self.pipeline.committed().totals.get(&key)?;
-        totals.part(plan).cloned()
+        totals.parts.into_iter().find(|t| &*t.plan == plan)
     }
 
     /// What the committed totals of (account, period, plan) hold under `meter`: the exact sum

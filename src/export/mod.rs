@@ -440,7 +440,7 @@ impl Exporter {
         }
         let targets: Vec<TotalsKey> = if all {
             // Closed periods (within retention) are rewritten too, from their final totals on disk.
-            let mut keys: Vec<TotalsKey> = self.committed.totals.iter().map(|e| e.key().clone()).collect();
+            let mut keys: Vec<TotalsKey> = self.committed.totals.keys();
             if let Some(finals) = &self.committed.finals {
                 let on_disk = finals.keys().map_err(store_failure)?;
                 keys.extend(on_disk.into_iter().map(|(a, p)| (Arc::from(a), Arc::from(p))));

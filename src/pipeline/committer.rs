@@ -148,10 +148,7 @@ impl Committer {
             }
         }
         if records > 0 {
-            let mut accounts: Vec<std::sync::Arc<str>> = group
-                .iter()
-                .flat_map(|o| o.totals.iter().map(|t| t.account.clone()))
-                .collect();
+            let mut accounts: Vec<std::sync::Arc<str>> = group.iter_mut().flat_map(|o| o.accounts.drain(..)).collect();
             accounts.sort_unstable();
             accounts.dedup();
             commit.accounts = accounts;
@@ -191,22 +188,18 @@ impl Committer {
     /// After a durable commit: totals become visible (and marked for the Redis projection), then
     /// the batch parts are acknowledged.
     fn publish(&mut self, group: &mut Vec<ShardOutput>) {
-        let mut changed = Vec::new();
         let mut new = Vec::new();
         let context = self.alerts.context();
+        let committed = &self.committed;
+        let alerts = &mut self.alerts;
         for out in group.iter_mut() {
-            for totals in out.totals.drain(..) {
-                let key = (totals.account.clone(), totals.period.clone());
-                let mut entry = self.committed.totals.entry(key.clone()).or_default();
-                let before = entry.part(&totals.plan).map(|t| t.total_charge);
-                self.alerts.check(&context, before, &totals, &self.committed);
-                if before.is_none() {
+            committed.totals.apply(out.shard, &mut out.totals, |applied| {
+                let totals = applied.after;
+                alerts.check(&context, applied.before, totals, committed);
+                if applied.before.is_none() {
                     new.push((totals.account.clone(), totals.period.clone(), totals.plan.clone()));
                 }
-                entry.upsert(totals);
-                drop(entry);
-                changed.push(key);
-            }
+            });
         }
         if !new.is_empty() {
             self.committed.note_open(new);
@@ -217,9 +210,6 @@ impl Committer {
             }
         }
         self.committed.epoch.store(self.store.next_seq(), Ordering::Release);
-        if !changed.is_empty() {
-            self.committed.mark_dirty(changed);
-        }
         for out in group.drain(..) {
             if let Some(n) = self.committed.outputs_committed.get(out.shard) {
                 n.fetch_add(1, Ordering::AcqRel);

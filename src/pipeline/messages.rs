@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 
 use super::ticket::BatchTicket;
 use super::{balance, corrections, shard};
-use crate::domain::aggregate::PeriodTotals;
 use crate::domain::record::AsSent;
 use crate::domain::usage::{EventOutcome, Rejected, UsageEvent};
 use crate::store::Write;
@@ -60,8 +59,10 @@ pub struct ShardOutput {
     pub duplicate: u32,
     /// Events not accepted (duplicates and rejections).
     pub results: Vec<EventOutcome>,
-    /// Absolute totals of every (account, period, plan) this job changed.
-    pub totals: Vec<PeriodTotals>,
+    /// What this job changed in its shard's totals, by slot (published after the commit).
+    pub totals: super::committed::TotalsDelta,
+    /// The accounts of the totals it changed: those its records are of.
+    pub accounts: Vec<Arc<str>>,
     /// Balance changes (prepaid records, balance operations); `None` for most jobs.
     pub balance: Option<Box<shard::BalanceWrites>>,
     /// What its commit writes besides the records, typed (the store keys and encodes them):
@@ -91,7 +92,8 @@ impl ShardOutput {
             record_count: 0,
             duplicate: 0,
             results: Vec::new(),
-            totals: Vec::new(),
+            totals: Default::default(),
+            accounts: Vec::new(),
             balance: None,
             writes: Vec::new(),
             held: 0,

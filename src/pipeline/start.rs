@@ -105,6 +105,7 @@ impl Pipeline {
             closed: std::sync::RwLock::new(closed),
             retired: std::sync::RwLock::new(retired),
             outputs_committed: (0..config.shards).map(|_| AtomicU64::new(0)).collect(),
+            totals: super::committed::TotalsTable::new(config.shards),
             ..Committed::default()
         });
         committed.epoch.store(store.next_seq(), Ordering::Release);
@@ -114,15 +115,13 @@ impl Pipeline {
                 .insert(Arc::from(wallet.account.as_str()), wallet.view());
         }
         let mut new = Vec::new();
-        for state in &states {
-            for totals in state.all_totals() {
-                new.push((totals.account.clone(), totals.period.clone(), totals.plan.clone()));
-                committed
-                    .totals
-                    .entry((totals.account.clone(), totals.period.clone()))
-                    .or_default()
-                    .upsert(totals);
-            }
+        for (index, state) in states.iter_mut().enumerate() {
+            state.install_totals(index, &committed.totals);
+            new.extend(
+                state
+                    .all_totals()
+                    .map(|t| (t.account.clone(), t.period.clone(), t.plan.clone())),
+            );
         }
         committed.note_open(new);
         let failed = Arc::new(AtomicBool::new(false));

@@ -43,7 +43,8 @@ impl ShardState {
             && copy.uncopied.remove(account)
             && let Some(list) = self.accounts.get(account)
         {
-            copy.totals.extend(list.iter().cloned());
+            copy.totals
+                .extend(list.iter().filter_map(|&slot| self.totals.get(slot)).cloned());
         }
     }
 
@@ -55,7 +56,8 @@ impl ShardState {
             if copy.uncopied.remove(&account)
                 && let Some(list) = self.accounts.get(&account)
             {
-                copy.totals.extend(list.iter().cloned());
+                copy.totals
+                    .extend(list.iter().filter_map(|&slot| self.totals.get(slot)).cloned());
             }
         }
         let tables_done = self.dedupe.copy_tables(&mut copy.dedupe, tables);
@@ -97,7 +99,7 @@ impl ShardState {
                 plan.rounding,
             );
             codec::decode_meters(&mut r, &mut totals)?;
-            state.accounts.entry(account).or_default().push(totals);
+            state.insert_totals(totals);
         }
         if !r.is_empty() {
             return Err(CodecError::Invalid("trailing bytes"));

@@ -230,9 +230,9 @@ impl ShardState {
         let (_, _, plan_key) = self.period(plan, at);
         let period: Arc<str> = Arc::from(period);
         let (meter, quantity, rated_quantity, charge, events) = record.counts();
-        let (index, totals) = self.totals_mut(&record.account_id, &period, &plan_key, plan);
+        let (slot, totals) = self.totals_mut(&record.account_id, &period, &plan_key, plan);
         totals.add_counted(meter, quantity, rated_quantity, charge, events);
-        touched.add(&totals.account.clone(), index);
+        touched.add(slot);
         self.segment.push(&record.as_ref());
         out.record_count += 1;
     }

@@ -11,6 +11,7 @@ mod partial;
 mod rate;
 mod recover;
 mod sessions;
+mod totals;
 mod wallets;
 
 use std::sync::Arc;
@@ -42,7 +43,10 @@ fn day_of(timestamp_unix_nanos: i64) -> u16 {
 /// The state one shard owns.
 pub struct ShardState {
     dedupe: DedupeWindow,
-    accounts: AHashMap<Arc<str>, Vec<PeriodTotals>>,
+    /// Each account's totals: their slots in `totals`.
+    accounts: AHashMap<Arc<str>, Vec<u32>>,
+    /// The totals, numbered as the committed view knows them.
+    totals: totals::Slots,
     /// The most recent period per plan (by plan id, the key shared by every totals of the plan):
     /// most events fall in it.
     periods: AHashMap<Arc<str>, (Period, Arc<str>)>,
@@ -84,6 +88,7 @@ impl Default for ShardState {
         ShardState {
             dedupe: DedupeWindow::default(),
             accounts: AHashMap::new(),
+            totals: Default::default(),
             periods: AHashMap::new(),
             evicted_through_day: 0,
             closed_before: DateTime::<Utc>::MIN_UTC,
@@ -118,11 +123,23 @@ impl ShardState {
     }
 
     pub fn all_totals(&self) -> impl Iterator<Item = PeriodTotals> + '_ {
-        self.accounts.values().flatten().cloned()
+        self.totals.iter().map(|(_, t)| t.clone())
     }
 
-    /// The totals of (account, period, plan), created when absent, and their index in the
-    /// account's list. One map lookup when the account is known (its key is kept in every totals).
+    /// Hands every totals to the committed view at start (see [`totals::Slots::install`]).
+    pub fn install_totals(&mut self, shard: usize, table: &crate::pipeline::committed::TotalsTable) {
+        self.totals.install(shard, table);
+    }
+
+    /// Puts a totals read back from a checkpoint in a slot of its account.
+    fn insert_totals(&mut self, totals: PeriodTotals) {
+        let account = totals.account.clone();
+        let slot = self.totals.insert(totals);
+        self.accounts.entry(account).or_default().push(slot);
+    }
+
+    /// The totals of (account, period, plan), created when absent, and their slot. One map
+    /// lookup when the account is known (its key is kept in every totals).
     /// Each plan of a period has its own totals: a plan change starts the new plan's cumulative
     /// tiers and allowances from zero, and no sum mixes currencies.
     fn totals_mut(
@@ -131,7 +148,7 @@ impl ShardState {
         period: &Arc<str>,
         plan_id: &Arc<str>,
         plan: &Plan,
-    ) -> (usize, &mut PeriodTotals) {
+    ) -> (u32, &mut PeriodTotals) {
         if self.copying.is_some() {
             self.copy_before_change(account);
         }
@@ -139,27 +156,29 @@ impl ShardState {
             self.accounts.insert(Arc::from(account), Vec::new());
         }
         // Invariant: the account was present or inserted just above.
-        let list = self.accounts.get_mut(account).expect("account present");
-        match list
-            .iter()
-            .position(|t| (Arc::ptr_eq(&t.period, period) || t.period == *period) && t.plan == *plan_id)
-        {
-            Some(i) => (i, &mut list[i]),
+        let (key, list) = self.accounts.get_key_value(account).expect("account present");
+        let found = list.iter().copied().find(|&slot| {
+            self.totals
+                .get(slot)
+                .is_some_and(|t| (Arc::ptr_eq(&t.period, period) || t.period == *period) && t.plan == *plan_id)
+        });
+        let slot = match found {
+            Some(slot) => slot,
             None => {
-                let key = match list.first() {
-                    Some(t) => t.account.clone(),
-                    None => Arc::from(account),
-                };
-                list.push(PeriodTotals::new(
-                    key,
+                let totals = PeriodTotals::new(
+                    key.clone(),
                     period.clone(),
                     plan_id.clone(),
                     plan.currency,
                     plan.rounding,
-                ));
-                (list.len() - 1, list.last_mut().expect("pushed above"))
+                );
+                let slot = self.totals.insert(totals);
+                // Invariant: as above.
+                self.accounts.get_mut(account).expect("account present").push(slot);
+                slot
             }
-        }
+        };
+        (slot, self.totals.get_mut(slot))
     }
 
     /// The billing period of `at` under `plan`, from the per-plan cache when it holds: its label,
@@ -206,8 +225,17 @@ impl ShardState {
         if closed.is_empty() {
             return;
         }
+        let totals = &mut self.totals;
         self.accounts.retain(|_, list| {
-            list.retain(|t| !closed.contains(&(t.plan.clone(), t.period.clone())));
+            list.retain(|&slot| {
+                let open = totals
+                    .get(slot)
+                    .is_some_and(|t| !closed.contains(&(t.plan.clone(), t.period.clone())));
+                if !open {
+                    totals.remove(slot);
+                }
+                open
+            });
             !list.is_empty()
         });
         self.accounts.shrink_to_fit();

@@ -2,8 +2,6 @@
 //! its subscription in its billing period, added to the totals and encoded as a record; every
 //! event not accepted gets its outcome, and rejected ones their suspense entry.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 
 use super::{ShardState, day_of};
@@ -16,19 +14,17 @@ use crate::pipeline::{RatingContext, ShardJob, ShardOutput, ValidEvent};
 use crate::rating::{RatingInput, rate};
 use crate::store::Write;
 
-/// The (account, period) totals one job changed, each once, in first-touched order: the account's
-/// key and the totals' index in its list (an account's list only grows while a job runs).
+/// The slots of the totals one job changed, in first-touched order (a slot may repeat; the
+/// output sends each once).
 #[derive(Default)]
 pub struct Touched {
-    seen: ahash::AHashSet<(usize, usize)>,
-    list: Vec<(Arc<str>, usize)>,
+    list: Vec<u32>,
 }
 
 impl Touched {
-    pub(super) fn add(&mut self, account: &Arc<str>, index: usize) {
-        // A totals' own account key (its address) and its index identify it for the job.
-        if self.seen.insert((Arc::as_ptr(account) as *const u8 as usize, index)) {
-            self.list.push((account.clone(), index));
+    pub(super) fn add(&mut self, slot: u32) {
+        if self.list.last() != Some(&slot) {
+            self.list.push(slot);
         }
     }
 }
@@ -66,14 +62,10 @@ impl ShardState {
         out.rated_at = std::time::Instant::now();
     }
 
-    /// Copies of the totals a job changed into its output (the committer publishes them after
-    /// the commit).
-    pub(super) fn push_changed_totals(&self, touched: Touched, out: &mut ShardOutput) {
-        for (account, index) in touched.list {
-            if let Some(t) = self.accounts.get(&*account).and_then(|l| l.get(index)) {
-                out.totals.push(t.clone());
-            }
-        }
+    /// What the job changed in the totals, by slot, into its output (the committer publishes it
+    /// after the commit).
+    pub(super) fn push_changed_totals(&mut self, touched: Touched, out: &mut ShardOutput) {
+        self.totals.delta(&touched.list, &mut out.totals, &mut out.accounts);
     }
 
     // Inlined into the job loop (as it was when the loop was its only caller): a call per event
@@ -165,7 +157,7 @@ impl ShardState {
             return refuse(out, RejectReason::PeriodClosed, detail, self.received_at);
         }
         let pays = prepaid || self.wallets.paying();
-        let (index, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
+        let (slot, totals) = self.totals_mut(&ev.account_id, &period, &plan_id, plan);
         let usage = totals.usage(&ev.meter);
         let (rated_quantity, charge, version) = if one_off {
             let version = plan.version_at(ev.timestamp).map_or(0, |v| v.number);
@@ -195,13 +187,12 @@ impl ShardState {
             {
                 return refuse(out, RejectReason::InsufficientBalance, detail, self.received_at);
             }
-            // Invariant: totals_mut above holds the account's list and its index.
-            &mut self.accounts.get_mut(&*ev.account_id).expect("account present")[index]
+            self.totals.get_mut(slot)
         } else {
             totals
         };
         totals.add(&ev.meter, ev.quantity, rated_quantity, charge);
-        touched.add(&totals.account, index);
+        touched.add(slot);
         self.dedupe.insert(e.fingerprint, day_of(nanos), e.content);
         if moved {
             out.writes.push(Write::MovedClaim {

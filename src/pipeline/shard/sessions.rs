@@ -154,7 +154,11 @@ impl ShardState {
         let usage = self
             .accounts
             .get(account)
-            .and_then(|list| list.iter().find(|t| t.period == period && t.plan == plan_key))
+            .and_then(|list| {
+                list.iter()
+                    .filter_map(|&slot| self.totals.get(slot))
+                    .find(|t| t.period == period && t.plan == plan_key)
+            })
             .map_or(Decimal::ZERO, |t| t.usage(meter));
         Ok((plan, discount, usage))
     }

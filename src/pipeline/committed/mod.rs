@@ -1,6 +1,9 @@
 //! The committed view: what readers see. The committer publishes each commit's changed totals
 //! and wallets here after its fsync, so nothing in it is ahead of the disk; closed periods'
-//! totals are read from their final totals on disk (`f/`), not kept in memory.
+//! totals are read from their final totals on disk (`f/`), not kept in memory. The totals sit in
+//! slots the shards number (`table`).
+
+mod table;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,7 @@ use dashmap::DashMap;
 use super::{PipelineError, lock};
 use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
 use crate::store::{Finals, RetiredPeriod, StoreError};
+pub use table::{MeterValues, TotalsChange, TotalsDelta, TotalsTable};
 
 /// An (account, period) key.
 pub type TotalsKey = (Arc<str>, Arc<str>);
@@ -20,9 +24,11 @@ pub type OpenPeriods = ahash::AHashMap<(Arc<str>, Arc<str>), Vec<Arc<str>>>;
 /// What readers see: durable totals only, published by the committer after each fsync.
 #[derive(Default)]
 pub struct Committed {
-    /// Totals by (account, period), one part per plan that rated usage in the period.
-    pub totals: DashMap<TotalsKey, AccountPeriod, ahash::RandomState>,
-    /// Keys changed since the Redis projection last took them (bounded by the number of totals).
+    /// Totals by (account, period), one part per plan that rated usage in the period, in the
+    /// shards' slots.
+    pub totals: TotalsTable,
+    /// Keys marked changed besides the slots (a close, a failed flush), until the Redis projection
+    /// takes them (bounded by the number of totals).
     pub dirty: Mutex<ahash::AHashSet<TotalsKey>>,
     /// The sequence number the next commit will get: grows with every commit, across restarts.
     pub epoch: std::sync::atomic::AtomicU64,
@@ -100,7 +106,7 @@ impl Committed {
     /// `None` when it has none.
     pub fn get(&self, account: &str, period: &str) -> Result<Option<AccountPeriod>, StoreError> {
         let key: TotalsKey = (Arc::from(account), Arc::from(period));
-        let in_memory = self.totals.get(&key).map(|t| t.clone());
+        let in_memory = self.totals.get(&key);
         let Some(finals) = self.finals.as_ref().filter(|_| self.any_closed(period)) else {
             return Ok(in_memory);
         };
@@ -116,9 +122,9 @@ impl Committed {
     pub fn of_period(&self, period: &str) -> Result<Vec<(Arc<str>, AccountPeriod)>, StoreError> {
         let mut out: ahash::AHashMap<Arc<str>, AccountPeriod> = self
             .totals
-            .iter()
-            .filter(|e| &*e.key().1 == period)
-            .map(|e| (e.key().0.clone(), e.value().clone()))
+            .of_period(period)
+            .into_iter()
+            .map(|((account, _), totals)| (account, totals))
             .collect();
         if let Some(finals) = self.finals.as_ref().filter(|_| self.any_closed(period)) {
             let mut by_account: ahash::AHashMap<Arc<str>, Vec<PeriodTotals>> = ahash::AHashMap::new();
@@ -163,25 +169,15 @@ impl Committed {
         let accounts = lock(&self.open)
             .remove(&(plan.clone(), period.clone()))
             .unwrap_or_default();
-        for account in accounts {
-            let key = (account, period.clone());
-            let empty = match self.totals.get_mut(&key) {
-                Some(mut entry) => {
-                    entry.parts.retain(|p| p.plan != *plan);
-                    entry.parts.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                self.totals.remove_if(&key, |_, v| v.parts.is_empty());
-            }
-        }
+        self.totals.forget(plan, period, accounts);
         self.closed_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Takes the changed keys (the Redis projection calls this once per flush).
     pub fn take_dirty(&self) -> ahash::AHashSet<TotalsKey> {
-        std::mem::take(&mut *lock(&self.dirty))
+        let mut keys = std::mem::take(&mut *lock(&self.dirty));
+        self.totals.take_dirty(&mut keys);
+        keys
     }
 
     /// Puts keys back after a failed flush.
