@@ -10,10 +10,14 @@ use chrono::Utc;
 use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
+mod fields;
+
+use fields::hset_single;
+pub use fields::{LAYOUT, balance_fields, fields};
+
 use crate::config::RedisConfig;
-use crate::domain::aggregate::{AccountPeriod, PeriodTotals};
+use crate::domain::aggregate::PeriodTotals;
 use crate::domain::alert::SpendAlert;
-use crate::domain::balance::at_record_scale;
 use crate::limits::REDIS_KEYS_PER_PIPELINE as KEYS_PER_PIPELINE;
 use crate::pipeline::{CommittedView, TotalsKey};
 use crate::shutdown::Shutdown;
@@ -70,109 +74,6 @@ impl Keys<'_> {
     pub fn balance(&self, account: &str) -> String {
         format!("{}:balance:{{{account}}}", self.prefix)
     }
-}
-
-/// The fields of a balance hash: per currency its available, reserved and credit limit, and the
-/// epoch they were read at.
-pub fn balance_fields(
-    view: &crate::domain::balance::BalanceView,
-    epoch: u64,
-    updated_at: &str,
-) -> Vec<(String, String)> {
-    let mut f = vec![
-        ("epoch".to_string(), epoch.to_string()),
-        ("updated_at".to_string(), updated_at.to_string()),
-    ];
-    for (currency, available, reserved, credit_limit) in &view.purses {
-        f.push((format!("{currency}:available"), at_record_scale(*available).to_string()));
-        f.push((format!("{currency}:reserved"), at_record_scale(*reserved).to_string()));
-        f.push((
-            format!("{currency}:credit_limit"),
-            at_record_scale(*credit_limit).to_string(),
-        ));
-    }
-    f
-}
-
-/// The layout version of the aggregate hashes (docs/redis.md), written in their `layout` field.
-pub const LAYOUT: u32 = 2;
-
-/// The fields of an aggregate hash (layout 2), and the layout-1 fields that do not hold for it:
-/// a period billed in several currencies has no single currency, plan or total, so those fields
-/// are removed rather than left stale. A period under one plan (nearly every one) is written as
-/// in layout 1 plus `layout`: the per-currency and per-plan fields appear with a second plan.
-/// `closed` tells whether one plan's period is closed.
-pub fn fields(
-    period: &AccountPeriod,
-    closed: impl Fn(&PeriodTotals) -> bool,
-    epoch: u64,
-    updated_at: &str,
-) -> (Vec<(String, String)>, Vec<String>) {
-    let status = |closed: bool| if closed { "closed" } else { "open" };
-    let mut f = vec![
-        ("layout".to_string(), LAYOUT.to_string()),
-        (
-            "status".to_string(),
-            status(period.parts.iter().all(&closed)).to_string(),
-        ),
-        ("epoch".to_string(), epoch.to_string()),
-        ("updated_at".to_string(), updated_at.to_string()),
-    ];
-    if let [t] = period.parts.as_slice() {
-        f.extend([
-            ("currency".to_string(), t.currency.to_string()),
-            ("plan".to_string(), t.plan.to_string()),
-            ("total:charge".to_string(), t.total_charge.to_string()),
-            ("total:amount".to_string(), t.amount().to_string()),
-        ]);
-        for m in &t.meters {
-            f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
-            f.push((format!("{}:charge", m.meter), m.charge.to_string()));
-            f.push((format!("{}:events", m.meter), m.events.to_string()));
-        }
-        return (f, Vec::new());
-    }
-    let currencies = period.by_currency();
-    let list = |items: &mut dyn Iterator<Item = &str>| items.collect::<Vec<_>>().join(",");
-    f.push((
-        "currencies".to_string(),
-        list(&mut currencies.iter().map(|c| c.currency.as_str())),
-    ));
-    f.push(("plans".to_string(), list(&mut period.parts.iter().map(|t| &*t.plan))));
-    let mut gone = Vec::new();
-    match (&currencies[..], period.latest_plan()) {
-        ([one], Some(plan)) => f.extend([
-            ("currency".to_string(), one.currency.to_string()),
-            ("plan".to_string(), plan.to_string()),
-            ("total:charge".to_string(), one.charge.to_string()),
-            ("total:amount".to_string(), one.amount.to_string()),
-        ]),
-        _ => gone.extend(["currency", "plan", "total:charge", "total:amount"].map(String::from)),
-    }
-    for c in &currencies {
-        f.push((format!("total:{}:charge", c.currency), c.charge.to_string()));
-        f.push((format!("total:{}:amount", c.currency), c.amount.to_string()));
-    }
-    for t in &period.parts {
-        f.push((format!("plan:{}:currency", t.plan), t.currency.to_string()));
-        f.push((format!("plan:{}:status", t.plan), status(closed(t)).to_string()));
-        f.push((format!("plan:{}:charge", t.plan), t.total_charge.to_string()));
-        f.push((format!("plan:{}:amount", t.plan), t.amount().to_string()));
-        for m in &t.meters {
-            f.push((format!("plan:{}:{}:charge", t.plan, m.meter), m.charge.to_string()));
-        }
-    }
-    let single = currencies.len() == 1;
-    for m in &period.merged_meters() {
-        f.push((format!("{}:quantity", m.meter), m.quantity.normalize().to_string()));
-        f.push((format!("{}:events", m.meter), m.events.to_string()));
-        if single {
-            f.push((format!("{}:charge", m.meter), m.charge.to_string()));
-        } else {
-            gone.push(format!("{}:charge", m.meter));
-        }
-    }
-    (f, gone)
 }
 
 /// The projection task: flushes changed totals every interval, resyncs everything after a start,
@@ -460,6 +361,7 @@ impl Exporter {
         } else {
             Duration::ZERO
         };
+        let mut scratch = String::new();
         for (n, chunk) in targets.chunks(KEYS_PER_PIPELINE).enumerate() {
             if n > 0 && !pace.is_zero() {
                 tokio::time::sleep(pace).await;
@@ -472,20 +374,26 @@ impl Exporter {
                 let closed_periods = self.committed.closed.read().unwrap_or_else(|e| e.into_inner()).clone();
                 for key in chunk {
                     let (account, period) = key;
-                    let Some(t) = self.committed.get(account, period).map_err(store_failure)? else {
-                        continue;
-                    };
                     // A damaged account's totals are unknown: not projected (docs/security.md).
                     if self.committed.damaged.contains_key(account) {
                         continue;
                     }
-                    let closed = |p: &PeriodTotals| closed_periods.contains(&(p.plan.clone(), p.period.clone()));
-                    let (values, gone) = fields(&t, closed, epoch, &updated_at);
                     let hash = keys.aggregate(account, period);
-                    if !gone.is_empty() {
-                        pipe.hdel(&hash, &gone).ignore();
+                    // One open plan (nearly every key): written from the view in place.
+                    let written = self.committed.with_single(key, |t| {
+                        hset_single(&mut pipe, &hash, t, epoch, &updated_at, &mut scratch);
+                    });
+                    if written.is_none() {
+                        let Some(t) = self.committed.get(account, period).map_err(store_failure)? else {
+                            continue;
+                        };
+                        let closed = |p: &PeriodTotals| closed_periods.contains(&(p.plan.clone(), p.period.clone()));
+                        let (values, gone) = fields(&t, closed, epoch, &updated_at);
+                        if !gone.is_empty() {
+                            pipe.hdel(&hash, &gone).ignore();
+                        }
+                        pipe.hset_multiple(hash, &values).ignore();
                     }
-                    pipe.hset_multiple(hash, &values).ignore();
                     if !self.in_sets.contains(key) {
                         pipe.sadd(keys.accounts(period), account.as_ref()).ignore();
                         added.push(key.clone());

@@ -117,6 +117,16 @@ impl Committed {
         Ok(Some(merge(on_disk, in_memory)))
     }
 
+    /// Runs `f` on an account's totals of a period without a copy, when they are one plan's,
+    /// in memory, and no plan's period of that label is closed (nearly always); `None` otherwise
+    /// (read them with [`Committed::get`]).
+    pub fn with_single<R>(&self, key: &TotalsKey, f: impl FnOnce(&PeriodTotals) -> R) -> Option<R> {
+        if self.any_closed(&key.1) {
+            return None;
+        }
+        self.totals.with_single(key, f)
+    }
+
     /// Every account's totals of a period (memory and disk, as [`Committed::get`]), damaged
     /// accounts left out.
     pub fn of_period(&self, period: &str) -> Result<Vec<(Arc<str>, AccountPeriod)>, StoreError> {

@@ -195,6 +195,21 @@ impl TotalsTable {
             .collect()
     }
 
+    /// Runs `f` on the totals of (account, period) without a copy when it has exactly one part
+    /// (nearly every key); `None` otherwise. The part's page stays locked while `f` runs.
+    pub fn with_single<R>(&self, key: &TotalsKey, f: impl FnOnce(&PeriodTotals) -> R) -> Option<R> {
+        let refs = self.index.get(key)?;
+        let [at] = refs.as_slice() else {
+            return None;
+        };
+        let shard = self.shards.get(at.shard as usize)?;
+        shard
+            .with_slot(at.slot, false, |s| {
+                s.as_ref().filter(|t| t.account == key.0 && t.period == key.1).map(f)
+            })
+            .flatten()
+    }
+
     fn read_parts(&self, key: &TotalsKey, refs: &[SlotRef]) -> Vec<PeriodTotals> {
         refs.iter()
             .filter_map(|r| {
