@@ -123,3 +123,72 @@ impl Slots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::domain::money::{InvoiceRounding, RoundingMode};
+
+    fn totals(account: &str) -> PeriodTotals {
+        PeriodTotals::new(
+            account.into(),
+            "2026-12".into(),
+            "basic".into(),
+            "EUR".parse().unwrap(),
+            InvoiceRounding {
+                places: 2,
+                mode: RoundingMode::HalfUp,
+            },
+        )
+    }
+
+    fn kinds(delta: &TotalsDelta) -> Vec<String> {
+        delta
+            .changes
+            .iter()
+            .map(|c| match c {
+                TotalsChange::Freed(s) => format!("freed {s}"),
+                TotalsChange::Whole(s, _) => format!("whole {s}"),
+                TotalsChange::Values { slot, meters, .. } => format!("values {slot} ({meters} meters)"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_totals_goes_whole_once_then_by_numbers_until_it_gains_a_meter() {
+        let mut slots = Slots::default();
+        let a = slots.insert(totals("a"));
+        slots.get_mut(a).add("calls", Decimal::ONE, Decimal::ONE, Decimal::ONE);
+        let (mut delta, mut accounts) = (TotalsDelta::default(), Vec::new());
+        slots.delta(&[a, a], &mut delta, &mut accounts);
+        assert_eq!(kinds(&delta), ["whole 0"]);
+        assert_eq!(accounts.len(), 1, "a slot touched twice is sent once");
+        let mut delta = TotalsDelta::default();
+        slots.get_mut(a).add("calls", Decimal::ONE, Decimal::ONE, Decimal::ONE);
+        slots.delta(&[a], &mut delta, &mut accounts);
+        assert_eq!(kinds(&delta), ["values 0 (1 meters)"]);
+        assert_eq!(delta.meters[0].events, 2);
+        let mut delta = TotalsDelta::default();
+        slots.get_mut(a).add("sms", Decimal::ONE, Decimal::ONE, Decimal::ONE);
+        slots.delta(&[a], &mut delta, &mut accounts);
+        assert_eq!(kinds(&delta), ["whole 0"]);
+    }
+
+    #[test]
+    fn a_freed_slot_is_told_to_the_view_before_it_is_reused() {
+        let mut slots = Slots::default();
+        let a = slots.insert(totals("a"));
+        let b = slots.insert(totals("b"));
+        slots.remove(a);
+        let c = slots.insert(totals("c"));
+        assert_ne!(c, a, "not reused before the view knows it is free");
+        let (mut delta, mut accounts) = (TotalsDelta::default(), Vec::new());
+        slots.delta(&[b], &mut delta, &mut accounts);
+        assert_eq!(kinds(&delta), ["freed 0", "whole 1"]);
+        let d = slots.insert(totals("d"));
+        assert_eq!(d, a, "reused once told");
+        assert_eq!(slots.iter().count(), 3);
+    }
+}
