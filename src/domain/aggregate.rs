@@ -139,17 +139,6 @@ impl AccountPeriod {
         self.parts.iter().find(|t| &*t.plan == plan)
     }
 
-    /// Puts `totals` in place of the part of its plan (or adds it); the part's charge before.
-    pub fn upsert(&mut self, totals: PeriodTotals) -> Option<Decimal> {
-        match self.parts.iter_mut().find(|t| t.plan == totals.plan) {
-            Some(part) => Some(std::mem::replace(part, totals).total_charge),
-            None => {
-                self.parts.push(totals);
-                None
-            }
-        }
-    }
-
     /// The totals per currency, sorted by currency code.
     pub fn by_currency(&self) -> Vec<CurrencyTotal> {
         let mut sums: Vec<CurrencyTotal> = Vec::with_capacity(1);

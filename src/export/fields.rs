@@ -119,38 +119,39 @@ pub(super) fn hset_single(
     updated_at: &str,
     scratch: &mut String,
 ) {
-    let mut number = |pipe: &mut redis::Pipeline, value: &dyn std::fmt::Display| {
-        scratch.clear();
-        let _ = write!(scratch, "{value}");
-        pipe.arg(scratch.as_str());
-    };
     pipe.cmd("HMSET").arg(hash);
     pipe.arg("layout");
-    number(pipe, &LAYOUT);
+    arg_shown(pipe, scratch, &LAYOUT);
     pipe.arg("status").arg("open").arg("epoch");
-    number(pipe, &epoch);
+    arg_shown(pipe, scratch, &epoch);
     pipe.arg("updated_at")
         .arg(updated_at)
         .arg("currency")
         .arg(t.currency.as_str());
     pipe.arg("plan").arg(&*t.plan).arg("total:charge");
-    number(pipe, &t.total_charge);
+    arg_shown(pipe, scratch, &t.total_charge);
     pipe.arg("total:amount");
-    number(pipe, &t.amount());
-    let mut name = String::new();
+    arg_shown(pipe, scratch, &t.amount());
     for m in &t.meters {
         for (suffix, value) in [
             ("quantity", &m.quantity.normalize() as &dyn std::fmt::Display),
             ("charge", &m.charge),
             ("events", &m.events),
         ] {
-            name.clear();
-            let _ = write!(name, "{}:{suffix}", m.meter);
-            pipe.arg(name.as_str());
-            number(pipe, value);
+            scratch.clear();
+            let _ = write!(scratch, "{}:{suffix}", m.meter);
+            pipe.arg(scratch.as_str());
+            arg_shown(pipe, scratch, value);
         }
     }
     pipe.ignore();
+}
+
+/// Appends `value` as shown to the pipeline's last command, formatted in `scratch`.
+fn arg_shown(pipe: &mut redis::Pipeline, scratch: &mut String, value: &dyn std::fmt::Display) {
+    scratch.clear();
+    let _ = write!(scratch, "{value}");
+    pipe.arg(scratch.as_str());
 }
 
 #[cfg(test)]

@@ -116,12 +116,7 @@ impl Pipeline {
         }
         let mut new = Vec::new();
         for (index, state) in states.iter_mut().enumerate() {
-            state.install_totals(index, &committed.totals);
-            new.extend(
-                state
-                    .all_totals()
-                    .map(|t| (t.account.clone(), t.period.clone(), t.plan.clone())),
-            );
+            state.install_totals(index, &committed.totals, &mut new);
         }
         committed.note_open(new);
         let failed = Arc::new(AtomicBool::new(false));

@@ -225,11 +225,12 @@ impl TotalsTable {
 
     /// Installs a totals at start (recovery), as if published.
     pub fn install(&self, shard: usize, slot: u32, totals: PeriodTotals) {
-        let _ = self.apply_whole(shard, slot, totals);
+        self.apply_whole(shard, slot, totals, |_| {});
     }
 
     /// Applies one job's changes of `shard`'s slots; `each` sees every changed totals, with its
-    /// charge before. Marks them dirty for the Redis projection.
+    /// charge before. Marks them dirty for the Redis projection. `each` runs with the slot's page
+    /// locked: it must not read the view's totals (the alerts check reads only the store).
     pub fn apply(&self, shard: usize, delta: &mut TotalsDelta, mut each: impl FnMut(Applied<'_>)) {
         let Some(slots) = self.shards.get(shard) else {
             return;
@@ -241,13 +242,7 @@ impl TotalsTable {
             match change {
                 TotalsChange::Freed(slot) => self.free(shard, slot),
                 TotalsChange::Whole(slot, totals) => {
-                    let plan = totals.plan.clone();
-                    let before = self.apply_whole(shard, slot, totals);
-                    slots.with_slot(slot, false, |s| {
-                        if let Some(after) = s.as_ref().filter(|t| t.plan == plan) {
-                            each(Applied { before, after });
-                        }
-                    });
+                    self.apply_whole(shard, slot, totals, &mut each);
                     dirty.mark(slot);
                 }
                 TotalsChange::Values {
@@ -283,18 +278,21 @@ impl TotalsTable {
         delta.meters.clear();
     }
 
-    /// Puts a totals whole in its slot and indexes it when new there; its charge before (`None`
-    /// when the slot held another totals or none).
-    fn apply_whole(&self, shard: usize, slot: u32, totals: PeriodTotals) -> Option<Decimal> {
+    /// Puts a totals whole in its slot, runs `each` on it (with its charge before: `None` when
+    /// the slot held another totals or none), and indexes it when it is new there.
+    fn apply_whole(&self, shard: usize, slot: u32, totals: PeriodTotals, each: impl FnOnce(Applied<'_>)) {
+        let Some(slots) = self.shards.get(shard) else {
+            return;
+        };
         let key: TotalsKey = (totals.account.clone(), totals.period.clone());
-        let slots = self.shards.get(shard)?;
         let before = slots
             .with_slot(slot, true, |s| {
                 let before = s
                     .as_ref()
                     .filter(|t| t.account == totals.account && t.period == totals.period && t.plan == totals.plan)
                     .map(|t| t.total_charge);
-                *s = Some(totals);
+                let after = s.insert(totals);
+                each(Applied { before, after });
                 before
             })
             .flatten();
@@ -303,12 +301,11 @@ impl TotalsTable {
                 shard: shard as u32,
                 slot,
             };
-            let mut refs = self.index.entry(key.clone()).or_default();
+            let mut refs = self.index.entry(key).or_default();
             if !refs.contains(&at) {
                 refs.push(at);
             }
         }
-        before
     }
 
     /// Empties a slot the shard freed and takes it out of the index.

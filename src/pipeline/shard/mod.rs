@@ -126,9 +126,15 @@ impl ShardState {
         self.totals.iter().map(|(_, t)| t.clone())
     }
 
-    /// Hands every totals to the committed view at start (see [`totals::Slots::install`]).
-    pub fn install_totals(&mut self, shard: usize, table: &crate::pipeline::committed::TotalsTable) {
-        self.totals.install(shard, table);
+    /// Hands every totals to the committed view at start, and each one's (account, period, plan)
+    /// to `keys` (see [`totals::Slots::install`]).
+    pub fn install_totals(
+        &mut self,
+        shard: usize,
+        table: &crate::pipeline::committed::TotalsTable,
+        keys: &mut Vec<(Arc<str>, Arc<str>, Arc<str>)>,
+    ) {
+        self.totals.install(shard, table, keys);
     }
 
     /// Puts a totals read back from a checkpoint in a slot of its account.

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use crate::domain::aggregate::PeriodTotals;
 use crate::pipeline::committed::{MeterValues, TotalsChange, TotalsDelta, TotalsTable};
 
+/// An (account, period, plan) of the open periods' index.
+pub(super) type OpenKey = (Arc<str>, Arc<str>, Arc<str>);
+
 /// `published` of a slot the view does not hold.
 const UNPUBLISHED: u16 = u16::MAX;
 
@@ -70,12 +73,14 @@ impl Slots {
             .filter_map(|(i, s)| s.as_ref().map(|t| (i as u32, t)))
     }
 
-    /// Hands every totals to the view at start, as published; slots freed before are free.
-    pub(super) fn install(&mut self, shard: usize, table: &TotalsTable) {
+    /// Hands every totals to the view at start, as published, and each one's (account, period,
+    /// plan) to `keys`; slots freed before are free.
+    pub(super) fn install(&mut self, shard: usize, table: &TotalsTable, keys: &mut Vec<OpenKey>) {
         for (slot, totals) in self.slots.iter().enumerate() {
             if let Some(t) = totals {
+                keys.push((t.account.clone(), t.period.clone(), t.plan.clone()));
                 table.install(shard, slot as u32, t.clone());
-                self.published[slot] = t.meters.len() as u16;
+                self.published[slot] = u16::try_from(t.meters.len()).unwrap_or(UNPUBLISHED);
             }
         }
         self.free.append(&mut self.freed);
