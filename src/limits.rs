@@ -91,12 +91,12 @@ pub const FEES_PER_BATCH: usize = 1_000;
 /// account holds one job's records of the period in memory at a time, and reads the blocks once
 /// per job (BENCHMARKS.md, issue 17: 2.6 s a round on a data dir of 9 million records).
 pub const ACCOUNTS_PER_JOB: usize = 4096;
-/// Accounts and dedupe tables a shard copies per step of a checkpoint copy, between jobs: a step
-/// costs well under a millisecond, and a copy completes in about 16 steps.
+/// Accounts whose totals a shard copies per step of a checkpoint copy, between jobs: a step
+/// costs well under a millisecond (the dedupe ids are not copied: the claims since the last cut
+/// are handed over whole, see `pipeline::dedupe::journal`).
 pub const COPY_ACCOUNTS_PER_STEP: usize = 4096;
-pub const COPY_TABLES_PER_STEP: usize = 4;
 /// Tables per day of the dedupe window's hot tier (by the fingerprint's high bits): each is
-/// copied, spilled and dropped on its own, so no single one grows large.
+/// spilled and dropped on its own, so no single one grows large.
 pub const DEDUPE_TABLES: usize = 64;
 /// Late ids (of days already spilled) that make a spill of their own before the next day's:
 /// 1,048,576 ids are about 30 MiB of hot tier.
@@ -178,10 +178,8 @@ const _: () = assert!(MAX_PAGE <= MAX_REPROCESS);
 const _: () = assert!(FEES_PER_BATCH <= DEFAULT_MAX_BATCH_EVENTS);
 // One stream cannot hold more batches than the pipeline admits.
 const _: () = assert!(DEFAULT_MAX_INFLIGHT_PER_STREAM <= DEFAULT_MAX_INFLIGHT_BATCHES);
-// The hot tier picks a table by masking the fingerprint's bits, and a copy step takes whole
-// tables: a copy of a day ends on a table boundary.
+// The hot tier picks a table by masking the fingerprint's bits.
 const _: () = assert!(DEDUPE_TABLES.is_power_of_two());
-const _: () = assert!(DEDUPE_TABLES.is_multiple_of(COPY_TABLES_PER_STEP));
 // A block part's lengths are stored as u32.
 const _: () = assert!(BLOCK_PART_BYTES <= u32::MAX as usize);
 // A banded duration in nanoseconds fits an i64.

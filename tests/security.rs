@@ -677,6 +677,16 @@ fn spawn_logged(config: &Path, dir: &Path, name: &str) -> (common::DaemonProcess
     (daemon, move || std::fs::read_to_string(&path).unwrap())
 }
 
+/// Flips a bit of each file's last byte (inside what its checksum covers).
+fn flip_last_byte(paths: &[std::path::PathBuf]) {
+    for path in paths {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 1;
+        bytes[at] ^= 0x40;
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
 // Multi-threaded: the child processes are waited for with blocking calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refused() {
@@ -762,12 +772,7 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
         .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
         .collect();
     assert!(!checkpoints.is_empty());
-    for path in &checkpoints {
-        let mut bytes = std::fs::read(path).unwrap();
-        let at = bytes.len() - 1;
-        bytes[at] ^= 0x40;
-        std::fs::write(path, bytes).unwrap();
-    }
+    flip_last_byte(&checkpoints);
     let (d, log) = spawn_logged(&config, &dir.0, "after-checkpoint-flip");
     let text = log();
     for path in &checkpoints {
@@ -782,6 +787,31 @@ async fn a_flipped_byte_in_the_data_dir_is_reported_and_the_affected_totals_refu
         totals(d.target.clone(), "tel-1").await.unwrap_err().code(),
         Code::DataLoss
     );
+    // A flipped byte in an id segment a checkpoint names (the claims the window holds in memory):
+    // named with its file, the shard rebuilt from the blocks, and a resend is still a duplicate.
+    d.terminate();
+    let segments: Vec<_> = std::fs::read_dir(data.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().contains(".ids-"))
+        .collect();
+    assert!(
+        !segments.is_empty(),
+        "a graceful stop writes the claims since the last checkpoint"
+    );
+    flip_last_byte(&segments);
+    let (d, log) = spawn_logged(&config, &dir.0, "after-segment-flip");
+    let text = log();
+    for path in &segments {
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("checksum"),
+            "log names {}: {text}",
+            path.display()
+        );
+    }
+    let resent = submit(&d.target, None, batch(4, &["tel-2"])).await.unwrap();
+    assert_eq!((resent.accepted, resent.duplicate), (0, 1), "{resent:?}");
+    assert_eq!(totals(d.target.clone(), "tel-2").await.unwrap().meters[0].events, 2);
     d.kill9();
 }
 

@@ -1,8 +1,8 @@
 //! The committer: gathers shard outputs into group commits (one block, one fsync), then publishes
 //! the changed totals to the committed view and acknowledges each batch part. Checkpoints are
 //! requested from the shards every `checkpoint_every_records` records; each is handed, once the
-//! commits it reflects are durable, to a writer thread (it is large, and writing it must not hold
-//! up acknowledgements).
+//! commits it reflects are durable, to a writer thread (`checkpointer`: writing must not hold up
+//! acknowledgements).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use super::shard::ShardSnapshot;
 use super::{CommittedView, CommitterMsg, PipelineConfig, PipelineError, ShardMsg, ShardOutput};
 use crate::store::checkpoint::CheckpointFiles;
 use crate::store::codec::seal_segments;
+use crate::store::segments::SegmentMeta;
 use crate::store::{Commit, Store};
 
 pub struct Committer {
@@ -25,6 +26,8 @@ pub struct Committer {
     records_since_checkpoint: u64,
     /// Checkpoints requested and not yet written.
     snapshots_pending: Arc<AtomicUsize>,
+    /// Per shard: the id segments its checkpoint named at start (the writer's first live lists).
+    segments: Vec<Vec<SegmentMeta>>,
     alerts: super::alerts::Alerts,
     commit_wait: metrics::Histogram,
     fsync: metrics::Histogram,
@@ -37,6 +40,7 @@ impl Committer {
         failed: Arc<AtomicBool>,
         config: PipelineConfig,
         shard_tx: Vec<Sender<ShardMsg>>,
+        segments: Vec<Vec<SegmentMeta>>,
         alerts: super::alerts::Alerts,
     ) -> Committer {
         Committer {
@@ -47,6 +51,7 @@ impl Committer {
             shard_tx,
             records_since_checkpoint: 0,
             snapshots_pending: Arc::new(AtomicUsize::new(0)),
+            segments,
             alerts,
             commit_wait: crate::telemetry::stage("commit_wait"),
             fsync: crate::telemetry::stage("fsync"),
@@ -61,9 +66,10 @@ impl Committer {
         let (ckpt_tx, ckpt_rx) = crossbeam_channel::bounded::<(usize, u64, ShardSnapshot)>(shards + 1);
         let files = CheckpointFiles::new(std::path::Path::new(self.store.dir()));
         let pending = self.snapshots_pending.clone();
+        let live = std::mem::take(&mut self.segments);
         let writer = std::thread::Builder::new()
             .name("checkpointer".into())
-            .spawn(move || write_checkpoints(files, shards, ckpt_rx, pending));
+            .spawn(move || super::checkpointer::write_checkpoints(files, live, ckpt_rx, pending));
         let mut group: Vec<ShardOutput> = Vec::new();
         let mut snapshots: Vec<(usize, ShardSnapshot)> = Vec::new();
         let mut cut: Option<usize> = None;
@@ -253,30 +259,4 @@ impl Committer {
 /// The group's records, in order, as sealed blocks of about [`crate::store::BLOCK_PART_BYTES`] each.
 fn seal_parts(group: &[ShardOutput]) -> Vec<Vec<u8>> {
     seal_segments(group.iter().map(|o| o.records.as_slice()))
-}
-
-/// The checkpoint writer thread: writes each shard state it is handed (a failure is logged; the
-/// previous checkpoint stays and a restart replays a little more).
-fn write_checkpoints(
-    files: CheckpointFiles,
-    shards: usize,
-    rx: Receiver<(usize, u64, ShardSnapshot)>,
-    pending: Arc<AtomicUsize>,
-) {
-    for (shard, next_seq, snapshot) in rx {
-        let started = std::time::Instant::now();
-        let state = snapshot.encode();
-        drop(snapshot);
-        match files.write(shard, shards, next_seq, &state) {
-            Ok(()) => info!(
-                shard,
-                next_seq,
-                bytes = state.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "checkpoint written"
-            ),
-            Err(e) => error!(shard, error = %e, path = %files.path(shard).display(), "checkpoint not written"),
-        }
-        let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
-    }
 }

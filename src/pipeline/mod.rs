@@ -13,12 +13,14 @@
 //! between admission and acknowledgement, so every queue holds at most that many jobs.
 //!
 //! One concern a file: `intake` (the door), `messages` (what the queues carry), `ticket` (a
-//! batch's admission and acknowledgement), `shard/` (the shard loop), `committer`, `committed`
+//! batch's admission and acknowledgement), `shard/` (the shard loop), `committer`, `checkpointer`
+//! (the checkpoint files and their id segments), `committed`
 //! (the view readers see), `clock`, `error`, `start` (recovery and the threads); `balance` and
 //! `corrections` are the operations that join the path at the shards.
 
 pub mod alerts;
 pub mod balance;
+mod checkpointer;
 mod clock;
 mod committed;
 pub mod committer;

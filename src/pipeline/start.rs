@@ -56,7 +56,7 @@ impl Pipeline {
     ) -> Result<Pipeline, StartError> {
         let key = store.key();
         let moved = store.moved_claims();
-        let mut states = shard::recover(
+        let (mut states, segments) = shard::recover(
             &store,
             &context.load(),
             config.shards,
@@ -162,6 +162,7 @@ impl Pipeline {
             failed.clone(),
             config,
             shard_tx.clone(),
+            segments,
             alerts,
         );
         threads.push(

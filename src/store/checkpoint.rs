@@ -5,17 +5,21 @@
 //! leaves the previous one, and a checkpoint that fails its checksum is not used (the blocks are
 //! the truth; the state is replayed from them).
 //!
-//! File: `RCK3` (`RCK2` before the dedupe cold tier, still read), shard count (u32), first commit
-//! seq NOT reflected (u64), state length (u64), xxh3 checksum of the state seeded with that seq
-//! (u64), state (see `pipeline::shard`).
+//! File: `RCK4` (`RCK3`, and `RCK2` before the dedupe cold tier, still read), shard count (u32),
+//! first commit seq NOT reflected (u64), state length (u64), xxh3 checksum of the state seeded
+//! with that seq (u64), state (see `pipeline::shard`). An `RCK4` state names the id segments
+//! (`store::segments`) that hold the window's ids in memory; an `RCK3` state holds them itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Since the dedupe window's cold tier: the state holds the ids in memory only, the rest being in
-/// `dedupe/`. An earlier release does not know `RCK3` and replays the blocks instead, which
-/// rebuilds the whole window: a downgrade cannot let an id in the cold tier through.
-const MAGIC: &[u8; 4] = b"RCK3";
+/// Since id segments: the state names the segment files that hold the ids in memory. An earlier
+/// release does not know `RCK4` and replays the blocks instead, which rebuilds the whole window:
+/// a downgrade cannot let an id through.
+const MAGIC: &[u8; 4] = b"RCK4";
+/// Since the dedupe cold tier: the state holds the ids in memory only, the rest being in
+/// `dedupe/`. Still read; its ids go into the first segment written after it.
+const MAGIC_WINDOW_IN_STATE: &[u8; 4] = b"RCK3";
 /// The same layout from the release before the cold tier (the whole window in the state): read
 /// as it is; its ids move to the cold tier with the next spill.
 const MAGIC_WHOLE_WINDOW: &[u8; 4] = b"RCK2";
@@ -32,6 +36,8 @@ pub struct Checkpoint {
     pub shards: u32,
     /// Commits with a seq from here on are not in it.
     pub next_seq: u64,
+    /// True for `RCK4`: the state names id segments; false when it holds the window itself.
+    pub segmented: bool,
     pub state: Vec<u8>,
 }
 
@@ -45,6 +51,11 @@ impl CheckpointFiles {
         CheckpointFiles {
             dir: data_dir.join("checkpoints"),
         }
+    }
+
+    /// The directory of the checkpoints and their id segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn path(&self, shard: usize) -> PathBuf {
@@ -90,7 +101,8 @@ impl CheckpointFiles {
         if bytes.starts_with(MAGIC_BEFORE_PLAN_PARTS) {
             return bad("written by an earlier release (RCK1, totals not kept per plan); replayed from the blocks");
         }
-        if bytes.len() < HEADER || (&bytes[..4] != MAGIC && &bytes[..4] != MAGIC_WHOLE_WINDOW) {
+        let magic = bytes.get(..4).unwrap_or_default();
+        if bytes.len() < HEADER || ![&MAGIC[..], &MAGIC_WINDOW_IN_STATE[..], &MAGIC_WHOLE_WINDOW[..]].contains(&magic) {
             return bad("not a checkpoint (bad magic or truncated header)");
         }
         let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
@@ -106,6 +118,7 @@ impl CheckpointFiles {
         Ok(Some(Checkpoint {
             shards,
             next_seq,
+            segmented: &bytes[..4] == MAGIC,
             state: state.to_vec(),
         }))
     }
@@ -131,9 +144,14 @@ mod tests {
         let error = files.read(0).err().unwrap();
         assert!(error.contains("shard-0.ckpt") && error.contains("checksum"), "{error}");
         bytes[last] ^= 1;
-        bytes[..4].copy_from_slice(b"RCK2");
         std::fs::write(files.path(0), &bytes).unwrap();
-        assert_eq!(files.read(0).unwrap().unwrap().state, b"state bytes", "RCK2 is read");
+        assert!(files.read(0).unwrap().unwrap().segmented);
+        for old in [b"RCK3", b"RCK2"] {
+            bytes[..4].copy_from_slice(old);
+            std::fs::write(files.path(0), &bytes).unwrap();
+            let c = files.read(0).unwrap().unwrap();
+            assert_eq!((c.state.as_slice(), c.segmented), (&b"state bytes"[..], false), "read");
+        }
         bytes[..4].copy_from_slice(b"RCK1");
         std::fs::write(files.path(0), &bytes).unwrap();
         let error = files.read(0).err().unwrap();

@@ -27,6 +27,7 @@ pub mod compact;
 pub mod keys;
 pub mod mediation;
 pub mod retention;
+pub mod segments;
 pub mod tables;
 pub mod write;
 

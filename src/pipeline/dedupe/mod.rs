@@ -22,20 +22,23 @@
 //! bucket choice and control bytes do not use), so a map that grows rehashes 1/64 of the day: a
 //! few milliseconds of the shard's time instead of a stall of a hundred.
 //!
-//! Files: this one (the window: check, claim, the checkpoint copy), `day.rs` (one day's table),
-//! `spill.rs` (the cold tier and the maintenance that spills, names, merges and expires runs).
+//! Files: this one (the window: check, claim, the checkpoint cut), `day.rs` (one day's table),
+//! `journal.rs` (the claims since the last checkpoint, sealed into id segments), `spill.rs` (the
+//! cold tier and the maintenance that spills, names, merges and expires runs).
 
 mod day;
+mod journal;
 mod spill;
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::limits::{DEDUPE_TABLES as TABLES, LATE_SPILL_IDS, MERGE_RUNS, SPILL_RETRY};
-use crate::store::codec::{CodecError, Reader, Writer};
+use crate::store::codec::{CodecError, Reader};
 use crate::store::cold::{ColdDamage, ColdRun};
 
 pub use day::DayTable;
+pub use journal::{CLAIM_BYTES, Claim, IdSegment, Retire};
 use spill::Spill;
 pub use spill::{ColdTier, Maintenance};
 
@@ -77,50 +80,6 @@ pub enum Seen {
 
 const LOW48: u64 = (1 << 48) - 1;
 
-/// A copy of a window's slots being taken (see [`DedupeWindow::begin_copy`]).
-pub struct DedupeCopy {
-    entries: DedupeEntries,
-    /// The days in memory when the copy began; the copy takes their tables 1/64 at a time.
-    days: Vec<u16>,
-    next: usize,
-}
-
-impl DedupeCopy {
-    pub fn into_entries(self) -> DedupeEntries {
-        self.entries
-    }
-}
-
-/// A copy of a window's in-memory slots (see [`DedupeWindow::begin_copy`]).
-pub struct DedupeEntries {
-    main: Vec<(u64, u64)>,
-    overflow: Vec<(u128, u64)>,
-}
-
-impl DedupeEntries {
-    pub fn len(&self) -> usize {
-        self.main.len() + self.overflow.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Read back by [`DedupeWindow::decode`].
-    pub fn encode(&self, w: &mut Writer<'_>) {
-        w.u64(self.main.len() as u64);
-        for (k, v) in &self.main {
-            w.u64(*k);
-            w.u64(*v);
-        }
-        w.u64(self.overflow.len() as u64);
-        for (k, v) in &self.overflow {
-            w.u128(*k);
-            w.u64(*v);
-        }
-    }
-}
-
 fn table(key: u64) -> usize {
     ((key >> 32) as usize) & (TABLES - 1)
 }
@@ -158,6 +117,10 @@ pub struct DedupeWindow {
     retry_at: Option<std::time::Instant>,
     /// Cold-tier pages read (filter said "maybe"), taken by the shard once per job.
     cold_reads: std::cell::Cell<u64>,
+    /// The claims since the last checkpoint cut (see [`journal`]).
+    journal: journal::Journal,
+    /// Named spill runs since the last cut: the segments they make redundant.
+    retired: Vec<Retire>,
 }
 
 impl Default for DedupeWindow {
@@ -170,6 +133,8 @@ impl Default for DedupeWindow {
             spilled_cutoff: 0,
             retry_at: None,
             cold_reads: std::cell::Cell::new(0),
+            journal: journal::Journal::default(),
+            retired: Vec::new(),
         }
     }
 }
@@ -238,16 +203,48 @@ impl DedupeWindow {
         Ok(Seen::New)
     }
 
-    /// Claims an id (after [`DedupeWindow::check`] said `New`).
+    /// Claims an id (after [`DedupeWindow::check`] said `New`); the claim goes into the next
+    /// checkpoint's segment.
     pub fn insert(&mut self, fingerprint: u128, day: u16, content: u64) {
         let v = value(fingerprint, day, content);
         self.day_table(day).insert(fingerprint, v);
+        self.journal.push(fingerprint, v);
+    }
+
+    /// Puts back the claims of a checkpoint's segment (recovery): they are in a segment already,
+    /// so they are not journaled again.
+    pub fn load_segment(&mut self, claims: &[Claim]) {
+        for c in claims {
+            self.day_table(c.day()).insert(c.fingerprint(), c.value);
+        }
+    }
+
+    /// Numbers the next segment from `next` on (recovery: above every segment file on disk).
+    pub fn number_segments_from(&mut self, next: u64) {
+        self.journal.number_from(next);
+    }
+
+    /// At a checkpoint cut: the claims since the last cut as a numbered segment, and the
+    /// segments that spills named since then make redundant.
+    pub fn seal(&mut self) -> (IdSegment, Vec<Retire>) {
+        (self.journal.seal(), std::mem::take(&mut self.retired))
+    }
+
+    /// Claims waiting for the next cut.
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
     }
 
     /// Forgets the in-memory ids of events from before `oldest_kept` (a day number); frozen ones
     /// go when their run is written.
     pub fn retain_from(&mut self, oldest_kept: u16) {
         self.hot.retain(|t| t.day >= oldest_kept);
+        // Segments whose ids are all older are no longer needed either (whether or not their
+        // days ever spilled).
+        self.retired.push(Retire {
+            sealed_before: self.journal.next_number(),
+            days_before: oldest_kept,
+        });
     }
 
     /// Heap bytes the window takes (table slots and control bytes, cold filters and indexes).
@@ -261,63 +258,25 @@ impl DedupeWindow {
         hot + frozen + cold
     }
 
-    /// The tables in memory (hot, then frozen).
-    fn tables(&self) -> impl Iterator<Item = &DayTable> {
-        self.hot.iter().chain(self.frozen.iter().map(|t| &**t))
-    }
-
-    /// Starts a copy of the in-memory slots as flat lists, for a checkpoint (the cold tier is
-    /// durable already). The copy is taken a few maps at a time ([`DedupeWindow::copy_tables`]),
-    /// between jobs.
-    pub fn begin_copy(&self) -> DedupeCopy {
-        let mut days: Vec<u16> = self.tables().map(|t| t.day).collect();
-        days.sort_unstable();
-        days.dedup();
-        let len = self.memory_len();
-        DedupeCopy {
-            entries: DedupeEntries {
-                main: Vec::with_capacity(len + len / 8),
-                overflow: Vec::new(),
-            },
-            days,
-            next: 0,
-        }
-    }
-
-    /// Copies up to `tables` more maps into `copy`; true once every map of every day is in it.
-    /// Ids claimed after the copy began may be in it too; ids evicted or moved to the cold tier
-    /// meanwhile may be missing (too old to be resent, or durable in a run). Both are harmless for
-    /// a checkpoint: replay claims the newer ones again.
-    pub fn copy_tables(&self, copy: &mut DedupeCopy, tables: usize) -> bool {
-        let total = copy.days.len() * TABLES;
-        let mut left = tables;
-        while copy.next < total && left > 0 {
-            let (day, t) = (copy.days[copy.next / TABLES], copy.next % TABLES);
-            for table in self.tables().filter(|x| x.day == day) {
-                copy.entries.main.extend(table.main[t].iter().map(|(k, v)| (*k, *v)));
-                if t == TABLES - 1 {
-                    copy.entries
-                        .overflow
-                        .extend(table.overflow.iter().map(|(k, v)| (*k, *v)));
-                }
-            }
-            copy.next += 1;
-            left -= 1;
-        }
-        copy.next >= total
-    }
-
+    /// Reads the whole-window part of an `RCK2`/`RCK3` checkpoint (releases before id segments).
+    /// Its ids are journaled: the first checkpoint written after the upgrade holds them in its
+    /// segment.
     pub fn decode(r: &mut Reader<'_>) -> Result<DedupeWindow, CodecError> {
         let mut window = DedupeWindow::default();
         for _ in 0..r.u64()? {
             let k = r.u64()?;
             let v = r.u64()?;
             window.day_table(day_of_value(v)).main[table(k)].insert(k, v);
+            // The main map keys on the low 64 bits and compares the 24 bits kept in the value.
+            window
+                .journal
+                .push(u128::from(k) | (u128::from((v >> 24) & LOW24) << 64), v);
         }
         for _ in 0..r.u64()? {
             let k = r.u128()?;
             let v = r.u64()?;
             window.day_table(day_of_value(v)).overflow.insert(k, v);
+            window.journal.push(k, v);
         }
         Ok(window)
     }

@@ -46,8 +46,12 @@ impl ColdTier {
 pub(super) enum JobKind {
     /// The first `tables` frozen tables. `target`: the shard's outputs sent when they were frozen;
     /// the run is named only once the committer has committed that many (every id in it is then
-    /// durable in a block).
-    Spill { tables: usize, target: u64 },
+    /// durable in a block). `retire`: the checkpoint segments the run makes redundant once named.
+    Spill {
+        tables: usize,
+        target: u64,
+        retire: super::Retire,
+    },
     /// One run from these runs (all durable already).
     Merge { ids: Vec<u64> },
 }
@@ -127,9 +131,16 @@ impl DedupeWindow {
         self.hot = keep;
         self.frozen.extend(old.into_iter().map(Arc::new));
         let tables: Vec<Arc<DayTable>> = self.frozen.clone();
+        // Every id of a day before the cutoff claimed before now is in these tables (or in an
+        // earlier run, or past the window): so are those of every segment sealed before now.
+        let retire = super::Retire {
+            sealed_before: self.journal.next_number(),
+            days_before: cutoff,
+        };
         let kind = JobKind::Spill {
             tables: tables.len(),
             target: sent,
+            retire,
         };
         self.launch("dedupe-spill", kind, move |dir, id| write_run(dir, id, &tables));
     }
@@ -200,9 +211,10 @@ impl DedupeWindow {
         }
         self.retry_at = None;
         match spill.kind {
-            JobKind::Spill { tables, .. } => {
+            JobKind::Spill { tables, retire, .. } => {
                 done.installed = Some((run.path().display().to_string(), run.info.count));
                 self.frozen.drain(..tables);
+                self.retired.push(retire);
             }
             JobKind::Merge { ids } => {
                 done.merged = Some((run.path().display().to_string(), ids.len()));

@@ -34,31 +34,62 @@ fn survives_a_checkpoint() {
     for i in 0..1000u128 {
         w.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834), 5, i as u64);
     }
+    // Shares its low 64 bits with no other id here, then with one (the overflow).
     w.insert((9 << 64) | 0x9E37_79B9_7F4A_7C15, 6, 1);
-    let mut bytes = Vec::new();
-    let mut copy = w.begin_copy();
-    while !w.copy_tables(&mut copy, 5) {}
-    copy.into_entries().encode(&mut Writer(&mut bytes));
-    let back = DedupeWindow::decode(&mut Reader::new(&bytes)).expect("decodes");
+    w.insert((10 << 64) | 0x9E37_79B9_7F4A_7C15, 6, 2);
+    let (segment, retire) = w.seal();
+    assert!(retire.is_empty());
+    assert_eq!((segment.claims.len(), segment.newest_day), (1002, 6));
+    let mut back = DedupeWindow::default();
+    back.load_segment(&segment.claims);
     assert_eq!(back.len(), w.len());
+    assert_eq!(back.journal_len(), 0, "loaded claims are in a segment already");
     for i in 0..1000u128 {
         let fp = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834);
         assert_eq!(check(&back, fp, i as u64), Seen::Duplicate);
     }
+    assert_eq!(check(&back, (9 << 64) | 0x9E37_79B9_7F4A_7C15, 1), Seen::Duplicate);
+    assert_eq!(check(&back, (10 << 64) | 0x9E37_79B9_7F4A_7C15, 2), Seen::Duplicate);
 }
 
+/// The window of a checkpoint written before id segments (RCK3) is read, and its ids go into the
+/// next segment: the first new checkpoint names them.
 #[test]
-fn a_copy_begun_step_by_step_can_be_finished_at_once() {
-    // A shutdown (or a second checkpoint request) finishes a copy in progress with
-    // usize::MAX tables; from a copy already under way that overflowed `next + tables`.
-    let mut w = DedupeWindow::default();
-    for i in 0..1000u128 {
-        w.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834), 5, i as u64);
+fn a_window_from_an_earlier_checkpoint_is_journaled() {
+    let shared = 0x1234_5678_9ABC_DEF0u128;
+    let ids: Vec<(u128, u16, u64)> = (0..500u128)
+        .map(|i| {
+            (
+                i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834),
+                7 + (i % 2) as u16,
+                i as u64,
+            )
+        })
+        .chain([((3 << 64) | shared, 8, 1), ((4 << 64) | shared, 8, 2)])
+        .collect();
+    // The RCK3 layout: main slots (low 64 bits, value), then the overflow (whole fingerprint, value).
+    let mut bytes = Vec::new();
+    let mut writer = crate::store::codec::Writer(&mut bytes);
+    let (main, overflow) = ids.split_at(ids.len() - 1);
+    writer.u64(main.len() as u64);
+    for (fp, day, content) in main {
+        writer.u64(*fp as u64);
+        writer.u64(value(*fp, *day, *content));
     }
-    let mut copy = w.begin_copy();
-    assert!(!w.copy_tables(&mut copy, 4));
-    assert!(w.copy_tables(&mut copy, usize::MAX));
-    assert_eq!(copy.into_entries().len(), w.len());
+    writer.u64(overflow.len() as u64);
+    for (fp, day, content) in overflow {
+        writer.u128(*fp);
+        writer.u64(value(*fp, *day, *content));
+    }
+    let mut old = DedupeWindow::decode(&mut Reader::new(&bytes)).expect("decodes");
+    let (segment, _) = old.seal();
+    assert_eq!(segment.claims.len(), ids.len());
+    let mut back = DedupeWindow::default();
+    back.load_segment(&segment.claims);
+    for (fp, _, content) in &ids {
+        assert_eq!(check(&back, *fp, *content), Seen::Duplicate);
+        assert_eq!(check(&back, *fp, content + 1), Seen::Conflict);
+    }
 }
 
 #[test]
@@ -152,23 +183,38 @@ fn old_days_move_to_the_cold_tier_and_answer_the_same() {
     let _ = std::fs::remove_dir_all(root);
 }
 
+/// A segment is redundant once a named run holds every day in it, and only if it was sealed
+/// before the spill froze its tables; until then every checkpoint names it.
 #[test]
-fn a_checkpoint_copy_holds_frozen_days() {
-    let root = tempdir("copy");
+fn segments_retire_once_a_named_run_holds_their_days() {
+    let root = tempdir("retire");
     let mut w = DedupeWindow::default();
     w.set_cold(ColdTier::open(ColdDir::new(&root, 0, 1)).expect("empty tier"));
-    for i in 0..500u128 {
+    for i in 0..200u128 {
+        w.insert(fp(i), 100, i as u64);
+    }
+    let (day_100, _) = w.seal();
+    for i in 200..400u128 {
         w.insert(fp(i), 100 + (i % 2) as u16, i as u64);
     }
+    let (both_days, _) = w.seal();
     w.maintain(101, 90, 1, 0);
     assert!(w.spilling(), "day 100 frozen, its run not named");
-    let mut copy = w.begin_copy();
-    while !w.copy_tables(&mut copy, 7) {}
-    let mut bytes = Vec::new();
-    copy.into_entries().encode(&mut Writer(&mut bytes));
-    let back = DedupeWindow::decode(&mut Reader::new(&bytes)).expect("decodes");
-    assert_eq!(back.memory_len(), 500);
-    assert!((0..500u128).all(|i| check(&back, fp(i), i as u64) == Seen::Duplicate));
+    // A late id of day 100 after the freeze: hot, not in the run.
+    w.insert(fp(1000), 100, 1000);
+    let (late, retire) = w.seal();
+    assert!(retire.is_empty(), "nothing retires before the run is named");
+    assert!(w.finish(1).installed.is_some());
+    let (_, retire) = w.seal();
+    let covered = |s: &IdSegment| retire.iter().any(|r| r.covers(s.number, s.newest_day));
+    assert!(covered(&day_100));
+    assert!(!covered(&both_days), "holds day 101, still hot");
+    assert!(!covered(&late), "sealed after the freeze");
+    // Past the window, every segment sealed before goes, spilled or not.
+    w.retain_from(102);
+    let (_, retire) = w.seal();
+    assert!(retire.iter().any(|r| r.covers(both_days.number, both_days.newest_day)));
+    assert!(retire.iter().any(|r| r.covers(late.number, late.newest_day)));
     let _ = std::fs::remove_dir_all(root);
 }
 

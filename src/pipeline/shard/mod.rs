@@ -28,8 +28,8 @@ use crate::domain::period::Period;
 use crate::domain::record::RatedRecord;
 use crate::domain::tariff::Plan;
 
-pub use copy::ShardSnapshot;
-use copy::{COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP, StateCopy};
+use copy::{COPY_ACCOUNTS_PER_STEP, StateCopy};
+pub use copy::{ShardSnapshot, encode_state};
 pub use partial::PartIn;
 pub use recover::recover;
 pub use wallets::BalanceWrites;
@@ -385,7 +385,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
             Some(wait) => match rx.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
+                    if !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP)) {
                         return;
                     }
                     maintain(&mut state, &env, env.clock.now(), sent);
@@ -468,7 +468,7 @@ pub fn run(env: ShardEnv, mut state: ShardState, rx: Receiver<ShardMsg>, out: Se
         }
         sent += 1;
         // After the output: a copy that now holds its claims reaches the committer behind it.
-        if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP, COPY_TABLES_PER_STEP)) {
+        if state.copying.is_some() && !send_copy(state.copy_step(COPY_ACCOUNTS_PER_STEP)) {
             return;
         }
     }

@@ -6,22 +6,26 @@ use tracing::{error, warn};
 use super::ShardState;
 use crate::pipeline::RatingContext;
 use crate::pipeline::dedupe::ColdTier;
-use crate::store::checkpoint::CheckpointFiles;
+use crate::store::checkpoint::{Checkpoint, CheckpointFiles};
 use crate::store::codec::{self, CodecError};
 use crate::store::cold::ColdDir;
+use crate::store::segments::SegmentMeta;
 use crate::store::{Store, StoreError};
 
 /// Rebuilds every shard's state: the latest checkpoint of each shard (when they were taken with
-/// the current shard count), then every block after it, checksums verified. Ids older than the
-/// window at `now` (the pipeline's clock, the same one ingest checks TOO_OLD against) are dropped.
+/// the current shard count) with the id segments it names, then every block after it, checksums
+/// verified. Ids older than the window at `now` (the pipeline's clock, the same one ingest checks
+/// TOO_OLD against) are dropped. Also returns, per shard, the segments its checkpoint named (the
+/// next checkpoint names them too, until a cold run makes them redundant).
 pub fn recover(
     store: &Store,
     ctx: &RatingContext,
     shards: usize,
     window_days: u32,
     now: DateTime<Utc>,
-) -> Result<Vec<ShardState>, StoreError> {
+) -> Result<(Vec<ShardState>, Vec<Vec<SegmentMeta>>), StoreError> {
     let mut states: Vec<ShardState> = (0..shards).map(|_| ShardState::default()).collect();
+    let mut segments: Vec<Vec<SegmentMeta>> = vec![Vec::new(); shards];
     // Per shard: the first commit seq its checkpoint does not reflect (0 without one).
     let mut next: Vec<u64> = vec![0; shards];
     let data_dir = std::path::Path::new(store.dir());
@@ -49,15 +53,22 @@ pub fn recover(
             );
             next = vec![0; shards];
             states = (0..shards).map(|_| ShardState::default()).collect();
+            segments = vec![Vec::new(); shards];
             break;
         }
-        match ShardState::decode(&checkpoint.state, ctx) {
-            Ok(state) => {
+        match load_checkpoint(&files, k, &checkpoint, ctx) {
+            Ok((state, named)) => {
                 states[k] = state;
+                segments[k] = named;
                 next[k] = checkpoint.next_seq;
             }
             Err(error) => warn!(shard = k, %error, "checkpoint not usable; its shard is rebuilt from the blocks"),
         }
+    }
+    for (k, state) in states.iter_mut().enumerate() {
+        // New segments are numbered above every file on disk, named or left over.
+        let next_number = files.segment_numbers(k).into_iter().max().map_or(0, |n| n + 1);
+        state.dedupe.number_segments_from(next_number);
     }
     let from = next.iter().copied().min().unwrap_or(0);
     let key = store.key();
@@ -107,7 +118,27 @@ pub fn recover(
         s.evict(now, window_days);
         s.dedupe.set_cold(cold);
     }
-    Ok(states)
+    Ok((states, segments))
+}
+
+/// One shard's state from its checkpoint: an `RCK4` one with the id segments it names (each
+/// checked), an earlier one with the window in its state.
+fn load_checkpoint(
+    files: &CheckpointFiles,
+    shard: usize,
+    checkpoint: &Checkpoint,
+    ctx: &RatingContext,
+) -> Result<(ShardState, Vec<SegmentMeta>), String> {
+    if !checkpoint.segmented {
+        let state = ShardState::decode(&checkpoint.state, ctx).map_err(|e| e.to_string())?;
+        return Ok((state, Vec::new()));
+    }
+    let (mut state, named) = ShardState::decode_segmented(&checkpoint.state, ctx).map_err(|e| e.to_string())?;
+    for meta in &named {
+        let claims = files.read_segment(shard, meta)?;
+        state.dedupe.load_segment(&claims);
+    }
+    Ok((state, named))
 }
 
 /// Opens each shard's dedupe cold tier. One that fails its check (or was written with another
@@ -216,7 +247,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let states = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
+        let (states, _) = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
         let totals: Vec<_> = states[0].all_totals().collect();
         assert_eq!(totals.len(), 1);
         assert_eq!(totals[0].total_charge, Decimal::new(3_500, 9));
@@ -273,7 +304,7 @@ mod tests {
                 ..Commit::default()
             })
             .unwrap();
-        let states = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
+        let (states, _) = recover(&store, &context(), 1, 35, at + chrono::Duration::hours(1)).unwrap();
         let check = |account: &str| states[0].dedupe.check(key.fingerprint(account, "e-sim"), 77).unwrap();
         assert_eq!(check("radius"), Seen::Duplicate);
         assert_eq!(check("acme"), Seen::New);
