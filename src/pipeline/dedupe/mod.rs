@@ -214,8 +214,21 @@ impl DedupeWindow {
     /// Puts back the claims of a checkpoint's segment (recovery): they are in a segment already,
     /// so they are not journaled again.
     pub fn load_segment(&mut self, claims: &[Claim]) {
+        // Claims come in runs of one day: the day's table is looked up when the day changes.
+        let mut at: Option<(u16, usize)> = None;
         for c in claims {
-            self.day_table(c.day()).insert(c.fingerprint(), c.value);
+            let day = c.day();
+            let index = match at {
+                Some((d, index)) if d == day => index,
+                _ => {
+                    self.day_table(day);
+                    // Invariant: the table was created just above if it was absent.
+                    let index = self.hot.iter().rposition(|t| t.day == day).expect("day table present");
+                    at = Some((day, index));
+                    index
+                }
+            };
+            self.hot[index].insert(c.fingerprint(), c.value);
         }
     }
 
