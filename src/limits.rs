@@ -95,6 +95,9 @@ pub const ACCOUNTS_PER_JOB: usize = 4096;
 /// costs well under a millisecond (the dedupe ids are not copied: the claims since the last cut
 /// are handed over whole, see `pipeline::dedupe::journal`).
 pub const COPY_ACCOUNTS_PER_STEP: usize = 4096;
+/// Claims a shard's checkpoint journal reserves room for after a cut (about the claims of the
+/// interval before, at most this many: 48 MiB).
+pub const JOURNAL_RESERVE_CLAIMS: usize = 1 << 21;
 /// Tables per day of the dedupe window's hot tier (by the fingerprint's high bits): each is
 /// spilled and dropped on its own, so no single one grows large.
 pub const DEDUPE_TABLES: usize = 64;

@@ -9,7 +9,7 @@
 //! value; little-endian). The checkpoint that names a segment keeps its count and checksum too,
 //! so a segment file replaced by another of the same name is caught.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::PathBuf;
 
 use super::checkpoint::CheckpointFiles;
@@ -87,7 +87,8 @@ impl CheckpointFiles {
     }
 
     /// Writes a segment durably (a temporary file, fsync, rename, fsync of the directory),
-    /// encoding it a slice at a time.
+    /// encoding it a slice at a time: the claims are written behind a blank header and hashed as
+    /// they go, then the header is written in place.
     pub fn write_segment(
         &self,
         shard: usize,
@@ -98,26 +99,26 @@ impl CheckpointFiles {
         std::fs::create_dir_all(self.dir())?;
         let path = self.segment_path(shard, number);
         let tmp = path.with_extension(format!("ids-{number}.tmp"));
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        file.write_all(&[0; HEADER])?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(number);
         let mut chunk = Vec::with_capacity(CLAIMS_PER_WRITE.min(claims.len()) * CLAIM_BYTES);
         for part in claims.chunks(CLAIMS_PER_WRITE) {
             chunk.clear();
             part.iter().for_each(|c| c.encode(&mut chunk));
             hasher.update(&chunk);
-        }
-        let checksum = hasher.digest();
-        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        file.write_all(MAGIC)?;
-        file.write_all(&(shard as u32).to_le_bytes())?;
-        file.write_all(&number.to_le_bytes())?;
-        file.write_all(&(claims.len() as u64).to_le_bytes())?;
-        file.write_all(&checksum.to_le_bytes())?;
-        for part in claims.chunks(CLAIMS_PER_WRITE) {
-            chunk.clear();
-            part.iter().for_each(|c| c.encode(&mut chunk));
             file.write_all(&chunk)?;
         }
-        let file = file.into_inner().map_err(|e| e.into_error())?;
+        let checksum = hasher.digest();
+        let mut file = file.into_inner().map_err(|e| e.into_error())?;
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&(shard as u32).to_le_bytes());
+        header.extend_from_slice(&number.to_le_bytes());
+        header.extend_from_slice(&(claims.len() as u64).to_le_bytes());
+        header.extend_from_slice(&checksum.to_le_bytes());
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.write_all(&header)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &path)?;
@@ -162,6 +163,21 @@ impl CheckpointFiles {
 
     /// The numbers of the shard's segment files on disk.
     pub fn segment_numbers(&self, shard: usize) -> Vec<u64> {
+        self.segment_files(shard).into_iter().filter_map(|(_, n)| n).collect()
+    }
+
+    /// Deletes the shard's segment files (and leftover temporary ones) that `keep` does not name:
+    /// called once a checkpoint naming `keep` is durable.
+    pub fn remove_segments_except(&self, shard: usize, keep: &[u64]) {
+        for (path, number) in self.segment_files(shard) {
+            if !number.is_some_and(|n| keep.contains(&n)) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// The shard's segment files with their numbers (`None` for a leftover temporary file).
+    fn segment_files(&self, shard: usize) -> Vec<(PathBuf, Option<u64>)> {
         let prefix = format!("shard-{shard}.ids-");
         let Ok(entries) = std::fs::read_dir(self.dir()) else {
             return Vec::new();
@@ -170,29 +186,10 @@ impl CheckpointFiles {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name();
-                let number = name.to_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-                Some(number)
+                let rest = name.to_str()?.strip_prefix(&prefix)?;
+                Some((e.path(), rest.parse::<u64>().ok()))
             })
             .collect()
-    }
-
-    /// Deletes the shard's segment files (and leftover temporary ones) that `keep` does not name:
-    /// called once a checkpoint naming `keep` is durable.
-    pub fn remove_segments_except(&self, shard: usize, keep: &[u64]) {
-        let prefix = format!("shard-{shard}.ids-");
-        let Ok(entries) = std::fs::read_dir(self.dir()) else {
-            return;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
-            let kept = rest.parse::<u64>().is_ok_and(|n| keep.contains(&n));
-            if !kept {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! run (or too old for the window): a spill that froze its tables after the segment was sealed,
 //! with a cutoff above the segment's newest day, retires it ([`Retire`]).
 
+use crate::limits::JOURNAL_RESERVE_CLAIMS;
 pub use crate::store::segments::{CLAIM_BYTES, Claim};
 
 /// The claims since the last cut, sealed at the next one.
@@ -43,8 +44,9 @@ impl Journal {
         let number = self.next_number;
         self.next_number += 1;
         // The next cut comes after about as many claims: sized once, so the journal does not
-        // double (and copy) tens of megabytes in the middle of a job.
-        let expected = self.claims.len() + self.claims.len() / 4;
+        // double (and copy) tens of megabytes in the middle of a job. Capped: the first cut after
+        // a start also holds every claim the replay made.
+        let expected = (self.claims.len() + self.claims.len() / 4).min(JOURNAL_RESERVE_CLAIMS);
         IdSegment {
             number,
             newest_day: std::mem::take(&mut self.newest_day),
